@@ -30,6 +30,7 @@ import { PgConnection } from "@effect/sql-pg"
 import { Effect, Redacted, Schema, type Scope } from "effect"
 import { childrenOf, isAlive, signal } from "./internal/processes.ts"
 import { pollUntil, sleepReal } from "./internal/realtime.ts"
+import { sqlErrorText } from "./internal/sqlErrorText.ts"
 import type { PgInstall } from "./PgBinaries.ts"
 import { type ServerUser, spawnIdentity } from "./ServerUser.ts"
 
@@ -340,7 +341,7 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
           connectTimeout: "10 seconds"
         })
         return (yield* conn.query(sql, params ?? [])).rows as unknown as ReadonlyArray<Row>
-      })).pipe(Effect.mapError((e) => fail("query", `${e.message}${e.cause instanceof Error ? `: ${e.cause.message}` : ""} (query: ${sql})`)))
+      })).pipe(Effect.mapError((e) => fail("query", `${sqlErrorText(e)} (query: ${sql})`)))
 
     const setConfig = (setting: string, value: SettingValue | null) =>
       Effect.gen(function*() {

@@ -21,6 +21,9 @@ const readStat = (pid: number): ProcStat | undefined => {
   }
 }
 
+/** The process state letter (R, S, D, T, Z, ...), or undefined when it is gone. */
+export const stateOf = (pid: number): string | undefined => readStat(pid)?.state
+
 export const isAlive = (pid: number): boolean => {
   const stat = readStat(pid)
   return stat !== undefined && stat.state !== "Z" && stat.state !== "X"

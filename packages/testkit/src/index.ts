@@ -1,0 +1,20 @@
+/**
+ * @slotkeeper/testkit: real PostgreSQL servers for tests, as scoped Effect resources.
+ *
+ * - `PgCluster`: an ephemeral server (initdb in a temp folder, free port, wal_level=logical), with restart, crash,
+ *   stop, terminateBackend and setConfig.
+ * - `Standby`: a streaming physical standby with failover-slot synchronization (17+), and promote.
+ * - `FaultProxy`: a TCP proxy that can blackhole (half-open partition), reset, or delay connections.
+ * - `ProcessControl`: SIGSTOP / SIGCONT a process for pause scenarios.
+ * - `PgVersions`: run a test file against several major versions (`SLOTKEEPER_PG_VERSIONS`, default 18).
+ * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
+ */
+export * as FaultProxy from "./FaultProxy.ts"
+export * as Leftovers from "./Leftovers.ts"
+export * as PgBinaries from "./PgBinaries.ts"
+export * as PgCluster from "./PgCluster.ts"
+export * as PgServer from "./PgServer.ts"
+export * as PgVersions from "./PgVersions.ts"
+export * as ProcessControl from "./ProcessControl.ts"
+export * as ServerUser from "./ServerUser.ts"
+export * as Standby from "./Standby.ts"
