@@ -84,7 +84,7 @@ export const make = (
     const physicalSlot = `${name}_slot`
 
     // 1. the physical slot (reserving WAL now) and the primary's synchronized_standby_slots
-    yield* primary.query("SELECT pg_create_physical_replication_slot($1::name, true)", [physicalSlot])
+    yield* primary.query("SELECT slot_name FROM pg_create_physical_replication_slot($1::name, true)", [physicalSlot])
     if (guardSlots) {
       const [current] = yield* primary.query<{ v: string }>("SELECT current_setting('synchronized_standby_slots') AS v")
       const slots = (current?.v ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
