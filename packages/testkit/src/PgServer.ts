@@ -290,7 +290,16 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
       const done = runToEnd(proc)
       const exitedWithin = (ms: number) =>
-        Effect.promise(() => Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]))
+        Effect.promise(() =>
+          new Promise<boolean>((resolve) => {
+            // the timer is cleared when the process exits first: a pending timer would keep Node's event loop alive
+            const timer = setTimeout(() => resolve(false), ms)
+            void done.then(() => {
+              clearTimeout(timer)
+              resolve(true)
+            })
+          })
+        )
       proc.kill("SIGINT") // fast shutdown: roll back open transactions, checkpoint, exit
       if (!(yield* exitedWithin(60_000))) {
         proc.kill("SIGQUIT") // immediate shutdown

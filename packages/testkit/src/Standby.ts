@@ -139,7 +139,10 @@ export const make = (
     writeFileSync(join(dataDir, "standby.signal"), "")
     // the files written here (as root) must belong to the server user; postgres rewrites auto.conf on ALTER SYSTEM
     if (primary.osUser.kind === "switched") {
-      yield* Effect.promise(() => run("chown", ["-R", `${primary.osUser.uid}:${primary.osUser.gid}`, dataDir]).then(() => undefined, () => undefined))
+      yield* Effect.tryPromise({
+        try: () => run("chown", ["-R", `${primary.osUser.uid}:${primary.osUser.gid}`, dataDir]),
+        catch: (e) => new PgServer.PgServerError({ server: name, operation: "standby", message: `could not give ${dataDir} to ${primary.osUser.name}: ${String(e)}` })
+      })
     }
 
     const server = yield* PgServer.make({
