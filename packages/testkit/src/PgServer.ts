@@ -182,14 +182,16 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
     // ---- folders and initdb -------------------------------------------------------------------------------
     const prepare = Effect.tryPromise({
       try: async () => {
+        // The server's own folder belongs to the server user, whoever created it (a root-owned 0700 mkdtemp folder
+        // would keep initdb out). Its parents only need to be traversable.
         mkdirSync(options.baseDir, { recursive: true, mode: 0o755 })
+        chownTo(options.baseDir, user)
         mkdirSync(socketDir, { recursive: true, mode: 0o700 })
         chownTo(socketDir, user)
         if (!existsSync(join(dataDir, "PG_VERSION"))) {
           if (!options.initdb) throw new Error(`${dataDir} holds no PostgreSQL data folder`)
           await initdb()
         }
-        chownTo(options.baseDir, user) // let the server user create files beside data/ (none today; keeps it simple)
       },
       catch: (e) => fail("initdb", e instanceof Error ? e.message : String(e))
     })

@@ -7,8 +7,10 @@
  * - `FaultProxy`: a TCP proxy that can blackhole (half-open partition), reset, or delay connections.
  * - `ProcessControl`: SIGSTOP / SIGCONT a process for pause scenarios.
  * - `PgVersions`: run a test file against several major versions (`SLOTKEEPER_PG_VERSIONS`, default 18).
+ * - `EmbeddedPostgres`: a server whose data survives restarts (the CLI's default database).
  * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
  */
+export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 export * as FaultProxy from "./FaultProxy.ts"
 export * as Leftovers from "./Leftovers.ts"
 export * as PgBinaries from "./PgBinaries.ts"

@@ -1,0 +1,107 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { PgConnection } from "@effect/sql-pg"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import packageJson from "../package.json" with { type: "json" }
+
+const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
+const cli = (...args: Array<string>) => spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" })
+
+describe("slotkeeper --help / --version", () => {
+  it("--version prints the package version", () => {
+    const r = cli("--version")
+    assert.strictEqual(r.status, 0)
+    assert.strictEqual(r.stdout.trim(), `slotkeeper v${packageJson.version}`)
+  })
+
+  it("--help describes the command and lists its subcommands", () => {
+    const r = cli("--help")
+    assert.strictEqual(r.status, 0)
+    assert.match(r.stdout, /logical replication stream/)
+    assert.match(r.stdout, /SUBCOMMANDS[\s\S]*embedded/)
+  })
+
+  it("a bad flag value is rejected with a message that says what to change", () => {
+    const r = cli("embedded", "--port", "70000")
+    assert.notStrictEqual(r.status, 0)
+    assert.match(r.stdout + r.stderr, /--port 70000 is not a TCP port: use 1\.\.65535/)
+  })
+})
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+
+/** Starts `slotkeeper embedded`, resolving with the DATABASE_URL it prints; killed with SIGTERM on release. */
+const startEmbedded = (dir: string, port: number) =>
+  Effect.acquireRelease(
+    Effect.callback<{ child: ChildProcess; url: string }, Error>((resume) => {
+      const child = spawn(process.execPath, [bin, "embedded", "--data-dir", dir, "--port", String(port)], { stdio: ["ignore", "pipe", "pipe"] })
+      let out = ""
+      const onData = (d: Buffer) => {
+        out += d.toString()
+        const url = /^DATABASE_URL=(\S+)$/m.exec(out)?.[1]
+        if (url !== undefined) resume(Effect.succeed({ child, url }))
+      }
+      child.stdout!.on("data", onData)
+      child.stderr!.on("data", onData)
+      child.on("exit", (code) => resume(Effect.fail(new Error(`slotkeeper embedded exited with ${code}:\n${out}`))))
+    }),
+    ({ child }) => stopChild(child)
+  )
+
+const stopChild = (child: ChildProcess) =>
+  Effect.callback<number | null>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.succeed(child.exitCode))
+    child.once("exit", (code) => resume(Effect.succeed(code)))
+    child.kill("SIGTERM")
+  })
+
+const query = (url: string, sql: string) =>
+  Effect.scoped(Effect.flatMap(PgConnection.make({ url: Redacted.make(url) }), (c) => c.query(sql)))
+
+describe("slotkeeper embedded", () => {
+  it.live("starts a logical-replication-ready PostgreSQL whose data survives a restart", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const port = yield* Effect.promise(freePort)
+
+      const first = yield* Effect.scoped(Effect.gen(function*() {
+        const { child, url } = yield* startEmbedded(dir, port)
+        assert.strictEqual(url, `postgres://postgres@127.0.0.1:${port}/postgres`)
+        assert.deepStrictEqual((yield* query(url, "SHOW wal_level")).rows, [{ wal_level: "logical" }])
+        yield* query(url, "CREATE TABLE kept (note text)")
+        yield* query(url, "INSERT INTO kept VALUES ('from the first start')")
+        return child
+      }))
+      // SIGTERM: graceful stop (runMain exits 130 after a signal, once finalizers have run)
+      assert.strictEqual(first.exitCode, 130)
+
+      yield* Effect.scoped(Effect.gen(function*() {
+        const { url } = yield* startEmbedded(dir, port)
+        assert.deepStrictEqual((yield* query(url, "SELECT note FROM kept")).rows, [{ note: "from the first start" }])
+      }))
+    }))
+
+  it.live("a port in use is an error that names it", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const port = yield* Effect.promise(freePort)
+      const blocker = createServer().listen(port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => blocker.close()))
+      const failed = yield* Effect.flip(Effect.scoped(startEmbedded(dir, port)))
+      assert.match(failed.message, new RegExp(`port ${port}`))
+      assert.match(failed.message, /Address already in use|could not bind/)
+    }))
+})
