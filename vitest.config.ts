@@ -8,6 +8,7 @@ export default defineConfig({
     // server folder of this run is left behind at the end.
     globalSetup: ["./scripts/vitest-global-setup.ts"],
     // Test files with no test in them are an error, not a pass.
-    passWithNoTests: false
+    passWithNoTests: false,
+    reporters: ["default", "./scripts/vitest-summary-reporter.ts"]
   }
 })

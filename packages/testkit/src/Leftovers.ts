@@ -10,7 +10,7 @@
  * creating process is gone, stopping their servers first; the global setup runs it before every suite.
  */
 import { randomBytes } from "node:crypto"
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { cmdline, isAlive, signal } from "./internal/processes.ts"
@@ -79,8 +79,13 @@ export const reapOrphans = async (): Promise<Array<Leftover>> => {
   return orphans
 }
 
-/** Removes a run's (now empty) folder. */
+/** Removes a run's folder, and the kit's root folder, when they are empty (rmdir refuses non-empty ones). */
 export const removeRun = (run: string): void => {
-  const dir = join(rootDir(), run)
-  if (existsSync(dir) && readdirSync(dir).length === 0) rmSync(dir, { recursive: true, force: true })
+  for (const dir of [join(rootDir(), run), rootDir()]) {
+    try {
+      rmdirSync(dir)
+    } catch {
+      // not empty (another run is using it) or already gone
+    }
+  }
 }
