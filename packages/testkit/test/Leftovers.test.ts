@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { existsSync, readdirSync, rmSync } from "node:fs"
+import { existsSync, readdirSync, rmdirSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
@@ -86,8 +86,11 @@ describe("ServerUser", () => {
       assert.strictEqual(yield* exitOf(child), 0)
       assert.deepInclude(report, { kind: "self", uid: user.uid, serverUid: user.uid, answered: true })
       assert.isFalse(existsSync(dirname(report.dataDir)))
-      // the empty run folder the child made under its own uid's root
+      // the child made its own (now empty) run and root folders under its uid: leave nothing behind
       const runDir = dirname(dirname(report.dataDir))
-      if (existsSync(runDir) && readdirSync(runDir).length === 0) rmSync(runDir, { recursive: true })
+      for (const dir of [runDir, dirname(runDir)]) {
+        if (existsSync(dir) && readdirSync(dir).length === 0) rmdirSync(dir)
+      }
+      assert.isFalse(existsSync(runDir))
     }))
 })
