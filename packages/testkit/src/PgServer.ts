@@ -74,6 +74,10 @@ export interface PgServer {
   readonly dataDir: string
   readonly socketDir: string
   readonly logFile: string
+  /** The server's major version, e.g. 18. */
+  readonly major: number
+  /** The server's version as `postgres --version` prints it, e.g. "18.4". */
+  readonly version: string
   readonly install: PgInstall
   /** The OS user the server processes run as. */
   readonly osUser: ServerUser
@@ -406,6 +410,8 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       dataDir,
       socketDir,
       logFile,
+      major: install.major,
+      version: install.version,
       install,
       osUser: user,
       postmasterPid,

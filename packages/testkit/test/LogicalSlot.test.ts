@@ -14,6 +14,8 @@ describe.each(majors)("PostgreSQL %i", (major) => {
       const pg = yield* PgCluster.make({ major })
       const [version] = yield* pg.query<{ v: number }>("SELECT current_setting('server_version_num')::int / 10000 AS v")
       assert.strictEqual(version?.v, major)
+      assert.strictEqual(pg.major, major)
+      assert.match(pg.version, new RegExp(`^${major}\\.\\d+$`))
       yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
       yield* pg.query("CREATE PUBLICATION items_pub FOR TABLE items")
       yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot('items_slot', 'pgoutput')")
