@@ -109,7 +109,7 @@ export const make = (options: FaultProxyOptions): Effect.Effect<FaultProxy, Faul
         pipe.queue.shift()
         if (event.kind === "data") to.write(event.chunk)
         else if (event.kind === "end") to.end()
-        else return finish(pair)
+        else to.destroySoon() // the peer closed: close this side once what was written to it is flushed
       }
     }
 
@@ -121,7 +121,11 @@ export const make = (options: FaultProxyOptions): Effect.Effect<FaultProxy, Faul
     const wire = (pair: Pair, from: Socket, pipe: Pipe) => {
       from.on("data", (chunk: Buffer) => push(pair, pipe, { kind: "data", chunk, due: Date.now() + latency }))
       from.on("end", () => push(pair, pipe, { kind: "end", due: Date.now() + latency }))
-      from.on("close", () => push(pair, pipe, { kind: "destroy", due: Date.now() + latency }))
+      from.on("close", () => {
+        push(pair, pipe, { kind: "destroy", due: Date.now() + latency })
+        // the connection is over once both of its sockets are closed
+        if (pair.client.closed && (pair.upstream === undefined || pair.upstream.closed)) finish(pair)
+      })
       from.on("error", () => {}) // a reset or refused connection shows as 'close' next
     }
 

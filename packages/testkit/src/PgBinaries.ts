@@ -18,6 +18,7 @@
  * the system temp folder and used from there.
  */
 import { spawnSync } from "node:child_process"
+import { createHash } from "node:crypto"
 import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
@@ -106,7 +107,7 @@ export const reachableFor = (install: PgInstall, user: ServerUser): Effect.Effec
   Effect.suspend(() => {
     if (user.kind === "self" || versionIn(install.binDir, user) === install.version) return Effect.succeed(install)
     const installRoot = dirname(install.binDir)
-    const tag = `${install.version}-${Buffer.from(installRoot).toString("base64url").slice(-24)}`
+    const tag = `${install.version}-${createHash("sha256").update(installRoot).digest("hex").slice(0, 16)}`
     const cacheRoot = join(tmpdir(), "slotkeeper-pg-binaries")
     const target = join(cacheRoot, tag)
     const binDir = join(target, "bin")

@@ -28,7 +28,7 @@ import { createServer } from "node:net"
 import { join } from "node:path"
 import { PgConnection } from "@effect/sql-pg"
 import { Effect, Redacted, Schema, type Scope } from "effect"
-import { childrenOf, isAlive, signal } from "./internal/processes.ts"
+import { childrenOf, isAlive, signal, stateOf } from "./internal/processes.ts"
 import { pollUntil, sleepReal } from "./internal/realtime.ts"
 import { sqlErrorText } from "./internal/sqlErrorText.ts"
 import type { PgInstall } from "./PgBinaries.ts"
@@ -249,13 +249,12 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
           ...spawnIdentity(user)
         })
         closeSync(logFd)
-        const exited = runToEnd(proc)
-        let exitCode: number | null | undefined
-        void exited.then((code) => { exitCode = code })
-        proc.on("error", () => {}) // spawn errors surface as an exit with no pid; reported below
+        let spawnError: Error | undefined
+        proc.on("error", (e) => { spawnError = e }) // e.g. EACCES: the binary cannot be executed by the server user
         const outcome = yield* pollUntil(
           Effect.sync(() => {
-            if (exitCode !== undefined || proc.exitCode !== null || proc.signalCode !== null) return "exited" as const
+            if (spawnError !== undefined) return "exited" as const
+            if (proc.exitCode !== null || proc.signalCode !== null) return "exited" as const
             const status = readPidFileStatus()
             if (status !== undefined && status.pid === proc.pid && (status.status === "ready" || status.status === "standby")) {
               return "ready" as const
@@ -264,22 +263,28 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
           }),
           { timeoutMs: 120_000, intervalMs: 20, onTimeout: () => fail("start", `not ready after 120 s:\n${logTail()}`) }
         ).pipe(Effect.onInterrupt(() => Effect.sync(() => proc.kill("SIGKILL"))))
-        return { proc, outcome }
+        return { proc, outcome, spawnError }
       })
 
     const start: Effect.Effect<void, PgServerError> = Effect.gen(function*() {
       if (child !== undefined && child.exitCode === null && child.signalCode === null) return
+      // Once the server has started, its port is part of its identity (standbys' primary_conninfo, clients' URLs):
+      // later starts use it or fail. Only the very first start may move on to another free port.
+      const fixedPort = options.port ?? (port !== 0 ? port : undefined)
       for (let attempt = 1; ; attempt++) {
-        const attemptPort = options.port ?? (port !== 0 && attempt === 1 ? port : yield* Effect.promise(freePort))
-        const { outcome, proc } = yield* startOnce(attemptPort)
+        const attemptPort = fixedPort ?? (yield* Effect.promise(freePort))
+        const { outcome, proc, spawnError } = yield* startOnce(attemptPort)
         if (outcome === "ready") {
           child = proc
           port = attemptPort
           return
         }
+        if (spawnError !== undefined) {
+          return yield* fail("start", `cannot run ${join(install.binDir, "postgres")} as ${user.name}: ${spawnError.message}`)
+        }
         const log = logTail(15)
         const portTaken = /could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(log)
-        if (portTaken && options.port === undefined && attempt < 5) continue
+        if (portTaken && fixedPort === undefined && attempt < 5) continue
         return yield* fail("start", `postgres exited during startup (port ${attemptPort}):\n${log}`)
       }
     })
@@ -319,7 +324,14 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       const proc = child
       if (proc?.pid === undefined || proc.exitCode !== null) return yield* fail("crash", "the server is not running")
       const pid = proc.pid
-      signal(pid, "SIGSTOP") // frozen: it can neither fork new children nor react to their deaths
+      // Freeze it first, so it can neither fork a child we would miss nor react to their deaths. A signal is delivered
+      // asynchronously: list the children only once the postmaster is really stopped.
+      signal(pid, "SIGSTOP")
+      yield* pollUntil(Effect.sync(() => (stateOf(pid) === "T" ? true : undefined)), {
+        timeoutMs: 5_000,
+        intervalMs: 1,
+        onTimeout: () => fail("crash", `postmaster ${pid} did not stop within 5 s of SIGSTOP`)
+      })
       const children = childrenOf(pid)
       for (const c of children) signal(c, "SIGKILL")
       signal(pid, "SIGKILL")

@@ -11,16 +11,25 @@
  */
 import { Effect, Schema, type Scope } from "effect"
 import { isAlive, signal, stateOf } from "./internal/processes.ts"
+import { pollUntil } from "./internal/realtime.ts"
 
 export class ProcessControlError extends Schema.TaggedError<ProcessControlError>()("ProcessControlError", {
   pid: Schema.Number,
   message: Schema.String
 }) {}
 
+/**
+ * Stops the process and returns once it is stopped: a signal is delivered asynchronously, so `kill` returning does
+ * not mean the process has stopped running yet.
+ */
 export const pause = (pid: number): Effect.Effect<void, ProcessControlError> =>
   Effect.suspend(() =>
     isAlive(pid) && signal(pid, "SIGSTOP")
-      ? Effect.void
+      ? pollUntil(Effect.sync(() => (stateOf(pid) === "T" || !isAlive(pid) ? true : undefined)), {
+        timeoutMs: 5_000,
+        intervalMs: 1,
+        onTimeout: () => new ProcessControlError({ pid, message: `process ${pid} did not stop within 5 s of SIGSTOP` })
+      })
       : Effect.fail(new ProcessControlError({ pid, message: `cannot pause process ${pid}: it does not exist or is not ours to signal` }))
   )
 

@@ -11,6 +11,8 @@ describe("ProcessControl", () => {
       const conn = yield* PgConnection.make({ url: Redacted.make(pg.url), applicationName: "paused-backend" })
       const pid = conn.processId
       const pausedScope = yield* Scope.make()
+      // closed by the test below, and by the test's own scope if an assertion fails first (before the cluster stops)
+      yield* Effect.addFinalizer(() => Scope.close(pausedScope, Exit.void))
       yield* Scope.provide(pausedScope)(ProcessControl.paused(pid))
       assert.isTrue(ProcessControl.isPaused(pid))
       const query = yield* Effect.forkChild(conn.query("SELECT 1 AS one"), { startImmediately: true })
