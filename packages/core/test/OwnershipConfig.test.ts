@@ -1,0 +1,50 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
+
+const base = { streamId: "orders", instanceId: "pod-1" }
+const error = (r: ReturnType<typeof OwnershipConfig.make>) => ("_tag" in r ? r : undefined)
+
+describe("OwnershipConfig (pure)", () => {
+  it("defaults: advisory, heartbeat 1 s, deadline 5 s, server bound 10 s", () => {
+    const c = OwnershipConfig.make(base)
+    assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 1_000, lossDeadlineMs: 5_000, serverReleaseBoundMs: 10_000, onLoss: "wait", schema: "slotkeeper" })
+  })
+
+  it("refuses a detection deadline that is not shorter than the server's release bound by the margin", () => {
+    const e = error(OwnershipConfig.make({ ...base, lossDeadline: "9 seconds", serverReleaseBound: "10 seconds" }))
+    assert.strictEqual(e?._tag, "OwnershipConfigError")
+    assert.match(e!.message, /must not exceed the server's release bound.*Raise serverReleaseBound or lower lossDeadline/)
+  })
+
+  it("refuses a deadline shorter than two heartbeats", () => {
+    const e = error(OwnershipConfig.make({ ...base, heartbeatInterval: "3 seconds" }))
+    assert.match(e!.message, /at least twice heartbeatInterval/)
+  })
+
+  it("lease: renewInterval must be less than half the lease", () => {
+    for (const renewInterval of ["5 seconds", "6 seconds"] as const) {
+      const e = error(OwnershipConfig.make({ ...base, mode: "lease", leaseDuration: "10 seconds", renewInterval }))
+      assert.strictEqual(e?._tag, "OwnershipConfigError")
+      assert.match(e!.message, /renewInterval .* must be less than half of leaseDuration/)
+    }
+    const ok = OwnershipConfig.make({ ...base, mode: "lease", leaseDuration: "10 seconds", renewInterval: "3 seconds" })
+    assert.deepInclude(ok, { mode: "lease", checkIntervalMs: 3_000, lossDeadlineMs: 8_000, serverReleaseBoundMs: 10_000 })
+  })
+
+  it("bad stream id, instance id, mode, duration and schema are typed errors that say what to change", () => {
+    assert.strictEqual(error(OwnershipConfig.make({ ...base, streamId: "Orders!" }))?._tag, "InvalidStreamId")
+    assert.strictEqual(error(OwnershipConfig.make({ ...base, instanceId: "a b" }))?._tag, "InvalidInstanceId")
+    assert.match(error(OwnershipConfig.make({ ...base, mode: "redis" as never }))!.message, /use "advisory" or "lease"/)
+    assert.match(error(OwnershipConfig.make({ ...base, heartbeatInterval: "soon" as never }))!.message, /is not a duration/)
+    assert.match(error(OwnershipConfig.make({ ...base, heartbeatInterval: 0 }))!.message, /positive, finite/)
+    assert.match(error(OwnershipConfig.make({ ...base, schema: "x; drop" }))!.message, /lowercase identifier/)
+  })
+
+  it("the breaker only considers holders silent for longer than the server bound", () => {
+    const e = error(OwnershipConfig.make({ ...base, breaker: { staleAfter: "5 seconds", gracePeriod: "30 seconds" } }))
+    assert.match(e!.message, /breaker.staleAfter .* must exceed serverReleaseBound/)
+    assert.deepInclude(OwnershipConfig.make({ ...base, breaker: { staleAfter: "30 seconds", gracePeriod: "60 seconds" } }), {
+      breaker: { staleAfterMs: 30_000, gracePeriodMs: 60_000 }
+    })
+  })
+})
