@@ -1,0 +1,39 @@
+/**
+ * Ownership: the service that components needing exclusive ownership of a stream (slot, publication, replication)
+ * are given, and only inside the scope in which the stream is held.
+ *
+ * It guarantees that `guarded(effect)` runs `effect` in a transaction that first proves, inside PostgreSQL, that
+ * this instance still owns the stream with this epoch — or fails with `OwnershipLost` and changes nothing. A
+ * component never asks "do I still own it?": when ownership is lost, the scope it runs in is closed and its fibers
+ * are interrupted (see `Supervisor`).
+ */
+import { Context, type Effect, Schema } from "effect"
+import type { Held, HolderInfo, LockBackendError } from "./LockBackend.ts"
+
+export class OwnershipLost extends Schema.TaggedError<OwnershipLost>()("OwnershipLost", {
+  streamId: Schema.String,
+  /** The epoch this instance held (or tried to prove). */
+  epoch: Schema.Number,
+  message: Schema.String,
+  /** What was found instead, e.g. the current epoch and holder, or the pid the lock is granted to. */
+  found: Schema.optional(Schema.String)
+}) {}
+
+export interface OwnershipService {
+  readonly streamId: string
+  readonly instanceId: string
+  readonly epoch: number
+  readonly held: Held
+  /** Runs `effect` in a transaction that proves ownership first; see the module comment. */
+  readonly guarded: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError, R>
+}
+
+export class Ownership extends Context.Service<Ownership, OwnershipService>()("@slotkeeper/core/Ownership") {}
+
+/** What an instance is doing about a stream, as a stream of states (see `Supervisor.status`). */
+export type OwnershipStatus =
+  | { readonly _tag: "Starting" }
+  | { readonly _tag: "Waiting"; readonly since: number; readonly holder: HolderInfo | undefined; readonly lastError: string | undefined }
+  | { readonly _tag: "Active"; readonly since: number; readonly epoch: number }
+  | { readonly _tag: "Stopping"; readonly reason: string }
+  | { readonly _tag: "Failed"; readonly error: string }

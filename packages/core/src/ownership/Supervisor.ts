@@ -1,0 +1,202 @@
+/**
+ * Supervisor: runs the work that needs a stream only while this instance owns the stream, and stops that work,
+ * by scope, the moment ownership is lost.
+ *
+ * **What it guarantees**
+ * - The owned work runs in a scope that is a child of the holding: when a check proves the loss, or no check has
+ *   succeeded within the detection deadline, that scope is closed and every fiber in it is interrupted, whatever it
+ *   is doing. Nothing polls a flag.
+ * - Loss is declared by this instance's own clock at `last good check start + lossDeadline`, which the configuration
+ *   guarantees to be earlier than the server's release of the lock or lease by at least the safety margin.
+ * - A check is never allowed to outrun the deadline: it runs in a forked fiber and only the *wait* for it is timed
+ *   out, because interrupting a query on a dead connection can itself hang (see effect's SqlRunnerStorage).
+ * - While waiting, the status names the current holder. Acquisition polls (jittered), it never blocks in the server.
+ * - After a loss it returns to waiting (default) or fails with `OwnershipLost` (`onLoss: "exit"`), for an
+ *   orchestrator to restart the process.
+ *
+ * **How it fails**: backend errors that may pass (connection refused, server restarting) are retried with a capped
+ * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
+ * and fails `run` with that error.
+ */
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Random, Schedule, type Scope, SubscriptionRef } from "effect"
+import * as Liveness from "./Liveness.ts"
+import type { Held, HolderInfo, LockBackend, LockSession } from "./LockBackend.ts"
+import { LockBackendError } from "./LockBackend.ts"
+import type { OwnershipConfig } from "./OwnershipConfig.ts"
+import { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./Ownership.ts"
+
+export interface Supervisor {
+  readonly status: SubscriptionRef.SubscriptionRef<OwnershipStatus>
+  /**
+   * Competes for the stream, runs `owned` while holding it, and repeats after a loss (or fails, by `onLoss`).
+   * `owned` gets the `Ownership` service and a scope that closes when ownership ends.
+   */
+  readonly run: <E, R>(
+    owned: Effect.Effect<unknown, E, R>
+  ) => Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
+}
+
+/** The loss that ended a holding period, with when it was detected (Clock millis). */
+export interface Loss {
+  readonly reason: Liveness.LossReason
+  readonly detectedAt: number
+}
+
+/** Bounded wait for `effect`, run in a fiber of `scope`: on timeout the fiber is interrupted in the background. */
+const withDeadline = <A>(effect: Effect.Effect<A>, ms: number, onTimeout: () => A, scope: Scope.Scope): Effect.Effect<A> =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.forkIn(effect, scope, { startImmediately: true })
+    const result = yield* Fiber.join(fiber).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, ms))))
+    if (Option.isSome(result)) return result.value
+    yield* Effect.forkIn(Fiber.interrupt(fiber), scope, { startImmediately: true })
+    return onTimeout()
+  })
+
+// Capped backoff for faults that may pass: 200 ms, 400 ms, ... at most 5 s apart.
+const retrySchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+
+export const make = (
+  config: OwnershipConfig,
+  backend: LockBackend,
+  guarded: (held: Held) => OwnershipService["guarded"]
+): Effect.Effect<Supervisor, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    // Long-lived scope for cleanup that may stall on a dead connection (interrupting a timed-out check, a release):
+    // it finishes detached from the holding period, which must end on time.
+    const outer = yield* Effect.scope
+    const status = yield* SubscriptionRef.make<OwnershipStatus>({ _tag: "Starting" })
+    const setStatus = (s: OwnershipStatus) => SubscriptionRef.set(status, s)
+
+    const jittered = Effect.map(Random.next, (r) => Duration.millis(config.acquireIntervalMs * (0.8 + 0.4 * r)))
+
+    /** Polls until acquired. Returns what is held and when the successful attempt started. */
+    const acquire = (session: LockSession) =>
+      Effect.gen(function*() {
+        const waitingSince = yield* Clock.currentTimeMillis
+        let lastError: string | undefined
+        for (;;) {
+          const startedAt = yield* Clock.currentTimeMillis
+          const attempt = yield* Effect.result(session.tryAcquire)
+          if (attempt._tag === "Success" && attempt.success._tag === "Acquired") {
+            return { held: attempt.success.held, acquiredAt: startedAt }
+          }
+          let holder: HolderInfo | undefined
+          if (attempt._tag === "Failure") {
+            if (!attempt.failure.retryable) return yield* attempt.failure
+            lastError = attempt.failure.message
+          } else if (attempt.success._tag === "Busy") {
+            holder = attempt.success.holder
+            lastError = undefined
+            if (config.breaker !== undefined && holder?.pid !== undefined &&
+              (holder.idleMs ?? 0) > config.breaker.staleAfterMs && (holder.heldMs ?? 0) > config.breaker.gracePeriodMs) {
+              yield* Effect.logWarning(`lock breaker: terminating stale holder pid ${holder.pid} (${holder.applicationName ?? "?"}), idle ${holder.idleMs} ms`)
+              yield* session.breakHolder(holder).pipe(Effect.catch(() => Effect.succeed(false)))
+            }
+          }
+          yield* setStatus({ _tag: "Waiting", since: waitingSince, holder, lastError })
+          yield* Effect.sleep(yield* jittered)
+        }
+      })
+
+    /**
+     * Checks one interval after acquisition and every interval after that; completes with the loss — at the latest
+     * exactly at the detection deadline, whether checks fail, hang or are never started.
+     */
+    const watch = (session: LockSession, held: Held, acquiredAt: number) =>
+      Effect.gen(function*() {
+        let state = Liveness.initial(acquiredAt, config.lossDeadlineMs)
+        let nextCheck = acquiredAt + config.checkIntervalMs
+        for (;;) {
+          const before = yield* Clock.currentTimeMillis
+          const wakeAt = Math.min(nextCheck, Liveness.lostAt(state))
+          if (wakeAt > before) yield* Effect.sleep(Duration.millis(wakeAt - before))
+          const startedAt = yield* Clock.currentTimeMillis
+          const due = Liveness.at(state, startedAt)
+          if (due._tag === "Lost") return { reason: due.reason, detectedAt: startedAt } satisfies Loss
+          const outcome = yield* withDeadline(
+            session.check(held),
+            Liveness.lostAt(state) - startedAt,
+            (): Liveness.CheckOutcome => ({ _tag: "Miss", detail: "the check did not answer before the detection deadline" }),
+            outer
+          )
+          const now = yield* Clock.currentTimeMillis
+          const verdict = Liveness.onCheck(state, startedAt, outcome, now)
+          if (verdict._tag === "Lost") return { reason: verdict.reason, detectedAt: now } satisfies Loss
+          state = verdict.state
+          nextCheck = startedAt + config.checkIntervalMs
+        }
+      })
+
+    const run = <E, R>(owned: Effect.Effect<unknown, E, R>) => {
+      // One holding period: open a session, acquire, run `owned` until it ends or ownership is lost.
+      const period = Effect.scoped(Effect.gen(function*() {
+        const session = yield* backend.open
+        const { acquiredAt, held } = yield* acquire(session)
+        // Released when the period ends for any reason other than a proven loss (graceful handover, shutdown).
+        let releasable = true
+        // Bounded: over a dead path the release cannot complete, and the server's bound releases us anyway.
+        yield* Effect.addFinalizer(() =>
+          releasable ? withDeadline(session.release(held), config.checkIntervalMs, () => undefined, outer) : Effect.void
+        )
+        const since = yield* Clock.currentTimeMillis
+        yield* setStatus({ _tag: "Active", since, epoch: held.epoch })
+        yield* Effect.logInfo(`ownership of stream ${config.streamId} acquired (epoch ${held.epoch})`)
+
+        const loss = yield* Deferred.make<Loss>()
+        yield* Effect.forkScoped(Effect.flatMap(watch(session, held, acquiredAt), (l) => Deferred.succeed(loss, l)))
+        const service = Ownership.of({
+          streamId: config.streamId,
+          instanceId: config.instanceId,
+          epoch: held.epoch,
+          held,
+          guarded: guarded(held)
+        })
+        const work = yield* Effect.forkChild(
+          Effect.scoped(owned).pipe(Effect.provideService(Ownership, service)),
+          { startImmediately: true }
+        )
+        const ended = yield* Effect.raceFirst(
+          Effect.map(Fiber.await(work), (exit) => ({ _tag: "WorkEnded", exit }) as const),
+          Effect.map(Deferred.await(loss), (l) => ({ _tag: "Lost", loss: l }) as const)
+        )
+        if (ended._tag === "Lost") {
+          // Structural: the owned scope closes now, interrupting every fiber in it.
+          yield* Fiber.interrupt(work)
+          releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
+          const message = Liveness.describe(ended.loss.reason)
+          yield* setStatus({ _tag: "Stopping", reason: message })
+          yield* Effect.logWarning(`ownership of stream ${config.streamId} lost (epoch ${held.epoch}): ${message}`)
+          return new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
+        }
+        yield* setStatus({ _tag: "Stopping", reason: "the owned work ended" })
+        if (Exit.isFailure(ended.exit)) return yield* Effect.failCause(ended.exit.cause)
+        return undefined
+      }))
+
+      // TypeScript cannot see that Exclude<Exclude<Exclude<R, Scope>, Ownership>, Scope> is Exclude<R, Ownership | Scope>
+      // for a generic R; this cast states only that, the error and success types are checked.
+      const periodR = period as Effect.Effect<OwnershipLost | undefined, E | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
+      const loop: Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> = periodR.pipe(
+        Effect.tapError((e) =>
+          e instanceof LockBackendError && e.retryable
+            ? Effect.flatMap(Clock.currentTimeMillis, (since) => setStatus({ _tag: "Waiting", since, holder: undefined, lastError: e.message }))
+            : Effect.void
+        ),
+        Effect.retry({
+          schedule: retrySchedule,
+          while: (e) => e instanceof LockBackendError && e.retryable
+        }),
+        Effect.flatMap((lost): Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> =>
+          lost !== undefined && config.onLoss === "exit" ? Effect.fail(lost) : loop
+        )
+      )
+      return loop.pipe(
+        Effect.tapCause((cause) => setStatus({ _tag: "Failed", error: String(cause) })),
+        Effect.ensuring(Effect.suspend(() =>
+          Effect.flatMap(SubscriptionRef.get(status), (s) => (s._tag === "Failed" ? Effect.void : setStatus({ _tag: "Stopping", reason: "stopped" })))
+        ))
+      )
+    }
+
+    return { status, run }
+  })

@@ -1,0 +1,223 @@
+/**
+ * The supervisor's timing logic, deterministic: TestClock and the in-memory FakeLockBackend (no PostgreSQL; the
+ * real backends have their own tests against real servers).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Effect, Exit, Fiber, Ref, SubscriptionRef } from "effect"
+import { TestClock } from "effect/testing"
+import { Ownership } from "../src/ownership/Ownership.ts"
+import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
+import * as Supervisor from "../src/ownership/Supervisor.ts"
+import { fakeBackend, fakeGuard, makeControls, makeFakeServer } from "./FakeLockBackend.ts"
+
+const config = (options: Partial<OwnershipConfig.OwnershipOptions> = {}) => {
+  const c = OwnershipConfig.make({
+    streamId: "orders",
+    instanceId: "a",
+    heartbeatInterval: "1 second",
+    lossDeadline: "3500 millis",
+    serverReleaseBound: "6 seconds",
+    safetyMargin: "2 seconds",
+    acquireInterval: "500 millis",
+    ...options
+  })
+  if ("_tag" in c) throw new Error(c.message)
+  return c
+}
+
+/** Owned work that records when it started and when it was interrupted (virtual ms). */
+const recorder = Effect.gen(function*() {
+  const events = yield* Ref.make<Array<string>>([])
+  const owned = Effect.gen(function*() {
+    const own = yield* Ownership
+    const now = yield* Clock.currentTimeMillis
+    yield* Ref.update(events, (e) => [...e, `start ${now} epoch ${own.epoch}`])
+    yield* Effect.never
+  }).pipe(Effect.onInterrupt(() =>
+    Effect.flatMap(Clock.currentTimeMillis, (t) => Ref.update(events, (e) => [...e, `interrupted ${t}`]))
+  ))
+  return { events, owned }
+})
+
+describe("Supervisor timing (TestClock, fake backend)", () => {
+  it.effect("three missed heartbeats: ownership is lost exactly at the detection deadline, and the owned work interrupted then", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      controls.check = "fail"
+      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("3499 millis")
+      assert.isUndefined(run.pollUnsafe())
+      assert.deepStrictEqual(controls.checks, [1_000, 2_000, 3_000])
+      yield* TestClock.adjust("1 millis")
+      const exit = yield* Fiber.await(run)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 3500"])
+      const error = Exit.isFailure(exit) ? (exit.cause as unknown as { reasons: Array<{ error: { _tag: string; message: string } }> }).reasons[0]?.error : undefined
+      assert.strictEqual(error?._tag, "OwnershipLost")
+      assert.match(error!.message, /no successful check for 3500 ms.*fake: connection timeout/)
+    }))
+
+  it.effect("a check that hangs is cut off at the deadline: lost exactly then", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      controls.check = "hang" // the path dies right after the acquisition
+      yield* TestClock.adjust("3499 millis")
+      assert.isUndefined(run.pollUnsafe())
+      assert.deepStrictEqual(controls.checks, [1_000]) // one check started, never answered
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 3500"])
+      // the release over the dead path is abandoned after one check interval; then the supervisor stops
+      yield* TestClock.adjust("999 millis")
+      assert.isUndefined(run.pollUnsafe())
+      yield* TestClock.adjust("1 millis")
+      assert.isTrue(Exit.isFailure(yield* Fiber.await(run)))
+    }))
+
+  it.effect("a good check moves the deadline to its start + lossDeadline", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      controls.check = "fail"
+      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("2500 millis") // misses at 1 s and 2 s
+      controls.check = "ok"
+      yield* TestClock.adjust("1 second") // confirmed at 3 s: deadline 6.5 s
+      controls.check = "fail"
+      yield* TestClock.adjust("2999 millis")
+      assert.isUndefined(run.pollUnsafe())
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.await(run)
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 6500"])
+    }))
+
+  it.effect("a check that proves the loss ends ownership at once", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      controls.check = "not-held"
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.await(run)
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000"])
+    }))
+
+  it.effect("two instances: the second becomes owner only after the server released the first, which gave up a margin earlier", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const ca = makeControls()
+      const cb = makeControls()
+      const a = yield* Supervisor.make(config({ instanceId: "a" }), fakeBackend(server, "a", ca), fakeGuard(server, "a"))
+      const b = yield* Supervisor.make(config({ instanceId: "b" }), fakeBackend(server, "b", cb), fakeGuard(server, "b"))
+      const ra = yield* recorder
+      const rb = yield* recorder
+      yield* Effect.forkChild(a.run(ra.owned), { startImmediately: true })
+      yield* TestClock.adjust("10 millis")
+      yield* Effect.forkChild(b.run(rb.owned), { startImmediately: true })
+      // a is healthy for a while; b waits and its status names the holder
+      yield* TestClock.adjust("2 seconds")
+      const waiting = yield* SubscriptionRef.get(b.status)
+      assert.strictEqual(waiting._tag, "Waiting")
+      assert.strictEqual(waiting._tag === "Waiting" ? waiting.holder?.holder : undefined, "a")
+      // a's path hangs after its good check at 2 s: a gives up at 2 + 3.5 = 5.5 s; the server releases at 2 + 6 = 8 s
+      ca.check = "hang"
+      yield* TestClock.adjust("7 seconds")
+      const aEvents = yield* Ref.get(ra.events)
+      const bEvents = yield* Ref.get(rb.events)
+      assert.deepStrictEqual(aEvents.slice(0, 2), ["start 0 epoch 1", "interrupted 5500"])
+      const bStart = Number(/^start ([\d.]+) epoch 2$/.exec(bEvents[0] ?? "")?.[1])
+      // b acquires at the first poll after the release: within one jittered poll interval (500 ms + 20%)
+      assert.isAtLeast(bStart, 8_000)
+      assert.isAtMost(bStart, 8_000 + 600)
+      assert.isAtLeast(bStart - 5_500, 2_000) // the safety margin between a's loss and b's start
+    }))
+
+  it.effect("lease timing: renewals every renewInterval; takeover only once the lease has expired", () =>
+    Effect.gen(function*() {
+      const lease = { mode: "lease", leaseDuration: "10 seconds", renewInterval: "4 seconds", safetyMargin: "2 seconds" } as const
+      const server = makeFakeServer(10_000)
+      const ca = makeControls()
+      const cb = makeControls()
+      const a = yield* Supervisor.make(config({ ...lease, instanceId: "a" }), fakeBackend(server, "a", ca), fakeGuard(server, "a"))
+      const b = yield* Supervisor.make(config({ ...lease, instanceId: "b" }), fakeBackend(server, "b", cb), fakeGuard(server, "b"))
+      const ra = yield* recorder
+      const rb = yield* recorder
+      yield* Effect.forkChild(a.run(ra.owned), { startImmediately: true })
+      yield* Effect.forkChild(b.run(rb.owned), { startImmediately: true })
+      yield* TestClock.adjust("9 seconds")
+      assert.deepStrictEqual(ca.checks, [4_000, 8_000])
+      ca.check = "hang" // the renewal at 12 s never answers: lease runs out at 8 + 10 = 18 s; a gives up at 8 + 8 = 16 s
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual((yield* Ref.get(ra.events)).slice(0, 2), ["start 0 epoch 1", "interrupted 16000"])
+      const bStart = Number(/^start ([\d.]+) epoch 2$/.exec((yield* Ref.get(rb.events))[0] ?? "")?.[1])
+      assert.isAtLeast(bStart, 18_000)
+      assert.isAtMost(bStart, 18_600)
+    }))
+
+  it.effect("an unreachable database is retried with a capped backoff, and the status says why it waits", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      controls.openFailures = 3
+      const sup = yield* Supervisor.make(config(), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1 millis")
+      const s = yield* SubscriptionRef.get(sup.status)
+      assert.deepInclude(s, { _tag: "Waiting", lastError: "fake: connection refused" })
+      yield* TestClock.adjust("1398 millis") // retries at 200, 600 (+400), 1400 (+800) ms
+      assert.deepStrictEqual(yield* Ref.get(events), [])
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 1400 epoch 1"])
+    }))
+
+  it.effect("the lock breaker terminates a stale holder, never one within its grace period", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(60_000)
+      server.holder = "zombie"
+      server.epoch = 7
+      server.acquiredAt = 0
+      server.releaseAt = 1_000_000
+      const controls = makeControls()
+      controls.holderIdleMs = 120_000
+      const sup = yield* Supervisor.make(
+        config({ serverReleaseBound: "60 seconds", breaker: { staleAfter: "90 seconds", gracePeriod: "30 seconds" } }),
+        fakeBackend(server, "a", controls),
+        fakeGuard(server, "a")
+      )
+      const { events, owned } = yield* recorder
+      yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("29 seconds") // stale, but acquired less than 30 s ago: left alone
+      assert.deepStrictEqual(controls.broken, [])
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(controls.broken.length, 1)
+      assert.isAtLeast(controls.broken[0]!, 30_000)
+      yield* TestClock.adjust("1 second")
+      assert.match((yield* Ref.get(events))[0] ?? "", /^start [\d.]+ epoch 8$/)
+    }))
+
+  it.effect("interrupting the supervisor (shutdown) interrupts the owned work and releases ownership for the next owner", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config(), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("2 seconds")
+      yield* Fiber.interrupt(run)
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000"])
+      assert.isUndefined(server.holder)
+      assert.include(server.log, "2000 a released")
+    }))
+})
