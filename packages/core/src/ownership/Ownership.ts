@@ -8,6 +8,7 @@
  * are interrupted (see `Supervisor`).
  */
 import { Context, type Effect, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
 import type { Held, HolderInfo, LockBackendError } from "./LockBackend.ts"
 
 export class OwnershipLost extends Schema.TaggedError<OwnershipLost>()("OwnershipLost", {
@@ -24,8 +25,11 @@ export interface OwnershipService {
   readonly instanceId: string
   readonly epoch: number
   readonly held: Held
-  /** Runs `effect` in a transaction that proves ownership first; see the module comment. */
-  readonly guarded: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError, R>
+  /**
+   * Runs `effect` in a transaction that proves ownership first; see the module comment. `LockBackendError` is a
+   * failure of the proof's own statements; `SqlError` one of the transaction (BEGIN / COMMIT).
+   */
+  readonly guarded: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError | SqlError, R>
 }
 
 export class Ownership extends Context.Service<Ownership, OwnershipService>()("@slotkeeper/core/Ownership") {}

@@ -1,0 +1,205 @@
+/**
+ * AdvisoryLock: ownership of a stream as a session-level advisory lock, held on a dedicated session.
+ *
+ * **What it guarantees**
+ * - At most one session in the database holds the stream's lock `(OWNERSHIP_LOCK_NAMESPACE, key)`; the lock is
+ *   taken with `pg_try_advisory_lock` polled by the supervisor, never with a blocking `pg_advisory_lock` (a
+ *   provider's `statement_timeout` cancels that, and a waiting backend outlives a client that went away).
+ * - Every acquisition bumps the fencing epoch in the ownership table, in a transaction that first takes the stream's
+ *   write lock — so it waits for a guarded write the previous owner still has in flight, and every later guarded
+ *   write of that owner fails its proof.
+ * - The server releases the lock of an unreachable holder: the lock session runs with `idle_session_timeout` =
+ *   `serverReleaseBound`, so a session that stops heartbeating (frozen process, half-open path) is terminated by the
+ *   server and its lock released. TCP keepalives do not help through a path that still acknowledges packets, and
+ *   `client_connection_check_interval` does nothing for an idle session; `idle_session_timeout` does.
+ *
+ * **What it assumes**: a direct (or session-pooled) connection: PgBouncer in transaction mode breaks session locks
+ * (use `LeaseLock`). PostgreSQL 14+ (idle_session_timeout).
+ *
+ * **How it fails**: a heartbeat that finds the lock no longer granted to this backend, or finds the session gone,
+ * is a loss at once; a heartbeat that errors otherwise or hangs is a miss, and the supervisor's deadline decides.
+ * The guard (`guarded`) proves, in the write's own transaction, that the lock is granted to our lock session's pid
+ * *with the same backend_start* (a pid may be reused by a new backend) and that the epoch is still ours, read
+ * `FOR SHARE`.
+ */
+import { PgConnection } from "@effect/sql-pg"
+import { Effect, type Redacted } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import * as SqlErrors from "../internal/sqlError.ts"
+import { applicationName, asOid, type StreamIdentity } from "../StreamId.ts"
+import type { CheckOutcome } from "./Liveness.ts"
+import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
+import { OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import type { OwnershipConfig } from "./OwnershipConfig.ts"
+import { tableName } from "./OwnershipTable.ts"
+
+export interface AdvisoryLockOptions {
+  readonly url: Redacted.Redacted
+  readonly config: OwnershipConfig
+  readonly identity: StreamIdentity
+  /** The pool guarded writes run on. */
+  readonly sql: SqlClient
+}
+
+const backendError = (operation: string) => (e: SqlError) =>
+  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+
+/** The lock as `pg_locks` shows it, in this database. `$1` = classid, `$2` = objid (unsigned). */
+const lockPredicate = `l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
+export const make = (options: AdvisoryLockOptions): LockBackend & { readonly guarded: (held: Held) => OwnershipService["guarded"] } => {
+  const { config, identity, sql } = options
+  const table = tableName(config.schema)
+  const own = identity.ownershipLock
+  const write = identity.writeLock
+  const lockParams = [asOid(own.namespace), asOid(own.key)]
+
+  const open: Effect.Effect<LockSession, LockBackendError, import("effect").Scope.Scope> = Effect.gen(function*() {
+    const conn = yield* PgConnection.make({
+      url: options.url,
+      applicationName: applicationName(config.streamId, config.instanceId, "lock"),
+      connectTimeout: `${config.lossDeadlineMs} millis`,
+      // Server-side bounds of the lock session: the server ends it (releasing the lock) once it is idle for the
+      // release bound; no statement on it may run longer than the holder's own detection deadline.
+      startupParameters: {
+        idle_session_timeout: String(config.serverReleaseBoundMs),
+        idle_in_transaction_session_timeout: String(config.serverReleaseBoundMs),
+        statement_timeout: String(config.lossDeadlineMs),
+        lock_timeout: String(config.lossDeadlineMs)
+      }
+    }).pipe(Effect.mapError(backendError("connect")))
+    const query = <Row>(text: string, params: ReadonlyArray<unknown> = []) =>
+      Effect.map(conn.query(text, params), (r) => r.rows as unknown as ReadonlyArray<Row>)
+
+    const holderInfo = Effect.map(
+      query<{ pid: number; application_name: string; idle_ms: number; holder: string | null; epoch: string | null; since: string | null; held_ms: number | null }>(
+        `SELECT l.pid, a.application_name,
+                (extract(epoch FROM (now() - a.state_change)) * 1000)::float8 AS idle_ms,
+                o.holder, o.epoch::text AS epoch, o.acquired_at::text AS since,
+                (extract(epoch FROM (now() - o.acquired_at)) * 1000)::float8 AS held_ms
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           LEFT JOIN ${table} o ON o.stream_id = $3
+          WHERE ${lockPredicate}`,
+        [...lockParams, config.streamId]
+      ),
+      (rows): HolderInfo | undefined => {
+        const r = rows[0]
+        if (r === undefined) return undefined
+        return {
+          pid: r.pid,
+          applicationName: r.application_name,
+          idleMs: Number(r.idle_ms),
+          holder: r.holder ?? undefined,
+          epoch: r.epoch === null ? undefined : Number(r.epoch),
+          since: r.since ?? undefined,
+          heldMs: r.held_ms === null ? undefined : Number(r.held_ms)
+        }
+      }
+    )
+
+    // The lock is ours: bump the epoch, after draining guarded writes of the previous owner (write lock).
+    const bumpEpoch = Effect.gen(function*() {
+      yield* query("BEGIN")
+      yield* query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
+      const rows = yield* query<{ epoch: string; pid: number; backend_start: string }>(
+        `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
+         SELECT $1, 1, 'advisory', $2, pg_backend_pid(), a.backend_start, NULL, now()
+           FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+         ON CONFLICT (stream_id) DO UPDATE SET
+           epoch = o.epoch + 1, mode = 'advisory', holder = EXCLUDED.holder, holder_pid = EXCLUDED.holder_pid,
+           holder_backend_start = EXCLUDED.holder_backend_start, lease_until = NULL, acquired_at = now()
+         -- a live lease of an instance in lease mode is not ours to take
+         WHERE o.mode = 'advisory' OR o.lease_until IS NULL OR o.lease_until <= now()
+         RETURNING o.epoch::text AS epoch, o.holder_pid AS pid, o.holder_backend_start::text AS backend_start`,
+        [config.streamId, config.instanceId]
+      )
+      yield* query("COMMIT")
+      return rows[0]
+    }).pipe(Effect.onError(() => Effect.ignore(query("ROLLBACK"))))
+
+    const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = Effect.gen(function*() {
+      const [attempt] = yield* query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1::int4, $2::int4) AS ok", [own.namespace, own.key])
+      if (!attempt?.ok) return { _tag: "Busy", holder: yield* holderInfo } as const
+      const bumped = yield* bumpEpoch.pipe(
+        Effect.onError(() => Effect.ignore(query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key])))
+      )
+      if (bumped === undefined) {
+        yield* query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key])
+        const [row] = yield* query<{ holder: string; epoch: string; since: string }>(
+          `SELECT holder, epoch::text AS epoch, acquired_at::text AS since FROM ${table} WHERE stream_id = $1`, [config.streamId])
+        return { _tag: "Busy", holder: row && { holder: row.holder, epoch: Number(row.epoch), since: row.since } } as const
+      }
+      return { _tag: "Acquired", held: { epoch: Number(bumped.epoch), pid: bumped.pid, backendStart: bumped.backend_start } } as const
+    }).pipe(Effect.mapError(backendError("acquire")))
+
+    const check = (_held: Held): Effect.Effect<CheckOutcome> =>
+      query<{ held: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE ${lockPredicate} AND l.pid = pg_backend_pid()) AS held`,
+        lockParams
+      ).pipe(
+        Effect.map((rows): CheckOutcome =>
+          rows[0]?.held === true
+            ? { _tag: "Confirmed" }
+            : { _tag: "NotHeld", detail: "the stream's advisory lock is no longer granted to this lock session" }
+        ),
+        Effect.catch((e): Effect.Effect<CheckOutcome> =>
+          Effect.succeed(SqlErrors.isSessionGone(e)
+            ? { _tag: "SessionGone", detail: SqlErrors.describe(e) }
+            : { _tag: "Miss", detail: SqlErrors.describe(e) })
+        )
+      )
+
+    const release = (_held: Held) =>
+      Effect.ignore(query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key]))
+
+    // Terminates the holder only if that pid still holds this stream's lock.
+    const breakHolder = (holder: HolderInfo) =>
+      Effect.map(
+        query<{ ok: boolean }>(
+          `SELECT pg_terminate_backend(l.pid) AS ok FROM pg_locks l WHERE ${lockPredicate} AND l.pid = $3`,
+          [...lockParams, holder.pid]
+        ),
+        (rows) => rows[0]?.ok === true
+      ).pipe(Effect.mapError(backendError("break")))
+
+    return { tryAcquire, check, release, breakHolder } satisfies LockSession
+  })
+
+  // The proof, inside the write's transaction; its own SQL failures become LockBackendError, the caller's pass as-is.
+  const prove = (held: Held) =>
+    Effect.gen(function*() {
+      // Bounded on the server too: a guarded write must not hold the write lock past the holder's deadline.
+      yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
+      yield* sql.unsafe(`SET LOCAL statement_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
+      yield* sql.unsafe(`SET LOCAL idle_in_transaction_session_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
+      yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
+      const proof = yield* sql.unsafe<{ epoch: string }>(
+        `SELECT o.epoch::text AS epoch FROM ${table} o
+          WHERE o.stream_id = $3 AND o.epoch = $4::bigint AND o.holder = $5 AND o.mode = 'advisory'
+            AND EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                         WHERE ${lockPredicate} AND l.pid = $6::int4 AND a.backend_start = $7::timestamptz)
+          FOR SHARE OF o`,
+        [...lockParams, config.streamId, held.epoch, config.instanceId, held.pid, held.backendStart]
+      )
+      if (proof.length > 0) return
+      const [found] = yield* sql.unsafe<{ epoch: string | null; holder: string | null; lock_pid: number | null }>(
+        `SELECT (SELECT epoch::text FROM ${table} WHERE stream_id = $3) AS epoch,
+                (SELECT holder FROM ${table} WHERE stream_id = $3) AS holder,
+                (SELECT l.pid FROM pg_locks l WHERE ${lockPredicate}) AS lock_pid`,
+        [...lockParams, config.streamId]
+      )
+      return yield* new OwnershipLost({
+        streamId: config.streamId,
+        epoch: held.epoch,
+        message: `guarded write refused: this instance (epoch ${held.epoch}, lock session pid ${held.pid}) no longer owns stream ${config.streamId}`,
+        found: `epoch ${found?.epoch ?? "none"} held by ${found?.holder ?? "nobody"}; lock granted to pid ${found?.lock_pid ?? "nobody"}`
+      })
+    }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
+
+  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held), effect))
+
+  return { mode: "advisory", open, guarded }
+}

@@ -1,0 +1,138 @@
+/**
+ * LeaseLock: ownership of a stream as a lease row, for connections through poolers (PgBouncer in transaction
+ * mode), where session-level advisory locks break.
+ *
+ * **What it guarantees**
+ * - The lease lives in the ownership table: holder, fencing epoch and `lease_until`, always computed with the
+ *   database's clock (`now()`), never a client's. Acquisition is one statement that takes over only a lease that has
+ *   expired (or a stream nobody holds) and bumps the epoch on every takeover; renewal is one statement that extends
+ *   only our own unexpired lease with our epoch. A renewal that matches nothing is a proven loss.
+ * - Acquisition first takes the stream's write lock (transaction level, which poolers keep), so it waits for the
+ *   previous owner's in-flight guarded write; the epoch bump then fails every later write of that owner.
+ * - Release expires the lease (`lease_until = now()`), so another instance can take over at once.
+ *
+ * **What it assumes**: instance ids may not be unique (two pods with the same name): an instance never takes over its
+ * "own" unexpired lease at acquisition; it waits for it to expire like anyone else.
+ *
+ * **How it fails**: the holder declares loss at `leaseDuration - safetyMargin` after the start of its last good
+ * renewal (the supervisor's deadline), before the lease can expire on the server. Errors of a renewal through the
+ * pool are misses: the pool may reconnect, and the deadline decides.
+ */
+import { Effect } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import * as SqlErrors from "../internal/sqlError.ts"
+import { asOid, type StreamIdentity } from "../StreamId.ts"
+import type { CheckOutcome } from "./Liveness.ts"
+import { type AttemptResult, type Held, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
+import { OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import type { OwnershipConfig } from "./OwnershipConfig.ts"
+import { tableName } from "./OwnershipTable.ts"
+
+export interface LeaseLockOptions {
+  readonly config: OwnershipConfig
+  readonly identity: StreamIdentity
+  /** The pool every lease statement and guarded write runs on. */
+  readonly sql: SqlClient
+}
+
+const backendError = (operation: string) => (e: SqlError) =>
+  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+
+export const make = (options: LeaseLockOptions): LockBackend & { readonly guarded: (held: Held) => OwnershipService["guarded"] } => {
+  const { config, identity, sql } = options
+  const table = tableName(config.schema)
+  const write = identity.writeLock
+  const own = identity.ownershipLock
+  const leaseMs = Math.trunc(config.leaseDurationMs)
+  const bounds = Effect.all([
+    sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(config.lossDeadlineMs)}`),
+    sql.unsafe(`SET LOCAL statement_timeout = ${Math.trunc(config.lossDeadlineMs)}`),
+    sql.unsafe(`SET LOCAL idle_in_transaction_session_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
+  ])
+
+  const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = sql.withTransaction(Effect.gen(function*() {
+    yield* bounds
+    yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
+    const taken = yield* sql.unsafe<{ epoch: string }>(
+      `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
+       VALUES ($1, 1, 'lease', $2, NULL, NULL, now() + make_interval(secs => $3::float8 / 1000), now())
+       ON CONFLICT (stream_id) DO UPDATE SET
+         epoch = o.epoch + 1, mode = 'lease', holder = EXCLUDED.holder, holder_pid = NULL, holder_backend_start = NULL,
+         lease_until = EXCLUDED.lease_until, acquired_at = now()
+       WHERE (o.mode = 'lease' AND o.lease_until <= now())
+          -- a stream last owned in advisory mode: only once nobody holds its advisory lock
+          OR (o.mode = 'advisory' AND NOT EXISTS (
+                SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                   AND l.classid = $4::bigint::oid AND l.objid = $5::bigint::oid
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+       RETURNING o.epoch::text AS epoch`,
+      [config.streamId, config.instanceId, leaseMs, asOid(own.namespace), asOid(own.key)]
+    )
+    if (taken[0] !== undefined) return { _tag: "Acquired", held: { epoch: Number(taken[0].epoch) } } as const
+    const [row] = yield* sql.unsafe<{ holder: string; epoch: string; since: string; held_ms: number }>(
+      `SELECT holder, epoch::text AS epoch, acquired_at::text AS since,
+              (extract(epoch FROM (now() - acquired_at)) * 1000)::float8 AS held_ms
+         FROM ${table} WHERE stream_id = $1`,
+      [config.streamId]
+    )
+    return {
+      _tag: "Busy",
+      holder: row && { holder: row.holder, epoch: Number(row.epoch), since: row.since, heldMs: Number(row.held_ms) }
+    } as const
+  })).pipe(Effect.mapError(backendError("acquire")))
+
+  const renew = (held: Held): Effect.Effect<CheckOutcome> =>
+    sql.unsafe<{ epoch: string }>(
+      `UPDATE ${table} SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
+        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()
+        RETURNING epoch::text AS epoch`,
+      [config.streamId, config.instanceId, held.epoch, leaseMs]
+    ).pipe(
+      Effect.map((rows): CheckOutcome =>
+        rows.length === 1
+          ? { _tag: "Confirmed" }
+          : { _tag: "NotHeld", detail: `the lease of stream ${config.streamId} with epoch ${held.epoch} has expired or was taken over` }
+      ),
+      Effect.catch((e): Effect.Effect<CheckOutcome> => Effect.succeed({ _tag: "Miss", detail: SqlErrors.describe(e) }))
+    )
+
+  const release = (held: Held) =>
+    Effect.ignore(sql.unsafe(
+      `UPDATE ${table} SET lease_until = now()
+        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()`,
+      [config.streamId, config.instanceId, held.epoch]
+    ))
+
+  const session: LockSession = {
+    tryAcquire,
+    check: renew,
+    release,
+    breakHolder: () => Effect.succeed(false) // a lease expires by itself
+  }
+
+  const prove = (held: Held) =>
+    Effect.gen(function*() {
+      yield* bounds
+      yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
+      const proof = yield* sql.unsafe<{ epoch: string }>(
+        `SELECT epoch::text AS epoch FROM ${table}
+          WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()
+          FOR SHARE`,
+        [config.streamId, config.instanceId, held.epoch]
+      )
+      if (proof.length > 0) return
+      const [found] = yield* sql.unsafe<{ epoch: string; holder: string; lease_until: string | null }>(
+        `SELECT epoch::text AS epoch, holder, lease_until::text AS lease_until FROM ${table} WHERE stream_id = $1`, [config.streamId])
+      return yield* new OwnershipLost({
+        streamId: config.streamId,
+        epoch: held.epoch,
+        message: `guarded write refused: this instance (epoch ${held.epoch}) no longer holds the lease of stream ${config.streamId}`,
+        found: found === undefined ? "no lease row" : `epoch ${found.epoch} held by ${found.holder} until ${found.lease_until ?? "-"}`
+      })
+    }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
+
+  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held), effect))
+
+  return { mode: "lease", open: Effect.succeed(session), guarded }
+}

@@ -1,0 +1,80 @@
+/**
+ * StreamOwnership: everything needed to own one stream, assembled — configuration checked, a connection pool for
+ * guarded writes, the server checked, slotkeeper's ownership table ready, and a `Supervisor` over the chosen lock.
+ *
+ * Nothing is changed in the database before the configuration has been validated; a database that cannot be reached,
+ * a server too old for the lock mode, or a role that may not create the ownership table is an error that says what
+ * to change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
+import { SqlClient } from "effect/sql"
+import * as SqlErrors from "../internal/sqlError.ts"
+import * as StreamId from "../StreamId.ts"
+import * as AdvisoryLock from "./AdvisoryLock.ts"
+import * as LeaseLock from "./LeaseLock.ts"
+import * as OwnershipConfig from "./OwnershipConfig.ts"
+import * as OwnershipTable from "./OwnershipTable.ts"
+import * as Supervisor from "./Supervisor.ts"
+
+export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions {
+  /** The database to own the stream in. Never logged. */
+  readonly url: Redacted.Redacted
+}
+
+export interface StreamOwnership {
+  readonly config: OwnershipConfig.OwnershipConfig
+  readonly identity: StreamId.StreamIdentity
+  readonly supervisor: Supervisor.Supervisor
+  /** The pool guarded writes run on (also usable for reads that need no ownership). */
+  readonly sql: SqlClient.SqlClient
+}
+
+export type StreamOwnershipError =
+  | OwnershipConfig.OwnershipConfigError
+  | StreamId.InvalidStreamId
+  | StreamId.InvalidInstanceId
+  | OwnershipTable.OwnershipSetupError
+
+export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const config = OwnershipConfig.make(options)
+    if ("_tag" in config) return yield* Effect.fail(config)
+
+    const pool = yield* Layer.build(PgClient.layer({
+      url: options.url,
+      applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
+      maxConnections: 4,
+      connectTimeout: `${config.lossDeadlineMs} millis`
+    }))
+    const sql = Context.get(pool, SqlClient.SqlClient)
+
+    const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean }>(
+      "SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery"
+    ).pipe(Effect.mapError((e) =>
+      new OwnershipTable.OwnershipSetupError({
+        message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
+          `password) and that the server accepts connections`
+      })
+    ))
+    if (server === undefined) return yield* new OwnershipTable.OwnershipSetupError({ message: "the database returned no row for a trivial query" })
+    if (server.recovery) {
+      return yield* new OwnershipTable.OwnershipSetupError({
+        message: `database ${server.db} is a standby (in recovery): ownership and replication need the primary; point the database URL at it`
+      })
+    }
+    if (config.mode === "advisory" && server.version < 140000) {
+      return yield* new OwnershipTable.OwnershipSetupError({
+        message: `advisory mode needs PostgreSQL 14+ (idle_session_timeout bounds how long the server keeps an unreachable ` +
+          `holder's lock); this server is ${server.version}. Upgrade, or use lease mode`
+      })
+    }
+    yield* OwnershipTable.ensure(sql, config.schema)
+
+    const identity = StreamId.identity(server.db, config.streamId)
+    const backend = config.mode === "advisory"
+      ? AdvisoryLock.make({ url: options.url, config, identity, sql })
+      : LeaseLock.make({ config, identity, sql })
+    const supervisor = yield* Supervisor.make(config, backend, backend.guarded)
+    return { config, identity, supervisor, sql }
+  })
