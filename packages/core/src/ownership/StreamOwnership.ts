@@ -46,7 +46,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
       maxConnections: 4,
       connectTimeout: `${config.lossDeadlineMs} millis`
-    }))
+    })).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
     const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean }>(
