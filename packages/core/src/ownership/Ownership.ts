@@ -39,5 +39,6 @@ export type OwnershipStatus =
   | { readonly _tag: "Starting" }
   | { readonly _tag: "Waiting"; readonly since: number; readonly holder: HolderInfo | undefined; readonly lastError: string | undefined }
   | { readonly _tag: "Active"; readonly since: number; readonly epoch: number }
-  | { readonly _tag: "Stopping"; readonly reason: string }
+  /** `at`: when the loss was detected (or the stop began), Clock millis. */
+  | { readonly _tag: "Stopping"; readonly reason: string; readonly at: number }
   | { readonly _tag: "Failed"; readonly error: string }

@@ -160,15 +160,15 @@ export const make = (
           Effect.map(Deferred.await(loss), (l) => ({ _tag: "Lost", loss: l }) as const)
         )
         if (ended._tag === "Lost") {
+          const message = Liveness.describe(ended.loss.reason)
+          yield* setStatus({ _tag: "Stopping", reason: message, at: ended.loss.detectedAt })
           // Structural: the owned scope closes now, interrupting every fiber in it.
           yield* Fiber.interrupt(work)
           releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
-          const message = Liveness.describe(ended.loss.reason)
-          yield* setStatus({ _tag: "Stopping", reason: message })
           yield* Effect.logWarning(`ownership of stream ${config.streamId} lost (epoch ${held.epoch}): ${message}`)
           return new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
         }
-        yield* setStatus({ _tag: "Stopping", reason: "the owned work ended" })
+        yield* setStatus({ _tag: "Stopping", reason: "the owned work ended", at: yield* Clock.currentTimeMillis })
         if (Exit.isFailure(ended.exit)) return yield* Effect.failCause(ended.exit.cause)
         return undefined
       }))
@@ -193,7 +193,8 @@ export const make = (
       return loop.pipe(
         Effect.tapCause((cause) => setStatus({ _tag: "Failed", error: String(cause) })),
         Effect.ensuring(Effect.suspend(() =>
-          Effect.flatMap(SubscriptionRef.get(status), (s) => (s._tag === "Failed" ? Effect.void : setStatus({ _tag: "Stopping", reason: "stopped" })))
+          Effect.flatMap(SubscriptionRef.get(status), (s) =>
+            s._tag === "Failed" ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (at) => setStatus({ _tag: "Stopping", reason: "stopped", at })))
         ))
       )
     }

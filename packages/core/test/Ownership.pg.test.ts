@@ -1,0 +1,159 @@
+/**
+ * Ownership against real PostgreSQL (the test kit), in both lock modes.
+ */
+import { PgConnection } from "@effect/sql-pg"
+import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
+import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
+import { activeOf, eventually, fastTiming, type Interval, overlaps, startInstance } from "./ownership-helpers.ts"
+
+const modes: ReadonlyArray<LockMode> = ["advisory", "lease"]
+
+describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
+  const timing = fastTiming[mode]
+
+  it.live("two instances contend: exactly one is active at every observed moment", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, timing)
+      const b = yield* startInstance("b", pg.url, intervals, timing)
+      yield* eventually(Effect.sync(() => (intervals.length > 0 ? true : undefined)), 10_000, "an owner")
+      for (let i = 0; i < 100; i++) {
+        const active = [yield* a.status, yield* b.status].filter((s) => s._tag === "Active").length
+        assert.strictEqual(active, 1, `sample ${i}: ${active} instances active`)
+        yield* Effect.sleep("20 millis")
+      }
+      const waiting = [yield* a.status, yield* b.status].find((s) => s._tag === "Waiting")
+      assert.strictEqual(waiting?._tag === "Waiting" ? waiting.holder?.holder : undefined, intervals[0]!.instance)
+      assert.deepStrictEqual(overlaps(intervals), [])
+      assert.strictEqual(intervals.length, 1)
+    }))
+
+  it.live("graceful release: the other instance is active within 1 s", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, timing)
+      yield* Deferred.await(a.firstHold)
+      yield* startInstance("b", pg.url, intervals, timing)
+      yield* Effect.sleep("300 millis")
+      const releasedAt = Date.now()
+      yield* Fiber.interrupt(a.fiber)
+      const b = yield* eventually(activeOf(intervals, "b"), 5_000, "b active")
+      assert.isAtMost(b.start - releasedAt, 1_000)
+      assert.strictEqual(b.epoch, intervals[0]!.epoch + 1)
+      assert.deepStrictEqual(overlaps(intervals), [])
+    }))
+
+  it.live("a path blackholed: the holder gives up within its deadline, the other takes over only after that, within the server bound", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const proxy = yield* FaultProxy.make({ targetPort: pg.port })
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, timing)
+      yield* Deferred.await(a.firstHold)
+      yield* startInstance("b", pg.url, intervals, timing)
+      yield* Effect.sleep("500 millis")
+      const cut = Date.now()
+      yield* proxy.setMode("blackhole")
+      const b = yield* eventually(activeOf(intervals, "b"), 15_000, "b active")
+      const aInterval = intervals.find((i) => i.instance === "a")!
+      assert.isDefined(aInterval.end)
+      const deadline = a.ownership.config.lossDeadlineMs
+      const serverBound = a.ownership.config.serverReleaseBoundMs
+      // the holder's detection: at most its deadline after the cut (its last good check started before the cut);
+      // the slack covers a late timer on a busy machine
+      assert.isAtMost(aInterval.end! - cut, deadline + 500)
+      // the other instance: never before the holder gave up, and within the server's bound plus one poll
+      assert.isAtLeast(b.start, aInterval.end!)
+      assert.isAtMost(b.start - cut, serverBound + 120 + 1_000)
+      assert.deepStrictEqual(overlaps(intervals), [])
+      yield* proxy.setMode("pass")
+    }))
+
+  it.live("a guarded write of an instance that lost ownership is rejected and changes nothing", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      yield* pg.query("CREATE TABLE fenced (note text)")
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, timing)
+      const stale = yield* Deferred.await(a.firstHold)
+      const sql = a.ownership.sql
+      // while it owns the stream, its guarded writes go through
+      yield* stale.guarded(sql`INSERT INTO fenced VALUES ('a while owner')`)
+      // a goes away without releasing; b takes over (bumping the epoch)
+      yield* startInstance("b", pg.url, intervals, timing)
+      yield* Fiber.interrupt(a.fiber)
+      yield* eventually(activeOf(intervals, "b"), 10_000, "b active")
+      // a's captured guard, used as a zombie would use it
+      const refused = yield* Effect.flip(stale.guarded(sql`INSERT INTO fenced VALUES ('a as a zombie')`))
+      assert.strictEqual(refused._tag, "OwnershipLost")
+      assert.match(refused._tag === "OwnershipLost" ? refused.found ?? "" : "", /held by b/)
+      assert.deepStrictEqual(yield* pg.query("SELECT note FROM fenced"), [{ note: "a while owner" }])
+    }))
+
+  it.live("dependents are interrupted within 100 ms of the loss being detected", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const proxy = yield* FaultProxy.make({ targetPort: pg.port })
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, timing)
+      yield* Deferred.await(a.firstHold)
+      yield* proxy.setMode("blackhole")
+      const interval = yield* eventually(Effect.sync(() => (intervals[0]?.end !== undefined ? intervals[0] : undefined)), 10_000, "a interrupted")
+      const stopping = a.statuses.find((s) => s.status._tag === "Stopping")?.status
+      assert.strictEqual(stopping?._tag, "Stopping")
+      const detectedAt = stopping?._tag === "Stopping" ? stopping.at : Number.NaN
+      assert.isAtLeast(interval.end! - detectedAt, 0)
+      assert.isAtMost(interval.end! - detectedAt, 100)
+      yield* proxy.setMode("pass")
+    }))
+})
+
+describe("Ownership (advisory lock, real PostgreSQL): the server side", () => {
+  const timing = fastTiming.advisory
+
+  // A terminated lock session releases the lock at that instant, before the holder can know: the other instance may
+  // become active up to one heartbeat before the holder notices. What holds from the first instant is the fence: the
+  // old holder's writes fail their proof. (Without an outside kill, the server releases only after its bound, which
+  // the holder's deadline precedes: see the blackhole test, where active intervals never overlap.)
+  it.live("the holder's backend is terminated: its writes are refused at once, it notices within its deadline, the other is active within 1 s", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      yield* pg.query("CREATE TABLE fenced (note text)")
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, timing)
+      const held = yield* Deferred.await(a.firstHold)
+      yield* startInstance("b", pg.url, intervals, timing)
+      yield* Effect.sleep("300 millis")
+      const killedAt = Date.now()
+      assert.isTrue(yield* pg.terminateBackend(held.held.pid!))
+      // right away, before a's next heartbeat
+      const refused = yield* Effect.flip(held.guarded(a.ownership.sql`INSERT INTO fenced VALUES ('after the kill')`))
+      assert.strictEqual(refused._tag, "OwnershipLost")
+      const b = yield* eventually(activeOf(intervals, "b"), 5_000, "b active")
+      const aEnd = yield* eventually(Effect.sync(() => intervals.find((i) => i.instance === "a")?.end), 5_000, "a interrupted")
+      assert.isAtMost(aEnd - killedAt, a.ownership.config.lossDeadlineMs)
+      assert.isAtMost(b.start - killedAt, 1_000)
+      assert.deepStrictEqual(yield* pg.query("SELECT note FROM fenced"), [])
+    }))
+
+  it.live("the lock session is tagged and bounded on the server: application_name and idle_session_timeout", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("pod-1", pg.url, intervals, timing)
+      const held = yield* Deferred.await(a.firstHold)
+      const [row] = yield* pg.query<{ application_name: string }>(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = $1", [held.held.pid])
+      assert.strictEqual(row?.application_name, "slotkeeper:orders:pod-1:lock")
+      const conn = yield* PgConnection.make({ url: Redacted.make(pg.url) })
+      const locks = yield* conn.query(
+        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND pid = $1", [held.held.pid])
+      assert.deepStrictEqual(locks.rows, [{ n: 1 }])
+      const exit = yield* Effect.exit(Fiber.interrupt(a.fiber))
+      assert.isTrue(Exit.isSuccess(exit))
+    }))
+})
