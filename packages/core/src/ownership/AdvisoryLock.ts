@@ -20,7 +20,8 @@
  * is a loss at once. When an administrator terminates the lock session, the server releases the lock at that instant,
  * before the holder can know: another instance may become active up to one heartbeat interval before the holder
  * notices. From the first instant, the holder's guarded writes fail their proof, so it can change nothing; the
- * holder's interval and the new owner's overlap only in belief, never in effect. Otherwise a heartbeat a heartbeat that errors otherwise or hangs is a miss, and the supervisor's deadline decides.
+ * holder's interval and the new owner's overlap only in belief, never in effect. A heartbeat that errors in another
+ * way, or hangs, is a miss, and the supervisor's deadline decides.
  * The guard (`guarded`) proves, in the write's own transaction, that the lock is granted to our lock session's pid
  * *with the same backend_start* (a pid may be reused by a new backend) and that the epoch is still ours, read
  * `FOR SHARE`.
