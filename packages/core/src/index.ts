@@ -1,12 +1,24 @@
 /**
  * @slotkeeper/core — exclusive, fenced ownership of a PostgreSQL logical replication stream, as Effect layers.
  *
- * Nothing is exported yet: the foundation issue only lays out the workspace. The modules arrive with their issues,
- * each with the why of its design at its top (see shared/docs/architecture-sketch.md):
+ * Today: the stream's identity and ownership (see shared/docs/architecture-sketch.md for the whole shape).
+ * - `StreamId`: stream id validation, derived names, lock keys, application_name.
+ * - `StreamOwnership.make(options)`: checked configuration, pool, ownership table and a `Supervisor` over an
+ *   `AdvisoryLock` (default) or a `LeaseLock`.
+ * - `Supervisor.run(owned)`: runs `owned` only while this instance owns the stream, with the `Ownership` service
+ *   (`guarded` writes) in scope; losing ownership interrupts it.
+ * - `Liveness`, `OwnershipConfig`: the pure decisions, exported for tests and tools.
  *
- * - `ownership/`   Ownership (service + guard), AdvisoryLock, LeaseLock, and the pure liveness and lease decisions;
- * - `slot/`        the persistent slot and its per-connection temporary clone, guarded advance, health, resume check;
- * - `publication/` the publication actor and the pure desired-publication computation;
- * - `replication/` the pgoutput stream, decoding, transaction assembly, acknowledgement watermark, Checkpoint.
+ * Slots, the publication manager and the replication stream arrive with their issues, as components that run
+ * inside the owned scope.
  */
-export {}
+export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
+export * as LeaseLock from "./ownership/LeaseLock.ts"
+export * as Liveness from "./ownership/Liveness.ts"
+export * as LockBackend from "./ownership/LockBackend.ts"
+export { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./ownership/Ownership.ts"
+export * as OwnershipConfig from "./ownership/OwnershipConfig.ts"
+export * as OwnershipTable from "./ownership/OwnershipTable.ts"
+export * as StreamOwnership from "./ownership/StreamOwnership.ts"
+export * as Supervisor from "./ownership/Supervisor.ts"
+export * as StreamId from "./StreamId.ts"

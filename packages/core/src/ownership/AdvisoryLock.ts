@@ -110,11 +110,11 @@ export const make = (options: AdvisoryLockOptions): LockBackend & { readonly gua
       yield* query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
       const rows = yield* query<{ epoch: string; pid: number; backend_start: string }>(
         `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
-         SELECT $1, 1, 'advisory', $2, pg_backend_pid(), a.backend_start, NULL, now()
+         SELECT $1, 1, 'advisory', $2, pg_backend_pid(), a.backend_start, NULL, clock_timestamp()
            FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
          ON CONFLICT (stream_id) DO UPDATE SET
            epoch = o.epoch + 1, mode = 'advisory', holder = EXCLUDED.holder, holder_pid = EXCLUDED.holder_pid,
-           holder_backend_start = EXCLUDED.holder_backend_start, lease_until = NULL, acquired_at = now()
+           holder_backend_start = EXCLUDED.holder_backend_start, lease_until = NULL, acquired_at = clock_timestamp()
          -- a live lease of an instance in lease mode is not ours to take
          WHERE o.mode = 'advisory' OR o.lease_until IS NULL OR o.lease_until <= now()
          RETURNING o.epoch::text AS epoch, o.holder_pid AS pid, o.holder_backend_start::text AS backend_start`,

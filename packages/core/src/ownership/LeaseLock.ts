@@ -56,10 +56,10 @@ export const make = (options: LeaseLockOptions): LockBackend & { readonly guarde
     yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
     const taken = yield* sql.unsafe<{ epoch: string }>(
       `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
-       VALUES ($1, 1, 'lease', $2, NULL, NULL, now() + make_interval(secs => $3::float8 / 1000), now())
+       VALUES ($1, 1, 'lease', $2, NULL, NULL, now() + make_interval(secs => $3::float8 / 1000), clock_timestamp())
        ON CONFLICT (stream_id) DO UPDATE SET
          epoch = o.epoch + 1, mode = 'lease', holder = EXCLUDED.holder, holder_pid = NULL, holder_backend_start = NULL,
-         lease_until = EXCLUDED.lease_until, acquired_at = now()
+         lease_until = EXCLUDED.lease_until, acquired_at = clock_timestamp()
        WHERE (o.mode = 'lease' AND o.lease_until <= now())
           -- a stream last owned in advisory mode: only once nobody holds its advisory lock
           OR (o.mode = 'advisory' AND NOT EXISTS (

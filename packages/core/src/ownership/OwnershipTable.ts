@@ -10,7 +10,7 @@
  *   holder_pid           integer,              -- advisory: the lock session's backend pid ...
  *   holder_backend_start timestamptz,          -- ... and its backend_start (a pid can be reused)
  *   lease_until          timestamptz,          -- lease: held until then, by the database's clock
- *   acquired_at          timestamptz NOT NULL
+ *   acquired_at          timestamptz NOT NULL  -- when ownership was taken (clock_timestamp(), after any wait)
  * )
  * ```
  *
