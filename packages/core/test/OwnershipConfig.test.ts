@@ -7,7 +7,7 @@ const error = (r: ReturnType<typeof OwnershipConfig.make>) => ("_tag" in r ? r :
 describe("OwnershipConfig (pure)", () => {
   it("defaults: advisory, heartbeat 1 s, deadline 5 s, server bound 10 s", () => {
     const c = OwnershipConfig.make(base)
-    assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 1_000, lossDeadlineMs: 5_000, serverReleaseBoundMs: 10_000, onLoss: "wait", schema: "slotkeeper" })
+    assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 1_000, lossDeadlineMs: 5_000, serverReleaseBoundMs: 10_000, onLoss: "wait", rejoinDelayMs: 1_000, schema: "slotkeeper" })
   })
 
   it("refuses a detection deadline that is not shorter than the server's release bound by the margin", () => {

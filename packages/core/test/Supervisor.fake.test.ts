@@ -221,3 +221,23 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
       assert.include(server.log, "2000 a released")
     }))
 })
+
+describe("Supervisor rejoin (TestClock, fake backend)", () => {
+  it.effect("after a loss, an instance stays out for rejoinDelay before competing again", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config({ rejoinDelay: "1 second" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      controls.check = "not-held" // lost at 2 s (proven: the fake server still names a, so a could take it back at once)
+      server.holder = undefined
+      yield* TestClock.adjust("1 second")
+      controls.check = "ok"
+      yield* TestClock.adjust("999 millis")
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000"])
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000", "start 3000 epoch 2"])
+    }))
+})

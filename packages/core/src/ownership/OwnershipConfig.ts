@@ -49,6 +49,11 @@ export interface OwnershipOptions {
   readonly breaker?: { readonly staleAfter: Duration.Input; readonly gracePeriod: Duration.Input }
   /** After losing ownership: wait to acquire again (default), or fail so the process exits for its orchestrator. */
   readonly onLoss?: "wait" | "exit"
+  /**
+   * After a loss, how long to stay out before competing again (default 1 s): an instance that just lost the stream
+   * gives healthy waiters the first chance, instead of flapping it back.
+   */
+  readonly rejoinDelay?: Duration.Input
   /** Schema of slotkeeper's tables. Default `slotkeeper`. */
   readonly schema?: string
 }
@@ -75,6 +80,7 @@ export interface OwnershipConfig {
   readonly safetyMarginMs: number
   readonly breaker: BreakerConfig | undefined
   readonly onLoss: "wait" | "exit"
+  readonly rejoinDelayMs: number
   readonly schema: string
 }
 
@@ -110,7 +116,8 @@ export const make = (options: OwnershipOptions): OwnershipConfig | OwnershipConf
     serverReleaseBound: ms("serverReleaseBound", options.serverReleaseBound, 10_000),
     leaseDuration: ms("leaseDuration", options.leaseDuration, 10_000),
     renewInterval: ms("renewInterval", options.renewInterval, 3_000),
-    safetyMargin: ms("safetyMargin", options.safetyMargin, 2_000)
+    safetyMargin: ms("safetyMargin", options.safetyMargin, 2_000),
+    rejoinDelay: ms("rejoinDelay", options.rejoinDelay, 1_000)
   }
   for (const v of Object.values(values)) if (v instanceof OwnershipConfigError) return v
   const n = values as { [K in keyof typeof values]: number }
@@ -154,7 +161,7 @@ export const make = (options: OwnershipOptions): OwnershipConfig | OwnershipConf
       serverReleaseBoundMs: n.serverReleaseBound,
       leaseDurationMs: n.leaseDuration,
       safetyMarginMs: n.safetyMargin,
-      breaker, onLoss: options.onLoss ?? "wait"
+      breaker, onLoss: options.onLoss ?? "wait", rejoinDelayMs: n.rejoinDelay
     }
   }
 
@@ -184,6 +191,6 @@ export const make = (options: OwnershipOptions): OwnershipConfig | OwnershipConf
     serverReleaseBoundMs: n.leaseDuration,
     leaseDurationMs: n.leaseDuration,
     safetyMarginMs: n.safetyMargin,
-    breaker: undefined, onLoss: options.onLoss ?? "wait"
+    breaker: undefined, onLoss: options.onLoss ?? "wait", rejoinDelayMs: n.rejoinDelay
   }
 }

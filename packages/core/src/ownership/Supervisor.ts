@@ -11,8 +11,8 @@
  * - A check is never allowed to outrun the deadline: it runs in a forked fiber and only the *wait* for it is timed
  *   out, because interrupting a query on a dead connection can itself hang (see effect's SqlRunnerStorage).
  * - While waiting, the status names the current holder. Acquisition polls (jittered), it never blocks in the server.
- * - After a loss it returns to waiting (default) or fails with `OwnershipLost` (`onLoss: "exit"`), for an
- *   orchestrator to restart the process.
+ * - After a loss it stays out for `rejoinDelay` (healthy waiters get the first chance, no flapping), then waits to
+ *   acquire again (default) — or fails with `OwnershipLost` (`onLoss: "exit"`), for an orchestrator to restart it.
  *
  * **How it fails**: backend errors that may pass (connection refused, server restarting) are retried with a capped
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
@@ -186,9 +186,12 @@ export const make = (
           schedule: retrySchedule,
           while: (e) => e instanceof LockBackendError && e.retryable
         }),
-        Effect.flatMap((lost): Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> =>
-          lost !== undefined && config.onLoss === "exit" ? Effect.fail(lost) : loop
-        )
+        Effect.flatMap((lost): Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> => {
+          if (lost === undefined) return loop
+          if (config.onLoss === "exit") return Effect.fail(lost)
+          // Healthy waiters get the first chance at the stream this instance just lost.
+          return Effect.andThen(Effect.sleep(Duration.millis(config.rejoinDelayMs)), loop)
+        })
       )
       return loop.pipe(
         Effect.tapCause((cause) => setStatus({ _tag: "Failed", error: String(cause) })),
