@@ -6,6 +6,7 @@ import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
 import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
+import * as StreamId from "../src/StreamId.ts"
 import { activeOf, eventually, fastTiming, type Interval, overlaps, startInstance } from "./ownership-helpers.ts"
 
 const modes: ReadonlyArray<LockMode> = ["advisory", "lease"]
@@ -26,7 +27,17 @@ describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
         yield* Effect.sleep("20 millis")
       }
       const waiting = [yield* a.status, yield* b.status].find((s) => s._tag === "Waiting")
-      assert.strictEqual(waiting?._tag === "Waiting" ? waiting.holder?.holder : undefined, intervals[0]!.instance)
+      const holder = waiting?._tag === "Waiting" ? waiting.holder : undefined
+      const owner = intervals[0]!.instance
+      assert.strictEqual(holder?.holder, owner)
+      assert.strictEqual(holder?.epoch, intervals[0]!.epoch)
+      assert.isString(holder?.since)
+      if (mode === "advisory") {
+        // the waiting status names the holding backend: pid and application_name
+        const [row] = yield* pg.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [`slotkeeper:orders:${owner}:lock`])
+        assert.strictEqual(holder?.pid, row?.pid)
+        assert.strictEqual(holder?.applicationName, `slotkeeper:orders:${owner}:lock`)
+      }
       assert.deepStrictEqual(overlaps(intervals), [])
       assert.strictEqual(intervals.length, 1)
     }))
@@ -155,5 +166,43 @@ describe("Ownership (advisory lock, real PostgreSQL): the server side", () => {
       assert.deepStrictEqual(locks.rows, [{ n: 1 }])
       const exit = yield* Effect.exit(Fiber.interrupt(a.fiber))
       assert.isTrue(Exit.isSuccess(exit))
+    }))
+})
+
+describe("Ownership (advisory lock, real PostgreSQL): the lock breaker", () => {
+  it.live("a waiter terminates a holder silent for longer than staleAfter (one without idle_session_timeout), then owns the stream", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const { key, namespace } = StreamId.identity("postgres", "orders").ownershipLock
+      // a stale holder: a session of another program holding the stream's lock, with no idle_session_timeout
+      const zombie = yield* PgConnection.make({ url: Redacted.make(pg.urlWith({ applicationName: "stale-holder" })) })
+      yield* zombie.query("SELECT pg_advisory_lock($1::int4, $2::int4)", [namespace, key])
+      const intervals: Array<Interval> = []
+      const startedAt = Date.now()
+      const a = yield* startInstance("a", pg.url, intervals, { ...fastTiming.advisory, breaker: { staleAfter: "2500 millis", gracePeriod: "100 millis" } })
+      const active = yield* eventually(activeOf(intervals, "a"), 15_000, "a active")
+      assert.isAtLeast(active.start - startedAt, 2_000) // not before the holder had been idle past staleAfter
+      const [gone] = yield* pg.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'stale-holder'")
+      assert.strictEqual(gone?.n, 0)
+      assert.strictEqual(yield* a.status.pipe(Effect.map((s) => s._tag)), "Active")
+    }))
+})
+
+describe("Ownership (lease lock, real PostgreSQL): sessions are not ownership", () => {
+  it.live("terminating the holder's pooled backends is not a loss: the pool reconnects and the lease is renewed", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, fastTiming.lease)
+      yield* Deferred.await(a.firstHold)
+      const b = yield* startInstance("b", pg.url, intervals, fastTiming.lease)
+      yield* Effect.sleep("300 millis")
+      const killed = yield* pg.query<{ ok: boolean }>(
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'slotkeeper:orders:a:guard'")
+      assert.isAtLeast(killed.length, 1)
+      yield* Effect.sleep("3 seconds") // longer than the lease: renewals went on through new connections
+      assert.strictEqual((yield* a.status)._tag, "Active")
+      assert.strictEqual((yield* b.status)._tag, "Waiting")
+      assert.strictEqual(intervals.length, 1)
     }))
 })

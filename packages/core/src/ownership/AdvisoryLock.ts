@@ -82,10 +82,13 @@ export const make = (options: AdvisoryLockOptions): LockBackend & { readonly gua
       query<{ pid: number; application_name: string; idle_ms: number; holder: string | null; epoch: string | null; since: string | null; held_ms: number | null }>(
         `SELECT l.pid, a.application_name,
                 (extract(epoch FROM (now() - a.state_change)) * 1000)::float8 AS idle_ms,
-                o.holder, o.epoch::text AS epoch, o.acquired_at::text AS since,
-                (extract(epoch FROM (now() - o.acquired_at)) * 1000)::float8 AS held_ms
+                o.holder, o.epoch::text AS epoch,
+                -- the ownership row describes this holder only if it names this backend; otherwise (a session of
+                -- another program, an older holder) the backend's own start is the best "since"
+                COALESCE(o.acquired_at, a.backend_start)::text AS since,
+                (extract(epoch FROM (now() - COALESCE(o.acquired_at, a.backend_start))) * 1000)::float8 AS held_ms
            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-           LEFT JOIN ${table} o ON o.stream_id = $3
+           LEFT JOIN ${table} o ON o.stream_id = $3 AND o.holder_pid = l.pid AND o.holder_backend_start = a.backend_start
           WHERE ${lockPredicate}`,
         [...lockParams, config.streamId]
       ),
