@@ -3,7 +3,7 @@
  * real backends have their own tests against real servers).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Effect, Exit, Fiber, Ref, SubscriptionRef } from "effect"
+import { Clock, Effect, Exit, Fiber, Layer, Ref, SubscriptionRef } from "effect"
 import { TestClock } from "effect/testing"
 import { Ownership } from "../src/ownership/Ownership.ts"
 import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
@@ -239,5 +239,28 @@ describe("Supervisor rejoin (TestClock, fake backend)", () => {
       assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000"])
       yield* TestClock.adjust("1 millis")
       assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000", "start 3000 epoch 2"])
+    }))
+})
+
+describe("Supervisor.runLayer (TestClock, fake backend)", () => {
+  it.effect("an owned layer is built on acquisition and torn down on loss: its fibers interrupted, its finalizers run", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const log: Array<string> = []
+      const stamp = (what: string) => Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void log.push(`${what} ${t}`)))
+      const Component = Layer.effectDiscard(Effect.gen(function*() {
+        const own = yield* Ownership
+        yield* stamp(`built epoch ${own.epoch}`)
+        yield* Effect.addFinalizer(() => stamp("finalized"))
+        yield* Effect.forkScoped(Effect.never.pipe(Effect.onInterrupt(() => stamp("worker interrupted"))))
+      }))
+      const run = yield* Effect.forkChild(sup.runLayer(Component), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      controls.check = "not-held"
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.await(run)
+      assert.deepStrictEqual(log, ["built epoch 1 0", "worker interrupted 2000", "finalized 2000"])
     }))
 })

@@ -78,3 +78,10 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const supervisor = yield* Supervisor.make(config, backend, backend.guarded)
     return { config, identity, supervisor, sql }
   })
+
+/** The stream's ownership as a service, for apps that compose it as a layer. */
+export class StreamOwnershipService extends Context.Service<StreamOwnershipService, StreamOwnership>()("@slotkeeper/core/StreamOwnership") {}
+
+/** `make` as a scoped layer: the pool and the supervisor live as long as the layer. */
+export const layer = (options: StreamOwnershipOptions): Layer.Layer<StreamOwnershipService, StreamOwnershipError> =>
+  Layer.effect(StreamOwnershipService, make(options))

@@ -18,7 +18,7 @@
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
  * and fails `run` with that error.
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Random, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Schedule, type Scope, SubscriptionRef } from "effect"
 import * as Liveness from "./Liveness.ts"
 import type { Held, HolderInfo, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
@@ -27,6 +27,13 @@ import { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus }
 
 export interface Supervisor {
   readonly status: SubscriptionRef.SubscriptionRef<OwnershipStatus>
+  /**
+   * `run` for components written as layers (slot, publication, replication): the layer is built in the owned scope
+   * each time ownership is acquired, and torn down — its fibers interrupted, its finalizers run — when it is lost.
+   */
+  readonly runLayer: <E, R>(
+    owned: Layer.Layer<never, E, R>
+  ) => Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
   /**
    * Competes for the stream, runs `owned` while holding it, and repeats after a loss (or fails, by `onLoss`).
    * `owned` gets the `Ownership` service and a scope that closes when ownership ends.
@@ -202,5 +209,5 @@ export const make = (
       )
     }
 
-    return { status, run }
+    return { status, run, runLayer: (owned) => run(Layer.launch(owned)) }
   })
