@@ -39,14 +39,21 @@ const recorder = Effect.gen(function*() {
   return { events, owned }
 })
 
+/** One instance against a fake server that releases after 6 s: the common setup of these tests. */
+const single = (options: Partial<OwnershipConfig.OwnershipOptions> = {}) =>
+  Effect.gen(function*() {
+    const server = makeFakeServer(6_000)
+    const controls = makeControls()
+    const sup = yield* Supervisor.make(config(options), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+    const { events, owned } = yield* recorder
+    return { server, controls, sup, events, owned }
+  })
+
 describe("Supervisor timing (TestClock, fake backend)", () => {
   it.effect("three missed heartbeats: ownership is lost exactly at the detection deadline, and the owned work interrupted then", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
+      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
       controls.check = "fail"
-      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("3499 millis")
       assert.isUndefined(run.pollUnsafe())
@@ -62,10 +69,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a check that hangs is cut off at the deadline: lost exactly then", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
-      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
+      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       controls.check = "hang" // the path dies right after the acquisition
       yield* TestClock.adjust("3499 millis")
@@ -82,11 +86,8 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a good check moves the deadline to its start + lossDeadline", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
+      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
       controls.check = "fail"
-      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("2500 millis") // misses at 1 s and 2 s
       controls.check = "ok"
@@ -101,10 +102,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a check that proves the loss ends ownership at once", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
-      const sup = yield* Supervisor.make(config({ onLoss: "exit" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
+      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("1 second")
       controls.check = "not-held"
@@ -209,10 +207,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("interrupting the supervisor (shutdown) interrupts the owned work and releases ownership for the next owner", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
-      const sup = yield* Supervisor.make(config(), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
+      const { controls, events, owned, server, sup } = yield* single()
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("2 seconds")
       yield* Fiber.interrupt(run)
@@ -225,10 +220,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 describe("Supervisor rejoin (TestClock, fake backend)", () => {
   it.effect("after a loss, an instance stays out for rejoinDelay before competing again", () =>
     Effect.gen(function*() {
-      const server = makeFakeServer(6_000)
-      const controls = makeControls()
-      const sup = yield* Supervisor.make(config({ rejoinDelay: "1 second" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
-      const { events, owned } = yield* recorder
+      const { controls, events, owned, server, sup } = yield* single({ rejoinDelay: "1 second" })
       yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("1 second")
       controls.check = "not-held" // lost at 2 s (proven: the fake server still names a, so a could take it back at once)
