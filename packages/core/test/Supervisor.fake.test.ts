@@ -256,3 +256,21 @@ describe("Supervisor.runLayer (TestClock, fake backend)", () => {
       assert.deepStrictEqual(log, ["built epoch 1 0", "worker interrupted 2000", "finalized 2000"])
     }))
 })
+
+describe("Supervisor waiting on a dead path (TestClock, fake backend)", () => {
+  it.effect("an acquisition attempt that never answers is abandoned at the deadline and retried on a new session", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      controls.check = "hang" // the path is dead: the attempt never answers
+      const sup = yield* Supervisor.make(config(), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const { events, owned } = yield* recorder
+      yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("3500 millis") // the detection deadline
+      const status = yield* SubscriptionRef.get(sup.status)
+      assert.deepInclude(status, { _tag: "Waiting", lastError: "acquire: no answer within 3500 ms; reconnecting" })
+      controls.check = "ok" // the path heals
+      yield* TestClock.adjust("200 millis") // first retry of the capped backoff
+      assert.deepStrictEqual(yield* Ref.get(events), ["start 3700 epoch 1"])
+    }))
+})

@@ -18,9 +18,9 @@
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
  * and fails `run` with that error.
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
 import * as Liveness from "./Liveness.ts"
-import type { Held, HolderInfo, LockBackend, LockSession } from "./LockBackend.ts"
+import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./Ownership.ts"
@@ -80,27 +80,25 @@ export const make = (
     const acquire = (session: LockSession) =>
       Effect.gen(function*() {
         const waitingSince = yield* Clock.currentTimeMillis
-        let lastError: string | undefined
         for (;;) {
           const startedAt = yield* Clock.currentTimeMillis
-          const attempt = yield* Effect.result(session.tryAcquire)
-          if (attempt._tag === "Success" && attempt.success._tag === "Acquired") {
-            return { held: attempt.success.held, acquiredAt: startedAt }
+          // Bounded: a waiting session on a half-open path would otherwise wait forever. A fault or a timeout ends
+          // this period, and `run` retries with a new session (capped backoff).
+          const attempt = yield* withDeadline(
+            Effect.result(session.tryAcquire),
+            config.lossDeadlineMs,
+            () => Result.fail(new LockBackendError({ operation: "acquire", message: `acquire: no answer within ${config.lossDeadlineMs} ms; reconnecting`, retryable: true })),
+            outer
+          )
+          if (Result.isFailure(attempt)) return yield* attempt.failure
+          if (attempt.success._tag === "Acquired") return { held: attempt.success.held, acquiredAt: startedAt }
+          const holder = attempt.success.holder
+          if (config.breaker !== undefined && holder?.pid !== undefined &&
+            (holder.idleMs ?? 0) > config.breaker.staleAfterMs && (holder.heldMs ?? 0) > config.breaker.gracePeriodMs) {
+            yield* Effect.logWarning(`lock breaker: terminating stale holder pid ${holder.pid} (${holder.applicationName ?? "?"}), idle ${holder.idleMs} ms`)
+            yield* session.breakHolder(holder).pipe(Effect.catch(() => Effect.succeed(false)))
           }
-          let holder: HolderInfo | undefined
-          if (attempt._tag === "Failure") {
-            if (!attempt.failure.retryable) return yield* attempt.failure
-            lastError = attempt.failure.message
-          } else if (attempt.success._tag === "Busy") {
-            holder = attempt.success.holder
-            lastError = undefined
-            if (config.breaker !== undefined && holder?.pid !== undefined &&
-              (holder.idleMs ?? 0) > config.breaker.staleAfterMs && (holder.heldMs ?? 0) > config.breaker.gracePeriodMs) {
-              yield* Effect.logWarning(`lock breaker: terminating stale holder pid ${holder.pid} (${holder.applicationName ?? "?"}), idle ${holder.idleMs} ms`)
-              yield* session.breakHolder(holder).pipe(Effect.catch(() => Effect.succeed(false)))
-            }
-          }
-          yield* setStatus({ _tag: "Waiting", since: waitingSince, holder, lastError })
+          yield* setStatus({ _tag: "Waiting", since: waitingSince, holder, lastError: undefined })
           yield* Effect.sleep(yield* jittered)
         }
       })
