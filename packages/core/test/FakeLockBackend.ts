@@ -8,7 +8,7 @@ import { Clock, Effect } from "effect"
 import type { Held, HolderInfo, LockBackend, LockSession } from "../src/ownership/LockBackend.ts"
 import { LockBackendError } from "../src/ownership/LockBackend.ts"
 import type { CheckOutcome } from "../src/ownership/Liveness.ts"
-import { OwnershipLost, type OwnershipService } from "../src/ownership/Ownership.ts"
+import { type Guards, OwnershipLost, type OwnershipService } from "../src/ownership/Ownership.ts"
 
 export interface FakeServer {
   holder: string | undefined
@@ -110,8 +110,13 @@ export const fakeBackend = (server: FakeServer, instance: string, controls: Fake
   }
 }
 
-/** The guard as the fake server sees it: the epoch and holder must still be ours. */
-export const fakeGuard = (server: FakeServer, instance: string) => (held: Held): OwnershipService["guarded"] =>
+/** The guards as the fake server sees them: the epoch and holder must still be ours. */
+export const fakeGuard = (server: FakeServer, instance: string): Guards => {
+  const guard = (held: Held) => fakeGuardOf(server, instance)(held)
+  return { guarded: guard, guardedSlotChange: guard }
+}
+
+const fakeGuardOf = (server: FakeServer, instance: string) => (held: Held): OwnershipService["guarded"] =>
   <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.suspend((): Effect.Effect<A, E | OwnershipLost, R> =>
       server.holder === instance && server.epoch === held.epoch

@@ -6,6 +6,7 @@ import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
 import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
+import * as SqlErrors from "../src/internal/sqlError.ts"
 import * as StreamId from "../src/StreamId.ts"
 import { activeOf, eventually, fastTiming, type Interval, overlaps, startInstance } from "./ownership-helpers.ts"
 
@@ -204,5 +205,30 @@ describe("Ownership (lease lock, real PostgreSQL): sessions are not ownership", 
       assert.strictEqual((yield* a.status)._tag, "Active")
       assert.strictEqual((yield* b.status)._tag, "Waiting")
       assert.strictEqual(intervals.length, 1)
+    }))
+})
+
+describe.each(modes)("guardedSlotChange (%s lock, real PostgreSQL)", (mode) => {
+  it.live("creates a slot for the owner (where guarded cannot), and refuses a zombie without creating anything", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, fastTiming[mode])
+      const own = yield* Deferred.await(a.firstHold)
+      const sql = a.ownership.sql
+      const slots = pg.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots ORDER BY slot_name")
+      // the row lock of `guarded` counts as a write, which slot creation refuses
+      const refused = yield* Effect.flip(own.guarded(sql`SELECT slot_name FROM pg_create_logical_replication_slot('by_guarded', 'pgoutput')`))
+      assert.strictEqual(refused._tag, "SqlError") // the caller's own statement failed: passed through as it is
+      assert.match(refused._tag === "SqlError" ? SqlErrors.describe(refused) : "", /cannot create logical replication slot in transaction that has performed writes/)
+      yield* own.guardedSlotChange(sql`SELECT slot_name FROM pg_create_logical_replication_slot('by_owner', 'pgoutput')`)
+      assert.deepStrictEqual(yield* slots, [{ slot_name: "by_owner" }])
+      // a takes no part any more; b owns the stream; a's captured guard is a zombie's
+      yield* startInstance("b", pg.url, intervals, fastTiming[mode])
+      yield* Fiber.interrupt(a.fiber)
+      yield* eventually(activeOf(intervals, "b"), 10_000, "b active")
+      const zombie = yield* Effect.flip(own.guardedSlotChange(sql`SELECT slot_name FROM pg_create_logical_replication_slot('by_zombie', 'pgoutput')`))
+      assert.strictEqual(zombie._tag, "OwnershipLost")
+      assert.deepStrictEqual(yield* slots, [{ slot_name: "by_owner" }])
     }))
 })

@@ -34,7 +34,7 @@ import * as SqlErrors from "../internal/sqlError.ts"
 import { applicationName, asOid, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
 import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
-import { OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { tableName } from "./OwnershipTable.ts"
 
@@ -54,7 +54,7 @@ const lockPredicate = `l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
   AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
-export const make = (options: AdvisoryLockOptions): LockBackend & { readonly guarded: (held: Held) => OwnershipService["guarded"] } => {
+export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
   const own = identity.ownershipLock
@@ -176,7 +176,7 @@ export const make = (options: AdvisoryLockOptions): LockBackend & { readonly gua
   })
 
   // The proof, inside the write's transaction; its own SQL failures become LockBackendError, the caller's pass as-is.
-  const prove = (held: Held) =>
+  const prove = (held: Held, rowLock: boolean) =>
     Effect.gen(function*() {
       // Bounded on the server too: a guarded write must not hold the write lock past the holder's deadline.
       yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
@@ -188,7 +188,7 @@ export const make = (options: AdvisoryLockOptions): LockBackend & { readonly gua
           WHERE o.stream_id = $3 AND o.epoch = $4::bigint AND o.holder = $5 AND o.mode = 'advisory'
             AND EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                          WHERE ${lockPredicate} AND l.pid = $6::int4 AND a.backend_start = $7::timestamptz)
-          FOR SHARE OF o`,
+          ${rowLock ? "FOR SHARE OF o" : ""}`,
         [...lockParams, config.streamId, held.epoch, config.instanceId, held.pid, held.backendStart]
       )
       if (proof.length > 0) return
@@ -206,7 +206,9 @@ export const make = (options: AdvisoryLockOptions): LockBackend & { readonly gua
       })
     }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
 
-  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held), effect))
+  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held, true), effect))
+  const guardedSlotChange = (held: Held): OwnershipService["guardedSlotChange"] => (effect) =>
+    sql.withTransaction(Effect.andThen(prove(held, false), effect))
 
-  return { mode: "advisory", open, guarded }
+  return { mode: "advisory", open, guarded, guardedSlotChange }
 }

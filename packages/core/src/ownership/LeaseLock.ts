@@ -25,7 +25,7 @@ import * as SqlErrors from "../internal/sqlError.ts"
 import { asOid, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
 import { type AttemptResult, type Held, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
-import { OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { tableName } from "./OwnershipTable.ts"
 
@@ -39,7 +39,7 @@ export interface LeaseLockOptions {
 const backendError = (operation: string) => (e: SqlError) =>
   new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
 
-export const make = (options: LeaseLockOptions): LockBackend & { readonly guarded: (held: Held) => OwnershipService["guarded"] } => {
+export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
   const write = identity.writeLock
@@ -111,14 +111,14 @@ export const make = (options: LeaseLockOptions): LockBackend & { readonly guarde
     breakHolder: () => Effect.succeed(false) // a lease expires by itself
   }
 
-  const prove = (held: Held) =>
+  const prove = (held: Held, rowLock: boolean) =>
     Effect.gen(function*() {
       yield* bounds
       yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
       const proof = yield* sql.unsafe<{ epoch: string }>(
         `SELECT epoch::text AS epoch FROM ${table}
           WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()
-          FOR SHARE`,
+          ${rowLock ? "FOR SHARE" : ""}`,
         [config.streamId, config.instanceId, held.epoch]
       )
       if (proof.length > 0) return
@@ -132,7 +132,9 @@ export const make = (options: LeaseLockOptions): LockBackend & { readonly guarde
       })
     }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
 
-  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held), effect))
+  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held, true), effect))
+  const guardedSlotChange = (held: Held): OwnershipService["guardedSlotChange"] => (effect) =>
+    sql.withTransaction(Effect.andThen(prove(held, false), effect))
 
-  return { mode: "lease", open: Effect.succeed(session), guarded }
+  return { mode: "lease", open: Effect.succeed(session), guarded, guardedSlotChange }
 }

@@ -30,6 +30,25 @@ export interface OwnershipService {
    * failure of the proof's own statements; `SqlError` one of the transaction (BEGIN / COMMIT).
    */
   readonly guarded: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError | SqlError, R>
+  /**
+   * `guarded` for replication-slot functions that refuse to run in a transaction that has written
+   * (`pg_create_logical_replication_slot`, `pg_copy_logical_replication_slot`: "cannot create logical replication slot
+   * in transaction that has performed writes"), which the row lock of `guarded` counts as.
+   *
+   * **Details**
+   *
+   * The proof is the same, under the stream's write lock, but takes no row lock. The write lock alone fences: every
+   * epoch bump takes it first, so no new owner becomes effective while this transaction is open. Slot functions are
+   * not transactional — a slot created, advanced or dropped here stays so even if the transaction rolls back — so the
+   * slot call must be the last step of `effect`.
+   */
+  readonly guardedSlotChange: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError | SqlError, R>
+}
+
+/** What a lock backend provides for fencing: the two guards, given what is held. */
+export interface Guards {
+  readonly guarded: (held: Held) => OwnershipService["guarded"]
+  readonly guardedSlotChange: (held: Held) => OwnershipService["guardedSlotChange"]
 }
 
 export class Ownership extends Context.Service<Ownership, OwnershipService>()("@slotkeeper/core/Ownership") {}

@@ -75,7 +75,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const backend = config.mode === "advisory"
       ? AdvisoryLock.make({ url: options.url, config, identity, sql })
       : LeaseLock.make({ config, identity, sql })
-    const supervisor = yield* Supervisor.make(config, backend, backend.guarded)
+    const supervisor = yield* Supervisor.make(config, backend, backend)
     return { config, identity, supervisor, sql }
   })
 

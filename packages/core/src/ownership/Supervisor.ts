@@ -23,7 +23,7 @@ import * as Liveness from "./Liveness.ts"
 import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
-import { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./Ownership.ts"
+import { type Guards, Ownership, OwnershipLost, type OwnershipStatus } from "./Ownership.ts"
 
 export interface Supervisor {
   readonly status: SubscriptionRef.SubscriptionRef<OwnershipStatus>
@@ -65,7 +65,7 @@ const retrySchedule = Schedule.min([Schedule.exponential("200 millis", 2), Sched
 export const make = (
   config: OwnershipConfig,
   backend: LockBackend,
-  guarded: (held: Held) => OwnershipService["guarded"]
+  guards: Guards
 ): Effect.Effect<Supervisor, never, Scope.Scope> =>
   Effect.gen(function*() {
     // Long-lived scope for cleanup that may stall on a dead connection (interrupting a timed-out check, a release):
@@ -154,7 +154,8 @@ export const make = (
           instanceId: config.instanceId,
           epoch: held.epoch,
           held,
-          guarded: guarded(held)
+          guarded: guards.guarded(held),
+          guardedSlotChange: guards.guardedSlotChange(held)
         })
         const work = yield* Effect.forkChild(
           Effect.scoped(owned).pipe(Effect.provideService(Ownership, service)),
