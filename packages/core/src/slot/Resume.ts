@@ -1,0 +1,110 @@
+/**
+ * Resume: the pure decision, at every start and reconnect, of whether streaming may resume from the durable
+ * position — or of what went wrong, loudly.
+ *
+ * The consumer's durable position (the end LSN of the last transaction it acknowledged as durable, which is also
+ * what is reported to the server as flushed) is the only truth. The slot's `confirmed_flush_lsn` is only an upper
+ * bound on what the server will still send. Kept next to the position: what it belongs to — the system identifier,
+ * the timeline, and the slot name with its incarnation.
+ *
+ * | found | decision |
+ * |---|---|
+ * | no durable position yet (first run) | start from the slot |
+ * | slot missing | `SlotMissing`: the position is lost; never quietly re-created under the same name |
+ * | slot invalidated / `wal_status = lost` / conflicting | `SlotInvalidated` |
+ * | the slot is not the one the position belongs to (another incarnation) | `SlotIncarnationChanged`: resync required |
+ * | another system identifier | `SystemMismatch`: this is another cluster |
+ * | a lower timeline than the position's | `TimelineBehind`: an old primary; refuse |
+ * | a higher timeline, position after the switch point of its timeline | `PositionOnLostTimeline`: the position's transactions were lost at failover |
+ * | `confirmed_flush_lsn` > durable position | `SlotAhead`: changes in between will never be sent again |
+ * | otherwise | start at the durable position; transactions ending at or below it are duplicates to skip |
+ */
+import { Data } from "effect"
+import { format, type Lsn } from "../Lsn.ts"
+
+export interface DurablePosition {
+  readonly lsn: Lsn
+  readonly systemId: string
+  readonly timeline: number
+  readonly slotName: string
+}
+
+export interface SlotState {
+  readonly slotName: string
+  readonly exists: boolean
+  readonly confirmedFlush: Lsn | undefined
+  /** PostgreSQL 17+: NULL when valid. */
+  readonly invalidationReason: string | undefined
+  /** PostgreSQL 13+. */
+  readonly walStatus: string | undefined
+  /** PostgreSQL 16+. */
+  readonly conflicting: boolean | undefined
+}
+
+export interface ServerIdentity {
+  readonly systemId: string
+  readonly timeline: number
+  /** From TIMELINE_HISTORY: the LSN at which each earlier timeline ended. */
+  readonly switchPoints: ReadonlyMap<number, Lsn>
+}
+
+export class ResumeRefused extends Data.TaggedError("ResumeRefused")<{
+  readonly reason:
+    | "SlotMissing"
+    | "SlotInvalidated"
+    | "SlotIncarnationChanged"
+    | "SystemMismatch"
+    | "TimelineBehind"
+    | "PositionOnLostTimeline"
+    | "SlotAhead"
+  readonly message: string
+}> {}
+
+export type Decision =
+  | { readonly _tag: "StartFromSlot" }
+  | { readonly _tag: "Resume"; readonly from: Lsn }
+  | { readonly _tag: "Refuse"; readonly error: ResumeRefused }
+
+const refuse = (reason: ResumeRefused["reason"], message: string): Decision => ({ _tag: "Refuse", error: new ResumeRefused({ reason, message }) })
+
+export const decide = (durable: DurablePosition | undefined, slot: SlotState, server: ServerIdentity): Decision => {
+  if (!slot.exists) {
+    return refuse("SlotMissing", `replication slot ${slot.slotName} does not exist: the stream's position is lost. It is not re-created under ` +
+      `the same name (standbys match slots by name); a new incarnation needs a resync of the consumers`)
+  }
+  if (slot.invalidationReason !== undefined || slot.walStatus === "lost" || slot.conflicting === true) {
+    return refuse("SlotInvalidated", `replication slot ${slot.slotName} is invalidated (${slot.invalidationReason ?? (slot.walStatus === "lost" ? "wal_status lost" : "conflicting with recovery")}): ` +
+      `the WAL it needed is gone, so changes were lost; a new incarnation needs a resync of the consumers`)
+  }
+  if (durable === undefined) return { _tag: "StartFromSlot" }
+  if (durable.slotName !== slot.slotName) {
+    return refuse("SlotIncarnationChanged", `the durable position belongs to slot ${durable.slotName}, the stream now uses ${slot.slotName}: ` +
+      `positions of one slot mean nothing in another; consumers must resync`)
+  }
+  if (durable.systemId !== server.systemId) {
+    return refuse("SystemMismatch", `the server's system identifier is ${server.systemId}, the durable position belongs to ${durable.systemId}: ` +
+      `this is another cluster (a restored backup or a wrong URL); refusing to stream from it`)
+  }
+  if (server.timeline < durable.timeline) {
+    return refuse("TimelineBehind", `the server is on timeline ${server.timeline}, the durable position is on ${durable.timeline}: ` +
+      `this is an old primary that did not follow a failover; point the URL at the current primary`)
+  }
+  if (server.timeline > durable.timeline) {
+    const switchPoint = server.switchPoints.get(durable.timeline)
+    if (switchPoint === undefined) {
+      return refuse("PositionOnLostTimeline", `the server is on timeline ${server.timeline} but its history has no switch point for timeline ` +
+        `${durable.timeline}, where the durable position was written: it cannot be shown to survive the failover`)
+    }
+    if (durable.lsn > switchPoint) {
+      return refuse("PositionOnLostTimeline", `the durable position ${format(durable.lsn)} on timeline ${durable.timeline} lies after that ` +
+        `timeline's switch point ${format(switchPoint)}: the transactions up to it were lost at the failover, and positions after ` +
+        `the switch point belong to other transactions now; consumers must resync`)
+    }
+  }
+  if (slot.confirmedFlush !== undefined && slot.confirmedFlush > durable.lsn) {
+    return refuse("SlotAhead", `replication slot ${slot.slotName} is at ${format(slot.confirmedFlush)}, ahead of the durable position ` +
+      `${format(durable.lsn)}: the changes in between will never be sent again (the slot was advanced or re-created behind ` +
+      `slotkeeper's back); refusing to continue silently`)
+  }
+  return { _tag: "Resume", from: durable.lsn }
+}
