@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Lsn from "../src/Lsn.ts"
 import * as AdvanceTarget from "../src/slot/AdvanceTarget.ts"
+import * as Health from "../src/slot/Health.ts"
 import * as Resume from "../src/slot/Resume.ts"
 
 describe("Lsn (pure)", () => {
@@ -75,5 +76,38 @@ describe("Resume (pure)", () => {
     assert.deepStrictEqual(Resume.decide(durable, slot, promoted), { _tag: "Resume", from: 1000n })
     assert.strictEqual(refused(Resume.decide({ ...durable, lsn: 1001n }, slot, promoted)), "PositionOnLostTimeline")
     assert.strictEqual(refused(Resume.decide(durable, slot, { ...promoted, switchPoints: new Map() })), "PositionOnLostTimeline")
+  })
+})
+
+
+describe("Health (pure)", () => {
+  const row: Health.SlotRow = {
+    slotName: "slotkeeper_orders_1", active: false, activePid: undefined, temporary: false,
+    restartLsn: 1_000n, confirmedFlush: 1_500n, walStatus: "reserved", safeWalSize: undefined,
+    conflicting: false, invalidationReason: undefined, inactiveSince: undefined, failover: true, synced: false
+  }
+  const thresholds: Health.Thresholds = { retainedWarnBytes: 1n << 30n, safeWalWarnBytes: 64n << 20n, wantFailover: true }
+  const codes = (a: Health.Assessment) => a.findings.map((f) => f.code)
+
+  it("a healthy slot: ok, with its lag", () => {
+    const a = Health.assess("slotkeeper_orders_1", row, 2_000n, thresholds)
+    assert.deepStrictEqual({ level: a.level, retained: a.retainedBytes, lag: a.flushLagBytes, codes: codes(a) }, { level: "ok", retained: 1_000n, lag: 500n, codes: [] })
+  })
+  it("warns before trouble: extended, unreserved, low safe_wal_size, much WAL retained, not a failover slot", () => {
+    assert.deepStrictEqual(codes(Health.assess("s", { ...row, walStatus: "extended" }, 2_000n, thresholds)), ["WalExtended"])
+    assert.deepStrictEqual(codes(Health.assess("s", { ...row, walStatus: "unreserved", safeWalSize: 1n << 20n }, 2_000n, thresholds)), ["WalUnreserved", "SafeWalLow"])
+    assert.deepStrictEqual(codes(Health.assess("s", row, (2n << 30n), thresholds)), ["RetainedHigh"])
+    assert.deepStrictEqual(codes(Health.assess("s", { ...row, failover: false }, 2_000n, thresholds)), ["NotFailover"])
+    assert.strictEqual(Health.assess("s", { ...row, walStatus: "extended" }, 2_000n, thresholds).level, "warn")
+  })
+  it("missing and invalidated slots are errors", () => {
+    assert.deepStrictEqual(codes(Health.assess("s", undefined, 2_000n, thresholds)), ["SlotMissing"])
+    const lost = Health.assess("s", { ...row, walStatus: "lost", invalidationReason: "wal_removed" }, 2_000n, thresholds)
+    assert.deepStrictEqual({ level: lost.level, codes: codes(lost) }, { level: "error", codes: ["SlotInvalidated"] })
+    assert.match(lost.findings[0]!.message, /wal_removed/)
+  })
+  it("columns an older server lacks are not judged", () => {
+    const pg15 = { ...row, invalidationReason: undefined, failover: undefined, synced: undefined, inactiveSince: undefined }
+    assert.strictEqual(Health.assess("s", pg15, 2_000n, thresholds).level, "ok")
   })
 })
