@@ -1,0 +1,134 @@
+/**
+ * PersistentSlot: the one persistent logical slot of a stream — created on the first run, adopted afterwards, and
+ * never silently re-created.
+ *
+ * **What it guarantees**
+ * - The slot is named `slotkeeper_<stream>_<incarnation>` and recorded in slotkeeper's `slots` catalog. A name is
+ *   never used twice: slot synchronization to standbys matches slots by name only, and a slot dropped and re-created
+ *   under the same name can make a promoted standby skip changes silently. A new incarnation always gets a new number.
+ * - Every change is fenced: the catalog is written with `guarded`, the slot itself is created with
+ *   `guardedSlotChange` (slot creation refuses a transaction that has written, and is not transactional).
+ * - Creation is crash-safe: (1) the incarnation is reserved in the catalog (`creating`), (2) the slot is created,
+ *   (3) the row is marked `active`. After a crash between (1) and (3), a slot that exists is adopted; a reserved name
+ *   whose slot never came to be is `abandoned`, and the next incarnation is created.
+ * - On PostgreSQL 17+ the slot is a failover slot (option, default on). Before 17 that is reported as unavailable,
+ *   not failed.
+ *
+ * **How it fails**: an `active` slot that no longer exists is `SlotMissing` — the position is lost; creating it
+ * again would hide that. A slot that exists under our next name without being in the catalog is `SlotNameTaken`.
+ */
+import { Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import { ensureTable, qualified } from "../internal/schemaSetup.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
+import type { LockBackendError } from "../ownership/LockBackend.ts"
+import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
+
+export class SlotError extends Schema.TaggedError<SlotError>()("SlotError", {
+  reason: Schema.Literals(["SlotMissing", "SlotNameTaken", "Setup", "Query"]),
+  slotName: Schema.optional(Schema.String),
+  message: Schema.String
+}) {}
+
+export interface PersistentSlotOptions {
+  readonly streamId: string
+  /** `slotkeeper_<stream>`; the incarnation is appended. */
+  readonly slotPrefix: string
+  readonly schema: string
+  /** Create a failover slot on PostgreSQL 17+ (default true). */
+  readonly failover?: boolean
+}
+
+export interface Slot {
+  readonly slotName: string
+  readonly incarnation: number
+  /** True when this call created it; false when it was adopted. */
+  readonly created: boolean
+  readonly failover: boolean
+  /** Set when failover was wanted but the server cannot do it. */
+  readonly failoverUnavailable: string | undefined
+}
+
+export const catalogTable = (schema: string) => qualified(schema, "slots")
+
+const queryError = (e: SqlError) => new SlotError({ reason: "Query", message: SqlErrors.describe(e) })
+
+export const ensureCatalog = (sql: SqlClient, schema: string): Effect.Effect<void, SlotError> =>
+  ensureTable(sql, schema, "slots", `
+    stream_id   text NOT NULL,
+    incarnation integer NOT NULL,
+    slot_name   text NOT NULL UNIQUE,
+    state       text NOT NULL CHECK (state IN ('creating', 'active', 'abandoned', 'retired')),
+    failover    boolean NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (stream_id, incarnation)`, (message) => new SlotError({ reason: "Setup", message }))
+
+/** Creates the stream's slot on the first run, adopts it afterwards; see the module comment. Run it as the owner. */
+export const ensure = (
+  own: OwnershipService,
+  sql: SqlClient,
+  options: PersistentSlotOptions
+): Effect.Effect<Slot, SlotError | OwnershipLost | LockBackendError> =>
+  Effect.gen(function*() {
+    const table = catalogTable(options.schema)
+    yield* ensureCatalog(sql, options.schema)
+    const [server] = yield* sql.unsafe<{ version: number }>("SELECT current_setting('server_version_num')::int AS version").pipe(Effect.mapError(queryError))
+    const wantFailover = options.failover ?? true
+    const canFailover = (server?.version ?? 0) >= 170000
+    const failoverUnavailable = wantFailover && !canFailover
+      ? `failover slots need PostgreSQL 17+ (this server is ${server?.version}); a standby cannot carry this slot through a failover`
+      : undefined
+    const slotExists = (name: string) =>
+      Effect.map(sql.unsafe<{ n: number }>("SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1", [name]), (r) => (r[0]?.n ?? 0) > 0)
+        .pipe(Effect.mapError(queryError))
+    const setState = (incarnation: number, state: "active" | "abandoned") =>
+      own.guarded(sql.unsafe(`UPDATE ${table} SET state = $3 WHERE stream_id = $1 AND incarnation = $2`, [options.streamId, incarnation, state]))
+        .pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
+
+    const rows = yield* sql.unsafe<{ incarnation: number; slot_name: string; state: string; failover: boolean }>(
+      `SELECT incarnation, slot_name, state, failover FROM ${table} WHERE stream_id = $1 ORDER BY incarnation DESC`, [options.streamId]
+    ).pipe(Effect.mapError(queryError))
+    const current = rows.find((r) => r.state === "active" || r.state === "creating")
+    if (current !== undefined) {
+      const exists = yield* slotExists(current.slot_name)
+      if (exists) {
+        if (current.state === "creating") yield* setState(current.incarnation, "active")
+        return { slotName: current.slot_name, incarnation: current.incarnation, created: false, failover: current.failover, failoverUnavailable }
+      }
+      if (current.state === "active") {
+        return yield* new SlotError({
+          reason: "SlotMissing",
+          slotName: current.slot_name,
+          message: `replication slot ${current.slot_name} of stream ${options.streamId} no longer exists: its position is lost ` +
+            `(dropped behind slotkeeper's back, or invalidated and removed). It is not re-created under the same name; ` +
+            `consumers need a resync with a new incarnation`
+        })
+      }
+      // reserved, never created (a crash between reserving and creating): that name is not used again
+      yield* setState(current.incarnation, "abandoned")
+    }
+
+    const incarnation = (rows[0]?.incarnation ?? 0) + 1
+    const slotName = `${options.slotPrefix}_${incarnation}`
+    const failover = wantFailover && canFailover
+    if (yield* slotExists(slotName)) {
+      return yield* new SlotError({
+        reason: "SlotNameTaken",
+        slotName,
+        message: `a replication slot named ${slotName} exists but slotkeeper's catalog does not know it: it is not adopted blindly. ` +
+          `Drop it if it is a leftover, or check which program created it`
+      })
+    }
+    yield* own.guarded(sql.unsafe(
+      `INSERT INTO ${table} (stream_id, incarnation, slot_name, state, failover) VALUES ($1, $2, $3, 'creating', $4)`,
+      [options.streamId, incarnation, slotName, failover]
+    )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
+    yield* own.guardedSlotChange(
+      failover
+        ? sql.unsafe("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)", [slotName])
+        : sql.unsafe("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slotName])
+    ).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
+    yield* setState(incarnation, "active")
+    return { slotName, incarnation, created: true, failover, failoverUnavailable }
+  })
