@@ -85,7 +85,7 @@ export const overlaps = (intervals: ReadonlyArray<Interval>): Array<string> => {
 }
 
 /** Waits (real time, polling) until `predicate` holds, or fails after `timeoutMs`. */
-export const eventually = <A>(probe: Effect.Effect<A | undefined>, timeoutMs: number, what: string) =>
+export const eventually = <A, E>(probe: Effect.Effect<A | undefined, E>, timeoutMs: number, what: string) =>
   Effect.gen(function*() {
     const deadline = Date.now() + timeoutMs
     for (;;) {

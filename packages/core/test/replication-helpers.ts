@@ -1,0 +1,42 @@
+/**
+ * Test helper: a pgoutput replication connection (pg-logical-replication) that collects inserts, open until its
+ * scope closes. Acknowledges nothing (the slot positions are the tests' business).
+ */
+import { Effect } from "effect"
+import { LogicalReplicationService, type Pgoutput, type PgoutputPlugin } from "pg-logical-replication"
+
+export interface OpenStream {
+  readonly inserts: Array<Record<string, unknown>>
+  /** Fails or ends when the replication connection does. */
+  readonly ended: Promise<unknown>
+}
+
+export const openStream = (url: string, plugin: PgoutputPlugin, slot: string, applicationName = "slotkeeper-test-repl") =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const service = new LogicalReplicationService(
+        { connectionString: url, application_name: applicationName },
+        { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } }
+      )
+      const inserts: Array<Record<string, unknown>> = []
+      service.on("data", (_lsn: string, message: Pgoutput.Message) => {
+        if (message.tag === "insert") inserts.push(message.new)
+      })
+      service.on("error", () => {})
+      const ended = service.subscribe(plugin, slot)
+      ended.catch(() => {})
+      return { service, stream: { inserts, ended } satisfies OpenStream }
+    }),
+    ({ service }) => Effect.promise(() => service.destroy())
+  ).pipe(Effect.map(({ stream }) => stream))
+
+/** Waits until `stream` has at least `n` inserts (real time). */
+export const inserts = (stream: OpenStream, n: number, timeoutMs = 10_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    while (stream.inserts.length < n) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`only ${stream.inserts.length} of ${n} inserts after ${timeoutMs} ms`))
+      yield* Effect.sleep("10 millis")
+    }
+    return stream.inserts.slice(0, n)
+  })
