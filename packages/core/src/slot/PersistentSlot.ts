@@ -22,6 +22,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
+import { format as formatLsn } from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
 
@@ -132,3 +133,22 @@ export const ensure = (
     yield* setState(incarnation, "active")
     return { slotName, incarnation, created: true, failover, failoverUnavailable }
   })
+
+/**
+ * Moves the persistent slot forward to `target` (an `AdvanceTarget`), as the owner. Never backwards: the server
+ * refuses that, and `AdvanceTarget` never asks. The advance is not transactional, so it is the guarded effect's only
+ * step. On a failover slot it waits for the standbys named in `synchronized_standby_slots`.
+ */
+export const advance = (
+  own: OwnershipService,
+  sql: SqlClient,
+  slotName: string,
+  target: bigint
+): Effect.Effect<string, SlotError | OwnershipLost | LockBackendError> =>
+  own.guarded(sql.unsafe<{ end_lsn: string }>(
+    "SELECT end_lsn::text AS end_lsn FROM pg_replication_slot_advance($1, $2::pg_lsn)",
+    [slotName, formatLsn(target)]
+  )).pipe(
+    Effect.map((rows) => rows[0]?.end_lsn ?? formatLsn(target)),
+    Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName, message: `advancing ${slotName}: ${SqlErrors.describe(e)}` })))
+  )
