@@ -1,0 +1,70 @@
+/**
+ * ServerIdentity: which cluster and timeline a server is, from the replication protocol — what the resume check
+ * compares the durable position's identity with.
+ *
+ * `IDENTIFY_SYSTEM` gives the system identifier and the *current* timeline (right after a promotion too; the
+ * control file's checkpoint timeline lags until the next checkpoint). `TIMELINE_HISTORY <tli>` gives, for every
+ * earlier timeline, the LSN where it ended (its switch point). Both need a replication connection
+ * (`replication=database`), which speaks the simple query protocol only; nothing from a user is sent on it.
+ */
+import { Effect, Redacted } from "effect"
+import pg from "pg"
+import * as Lsn from "../Lsn.ts"
+import type { ServerIdentity as ResumeIdentity } from "./Resume.ts"
+import { SlotError } from "./PersistentSlot.ts"
+
+export interface ServerIdentity extends ResumeIdentity {
+  /** The server's current WAL flush position. */
+  readonly xlogpos: Lsn.Lsn
+  readonly database: string
+}
+
+/** Parses a timeline history file: `<parent tli>\t<switch point>\t<reason>` per line. */
+export const parseHistory = (content: string): Map<number, Lsn.Lsn> => {
+  const points = new Map<number, Lsn.Lsn>()
+  for (const line of content.split("\n")) {
+    const fields = line.trim().split(/\s+/)
+    if (fields.length < 2 || fields[0] === undefined || !/^\d+$/.test(fields[0])) continue
+    const lsn = Lsn.parse(fields[1] ?? "")
+    if (typeof lsn === "bigint") points.set(Number(fields[0]), lsn)
+  }
+  return points
+}
+
+export const read = (url: Redacted.Redacted, applicationName: string): Effect.Effect<ServerIdentity, SlotError> =>
+  Effect.acquireUseRelease(
+    Effect.tryPromise({
+      try: async () => {
+        // `replication` is a startup parameter pg passes through (pg-logical-replication relies on it); @types/pg
+        // does not declare it.
+        const config: pg.ClientConfig & { readonly replication: "database" } = {
+          connectionString: Redacted.value(url),
+          replication: "database",
+          application_name: applicationName
+        }
+        const client = new pg.Client(config)
+        client.on("error", () => {}) // a dropped connection fails the pending query; no unhandled 'error' event
+        await client.connect()
+        return client
+      },
+      catch: (e) => new SlotError({ reason: "Query", message: `replication connection: ${e instanceof Error ? e.message : String(e)}` })
+    }),
+    (client) =>
+      Effect.tryPromise({
+        try: async () => {
+          const system = await client.query<{ systemid: string; timeline: number; xlogpos: string; dbname: string }>("IDENTIFY_SYSTEM")
+          const row = system.rows[0]
+          if (row === undefined) throw new Error("IDENTIFY_SYSTEM returned no row")
+          const timeline = Number(row.timeline)
+          let switchPoints = new Map<number, Lsn.Lsn>()
+          if (timeline > 1) {
+            const history = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${Math.trunc(timeline)}`)
+            const content = history.rows[0]?.content
+            switchPoints = parseHistory(Buffer.isBuffer(content) ? content.toString("utf8") : String(content ?? ""))
+          }
+          return { systemId: String(row.systemid), timeline, switchPoints, xlogpos: Lsn.parseUnsafe(row.xlogpos), database: row.dbname }
+        },
+        catch: (e) => new SlotError({ reason: "Query", message: `identifying the server: ${e instanceof Error ? e.message : String(e)}` })
+      }),
+    (client) => Effect.promise(() => client.end().catch(() => undefined))
+  )
