@@ -73,6 +73,33 @@ describe.each([15, 18])("slot inspection, advance and invalidation on PostgreSQL
       assert.match(decision._tag === "Refuse" ? decision.error.message : "", /changes were lost/)
     }))
 
+  it.live("a slot advanced, or dropped and re-created, behind slotkeeper's back is detected: SlotAhead, nothing skipped silently", () =>
+    Effect.gen(function*() {
+      const { pg, slot, sql } = yield* setup()
+      yield* pg.query("INSERT INTO items VALUES (1, 'acknowledged')")
+      // the consumer's durable position: what it acknowledged, here where the slot is now
+      const start = yield* SlotInspector.inspect(sql, slot.slotName)
+      const durable: Resume.DurablePosition = { lsn: start.row!.confirmedFlush!, systemId: "x", timeline: 1, slotName: slot.slotName }
+      const server = { systemId: "x", timeline: 1, switchPoints: new Map<number, bigint>() }
+      const decideNow = Effect.map(SlotInspector.inspect(sql, slot.slotName), (o) =>
+        Resume.decide(durable, {
+          slotName: slot.slotName, exists: o.row !== undefined, confirmedFlush: o.row?.confirmedFlush,
+          invalidationReason: o.row?.invalidationReason, walStatus: o.row?.walStatus, conflicting: o.row?.conflicting
+        }, server))
+      assert.strictEqual((yield* decideNow)._tag, "Resume")
+      yield* pg.query("INSERT INTO items VALUES (2, 'not yet delivered')")
+      // someone advances the slot past it
+      yield* pg.query("SELECT end_lsn::text FROM pg_replication_slot_advance($1, pg_current_wal_lsn())", [slot.slotName])
+      const ahead = yield* decideNow
+      assert.strictEqual(ahead._tag === "Refuse" ? ahead.error.reason : ahead._tag, "SlotAhead")
+      // someone drops it and creates it again under the same name: it starts at the current position, also ahead
+      yield* pg.query("SELECT pg_drop_replication_slot($1)::text", [slot.slotName])
+      yield* pg.query("INSERT INTO items VALUES (3, 'lost with the old slot')")
+      yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slot.slotName])
+      const recreated = yield* decideNow
+      assert.strictEqual(recreated._tag === "Refuse" ? recreated.error.reason : recreated._tag, "SlotAhead")
+    }))
+
   it.live("columns the server lacks are absent, not errors", () =>
     Effect.gen(function*() {
       const { slot, sql } = yield* setup()
