@@ -9,8 +9,13 @@
  *   (`guarded` writes) in scope; losing ownership interrupts it.
  * - `Liveness`, `OwnershipConfig`: the pure decisions, exported for tests and tools.
  *
- * Slots, the publication manager and the replication stream arrive with their issues, as components that run
- * inside the owned scope.
+ * - `slot/`: the stream's persistent slot (`PersistentSlot`: create or adopt, guarded advance), its per-connection
+ *   temporary copy (`TemporaryClone`), reading and judging its row (`SlotInspector`, `Health`), the resume decision
+ *   (`Resume`, fed by `ServerIdentity`), `AdvanceTarget`, `FailoverCheck`, `SlotCleanup`. These are the parts; the
+ *   component that runs them inside the owned scope (health polling, advancing from acknowledgements) comes next.
+ *
+ * The publication manager and the replication stream arrive with their issues, as components that run inside the
+ * owned scope.
  */
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
@@ -22,3 +27,13 @@ export * as OwnershipTable from "./ownership/OwnershipTable.ts"
 export * as StreamOwnership from "./ownership/StreamOwnership.ts"
 export * as Supervisor from "./ownership/Supervisor.ts"
 export * as StreamId from "./StreamId.ts"
+export * as Lsn from "./Lsn.ts"
+export * as AdvanceTarget from "./slot/AdvanceTarget.ts"
+export * as FailoverCheck from "./slot/FailoverCheck.ts"
+export * as Health from "./slot/Health.ts"
+export * as PersistentSlot from "./slot/PersistentSlot.ts"
+export * as Resume from "./slot/Resume.ts"
+export * as ServerIdentity from "./slot/ServerIdentity.ts"
+export * as SlotCleanup from "./slot/SlotCleanup.ts"
+export * as SlotInspector from "./slot/SlotInspector.ts"
+export * as TemporaryClone from "./slot/TemporaryClone.ts"
