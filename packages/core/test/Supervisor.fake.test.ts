@@ -274,3 +274,36 @@ describe("Supervisor waiting on a dead path (TestClock, fake backend)", () => {
       assert.deepStrictEqual(yield* Ref.get(events), ["start 3700 epoch 1"])
     }))
 })
+
+describe("Supervisor endings (TestClock, fake backend)", () => {
+  it.effect("owned work that completes: ownership is released and run returns (no acquire/release loop)", () =>
+    Effect.gen(function*() {
+      const { server, sup } = yield* single()
+      let runs = 0
+      const exit = yield* Effect.exit(sup.run(Effect.sync(() => { runs++ })))
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.strictEqual(runs, 1)
+      assert.isUndefined(server.holder)
+      assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Stopping", reason: "stopped" })
+    }))
+
+  it.effect("owned work that fails: ownership is released and run fails with that error; the status says Failed", () =>
+    Effect.gen(function*() {
+      const { server, sup } = yield* single()
+      const error = yield* Effect.flip(sup.run(Effect.fail("component broke" as const)))
+      assert.strictEqual(error, "component broke")
+      assert.isUndefined(server.holder)
+      const status = yield* SubscriptionRef.get(sup.status)
+      assert.strictEqual(status._tag, "Failed")
+      assert.match(status._tag === "Failed" ? status.error : "", /component broke/)
+    }))
+
+  it.effect("a shutdown (interruption) ends in Stopping, not Failed", () =>
+    Effect.gen(function*() {
+      const { owned, sup } = yield* single()
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(run)
+      assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Stopping", reason: "stopped" })
+    }))
+})

@@ -37,7 +37,7 @@ export interface Interval {
 export interface Instance {
   readonly name: string
   readonly ownership: StreamOwnership.StreamOwnership
-  readonly fiber: Fiber.Fiber<never, unknown>
+  readonly fiber: Fiber.Fiber<void, unknown>
   readonly statuses: Array<{ readonly at: number; readonly status: OwnershipStatus }>
   /** Resolves with the Ownership service of the first holding period. */
   readonly firstHold: Deferred.Deferred<OwnershipService>

@@ -18,7 +18,7 @@
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
  * and fails `run` with that error.
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
 import * as Liveness from "./Liveness.ts"
 import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
@@ -33,14 +33,15 @@ export interface Supervisor {
    */
   readonly runLayer: <E, R>(
     owned: Layer.Layer<never, E, R>
-  ) => Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
+  ) => Effect.Effect<void, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
   /**
    * Competes for the stream, runs `owned` while holding it, and repeats after a loss (or fails, by `onLoss`).
-   * `owned` gets the `Ownership` service and a scope that closes when ownership ends.
+   * `owned` gets the `Ownership` service and a scope that closes when ownership ends. When `owned` completes, ownership
+   * is released and `run` returns; when it fails, ownership is released and `run` fails with its error.
    */
   readonly run: <E, R>(
     owned: Effect.Effect<unknown, E, R>
-  ) => Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
+  ) => Effect.Effect<void, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
 }
 
 /** The loss that ended a holding period, with when it was detected (Clock millis). */
@@ -176,13 +177,13 @@ export const make = (
         }
         yield* setStatus({ _tag: "Stopping", reason: "the owned work ended", at: yield* Clock.currentTimeMillis })
         if (Exit.isFailure(ended.exit)) return yield* Effect.failCause(ended.exit.cause)
-        return undefined
+        return "done" as const
       }))
 
       // TypeScript cannot see that Exclude<Exclude<Exclude<R, Scope>, Ownership>, Scope> is Exclude<R, Ownership | Scope>
       // for a generic R; this cast states only that, the error and success types are checked.
-      const periodR = period as Effect.Effect<OwnershipLost | undefined, E | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
-      const loop: Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> = periodR.pipe(
+      const periodR = period as Effect.Effect<OwnershipLost | "done", E | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
+      const loop: Effect.Effect<void, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> = periodR.pipe(
         Effect.tapError((e) =>
           e instanceof LockBackendError && e.retryable
             ? Effect.flatMap(Clock.currentTimeMillis, (since) => setStatus({ _tag: "Waiting", since, holder: undefined, lastError: e.message }))
@@ -192,15 +193,16 @@ export const make = (
           schedule: retrySchedule,
           while: (e) => e instanceof LockBackendError && e.retryable
         }),
-        Effect.flatMap((lost): Effect.Effect<never, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> => {
-          if (lost === undefined) return loop
+        Effect.flatMap((lost): Effect.Effect<void, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>> => {
+          if (lost === "done") return Effect.void // the owned work completed: ownership was released
           if (config.onLoss === "exit") return Effect.fail(lost)
           // Healthy waiters get the first chance at the stream this instance just lost.
           return Effect.andThen(Effect.sleep(Duration.millis(config.rejoinDelayMs)), loop)
         })
       )
       return loop.pipe(
-        Effect.tapCause((cause) => setStatus({ _tag: "Failed", error: String(cause) })),
+        // an interruption is a shutdown, not a failure
+        Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : setStatus({ _tag: "Failed", error: Cause.pretty(cause) }))),
         Effect.ensuring(Effect.suspend(() =>
           Effect.flatMap(SubscriptionRef.get(status), (s) =>
             s._tag === "Failed" ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (at) => setStatus({ _tag: "Stopping", reason: "stopped", at })))
