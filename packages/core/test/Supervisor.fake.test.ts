@@ -307,3 +307,19 @@ describe("Supervisor endings (TestClock, fake backend)", () => {
       assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Stopping", reason: "stopped" })
     }))
 })
+
+describe("Supervisor shutdown order (TestClock, fake backend)", () => {
+  it.effect("on shutdown the owned work's finalizers complete before ownership is released", () =>
+    Effect.gen(function*() {
+      const { server, sup } = yield* single()
+      const owned = Effect.gen(function*() {
+        yield* Effect.addFinalizer(() => Effect.sync(() => void server.log.push("owned finalized")))
+        return yield* Effect.never
+      })
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(run)
+      const tail = server.log.filter((l) => l === "owned finalized" || l.endsWith("a released"))
+      assert.deepStrictEqual(tail, ["owned finalized", "1000 a released"])
+    }))
+})

@@ -162,6 +162,9 @@ export const make = (
           Effect.scoped(owned).pipe(Effect.provideService(Ownership, service)),
           { startImmediately: true }
         )
+        // However the period ends (loss, shutdown, handover), the owned work stops — its finalizers done — *before*
+        // ownership is released: finalizers run in reverse order, and the release was registered first.
+        yield* Effect.addFinalizer(() => Fiber.interrupt(work))
         const ended = yield* Effect.raceFirst(
           Effect.map(Fiber.await(work), (exit) => ({ _tag: "WorkEnded", exit }) as const),
           Effect.map(Deferred.await(loss), (l) => ({ _tag: "Lost", loss: l }) as const)
