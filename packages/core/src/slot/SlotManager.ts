@@ -1,0 +1,142 @@
+/**
+ * SlotManager: the stream's persistent slot, kept while this instance owns the stream — created or adopted, watched,
+ * and moved forward to what the consumer acknowledged.
+ *
+ * Run it inside the owned scope (`Supervisor.run`), next to the other components:
+ * `Effect.all([SlotManager.run(...), stream], { concurrency: "unbounded" })`. A fatal slot error then fails the owned
+ * work and interrupts its siblings, structurally, and losing ownership interrupts it.
+ *
+ * **What it guarantees**
+ * - The slot is advanced only through `PersistentSlot.advance` (guarded), on a timer and once more when it stops, to
+ *   `AdvanceTarget.target` of the acknowledged position: never backwards, never past what was acknowledged, keeping
+ *   the resumable window.
+ * - Its health is polled on a timer into `status`; warnings are logged when they appear.
+ * - A slot that is invalidated or gone is a `SlotError` with policy `fail` (default): the owned work fails with an
+ *   explanation of what was lost. With `recreate`, the old incarnation is retired, a new one is created (never under
+ *   the old name), and `resyncRequired` says so: consumers must resync, because changes between were lost.
+ */
+import { Duration, Effect, SubscriptionRef } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { Lsn } from "../Lsn.ts"
+import type { LockBackendError } from "../ownership/LockBackend.ts"
+import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
+import * as AdvanceTarget from "./AdvanceTarget.ts"
+import * as Health from "./Health.ts"
+import * as PersistentSlot from "./PersistentSlot.ts"
+import * as SlotInspector from "./SlotInspector.ts"
+
+export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions {
+  readonly sql: SqlClient
+  /** The consumer's durable, acknowledged position; `undefined` until the first acknowledgement. */
+  readonly acknowledged: Effect.Effect<Lsn | undefined>
+  /** Bytes of WAL kept behind the acknowledged position (default 0). */
+  readonly windowBytes?: bigint
+  readonly advanceInterval?: Duration.Input
+  readonly healthInterval?: Duration.Input
+  readonly thresholds?: Partial<Health.Thresholds>
+  /** What to do when the slot is invalidated or gone (default `fail`). */
+  readonly onSlotLost?: "fail" | "recreate"
+}
+
+export interface ResyncRequired {
+  readonly lostSlot: string
+  readonly newSlot: string
+  readonly reason: string
+}
+
+export interface SlotManagerState {
+  readonly slot: SubscriptionRef.SubscriptionRef<PersistentSlot.Slot | undefined>
+  readonly status: SubscriptionRef.SubscriptionRef<Health.Assessment | undefined>
+  /** Set (and kept) when the slot had to be re-created: consumers must resync. */
+  readonly resyncRequired: SubscriptionRef.SubscriptionRef<ResyncRequired | undefined>
+}
+
+export const makeState: Effect.Effect<SlotManagerState> = Effect.all({
+  slot: SubscriptionRef.make<PersistentSlot.Slot | undefined>(undefined),
+  status: SubscriptionRef.make<Health.Assessment | undefined>(undefined),
+  resyncRequired: SubscriptionRef.make<ResyncRequired | undefined>(undefined)
+})
+
+type SlotFailure = PersistentSlot.SlotError | OwnershipLost | LockBackendError
+
+/** Keeps the slot while the caller owns the stream; never returns (fails on a fatal slot error). */
+export const run = (options: SlotManagerOptions, state: SlotManagerState): Effect.Effect<never, SlotFailure, Ownership> =>
+  Effect.gen(function*() {
+    const own = yield* Ownership
+    const { sql } = options
+    const thresholds: Health.Thresholds = {
+      retainedWarnBytes: options.thresholds?.retainedWarnBytes ?? 1n << 30n,
+      safeWalWarnBytes: options.thresholds?.safeWalWarnBytes ?? 256n << 20n,
+      wantFailover: options.thresholds?.wantFailover ?? (options.failover ?? true)
+    }
+
+    // Retires a lost incarnation and creates the next one (policy recreate).
+    const recreate = (lost: PersistentSlot.Slot | undefined, reason: string) =>
+      Effect.gen(function*() {
+        const lostName = lost?.slotName ?? "(unknown)"
+        yield* own.guarded(sql.unsafe(
+          `UPDATE ${PersistentSlot.catalogTable(options.schema)} SET state = 'retired' WHERE stream_id = $1 AND state = 'active'`,
+          [options.streamId]
+        )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(new PersistentSlot.SlotError({ reason: "Query", message: e.message }))))
+        if (lost !== undefined) {
+          yield* own.guarded(sql.unsafe("SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [lost.slotName]))
+            .pipe(Effect.catchTag("SqlError", () => Effect.void))
+        }
+        const next = yield* PersistentSlot.ensure(own, sql, options)
+        yield* SubscriptionRef.set(state.resyncRequired, { lostSlot: lostName, newSlot: next.slotName, reason })
+        yield* Effect.logError(`slot ${lostName} of stream ${options.streamId} was lost (${reason}); created ${next.slotName}: consumers must resync`)
+        return next
+      })
+
+    const initial = yield* PersistentSlot.ensure(own, sql, options).pipe(
+      Effect.catchTag("SlotError", (e) =>
+        e.reason === "SlotMissing" && options.onSlotLost === "recreate" ? recreate(undefined, e.message) : Effect.fail(e))
+    )
+    yield* SubscriptionRef.set(state.slot, initial)
+    if (initial.failoverUnavailable !== undefined) yield* Effect.logWarning(initial.failoverUnavailable)
+
+    const checkHealth = Effect.gen(function*() {
+      const slot = (yield* SubscriptionRef.get(state.slot))!
+      const seen = yield* SlotInspector.inspect(sql, slot.slotName)
+      const assessment = Health.assess(slot.slotName, seen.row, seen.currentLsn, thresholds)
+      const previous = yield* SubscriptionRef.get(state.status)
+      yield* SubscriptionRef.set(state.status, assessment)
+      for (const f of assessment.findings) {
+        if (f.level === "warn" && !previous?.findings.some((p) => p.code === f.code)) yield* Effect.logWarning(f.message)
+      }
+      const fatal = assessment.findings.find((f) => f.level === "error")
+      if (fatal === undefined) return
+      if (options.onSlotLost === "recreate") {
+        yield* SubscriptionRef.set(state.slot, yield* recreate(slot, fatal.message))
+        return
+      }
+      return yield* new PersistentSlot.SlotError({
+        reason: fatal.code === "SlotMissing" ? "SlotMissing" : "Query",
+        slotName: slot.slotName,
+        message: `${fatal.message}. Changes the slot held are lost to this stream; consumers need a resync with a new ` +
+          `incarnation (restart with onSlotLost = "recreate" to do it, or investigate first)`
+      })
+    })
+
+    const advanceOnce = Effect.gen(function*() {
+      const acknowledged = yield* options.acknowledged
+      if (acknowledged === undefined) return
+      const slot = (yield* SubscriptionRef.get(state.slot))!
+      const seen = yield* SlotInspector.inspect(sql, slot.slotName)
+      const current = seen.row?.confirmedFlush
+      if (current === undefined) return // missing: the health check decides what that means
+      const target = AdvanceTarget.target({ acknowledged, current, windowBytes: options.windowBytes ?? 0n })
+      if (target !== undefined) yield* PersistentSlot.advance(own, sql, slot.slotName, target)
+    })
+
+    // One last advance when the manager stops (shutdown or handover), while the guard may still prove ownership.
+    yield* Effect.addFinalizer(() => Effect.ignore(advanceOnce))
+
+    const every = (interval: Duration.Input | undefined, fallback: Duration.Input, effect: Effect.Effect<void, SlotFailure>) =>
+      Effect.forever(Effect.andThen(Effect.sleep(interval ?? fallback), effect))
+    yield* checkHealth
+    return yield* Effect.all([
+      every(options.healthInterval, "10 seconds", checkHealth),
+      every(options.advanceInterval, "1 second", advanceOnce)
+    ], { concurrency: "unbounded" }).pipe(Effect.andThen(Effect.never))
+  }).pipe(Effect.scoped)
