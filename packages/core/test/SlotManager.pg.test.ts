@@ -1,6 +1,6 @@
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Redacted, Ref, SubscriptionRef } from "effect"
+import { Cause, Effect, Exit, Fiber, Redacted, Ref, SubscriptionRef } from "effect"
 import * as Lsn from "../src/Lsn.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as SlotInspector from "../src/slot/SlotInspector.ts"
@@ -14,7 +14,7 @@ const setup = (settings: Record<string, string> = {}) =>
     const pg = yield* PgCluster.make({ major: 18, settings })
     yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
     const stream = yield* StreamOwnership.make({ streamId: "orders", instanceId: "a", url: Redacted.make(pg.url), ...fastTiming.advisory })
-    const acked = yield* Ref.make<Lsn.Lsn | undefined>(undefined)
+    const acked = yield* Ref.make<SlotManager.Acknowledged | undefined>(undefined)
     const state = yield* SlotManager.makeState
     const confirmed = Effect.map(SlotInspector.inspect(stream.sql, "slotkeeper_orders_1"), (o) => o.row?.confirmedFlush)
     const currentLsn = Effect.map(pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn"), (r) => Lsn.parseUnsafe(r[0]!.lsn))
@@ -30,7 +30,7 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       const start = (yield* confirmed)!
       yield* pg.query("INSERT INTO items VALUES (1, 'acknowledged')")
       const first = yield* currentLsn
-      yield* Ref.set(acked, first)
+      yield* Ref.set(acked, { lsn: first, slotName: "slotkeeper_orders_1" })
       yield* eventually(Effect.map(confirmed, (c) => (c === first - 64n ? c : undefined)), 5_000, "the slot at the first acknowledgement minus the window")
       assert.isTrue(first - 64n > start)
       // changes nobody acknowledged: the slot stays where it is, however long we wait
@@ -39,7 +39,7 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       assert.strictEqual(yield* confirmed, first - 64n)
       // acknowledged just before stopping: the last advance at shutdown takes it
       const second = yield* currentLsn
-      yield* Ref.set(acked, second)
+      yield* Ref.set(acked, { lsn: second, slotName: "slotkeeper_orders_1" })
       yield* Fiber.interrupt(run)
       assert.strictEqual(yield* confirmed, second - 64n)
     }))
@@ -59,6 +59,8 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       const message = Exit.isFailure(exit) ? String(exit.cause) : ""
       assert.match(message, /invalidated \(wal_removed\)/)
       assert.match(message, /consumers need a resync/)
+      const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      assert.deepInclude(error as object, { _tag: "SlotError", reason: "SlotInvalidated", slotName: "slotkeeper_orders_1" })
     }))
 
   it.live("policy recreate: a slot dropped behind slotkeeper's back is replaced by a new incarnation, and a resync is required", () =>
@@ -74,5 +76,11 @@ describe("SlotManager (real PostgreSQL 18)", () => {
         { incarnation: 2, state: "active" }
       ])
       assert.strictEqual((yield* SubscriptionRef.get(state.slot))?.slotName, "slotkeeper_orders_2")
+      // an acknowledgement of the lost slot does not move the new one, however far ahead it is
+      const fresh = (yield* SlotInspector.inspect(stream.sql, "slotkeeper_orders_2")).row!.confirmedFlush!
+      yield* pg.query("INSERT INTO items VALUES (9, 'only on the new slot')")
+      yield* Ref.set(acked, { lsn: fresh + 1_000_000n, slotName: "slotkeeper_orders_1" })
+      yield* Effect.sleep("500 millis")
+      assert.strictEqual((yield* SlotInspector.inspect(stream.sql, "slotkeeper_orders_2")).row!.confirmedFlush, fresh)
     }))
 })

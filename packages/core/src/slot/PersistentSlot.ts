@@ -27,7 +27,7 @@ import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
 
 export class SlotError extends Schema.TaggedError<SlotError>()("SlotError", {
-  reason: Schema.Literals(["SlotMissing", "SlotNameTaken", "Setup", "Query"]),
+  reason: Schema.Literals(["SlotMissing", "SlotInvalidated", "SlotNameTaken", "Setup", "Query"]),
   slotName: Schema.optional(Schema.String),
   message: Schema.String
 }) {}

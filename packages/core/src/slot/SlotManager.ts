@@ -9,7 +9,7 @@
  * **What it guarantees**
  * - The slot is advanced only through `PersistentSlot.advance` (guarded), on a timer and once more when it stops, to
  *   `AdvanceTarget.target` of the acknowledged position: never backwards, never past what was acknowledged, keeping
- *   the resumable window.
+ *   the resumable window — and only by acknowledgements of the current slot (an acknowledgement carries its slot).
  * - Its health is polled on a timer into `status`; warnings are logged when they appear.
  * - A slot that is invalidated or gone is a `SlotError` with policy `fail` (default): the owned work fails with an
  *   explanation of what was lost. With `recreate`, the old incarnation is retired, a new one is created (never under
@@ -25,10 +25,19 @@ import * as Health from "./Health.ts"
 import * as PersistentSlot from "./PersistentSlot.ts"
 import * as SlotInspector from "./SlotInspector.ts"
 
+/** A durable, acknowledged position, and the slot it was read from: positions of one slot mean nothing in another. */
+export interface Acknowledged {
+  readonly lsn: Lsn
+  readonly slotName: string
+}
+
 export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions {
   readonly sql: SqlClient
-  /** The consumer's durable, acknowledged position; `undefined` until the first acknowledgement. */
-  readonly acknowledged: Effect.Effect<Lsn | undefined>
+  /**
+   * The consumer's durable, acknowledged position; `undefined` until the first acknowledgement. Only an
+   * acknowledgement of the current slot moves it: after a re-creation, acknowledgements of the lost slot are ignored.
+   */
+  readonly acknowledged: Effect.Effect<Acknowledged | undefined>
   /** Bytes of WAL kept behind the acknowledged position (default 0). */
   readonly windowBytes?: bigint
   readonly advanceInterval?: Duration.Input
@@ -111,7 +120,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
         return
       }
       return yield* new PersistentSlot.SlotError({
-        reason: fatal.code === "SlotMissing" ? "SlotMissing" : "Query",
+        reason: fatal.code === "SlotMissing" ? "SlotMissing" : "SlotInvalidated",
         slotName: slot.slotName,
         message: `${fatal.message}. Changes the slot held are lost to this stream; consumers need a resync with a new ` +
           `incarnation (restart with onSlotLost = "recreate" to do it, or investigate first)`
@@ -120,12 +129,12 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
 
     const advanceOnce = Effect.gen(function*() {
       const acknowledged = yield* options.acknowledged
-      if (acknowledged === undefined) return
       const slot = (yield* SubscriptionRef.get(state.slot))!
+      if (acknowledged === undefined || acknowledged.slotName !== slot.slotName) return
       const seen = yield* SlotInspector.inspect(sql, slot.slotName)
       const current = seen.row?.confirmedFlush
       if (current === undefined) return // missing: the health check decides what that means
-      const target = AdvanceTarget.target({ acknowledged, current, windowBytes: options.windowBytes ?? 0n })
+      const target = AdvanceTarget.target({ acknowledged: acknowledged.lsn, current, windowBytes: options.windowBytes ?? 0n })
       if (target !== undefined) yield* PersistentSlot.advance(own, sql, slot.slotName, target)
     })
 
