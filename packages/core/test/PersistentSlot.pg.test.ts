@@ -41,6 +41,17 @@ describe.each([15, 18])("PersistentSlot on PostgreSQL %i", (major) => {
       assert.deepStrictEqual(yield* slots, [])
     }))
 
+  it.live("a slot replaced behind slotkeeper's back by one of another kind is SlotMismatch, never adopted", () =>
+    Effect.gen(function*() {
+      const { own, pg, sql } = yield* setup
+      yield* PersistentSlot.ensure(own, sql, options)
+      yield* pg.query("SELECT pg_drop_replication_slot('slotkeeper_orders_1')::text")
+      yield* pg.query("SELECT slot_name FROM pg_create_physical_replication_slot('slotkeeper_orders_1')")
+      const error = yield* Effect.flip(PersistentSlot.ensure(own, sql, options))
+      assert.deepInclude(error, { _tag: "SlotError", reason: "SlotMismatch", slotName: "slotkeeper_orders_1" })
+      assert.match(error.message, /a physical slot/)
+    }))
+
   it.live("a crash between reserving and creating: the reserved name is abandoned, never reused", () =>
     Effect.gen(function*() {
       const { own, pg, slots, sql } = yield* setup

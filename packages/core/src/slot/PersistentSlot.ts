@@ -15,7 +15,9 @@
  *   not failed.
  *
  * **How it fails**: an `active` slot that no longer exists is `SlotMissing` — the position is lost; creating it
- * again would hide that. A slot that exists under our next name without being in the catalog is `SlotNameTaken`.
+ * again would hide that. A slot under the stream's name that is not a persistent pgoutput slot of this database is
+ * `SlotMismatch`, never adopted. A slot that exists under our next name without being in the catalog is
+ * `SlotNameTaken`.
  */
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -27,7 +29,7 @@ import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
 
 export class SlotError extends Schema.TaggedError<SlotError>()("SlotError", {
-  reason: Schema.Literals(["SlotMissing", "SlotInvalidated", "SlotNameTaken", "Setup", "Query"]),
+  reason: Schema.Literals(["SlotMissing", "SlotInvalidated", "SlotNameTaken", "SlotMismatch", "Setup", "Query"]),
   slotName: Schema.optional(Schema.String),
   message: Schema.String
 }) {}
@@ -90,9 +92,25 @@ export const ensure = (
     const rows = yield* sql.unsafe<{ incarnation: number; slot_name: string; state: string; failover: boolean }>(
       `SELECT incarnation, slot_name, state, failover FROM ${table} WHERE stream_id = $1 ORDER BY incarnation DESC`, [options.streamId]
     ).pipe(Effect.mapError(queryError))
+    // What exists under a name: only a persistent pgoutput slot of this database is ours to adopt.
+    const slotKind = (name: string) =>
+      Effect.map(sql.unsafe<{ slot_type: string; plugin: string | null; same_db: boolean; temporary: boolean }>(
+        `SELECT slot_type, plugin, database = current_database() AS same_db, temporary FROM pg_replication_slots WHERE slot_name = $1`, [name]
+      ), (r) => r[0]).pipe(Effect.mapError(queryError))
+
     const current = rows.find((r) => r.state === "active" || r.state === "creating")
     if (current !== undefined) {
-      const exists = yield* slotExists(current.slot_name)
+      const kind = yield* slotKind(current.slot_name)
+      const exists = kind !== undefined
+      if (kind !== undefined && !(kind.slot_type === "logical" && kind.plugin === "pgoutput" && kind.same_db && !kind.temporary)) {
+        return yield* new SlotError({
+          reason: "SlotMismatch",
+          slotName: current.slot_name,
+          message: `replication slot ${current.slot_name} exists but is not the stream's slot (a ${kind.temporary ? "temporary " : ""}${kind.slot_type} ` +
+            `slot${kind.plugin ? ` with plugin ${kind.plugin}` : ""}${kind.same_db ? "" : " of another database"}): it was replaced behind ` +
+            `slotkeeper's back, so the stream's position is lost. It is not adopted; consumers need a resync with a new incarnation`
+        })
+      }
       if (exists) {
         if (current.state === "creating") yield* setState(current.incarnation, "active")
         return { slotName: current.slot_name, incarnation: current.incarnation, created: false, failover: current.failover, failoverUnavailable }
