@@ -17,6 +17,13 @@
  * **How it fails**: the holder declares loss at `leaseDuration - safetyMargin` after the start of its last good
  * renewal (the supervisor's deadline), before the lease can expire on the server. Errors of a renewal through the
  * pool are misses: the pool may reconnect, and the deadline decides.
+ *
+ * **Known limitation**: the lease and the epoch share one row, and a guarded transaction holds that row `FOR SHARE`,
+ * so a renewal (an UPDATE of the row) waits for the guarded transactions in flight. A guarded transaction longer than
+ * about `lossDeadline - renewInterval` (5 s with the defaults) makes the holder miss its own deadline and give the
+ * stream up — safe (it only ever gives up early), but a liveness hazard: keep guarded transactions short in lease
+ * mode. Moving `lease_until` to a row of its own would remove the coupling (the write lock already orders epoch bumps
+ * against guarded writes). Advisory mode is not affected: its heartbeat only reads `pg_locks`.
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
