@@ -232,3 +232,25 @@ describe.each(modes)("guardedSlotChange (%s lock, real PostgreSQL)", (mode) => {
       assert.deepStrictEqual(yield* slots, [{ slot_name: "by_owner" }])
     }))
 })
+
+describe("Ownership (lease lock, real PostgreSQL): renewals and guarded writes", () => {
+  it.live("a long guarded transaction does not hold up lease renewals: the holder keeps the stream", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      yield* pg.query("CREATE TABLE slow (note text)")
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, fastTiming.lease)
+      const own = yield* Deferred.await(a.firstHold)
+      const sql = a.ownership.sql
+      // Renewals run every 400 ms from the acquisition; the holder's deadline is 1.5 s after the start of the last
+      // good one. A 1.3 s guarded transaction started 250 ms after a renewal ends 1.55 s after it: a renewal that
+      // had to wait for it would complete past the deadline.
+      yield* Effect.sleep("250 millis")
+      yield* own.guarded(Effect.andThen(sql`SELECT pg_sleep(1.3)`, sql`INSERT INTO slow VALUES ('slow but fine')`))
+      yield* Effect.sleep("500 millis")
+      assert.strictEqual((yield* a.status)._tag, "Active")
+      assert.strictEqual(intervals.length, 1)
+      assert.isUndefined(intervals[0]!.end)
+      assert.deepStrictEqual(yield* pg.query("SELECT note FROM slow"), [{ note: "slow but fine" }])
+    }))
+})

@@ -36,7 +36,7 @@ import type { CheckOutcome } from "./Liveness.ts"
 import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
 import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
-import { tableName } from "./OwnershipTable.ts"
+import { leasesTableName, tableName } from "./OwnershipTable.ts"
 
 export interface AdvisoryLockOptions {
   readonly url: Redacted.Redacted
@@ -57,6 +57,7 @@ const lockPredicate = `l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
+  const leases = leasesTableName(config.schema)
   const own = identity.ownershipLock
   const write = identity.writeLock
   const lockParams = [asOid(own.namespace), asOid(own.key)]
@@ -112,14 +113,15 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
       yield* query("BEGIN")
       yield* query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
       const rows = yield* query<{ epoch: string; pid: number; backend_start: string }>(
-        `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
-         SELECT $1, 1, 'advisory', $2, pg_backend_pid(), a.backend_start, NULL, clock_timestamp()
+        `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, acquired_at)
+         SELECT $1, 1, 'advisory', $2, pg_backend_pid(), a.backend_start, clock_timestamp()
            FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
          ON CONFLICT (stream_id) DO UPDATE SET
            epoch = o.epoch + 1, mode = 'advisory', holder = EXCLUDED.holder, holder_pid = EXCLUDED.holder_pid,
-           holder_backend_start = EXCLUDED.holder_backend_start, lease_until = NULL, acquired_at = clock_timestamp()
+           holder_backend_start = EXCLUDED.holder_backend_start, acquired_at = clock_timestamp()
          -- a live lease of an instance in lease mode is not ours to take
-         WHERE o.mode = 'advisory' OR o.lease_until IS NULL OR o.lease_until <= now()
+         WHERE o.mode = 'advisory'
+            OR NOT EXISTS (SELECT 1 FROM ${leases} l WHERE l.stream_id = o.stream_id AND l.lease_until > now())
          RETURNING o.epoch::text AS epoch, o.holder_pid AS pid, o.holder_backend_start::text AS backend_start`,
         [config.streamId, config.instanceId]
       )

@@ -3,8 +3,8 @@
  * mode), where session-level advisory locks break.
  *
  * **What it guarantees**
- * - The lease lives in the ownership table: holder, fencing epoch and `lease_until`, always computed with the
- *   database's clock (`now()`), never a client's. Acquisition is one statement that takes over only a lease that has
+ * - The lease is a row of its own (`leases`: holder, epoch, `lease_until`), always computed with the database's
+ *   clock (`now()`), never a client's; the fencing epoch is in the ownership row. Acquisition is one statement that takes over only a lease that has
  *   expired (or a stream nobody holds) and bumps the epoch on every takeover; renewal is one statement that extends
  *   only our own unexpired lease with our epoch. A renewal that matches nothing is a proven loss.
  * - Acquisition first takes the stream's write lock (transaction level, which poolers keep), so it waits for the
@@ -18,12 +18,9 @@
  * renewal (the supervisor's deadline), before the lease can expire on the server. Errors of a renewal through the
  * pool are misses: the pool may reconnect, and the deadline decides.
  *
- * **Known limitation**: the lease and the epoch share one row, and a guarded transaction holds that row `FOR SHARE`,
- * so a renewal (an UPDATE of the row) waits for the guarded transactions in flight. A guarded transaction longer than
- * about `lossDeadline - renewInterval` (5 s with the defaults) makes the holder miss its own deadline and give the
- * stream up — safe (it only ever gives up early), but a liveness hazard: keep guarded transactions short in lease
- * mode. Moving `lease_until` to a row of its own would remove the coupling (the write lock already orders epoch bumps
- * against guarded writes). Advisory mode is not affected: its heartbeat only reads `pg_locks`.
+ * **Why the lease has its own row**: guarded writes hold the ownership row `FOR SHARE`; a renewal that updated that
+ * row would wait for them, and a long guarded write would make the holder miss its own deadline (tested). The write
+ * lock already orders epoch bumps against guarded writes, so renewals need not touch the epoch row.
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -34,7 +31,7 @@ import type { CheckOutcome } from "./Liveness.ts"
 import { type AttemptResult, type Held, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
 import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
-import { tableName } from "./OwnershipTable.ts"
+import { leasesTableName, tableName } from "./OwnershipTable.ts"
 
 export interface LeaseLockOptions {
   readonly config: OwnershipConfig
@@ -49,6 +46,7 @@ const backendError = (operation: string) => (e: SqlError) =>
 export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
+  const leases = leasesTableName(config.schema)
   const write = identity.writeLock
   const own = identity.ownershipLock
   const leaseMs = Math.trunc(config.leaseDurationMs)
@@ -61,19 +59,27 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = sql.withTransaction(Effect.gen(function*() {
     yield* bounds
     yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
+    // One statement: take the stream only if no lease is live and no advisory holder has it, bump the epoch, and
+    // write our lease. (The write lock above orders it against other acquisitions and guarded writes.)
     const taken = yield* sql.unsafe<{ epoch: string }>(
-      `INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, lease_until, acquired_at)
-       VALUES ($1, 1, 'lease', $2, NULL, NULL, now() + make_interval(secs => $3::float8 / 1000), clock_timestamp())
-       ON CONFLICT (stream_id) DO UPDATE SET
-         epoch = o.epoch + 1, mode = 'lease', holder = EXCLUDED.holder, holder_pid = NULL, holder_backend_start = NULL,
-         lease_until = EXCLUDED.lease_until, acquired_at = clock_timestamp()
-       WHERE (o.mode = 'lease' AND o.lease_until <= now())
-          -- a stream last owned in advisory mode: only once nobody holds its advisory lock
-          OR (o.mode = 'advisory' AND NOT EXISTS (
-                SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                   AND l.classid = $4::bigint::oid AND l.objid = $5::bigint::oid
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
-       RETURNING o.epoch::text AS epoch`,
+      `WITH free AS (
+         SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${leases} WHERE stream_id = $1 AND lease_until > now())
+           AND NOT EXISTS (
+             SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                AND l.classid = $4::bigint::oid AND l.objid = $5::bigint::oid
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+       ), bumped AS (
+         INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, acquired_at)
+         SELECT $1, 1, 'lease', $2, NULL, NULL, clock_timestamp() FROM free
+         ON CONFLICT (stream_id) DO UPDATE SET
+           epoch = o.epoch + 1, mode = 'lease', holder = EXCLUDED.holder, holder_pid = NULL, holder_backend_start = NULL,
+           acquired_at = clock_timestamp()
+         RETURNING o.epoch
+       )
+       INSERT INTO ${leases} AS l (stream_id, holder, epoch, lease_until)
+       SELECT $1, $2, epoch, now() + make_interval(secs => $3::float8 / 1000) FROM bumped
+       ON CONFLICT (stream_id) DO UPDATE SET holder = EXCLUDED.holder, epoch = EXCLUDED.epoch, lease_until = EXCLUDED.lease_until
+       RETURNING l.epoch::text AS epoch`,
       [config.streamId, config.instanceId, leaseMs, asOid(own.namespace), asOid(own.key)]
     )
     if (taken[0] !== undefined) return { _tag: "Acquired", held: { epoch: Number(taken[0].epoch) } } as const
@@ -89,10 +95,11 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
     } as const
   })).pipe(Effect.mapError(backendError("acquire")))
 
+  // The lease row only: a renewal never waits for guarded writes, which hold the ownership row FOR SHARE.
   const renew = (held: Held): Effect.Effect<CheckOutcome> =>
     sql.unsafe<{ epoch: string }>(
-      `UPDATE ${table} SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
-        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()
+      `UPDATE ${leases} SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
+        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()
         RETURNING epoch::text AS epoch`,
       [config.streamId, config.instanceId, held.epoch, leaseMs]
     ).pipe(
@@ -106,8 +113,8 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
 
   const release = (held: Held) =>
     Effect.ignore(sql.unsafe(
-      `UPDATE ${table} SET lease_until = now()
-        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()`,
+      `UPDATE ${leases} SET lease_until = now()
+        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()`,
       [config.streamId, config.instanceId, held.epoch]
     ))
 
@@ -123,14 +130,17 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
       yield* bounds
       yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
       const proof = yield* sql.unsafe<{ epoch: string }>(
-        `SELECT epoch::text AS epoch FROM ${table}
-          WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND mode = 'lease' AND lease_until > now()
-          ${rowLock ? "FOR SHARE" : ""}`,
+        `SELECT o.epoch::text AS epoch FROM ${table} o
+          WHERE o.stream_id = $1 AND o.holder = $2 AND o.epoch = $3::bigint AND o.mode = 'lease'
+            AND EXISTS (SELECT 1 FROM ${leases} l
+                         WHERE l.stream_id = o.stream_id AND l.holder = o.holder AND l.epoch = o.epoch AND l.lease_until > now())
+          ${rowLock ? "FOR SHARE OF o" : ""}`,
         [config.streamId, config.instanceId, held.epoch]
       )
       if (proof.length > 0) return
       const [found] = yield* sql.unsafe<{ epoch: string; holder: string; lease_until: string | null }>(
-        `SELECT epoch::text AS epoch, holder, lease_until::text AS lease_until FROM ${table} WHERE stream_id = $1`, [config.streamId])
+        `SELECT o.epoch::text AS epoch, o.holder, l.lease_until::text AS lease_until
+           FROM ${table} o LEFT JOIN ${leases} l ON l.stream_id = o.stream_id WHERE o.stream_id = $1`, [config.streamId])
       return yield* new OwnershipLost({
         streamId: config.streamId,
         epoch: held.epoch,

@@ -9,18 +9,22 @@
  *   holder               text NOT NULL,        -- the holder's instance id
  *   holder_pid           integer,              -- advisory: the lock session's backend pid ...
  *   holder_backend_start timestamptz,          -- ... and its backend_start (a pid can be reused)
- *   lease_until          timestamptz,          -- lease: held until then, by the database's clock
  *   acquired_at          timestamptz NOT NULL  -- when ownership was taken (clock_timestamp(), after any wait)
- * )
+ * );
+ * CREATE TABLE <schema>.leases (              -- lease mode: held until lease_until, by the database's clock
+ *   stream_id text PRIMARY KEY, holder text NOT NULL, epoch bigint NOT NULL, lease_until timestamptz NOT NULL
+ * );
  * ```
+ *
+ * The lease lives in a row of its own: guarded writes hold the ownership row `FOR SHARE`, and a renewal must not
+ * wait for them (a long guarded write would otherwise make the holder miss its own deadline).
  *
  * **Details**
  *
  * Created if missing (see `internal/schemaSetup`: safe when instances start together; a missing privilege is an error
  * that says what an administrator must run).
  */
-import type { Effect } from "effect"
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 
@@ -30,6 +34,8 @@ export class OwnershipSetupError extends Schema.TaggedError<OwnershipSetupError>
 
 /** `"schema".ownership`. */
 export const tableName = (schema: string): string => qualified(schema, "ownership")
+/** `"schema".leases`. */
+export const leasesTableName = (schema: string): string => qualified(schema, "leases")
 
 export const ensure = (sql: SqlClient, schema: string): Effect.Effect<void, OwnershipSetupError> =>
   ensureTable(sql, schema, "ownership", `
@@ -39,5 +45,10 @@ export const ensure = (sql: SqlClient, schema: string): Effect.Effect<void, Owne
     holder               text NOT NULL,
     holder_pid           integer,
     holder_backend_start timestamptz,
-    lease_until          timestamptz,
-    acquired_at          timestamptz NOT NULL`, (message) => new OwnershipSetupError({ message }))
+    acquired_at          timestamptz NOT NULL`, (message) => new OwnershipSetupError({ message })).pipe(
+    Effect.andThen(ensureTable(sql, schema, "leases", `
+    stream_id   text PRIMARY KEY,
+    holder      text NOT NULL,
+    epoch       bigint NOT NULL,
+    lease_until timestamptz NOT NULL`, (message) => new OwnershipSetupError({ message })))
+  )
