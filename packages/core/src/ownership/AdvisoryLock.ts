@@ -27,14 +27,14 @@
  * `FOR SHARE`.
  */
 import { PgConnection } from "@effect/sql-pg"
-import { Effect, type Redacted } from "effect"
+import { Effect, type Redacted, type Scope } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { applicationName, asOid, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
-import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
-import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import { advisoryLockGranted, backendError, makeGuards, type Proof } from "./Fencing.ts"
+import type { AttemptResult, Held, HolderInfo, LockBackend, LockBackendError, LockSession } from "./LockBackend.ts"
+import { type Guards, OwnershipLost } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
 
@@ -46,13 +46,8 @@ export interface AdvisoryLockOptions {
   readonly sql: SqlClient
 }
 
-const backendError = (operation: string) => (e: SqlError) =>
-  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
-
-/** The lock as `pg_locks` shows it, in this database. `$1` = classid, `$2` = objid (unsigned). */
-const lockPredicate = `l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+/** The lock as `pg_locks l` shows it, in this database. `$1` = classid, `$2` = objid (unsigned). */
+const lockPredicate = advisoryLockGranted("$1", "$2")
 
 export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
@@ -62,7 +57,7 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const write = identity.writeLock
   const lockParams = [asOid(own.namespace), asOid(own.key)]
 
-  const open: Effect.Effect<LockSession, LockBackendError, import("effect").Scope.Scope> = Effect.gen(function*() {
+  const open: Effect.Effect<LockSession, LockBackendError, Scope.Scope> = Effect.gen(function*() {
     const conn = yield* PgConnection.make({
       url: options.url,
       applicationName: applicationName(config.streamId, config.instanceId, "lock"),
@@ -177,23 +172,19 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
     return { tryAcquire, check, release, breakHolder } satisfies LockSession
   })
 
-  // The proof, inside the write's transaction; its own SQL failures become LockBackendError, the caller's pass as-is.
-  const prove = (held: Held, rowLock: boolean) =>
+  // The proof: the lock is granted to our lock session's pid with the same backend_start (a pid can be reused), and
+  // the epoch is ours.
+  const proof: Proof = (held, rowLock) =>
     Effect.gen(function*() {
-      // Bounded on the server too: a guarded write must not hold the write lock past the holder's deadline.
-      yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
-      yield* sql.unsafe(`SET LOCAL statement_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
-      yield* sql.unsafe(`SET LOCAL idle_in_transaction_session_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
-      yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
-      const proof = yield* sql.unsafe<{ epoch: string }>(
+      const rows = yield* sql.unsafe<{ epoch: string }>(
         `SELECT o.epoch::text AS epoch FROM ${table} o
           WHERE o.stream_id = $3 AND o.epoch = $4::bigint AND o.holder = $5 AND o.mode = 'advisory'
             AND EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                          WHERE ${lockPredicate} AND l.pid = $6::int4 AND a.backend_start = $7::timestamptz)
-          ${rowLock ? "FOR SHARE OF o" : ""}`,
+          ${rowLock}`,
         [...lockParams, config.streamId, held.epoch, config.instanceId, held.pid, held.backendStart]
       )
-      if (proof.length > 0) return
+      if (rows.length > 0) return
       const [found] = yield* sql.unsafe<{ epoch: string | null; holder: string | null; lock_pid: number | null }>(
         `SELECT (SELECT epoch::text FROM ${table} WHERE stream_id = $3) AS epoch,
                 (SELECT holder FROM ${table} WHERE stream_id = $3) AS holder,
@@ -206,11 +197,7 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
         message: `guarded write refused: this instance (epoch ${held.epoch}, lock session pid ${held.pid}) no longer owns stream ${config.streamId}`,
         found: `epoch ${found?.epoch ?? "none"} held by ${found?.holder ?? "nobody"}; lock granted to pid ${found?.lock_pid ?? "nobody"}`
       })
-    }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
+    })
 
-  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held, true), effect))
-  const guardedSlotChange = (held: Held): OwnershipService["guardedSlotChange"] => (effect) =>
-    sql.withTransaction(Effect.andThen(prove(held, false), effect))
-
-  return { mode: "advisory", open, guarded, guardedSlotChange }
+  return { mode: "advisory", open, ...makeGuards(sql, config.lossDeadlineMs, write, proof) }
 }

@@ -24,12 +24,12 @@
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { asOid, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
-import { type AttemptResult, type Held, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
-import { type Guards, OwnershipLost, type OwnershipService } from "./Ownership.ts"
+import { advisoryLockGranted, backendError, boundTransaction, makeGuards, type Proof } from "./Fencing.ts"
+import type { AttemptResult, Held, LockBackend, LockBackendError, LockSession } from "./LockBackend.ts"
+import { type Guards, OwnershipLost } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
 
@@ -40,9 +40,6 @@ export interface LeaseLockOptions {
   readonly sql: SqlClient
 }
 
-const backendError = (operation: string) => (e: SqlError) =>
-  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
-
 export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
@@ -50,24 +47,15 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const write = identity.writeLock
   const own = identity.ownershipLock
   const leaseMs = Math.trunc(config.leaseDurationMs)
-  const bounds = Effect.all([
-    sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(config.lossDeadlineMs)}`),
-    sql.unsafe(`SET LOCAL statement_timeout = ${Math.trunc(config.lossDeadlineMs)}`),
-    sql.unsafe(`SET LOCAL idle_in_transaction_session_timeout = ${Math.trunc(config.lossDeadlineMs)}`)
-  ])
-
   const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = sql.withTransaction(Effect.gen(function*() {
-    yield* bounds
+    yield* boundTransaction(sql, config.lossDeadlineMs)
     yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
     // One statement: take the stream only if no lease is live and no advisory holder has it, bump the epoch, and
     // write our lease. (The write lock above orders it against other acquisitions and guarded writes.)
     const taken = yield* sql.unsafe<{ epoch: string }>(
       `WITH free AS (
          SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${leases} WHERE stream_id = $1 AND lease_until > now())
-           AND NOT EXISTS (
-             SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                AND l.classid = $4::bigint::oid AND l.objid = $5::bigint::oid
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+           AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE ${advisoryLockGranted("$4", "$5")})
        ), bumped AS (
          INSERT INTO ${table} AS o (stream_id, epoch, mode, holder, holder_pid, holder_backend_start, acquired_at)
          SELECT $1, 1, 'lease', $2, NULL, NULL, clock_timestamp() FROM free
@@ -125,19 +113,18 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
     breakHolder: () => Effect.succeed(false) // a lease expires by itself
   }
 
-  const prove = (held: Held, rowLock: boolean) =>
+  // The proof: the ownership row names us with our epoch, and our lease with that epoch is unexpired.
+  const proof: Proof = (held, rowLock) =>
     Effect.gen(function*() {
-      yield* bounds
-      yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
-      const proof = yield* sql.unsafe<{ epoch: string }>(
+      const rows = yield* sql.unsafe<{ epoch: string }>(
         `SELECT o.epoch::text AS epoch FROM ${table} o
           WHERE o.stream_id = $1 AND o.holder = $2 AND o.epoch = $3::bigint AND o.mode = 'lease'
             AND EXISTS (SELECT 1 FROM ${leases} l
                          WHERE l.stream_id = o.stream_id AND l.holder = o.holder AND l.epoch = o.epoch AND l.lease_until > now())
-          ${rowLock ? "FOR SHARE OF o" : ""}`,
+          ${rowLock}`,
         [config.streamId, config.instanceId, held.epoch]
       )
-      if (proof.length > 0) return
+      if (rows.length > 0) return
       const [found] = yield* sql.unsafe<{ epoch: string; holder: string; lease_until: string | null }>(
         `SELECT o.epoch::text AS epoch, o.holder, l.lease_until::text AS lease_until
            FROM ${table} o LEFT JOIN ${leases} l ON l.stream_id = o.stream_id WHERE o.stream_id = $1`, [config.streamId])
@@ -147,11 +134,7 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
         message: `guarded write refused: this instance (epoch ${held.epoch}) no longer holds the lease of stream ${config.streamId}`,
         found: found === undefined ? "no lease row" : `epoch ${found.epoch} held by ${found.holder} until ${found.lease_until ?? "-"}`
       })
-    }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
+    })
 
-  const guarded = (held: Held): OwnershipService["guarded"] => (effect) => sql.withTransaction(Effect.andThen(prove(held, true), effect))
-  const guardedSlotChange = (held: Held): OwnershipService["guardedSlotChange"] => (effect) =>
-    sql.withTransaction(Effect.andThen(prove(held, false), effect))
-
-  return { mode: "lease", open: Effect.succeed(session), guarded, guardedSlotChange }
+  return { mode: "lease", open: Effect.succeed(session), ...makeGuards(sql, config.lossDeadlineMs, write, proof) }
 }
