@@ -29,7 +29,7 @@ import { join } from "node:path"
 import { PgConnection } from "@effect/sql-pg"
 import { Effect, Redacted, Schema, type Scope } from "effect"
 import { childrenOf, isAlive, signal, stateOf } from "./internal/processes.ts"
-import { pollUntil, sleepReal } from "./internal/realtime.ts"
+import { pollUntil } from "./internal/realtime.ts"
 import { sqlErrorText } from "./internal/sqlErrorText.ts"
 import type { PgInstall } from "./PgBinaries.ts"
 import { type ServerUser, spawnIdentity } from "./ServerUser.ts"
@@ -439,6 +439,3 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
     }
     return server
   })
-
-/** Waits `ms` of wall-clock time (re-exported for kit users who poll real servers). */
-export const sleep = sleepReal

@@ -170,3 +170,15 @@ export const advance = (
     Effect.map((rows) => rows[0]?.end_lsn ?? formatLsn(target)),
     Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName, message: `advancing ${slotName}: ${SqlErrors.describe(e)}` })))
   )
+
+/** Marks an incarnation `retired` in the catalog, as the owner (after a loss and re-creation, or a cleanup). */
+export const retire = (
+  own: OwnershipService,
+  sql: SqlClient,
+  schema: string,
+  slotName: string
+): Effect.Effect<void, SlotError | OwnershipLost | LockBackendError> =>
+  own.guarded(sql.unsafe(`UPDATE ${catalogTable(schema)} SET state = 'retired' WHERE stream_id = $1 AND slot_name = $2`, [own.streamId, slotName])).pipe(
+    Effect.asVoid,
+    Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName, message: `retiring ${slotName}: ${SqlErrors.describe(e)}` })))
+  )

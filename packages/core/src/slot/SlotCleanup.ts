@@ -16,7 +16,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import * as SqlErrors from "../internal/sqlError.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
-import { catalogTable, SlotError } from "./PersistentSlot.ts"
+import { catalogTable, retire, SlotError } from "./PersistentSlot.ts"
 
 export interface Candidate {
   readonly slotName: string
@@ -76,10 +76,7 @@ export const drop = (
 ): Effect.Effect<ReadonlyArray<string>, SlotError | OwnershipLost | LockBackendError> =>
   Effect.forEach(candidates, (c) =>
     own.guarded(sql.unsafe("SELECT pg_drop_replication_slot($1)::text", [c.slotName])).pipe(
-      Effect.andThen(own.guarded(sql.unsafe(
-        `UPDATE ${catalogTable(schema)} SET state = 'retired' WHERE stream_id = $1 AND slot_name = $2 AND state <> 'active'`,
-        [own.streamId, c.slotName]
-      ))),
-      Effect.as(c.slotName),
-      Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName: c.slotName, message: `dropping ${c.slotName}: ${SqlErrors.describe(e)}` })))
+      Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName: c.slotName, message: `dropping ${c.slotName}: ${SqlErrors.describe(e)}` }))),
+      Effect.andThen(retire(own, sql, schema, c.slotName)),
+      Effect.as(c.slotName)
     ))

@@ -79,18 +79,12 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       wantFailover: options.thresholds?.wantFailover ?? (options.failover ?? true)
     }
 
-    // Retires a lost incarnation and creates the next one (policy recreate).
-    const recreate = (lost: PersistentSlot.Slot | undefined, reason: string) =>
+    // Retires a lost incarnation, drops what is left of it, and creates the next one (policy recreate).
+    const recreate = (lostName: string, reason: string) =>
       Effect.gen(function*() {
-        const lostName = lost?.slotName ?? "(unknown)"
-        yield* own.guarded(sql.unsafe(
-          `UPDATE ${PersistentSlot.catalogTable(options.schema)} SET state = 'retired' WHERE stream_id = $1 AND state = 'active'`,
-          [options.streamId]
-        )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(new PersistentSlot.SlotError({ reason: "Query", message: e.message }))))
-        if (lost !== undefined) {
-          yield* own.guarded(sql.unsafe("SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [lost.slotName]))
-            .pipe(Effect.catchTag("SqlError", () => Effect.void))
-        }
+        yield* PersistentSlot.retire(own, sql, options.schema, lostName)
+        yield* own.guarded(sql.unsafe("SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [lostName]))
+          .pipe(Effect.catchTag("SqlError", () => Effect.void)) // an invalidated slot that cannot be dropped only costs a cleanup later
         const next = yield* PersistentSlot.ensure(own, sql, options)
         yield* SubscriptionRef.set(state.resyncRequired, { lostSlot: lostName, newSlot: next.slotName, reason })
         yield* Effect.logError(`slot ${lostName} of stream ${options.streamId} was lost (${reason}); created ${next.slotName}: consumers must resync`)
@@ -99,7 +93,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
 
     const initial = yield* PersistentSlot.ensure(own, sql, options).pipe(
       Effect.catchTag("SlotError", (e) =>
-        e.reason === "SlotMissing" && options.onSlotLost === "recreate" ? recreate(undefined, e.message) : Effect.fail(e))
+        e.reason === "SlotMissing" && options.onSlotLost === "recreate" && e.slotName !== undefined ? recreate(e.slotName, e.message) : Effect.fail(e))
     )
     yield* SubscriptionRef.set(state.slot, initial)
     if (initial.failoverUnavailable !== undefined) yield* Effect.logWarning(initial.failoverUnavailable)
@@ -116,7 +110,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       const fatal = assessment.findings.find((f) => f.level === "error")
       if (fatal === undefined) return
       if (options.onSlotLost === "recreate") {
-        yield* SubscriptionRef.set(state.slot, yield* recreate(slot, fatal.message))
+        yield* SubscriptionRef.set(state.slot, yield* recreate(slot.slotName, fatal.message))
         return
       }
       return yield* new PersistentSlot.SlotError({
@@ -127,15 +121,19 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       })
     })
 
+    // The acknowledgement last acted on: while it does not move, a round reads nothing from the server.
+    let actedOn: Acknowledged | undefined
     const advanceOnce = Effect.gen(function*() {
       const acknowledged = yield* options.acknowledged
       const slot = (yield* SubscriptionRef.get(state.slot))!
       if (acknowledged === undefined || acknowledged.slotName !== slot.slotName) return
+      if (actedOn !== undefined && actedOn.slotName === acknowledged.slotName && actedOn.lsn >= acknowledged.lsn) return
       const seen = yield* SlotInspector.inspect(sql, slot.slotName)
       const current = seen.row?.confirmedFlush
       if (current === undefined) return // missing: the health check decides what that means
       const target = AdvanceTarget.target({ acknowledged: acknowledged.lsn, current, windowBytes: options.windowBytes ?? 0n })
       if (target !== undefined) yield* PersistentSlot.advance(own, sql, slot.slotName, target)
+      actedOn = acknowledged
     })
 
     // One last advance when the manager stops (shutdown or handover), while the guard may still prove ownership.
