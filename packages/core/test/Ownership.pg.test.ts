@@ -2,7 +2,7 @@
  * Ownership against real PostgreSQL (the test kit), in both lock modes.
  */
 import { PgConnection } from "@effect/sql-pg"
-import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
+import { FaultProxy, PgCluster, Standby } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
 import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
@@ -252,5 +252,44 @@ describe("Ownership (lease lock, real PostgreSQL): renewals and guarded writes",
       assert.strictEqual(intervals.length, 1)
       assert.isUndefined(intervals[0]!.end)
       assert.deepStrictEqual(yield* pg.query("SELECT note FROM slow"), [{ note: "slow but fine" }])
+    }))
+})
+
+describe.each(modes)("Ownership across a failover (%s lock, real PostgreSQL 18)", (mode) => {
+  it.live("after a promotion the instances compete again on the new primary, and the winner bumps the replicated epoch", () =>
+    Effect.gen(function*() {
+      const primary = yield* PgCluster.make({ major: 18 })
+      const standby = yield* Standby.make(primary, { slotSync: "off" }) // built before anyone connects (cold copy)
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", primary.url, intervals, fastTiming[mode])
+      const held = yield* Deferred.await(a.firstHold)
+      yield* standby.waitForReplay
+      yield* standby.promote
+      yield* primary.stop // the old primary is gone; a's sessions with it
+      // what the new primary inherited: the ownership row (and in lease mode, a's lease)
+      const [row] = yield* standby.query<{ epoch: string; holder: string }>("SELECT epoch::text AS epoch, holder FROM slotkeeper.ownership")
+      assert.deepStrictEqual(row, { epoch: String(held.epoch), holder: "a" })
+      const inherited = mode === "lease"
+        ? (yield* standby.query<{ until_ms: number }>("SELECT (extract(epoch FROM lease_until) * 1000)::float8 AS until_ms FROM slotkeeper.leases"))[0]?.until_ms
+        : undefined
+      yield* startInstance("b", standby.url, intervals, fastTiming[mode])
+      const active = yield* eventually(activeOf(intervals, "b"), 20_000, "b active on the new primary")
+      assert.strictEqual(active.epoch, held.epoch + 1)
+      const aInterval = yield* eventually(Effect.sync(() => intervals.find((i) => i.instance === "a" && i.end !== undefined)), 10_000, "a stopped")
+      // a's guarded writes can land nowhere: its server is gone, and on the new primary its epoch is stale (above)
+      const refused = yield* Effect.flip(held.guarded(a.ownership.sql`SELECT 1`))
+      assert.oneOf(refused._tag, ["LockBackendError", "SqlError"])
+      if (mode === "advisory") {
+        // advisory locks are not replicated: the lock vanished with the old primary, so b may start before a notices
+        // (a notices within its deadline), like after an administrator's kill; writes stay fenced, as shown above
+        assert.isAtMost(aInterval.end! - active.start, a.ownership.config.lossDeadlineMs)
+      } else {
+        assert.isAtMost(aInterval.end!, active.start) // the inherited lease kept b out until a had stopped
+      }
+      if (mode === "lease") {
+        // advisory locks are not replicated, leases are: b took over only after a's inherited lease ran out
+        const [taken] = yield* standby.query<{ at_ms: number }>("SELECT (extract(epoch FROM acquired_at) * 1000)::float8 AS at_ms FROM slotkeeper.ownership")
+        assert.isAtLeast(Number(taken!.at_ms), Number(inherited))
+      }
     }))
 })
