@@ -7,10 +7,10 @@
  *
  * Prints median / min / max wall-clock milliseconds.
  */
-import { Deferred, Effect, Fiber } from "effect"
-import { FaultProxy, Leftovers, PgCluster } from "@slotkeeper/testkit"
+import { Effect, Fiber } from "effect"
+import { Leftovers } from "@slotkeeper/testkit"
 import type { LockMode, OwnershipOptions } from "../packages/core/src/ownership/OwnershipConfig.ts"
-import { activeOf, eventually, fastTiming, type Interval, startInstance } from "../packages/core/test/ownership-helpers.ts"
+import { activeOf, eventually, fastTiming, holderBehindProxy, startInstance } from "../packages/core/test/ownership-helpers.ts"
 
 const rounds = Number(process.env.ROUNDS ?? 3)
 const timingName = process.env.TIMING === "fast" ? "fast" : "default"
@@ -26,11 +26,7 @@ type Scenario = "release" | "terminate" | "blackhole"
 
 const round = (mode: LockMode, scenario: Scenario) =>
   Effect.scoped(Effect.gen(function*() {
-    const pg = yield* PgCluster.make()
-    const proxy = yield* FaultProxy.make({ targetPort: pg.port })
-    const intervals: Array<Interval> = []
-    const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, timing(mode))
-    const held = yield* Deferred.await(a.firstHold)
+    const { a, held, intervals, pg, proxy } = yield* holderBehindProxy(timing(mode))
     yield* startInstance("b", pg.url, intervals, timing(mode))
     yield* Effect.sleep("1500 millis")
     const t0 = Date.now()

@@ -8,7 +8,7 @@ import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
 import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
 import * as SqlErrors from "../src/internal/sqlError.ts"
 import * as StreamId from "../src/StreamId.ts"
-import { activeOf, eventually, fastTiming, type Interval, overlaps, startInstance } from "./ownership-helpers.ts"
+import { activeOf, eventually, fastTiming, holderBehindProxy, type Interval, overlaps, startInstance } from "./ownership-helpers.ts"
 
 const modes: ReadonlyArray<LockMode> = ["advisory", "lease"]
 
@@ -61,11 +61,7 @@ describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
 
   it.live("a path blackholed: the holder gives up within its deadline, the other takes over only after that, within the server bound", () =>
     Effect.gen(function*() {
-      const pg = yield* PgCluster.make()
-      const proxy = yield* FaultProxy.make({ targetPort: pg.port })
-      const intervals: Array<Interval> = []
-      const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, timing)
-      yield* Deferred.await(a.firstHold)
+      const { a, intervals, pg, proxy } = yield* holderBehindProxy(timing)
       yield* startInstance("b", pg.url, intervals, timing)
       yield* Effect.sleep("500 millis")
       const cut = Date.now()
@@ -108,11 +104,7 @@ describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
 
   it.live("dependents are interrupted within 100 ms of the loss being detected", () =>
     Effect.gen(function*() {
-      const pg = yield* PgCluster.make()
-      const proxy = yield* FaultProxy.make({ targetPort: pg.port })
-      const intervals: Array<Interval> = []
-      const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, timing)
-      yield* Deferred.await(a.firstHold)
+      const { a, intervals, pg, proxy } = yield* holderBehindProxy(timing)
       yield* proxy.setMode("blackhole")
       const interval = yield* eventually(Effect.sync(() => (intervals[0]?.end !== undefined ? intervals[0] : undefined)), 10_000, "a interrupted")
       const stopping = a.statuses.find((s) => s.status._tag === "Stopping")?.status

@@ -2,6 +2,7 @@
  * Helpers for the real-PostgreSQL ownership tests: start an instance (StreamOwnership + a running supervisor) whose
  * owned work records when it started and when it was interrupted, in wall-clock milliseconds.
  */
+import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
 import type { OwnershipService, OwnershipStatus } from "../src/ownership/Ownership.ts"
 import { Ownership } from "../src/ownership/Ownership.ts"
@@ -98,3 +99,14 @@ export const eventually = <A, E>(probe: Effect.Effect<A | undefined, E>, timeout
 
 export const activeOf = (intervals: ReadonlyArray<Interval>, instance: string) =>
   Effect.sync(() => intervals.find((i) => i.instance === instance && i.end === undefined))
+
+/** A server, a fault proxy in front of it, and instance "a" holding the stream through the proxy. */
+export const holderBehindProxy = (options: Partial<OwnershipConfig.OwnershipOptions>) =>
+  Effect.gen(function*() {
+    const pg = yield* PgCluster.make()
+    const proxy = yield* FaultProxy.make({ targetPort: pg.port })
+    const intervals: Array<Interval> = []
+    const a = yield* startInstance("a", pg.urlWith({ port: proxy.port }), intervals, options)
+    const held = yield* Deferred.await(a.firstHold)
+    return { pg, proxy, intervals, a, held }
+  })
