@@ -45,6 +45,11 @@ export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions
   readonly thresholds?: Partial<Health.Thresholds>
   /** What to do when the slot is invalidated or gone (default `fail`). */
   readonly onSlotLost?: "fail" | "recreate"
+  /**
+   * `temporary` (default): the stream reads a copy, and the slot is advanced here with guarded writes. `persistent`:
+   * the stream's walsender holds the slot (which refuses SQL advances while held) and its flush feedback moves it.
+   */
+  readonly slotMode?: "temporary" | "persistent"
 }
 
 export interface ResyncRequired {
@@ -124,6 +129,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     // The acknowledgement last acted on: while it does not move, a round reads nothing from the server.
     let actedOn: Acknowledged | undefined
     const advanceOnce = Effect.gen(function*() {
+      if (options.slotMode === "persistent") return
       const acknowledged = yield* options.acknowledged
       const slot = (yield* SubscriptionRef.get(state.slot))!
       if (acknowledged === undefined || acknowledged.slotName !== slot.slotName) return

@@ -1,0 +1,78 @@
+/**
+ * Checkpoint: where the consumer's durable position lives — and the identity it belongs to (system identifier,
+ * timeline, slot incarnation), which the resume check compares with the server at every start and reconnect.
+ *
+ * The slot's `confirmed_flush_lsn` is never taken as the truth: it says what the server will not send again, not what
+ * the consumer has. The checkpoint is the truth, and the slot (and the server's flush feedback) only ever follow it.
+ *
+ * **The default store** keeps the position in slotkeeper's `checkpoints` table in the source database, written with
+ * `guarded`: a stale instance cannot move it. Other stores: the CLI's file sink keeps it in its own file; a library
+ * user can provide one that writes in the same transaction as their own data (the only way to exactly-once effects).
+ *
+ * **Details**
+ *
+ * The position is saved *before* the slot is advanced to it, in a transaction of its own. Advancing a slot is not
+ * transactional: were both in one transaction and its commit lost (a dropped connection), the slot would be ahead of
+ * the saved position, and the next start would have to refuse with a gap. In this order the slot is never ahead of
+ * the checkpoint. A save never moves the position of the same slot backwards.
+ */
+import { Context, Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import { ensureTable, qualified } from "../internal/schemaSetup.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
+import * as Lsn from "../Lsn.ts"
+import type { LockBackendError } from "../ownership/LockBackend.ts"
+import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
+import type { DurablePosition } from "../slot/Resume.ts"
+
+export type { DurablePosition }
+
+export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", { message: Schema.String }) {}
+
+export interface CheckpointStoreService {
+  /** The durable position, or `undefined` before the first save. */
+  readonly load: Effect.Effect<DurablePosition | undefined, CheckpointError>
+  /** Saves `position` durably; never moves the same slot's position backwards. */
+  readonly save: (position: DurablePosition) => Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>
+}
+
+export class CheckpointStore extends Context.Service<CheckpointStore, CheckpointStoreService>()("@slotkeeper/core/CheckpointStore") {}
+
+export const table = (schema: string) => qualified(schema, "checkpoints")
+
+/** The default store: slotkeeper's `checkpoints` table in the source database, saved with `own.guarded`. */
+export const sourceTable = (own: OwnershipService, sql: SqlClient, schema: string): Effect.Effect<CheckpointStoreService, CheckpointError> =>
+  Effect.gen(function*() {
+    yield* ensureTable(sql, schema, "checkpoints", `
+      stream_id  text PRIMARY KEY,
+      lsn        pg_lsn NOT NULL,
+      system_id  text NOT NULL,
+      timeline   integer NOT NULL,
+      slot_name  text NOT NULL,
+      epoch      bigint NOT NULL,
+      updated_at timestamptz NOT NULL DEFAULT clock_timestamp()`, (message) => new CheckpointError({ message }))
+    const name = table(schema)
+    const failed = (what: string) => (e: Parameters<typeof SqlErrors.describe>[0]) =>
+      new CheckpointError({ message: `${what} the checkpoint of stream ${own.streamId}: ${SqlErrors.describe(e)}` })
+
+    const load = sql.unsafe<{ lsn: string; system_id: string; timeline: number; slot_name: string }>(
+      `SELECT lsn::text AS lsn, system_id, timeline, slot_name FROM ${name} WHERE stream_id = $1`, [own.streamId]
+    ).pipe(
+      Effect.mapError(failed("reading")),
+      Effect.map(([row]) =>
+        row === undefined ? undefined : { lsn: Lsn.parseUnsafe(row.lsn), systemId: row.system_id, timeline: row.timeline, slotName: row.slot_name })
+    )
+
+    const save = (p: DurablePosition) =>
+      own.guarded(sql.unsafe(
+        `INSERT INTO ${name} AS c (stream_id, lsn, system_id, timeline, slot_name, epoch) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6)
+         ON CONFLICT (stream_id) DO UPDATE SET lsn = excluded.lsn, system_id = excluded.system_id, timeline = excluded.timeline,
+           slot_name = excluded.slot_name, epoch = excluded.epoch, updated_at = clock_timestamp()
+         WHERE c.slot_name <> excluded.slot_name OR c.lsn <= excluded.lsn`,
+        [own.streamId, Lsn.format(p.lsn), p.systemId, p.timeline, p.slotName, own.epoch]
+      )).pipe(
+        Effect.asVoid,
+        Effect.catchTag("SqlError", (e) => Effect.fail(failed("saving")(e)))
+      )
+    return { load, save }
+  })

@@ -1,0 +1,63 @@
+/**
+ * Delivery: the owned work of one stream — its persistent slot (`SlotManager`), its durable position
+ * (`CheckpointStore`) and its replication connection (`ReplicationStream`), run together and handed to a consumer.
+ *
+ * Run it as the owned effect of `Supervisor.run`. Everything here is a child of the owned scope: losing ownership
+ * interrupts the slot manager, the connection and the consumer together, and a fatal error of any of them (an
+ * invalidated slot, a refused resume, a failed save) fails the owned work and stops the others.
+ *
+ * **Details**
+ *
+ * - The slot is advanced to the *saved* checkpoint only (never to an acknowledgement not yet saved), so the slot is
+ *   never ahead of the durable position; at shutdown the connection saves last, then the slot manager advances.
+ * - When the slot had to be re-created (policy `recreate`), the connection is not opened on the new incarnation
+ *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
+ *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
+ */
+import { Effect, Stream, SubscriptionRef } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { Redacted } from "effect"
+import { Ownership } from "../ownership/Ownership.ts"
+import * as SlotManager from "../slot/SlotManager.ts"
+import * as Checkpoint from "./Checkpoint.ts"
+import * as ReplicationStream from "./ReplicationStream.ts"
+
+export interface DeliveryOptions
+  extends
+    Omit<SlotManager.SlotManagerOptions, "acknowledged" | "sql" | "slotMode">,
+    Omit<ReplicationStream.ReplicationStreamOptions, "slotName" | "checkpoint" | "sql" | "url" | "streamId" | "instanceId">
+{
+  readonly url: Redacted.Redacted
+  readonly instanceId: string
+  readonly sql: SqlClient
+  /** Where the durable position lives (default: slotkeeper's `checkpoints` table in the source database). */
+  readonly checkpoint?: Checkpoint.CheckpointStoreService
+}
+
+/**
+ * Runs the stream's slot, checkpoint and connection while the caller owns the stream, and `consume`s the
+ * connection's events. Ends when `consume` ends; fails when any part fails.
+ */
+export const run = <A, E, R>(
+  options: DeliveryOptions,
+  consume: (stream: ReplicationStream.ReplicationStream) => Effect.Effect<A, E, R>,
+  state?: SlotManager.SlotManagerState
+) =>
+  Effect.gen(function*() {
+    const own = yield* Ownership
+    const slots = state ?? (yield* SlotManager.makeState)
+    const store = options.checkpoint ?? (yield* Checkpoint.sourceTable(own, options.sql, options.schema))
+    let connection: ReplicationStream.ReplicationStream | undefined
+    const acknowledged = Effect.suspend(() =>
+      connection === undefined ? Effect.succeed(undefined) : Effect.map(connection.durable, (d) => ({ lsn: d.lsn, slotName: d.slotName }))
+    )
+    const slotManager = SlotManager.run({ ...options, sql: options.sql, acknowledged, slotMode: options.mode ?? "temporary" }, slots)
+    const streaming = Effect.gen(function*() {
+      const slot = yield* SubscriptionRef.changes(slots.slot).pipe(Stream.filter((s) => s !== undefined), Stream.runHead)
+      if (slot._tag === "None") return yield* Effect.never
+      connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store })
+      return yield* consume(connection)
+    }).pipe(Effect.scoped)
+    // The slot manager never returns; `streaming` ending ends the owned work.
+    return yield* Effect.raceFirst(streaming, slotManager)
+  })

@@ -1,0 +1,298 @@
+/**
+ * ReplicationStream: one replication connection of an owned stream — resume checks, streaming from the stream's
+ * slot (a temporary copy of it, or the slot itself), changes out with backpressure, acknowledgements in, and the
+ * durable position saved and reported back.
+ *
+ * Open it inside the owned scope (with `Ownership` the checkpoint saves are guarded); closing the scope ends the
+ * connection, after a last save of what was acknowledged.
+ *
+ * **What it guarantees**
+ * - Resume checks first (`Resume.decide`): the slot exists, is valid, is the incarnation the durable position belongs
+ *   to, is not ahead of it, and the server is the same system on an acceptable timeline. Otherwise `ResumeRefused`,
+ *   before anything is streamed.
+ * - Streaming starts at the durable position, explicitly (never a position remembered from an earlier connection).
+ *   Transactions committed below it are skipped (the server skips them too; checked here again).
+ * - At-least-once: the position saved and reported to the server as flushed is one the consumer acknowledged (see
+ *   `Watermark`), saved in the `CheckpointStore` first. A keepalive's position is taken only when nothing received is
+ *   unacknowledged. Status updates go out on a timer, and at once when the server asks, with the saved position.
+ * - Backpressure: events go through a bounded queue; while it is full the socket is not read.
+ * - Idle databases: when nothing was received for `heartbeatInterval`, a small non-transactional logical message
+ *   (`pg_logical_emit_message`, prefix `slotkeeper:heartbeat:<stream>`) is written. It comes back through the stream,
+ *   is not delivered, and — nothing being in flight — moves the position, so the slot releases WAL while the
+ *   published tables are idle.
+ *
+ * **Slot modes**
+ * - `temporary` (default): the persistent slot is copied into a temporary slot on the replication session
+ *   (`TemporaryClone`), and streamed from; the server drops the copy when the session ends. The persistent slot is
+ *   never held by a walsender; `SlotManager` advances it with guarded writes.
+ * - `persistent`: the persistent slot is streamed directly. While another walsender holds it ("active for PID"), say
+ *   so and retry; never terminate it. Here the walsender's flush feedback moves the slot (it refuses SQL advances
+ *   while held), and the feedback carries only the saved, guarded checkpoint position, minus the window.
+ *
+ * **How it fails**: `ReplicationError` when the connection cannot start or ends (the owner decides whether to
+ * reconnect — every reconnect runs the resume checks again), `CheckpointError`/`OwnershipLost` when a save fails.
+ */
+import { Cause, Duration, Effect, Queue, Redacted, Schedule, Schema, type Scope, Stream } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { Client } from "pg"
+import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
+import * as Lsn from "../Lsn.ts"
+import type { LockBackendError } from "../ownership/LockBackend.ts"
+import type { OwnershipLost } from "../ownership/Ownership.ts"
+import type { SlotError } from "../slot/PersistentSlot.ts"
+import * as Resume from "../slot/Resume.ts"
+import * as ServerIdentity from "../slot/ServerIdentity.ts"
+import * as SlotInspector from "../slot/SlotInspector.ts"
+import { cloneName } from "../slot/TemporaryClone.ts"
+import * as StreamId from "../StreamId.ts"
+import type { CheckpointError, CheckpointStoreService, DurablePosition } from "./Checkpoint.ts"
+import * as Watermark from "./Watermark.ts"
+
+export class ReplicationError extends Schema.TaggedError<ReplicationError>()("ReplicationError", {
+  reason: Schema.Literals(["Connect", "SlotActive", "Ended", "Protocol"]),
+  message: Schema.String
+}) {}
+
+export type Change = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete | Pgoutput.MessageTruncate
+
+export type ReplicationEvent =
+  | { readonly _tag: "Begin"; readonly xid: number; readonly commitLsn: Lsn.Lsn }
+  /** `seq`: the change's position inside its transaction, from 1. */
+  | { readonly _tag: "Change"; readonly xid: number; readonly seq: number; readonly change: Change }
+  /** Acknowledge `endLsn` once the transaction is durable downstream. */
+  | { readonly _tag: "Commit"; readonly xid: number; readonly commitLsn: Lsn.Lsn; readonly endLsn: Lsn.Lsn; readonly changes: number }
+  /** A logical message (`pg_logical_emit_message`); a non-transactional one is acknowledged with `ackPosition`. */
+  | { readonly _tag: "Message"; readonly transactional: boolean; readonly prefix: string; readonly content: Uint8Array; readonly lsn: Lsn.Lsn; readonly ackPosition: Lsn.Lsn }
+
+export interface ReplicationStreamOptions {
+  /** Never logged. */
+  readonly url: Redacted.Redacted
+  readonly streamId: string
+  readonly instanceId: string
+  /** The service pool (reads, heartbeat messages). */
+  readonly sql: SqlClient
+  /** The stream's persistent slot, current incarnation. */
+  readonly slotName: string
+  readonly publication: string
+  readonly mode?: "temporary" | "persistent"
+  readonly checkpoint: CheckpointStoreService
+  /** How often acknowledgements are saved and reported (default 1 s). */
+  readonly saveInterval?: Duration.Input
+  /** Status updates at least this often, well within `wal_sender_timeout` (default 10 s). */
+  readonly statusInterval?: Duration.Input
+  /** Heartbeat message after this long without receiving anything (default 30 s). */
+  readonly heartbeatInterval?: Duration.Input
+  /** `persistent` mode: bytes of WAL kept behind the saved position (the feedback holds back by this much). */
+  readonly windowBytes?: bigint
+  /** Events buffered between the socket and the consumer (default 1024). */
+  readonly bufferSize?: number
+  /** `persistent` mode: how to wait while another walsender holds the slot (default every 1 s, for ever). */
+  readonly slotActiveRetry?: Schedule.Schedule<unknown, ReplicationError>
+}
+
+export interface ReplicationStream {
+  /** The events, in commit order; fails when the connection fails or a save fails. Consume it once. */
+  readonly events: Stream.Stream<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError>
+  /** Everything up to `position` (a commit's `endLsn`, a message's `ackPosition`) is durable downstream. */
+  readonly acknowledge: (position: Lsn.Lsn) => Effect.Effect<void, Watermark.AckAhead>
+  /** The saved durable position (what `SlotManager` may advance the slot to). */
+  readonly durable: Effect.Effect<DurablePosition>
+  /** Where streaming started. */
+  readonly startedAt: Lsn.Lsn
+}
+
+export const heartbeatPrefix = "slotkeeper:heartbeat:"
+
+/** A Standby Status Update (`r`): write = flush = apply = `position`, exactly (no `+ 1`). */
+export const statusUpdate = (position: Lsn.Lsn, nowMillis: number, replyRequested = false): Buffer => {
+  const buffer = Buffer.alloc(34)
+  buffer.write("r", 0)
+  for (const offset of [1, 9, 17]) buffer.writeBigUInt64BE(position, offset)
+  // microseconds since 2000-01-01
+  buffer.writeBigInt64BE((BigInt(nowMillis) - 946_684_800_000n) * 1000n, 25)
+  buffer.writeUInt8(replyRequested ? 1 : 0, 33)
+  return buffer
+}
+
+const describe = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+const resumeState = (slotName: string, seen: SlotInspector.Observation): Resume.SlotState => ({
+  slotName,
+  exists: seen.row !== undefined,
+  confirmedFlush: seen.row?.confirmedFlush,
+  invalidationReason: seen.row?.invalidationReason,
+  walStatus: seen.row?.walStatus,
+  conflicting: seen.row?.conflicting
+})
+
+type OpenError = ReplicationError | Resume.ResumeRefused | CheckpointError | SlotError
+
+export const open = (options: ReplicationStreamOptions): Effect.Effect<ReplicationStream, OpenError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const mode = options.mode ?? "temporary"
+    const applicationName = StreamId.applicationName(options.streamId, options.instanceId, "repl")
+
+    // Resume checks: the durable position, the slot, the server — every start and reconnect.
+    const stored = yield* options.checkpoint.load
+    const server = yield* ServerIdentity.read(options.url, applicationName)
+    const seen = yield* SlotInspector.inspect(options.sql, options.slotName)
+    const decision = Resume.decide(stored, resumeState(options.slotName, seen), server)
+    if (decision._tag === "Refuse") return yield* Effect.fail(decision.error)
+    const startedAt = decision._tag === "Resume" ? decision.from : (seen.row?.confirmedFlush ?? 0n)
+    const identity = { systemId: server.systemId, timeline: server.timeline, slotName: options.slotName }
+    // Saved under this server's identity from now on (a newer timeline after a failover that passed the check).
+    let watermark = Watermark.initial(startedAt)
+
+    const queue = yield* Queue.bounded<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError | Cause.Done>(
+      options.bufferSize ?? 1024
+    )
+    const fail = (error: ReplicationError | CheckpointError | OwnershipLost | LockBackendError) => Queue.failCauseUnsafe(queue, Cause.fail(error))
+
+    // The replication session's client, once START_REPLICATION was sent (status updates go through it).
+    let client: Client | undefined
+    let lastReceivedAt = Date.now()
+    const sendStatus = (replyRequested = false) => {
+      const connection = (client as unknown as { connection?: { sendCopyFromChunk: (b: Buffer) => void } } | undefined)?.connection
+      if (connection === undefined) return
+      const held = mode === "persistent" ? watermark.durable - (options.windowBytes ?? 0n) : watermark.durable
+      connection.sendCopyFromChunk(statusUpdate(held < 0n ? 0n : held, Date.now(), replyRequested))
+    }
+
+    const streamedSlot = mode === "temporary" ? cloneName() : options.slotName
+    class Plugin extends PgoutputPlugin {
+      override async start(c: Client, _slot: string, _lsn: string): Promise<unknown> {
+        client = c
+        if (mode === "temporary") {
+          // slotkeeper's own names ([a-z0-9_], checked by PersistentSlot and cloneName); the session is simple-query only
+          await c.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${options.slotName}', '${streamedSlot}', true)`)
+        }
+        return super.start(c, streamedSlot, Lsn.format(startedAt))
+      }
+      // Runs at the socket, in order, before the message is queued: receipt is recorded before any later keepalive.
+      override parse(buffer: Buffer): Pgoutput.Message {
+        const message = super.parse(buffer)
+        lastReceivedAt = Date.now()
+        if (message.tag === "begin") watermark = Watermark.begin(watermark)
+        else if (message.tag === "commit") watermark = Watermark.commit(watermark, Lsn.parseUnsafe(message.commitEndLsn ?? "0/0"))
+        else if (message.tag === "message" && !message.transactional) {
+          const lsn = Lsn.parseUnsafe(message.messageLsn ?? "0/0")
+          watermark = message.prefix.startsWith(heartbeatPrefix) ? Watermark.keepalive(watermark, lsn + 1n) : Watermark.message(watermark, lsn)
+        }
+        return message
+      }
+    }
+    const plugin = new Plugin({ protoVersion: 1, publicationNames: [options.publication], messages: true })
+
+    const service = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        new LogicalReplicationService(
+          { connectionString: Redacted.value(options.url), application_name: applicationName },
+          { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } }
+        )),
+      (s) => Effect.promise(() => s.destroy().then(() => undefined, () => undefined))
+    )
+
+    // Socket side -> events. Duplicates (committed below where streaming started) are skipped whole.
+    let xid = 0
+    let seq = 0
+    let skipping = false
+    const offer = (event: ReplicationEvent) => Effect.runPromise(Queue.offer(queue, event)).then(() => undefined)
+    service.on("data", (_lsn: string, message: Pgoutput.Message) => {
+      switch (message.tag) {
+        case "begin": {
+          const commitLsn = Lsn.parseUnsafe(message.commitLsn ?? "0/0")
+          skipping = Watermark.isDuplicate(startedAt, commitLsn)
+          xid = message.xid
+          seq = 0
+          return skipping ? undefined : offer({ _tag: "Begin", xid, commitLsn })
+        }
+        case "commit": {
+          if (skipping) {
+            skipping = false
+            return undefined
+          }
+          const commitLsn = Lsn.parseUnsafe(message.commitLsn ?? "0/0")
+          return offer({ _tag: "Commit", xid, commitLsn, endLsn: Lsn.parseUnsafe(message.commitEndLsn ?? "0/0"), changes: seq })
+        }
+        case "insert":
+        case "update":
+        case "delete":
+        case "truncate":
+          return skipping ? undefined : offer({ _tag: "Change", xid, seq: ++seq, change: message })
+        case "message": {
+          if (message.prefix.startsWith(heartbeatPrefix) || skipping) return undefined
+          const lsn = Lsn.parseUnsafe(message.messageLsn ?? "0/0")
+          if (!message.transactional && lsn < startedAt) return undefined
+          return offer({ _tag: "Message", transactional: message.transactional, prefix: message.prefix, content: message.content, lsn, ackPosition: lsn + 1n })
+        }
+        default:
+          return undefined // relation, type, origin: the parser keeps what it needs
+      }
+    })
+    service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
+      watermark = Watermark.keepalive(watermark, Lsn.parseUnsafe(lsn))
+      if (shouldRespond) sendStatus()
+    })
+    service.on("error", (e: unknown) => fail(new ReplicationError({ reason: "Ended", message: `replication connection: ${describe(e)}` })))
+
+    // Connect: START_REPLICATION, and wait for the server to accept it. In persistent mode, wait while the slot is held.
+    const connectOnce = Effect.callback<void, ReplicationError>((resume) => {
+      const started = () => resume(Effect.void)
+      service.once("start", started)
+      service.subscribe(plugin, streamedSlot).then(
+        () => fail(new ReplicationError({ reason: "Ended", message: `the replication connection of slot ${streamedSlot} ended` })),
+        (e: unknown) => {
+          service.off("start", started)
+          const text = describe(e)
+          const error = /is active for PID/.test(text)
+            ? new ReplicationError({ reason: "SlotActive", message: `${text}: another walsender still holds the slot (a previous connection the server has not yet noticed is gone); waiting for it` })
+            : new ReplicationError({ reason: "Connect", message: `starting replication from ${streamedSlot}: ${text}` })
+          resume(Effect.fail(error))
+          fail(error)
+        }
+      )
+    })
+    yield* connectOnce.pipe(
+      Effect.tapError((e) => (e.reason === "SlotActive" ? Effect.logWarning(e.message) : Effect.void)),
+      Effect.retry({ while: (e) => e.reason === "SlotActive" && mode === "persistent", schedule: options.slotActiveRetry ?? Schedule.spaced("1 second") })
+    )
+
+    // Saves what was acknowledged, then reports it. The save is the only way the reported position moves.
+    const save = Effect.gen(function*() {
+      const position = Watermark.toSave(watermark)
+      if (position === undefined) return
+      yield* options.checkpoint.save({ lsn: position, ...identity })
+      watermark = Watermark.saved(watermark, position)
+      sendStatus()
+    })
+    const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>) =>
+      Effect.forever(Effect.andThen(Effect.sleep(interval), effect)).pipe(
+        Effect.catch((e) => Effect.sync(() => fail(e))),
+        Effect.forkScoped
+      )
+    // One last save when the connection closes (shutdown or handover), while the guard may still prove ownership.
+    yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
+    yield* every(options.saveInterval ?? "1 second", save)
+    yield* every(options.statusInterval ?? "10 seconds", Effect.sync(() => sendStatus()))
+    const heartbeatMillis = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
+    yield* every(Duration.millis(Math.max(100, Math.floor(heartbeatMillis / 4))), Effect.gen(function*() {
+      if (Date.now() - lastReceivedAt < heartbeatMillis || watermark.open || watermark.acknowledged < watermark.received) return
+      lastReceivedAt = Date.now()
+      yield* options.sql.unsafe("SELECT pg_logical_emit_message(false, $1, '')::text", [heartbeatPrefix + options.streamId]).pipe(
+        Effect.catch((e) => Effect.logWarning(`heartbeat message for stream ${options.streamId} failed: ${String(e)}`))
+      )
+    }))
+
+    return {
+      events: Stream.fromQueue(queue),
+      acknowledge: (position) =>
+        Effect.suspend(() => {
+          const next = Watermark.ack(watermark, position)
+          if ("_tag" in next) return Effect.fail(next)
+          watermark = next
+          return Effect.void
+        }),
+      durable: Effect.sync(() => ({ lsn: watermark.durable, ...identity })),
+      startedAt
+    } satisfies ReplicationStream
+  })
