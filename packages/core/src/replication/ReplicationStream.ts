@@ -236,31 +236,52 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     service.on("error", (e: unknown) => fail(new ReplicationError({ reason: "Ended", message: `replication connection: ${describe(e)}` })))
 
     // Connect: START_REPLICATION, and wait for the server to accept it. In persistent mode, wait while the slot is held.
+    // Before the server accepted START_REPLICATION a failure is this attempt's (and may be retried); afterwards, the
+    // stream's.
     const connectOnce = Effect.callback<void, ReplicationError>((resume) => {
-      const started = () => resume(Effect.void)
-      service.once("start", started)
+      let started = false
+      const onStart = () => {
+        started = true
+        resume(Effect.void)
+      }
+      service.once("start", onStart)
       service.subscribe(plugin, streamedSlot).then(
-        () => fail(new ReplicationError({ reason: "Ended", message: `the replication connection of slot ${streamedSlot} ended` })),
+        () => {
+          const error = new ReplicationError({ reason: "Ended", message: `the replication connection of slot ${streamedSlot} ended` })
+          if (started) fail(error)
+          else resume(Effect.fail(error))
+        },
         (e: unknown) => {
-          service.off("start", started)
           const text = describe(e)
-          const error = /is active for PID/.test(text)
-            ? new ReplicationError({ reason: "SlotActive", message: `${text}: another walsender still holds the slot (a previous connection the server has not yet noticed is gone); waiting for it` })
-            : new ReplicationError({ reason: "Connect", message: `starting replication from ${streamedSlot}: ${text}` })
-          resume(Effect.fail(error))
-          fail(error)
+          if (started) return fail(new ReplicationError({ reason: "Ended", message: `replication from ${streamedSlot}: ${text}` }))
+          service.off("start", onStart)
+          resume(Effect.fail(
+            /is active for PID/.test(text)
+              ? new ReplicationError({ reason: "SlotActive", message: `${text}: another walsender still holds the slot (a previous connection the server has not yet noticed is gone); waiting for it` })
+              : new ReplicationError({ reason: "Connect", message: `starting replication from ${streamedSlot}: ${text}` })
+          ))
         }
       )
     })
+    let refusals = 0
     yield* connectOnce.pipe(
-      Effect.tapError((e) => (e.reason === "SlotActive" ? Effect.logWarning(e.message) : Effect.void)),
+      // said at the first refusal, then every 30th: the wait can be long (until the server notices the old connection)
+      Effect.tapError((e) => (e.reason === "SlotActive" && refusals++ % 30 === 0 ? Effect.logWarning(e.message) : Effect.void)),
       Effect.retry({ while: (e) => e.reason === "SlotActive" && mode === "persistent", schedule: options.slotActiveRetry ?? Schedule.spaced("1 second") })
     )
 
     // Saves what was acknowledged, then reports it. The save is the only way the reported position moves.
+    // Progress from keepalives alone is saved at most once per heartbeat interval: a save writes WAL, which moves the
+    // next keepalive, which would otherwise make an idle stream write a checkpoint every round for ever.
+    const heartbeatMillis = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
+    let consumerAcknowledged = false
+    let lastSaveAt = 0
     const save = Effect.gen(function*() {
       const position = Watermark.toSave(watermark)
       if (position === undefined) return
+      if (!consumerAcknowledged && Date.now() - lastSaveAt < heartbeatMillis) return
+      consumerAcknowledged = false
+      lastSaveAt = Date.now()
       yield* options.checkpoint.save({ lsn: position, ...identity })
       watermark = Watermark.saved(watermark, position)
       sendStatus()
@@ -274,7 +295,6 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
     yield* every(options.saveInterval ?? "1 second", save)
     yield* every(options.statusInterval ?? "10 seconds", Effect.sync(() => sendStatus()))
-    const heartbeatMillis = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
     yield* every(Duration.millis(Math.max(100, Math.floor(heartbeatMillis / 4))), Effect.gen(function*() {
       if (Date.now() - lastReceivedAt < heartbeatMillis || watermark.open || watermark.acknowledged < watermark.received) return
       lastReceivedAt = Date.now()
@@ -289,6 +309,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
         Effect.suspend(() => {
           const next = Watermark.ack(watermark, position)
           if ("_tag" in next) return Effect.fail(next)
+          if (next.acknowledged > watermark.acknowledged) consumerAcknowledged = true
           watermark = next
           return Effect.void
         }),

@@ -1,0 +1,181 @@
+import { PgCluster } from "@slotkeeper/testkit"
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, Scope } from "effect"
+import pg from "pg"
+import * as Lsn from "../src/Lsn.ts"
+import { eventually } from "./ownership-helpers.ts"
+import { type Consumer, slotOf, slotRow, startConsumer } from "./delivery-helpers.ts"
+
+const prepare = (major: number, settings: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const pg = yield* PgCluster.make({ major, settings })
+    yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+    yield* pg.query("CREATE TABLE other (id bigserial PRIMARY KEY, body text)")
+    yield* pg.query("CREATE PUBLICATION slotkeeper_orders FOR TABLE items")
+    return pg
+  })
+
+const insertEach = (pg: { query: (sql: string) => Effect.Effect<unknown, unknown> }, from: number, to: number) =>
+  Effect.gen(function*() {
+    for (let id = from; id <= to; id++) yield* pg.query(`INSERT INTO items VALUES (${id}, 'row ${id}')`)
+  })
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+const delivered = (consumer: Consumer, n: number, what: string) =>
+  eventually(Effect.sync(() => (consumer.ids().length >= n ? consumer.ids() : undefined)), 20_000, `${consumer.name}: ${what}`)
+
+describe("Delivery (real PostgreSQL 18)", () => {
+  it.live("confirmed_flush follows acknowledgements and never passes an unacknowledged change; a restart repeats none and loses none", () =>
+    Effect.gen(function*() {
+      const pg = yield* prepare(18)
+      const scopeA = yield* Scope.make()
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg.url, { acknowledge: (ids) => ids.every((id) => id <= 10) }))
+      yield* eventually(Effect.map(slotRow(pg, "slotkeeper_orders_1"), (r) => r), 20_000, "the slot")
+      yield* insertEach(pg, 1, 10)
+      yield* delivered(a, 10, "rows 1-10")
+      yield* insertEach(pg, 11, 15)
+      yield* delivered(a, 15, "rows 11-15")
+      assert.deepStrictEqual(a.ids(), range(1, 15))
+      const lastAcked = a.delivered.filter((d) => d.acknowledged).at(-1)!
+      const firstUnacked = a.delivered.find((d) => !d.acknowledged)!
+      assert.deepStrictEqual(lastAcked.ids, [10])
+      // the slot follows the acknowledgements exactly (window 0) ...
+      yield* eventually(Effect.map(slotRow(pg, "slotkeeper_orders_1"), (r) => (r?.confirmed === lastAcked.endLsn ? true : undefined)), 10_000,
+        `confirmed_flush at the last acknowledged commit's end ${Lsn.format(lastAcked.endLsn)}`)
+      // ... and does not move for the unacknowledged ones, however long we wait
+      yield* Effect.sleep("600 millis")
+      const held = (yield* slotRow(pg, "slotkeeper_orders_1"))!
+      assert.strictEqual(held.confirmed, lastAcked.endLsn)
+      assert.isTrue(held.confirmed! <= firstUnacked.commitLsn)
+      const [checkpoint] = yield* pg.query<{ lsn: string; slot_name: string }>("SELECT lsn::text AS lsn, slot_name FROM slotkeeper.checkpoints WHERE stream_id = 'orders'")
+      assert.deepStrictEqual(checkpoint, { lsn: Lsn.format(lastAcked.endLsn), slot_name: "slotkeeper_orders_1" })
+
+      // restart: another instance takes over and gets exactly the unacknowledged rows, then new ones
+      yield* Scope.close(scopeA, Exit.void)
+      const b = yield* startConsumer("b", pg.url)
+      yield* delivered(b, 5, "the unacknowledged rows 11-15")
+      yield* insertEach(pg, 16, 16)
+      yield* delivered(b, 6, "row 16")
+      assert.deepStrictEqual(b.ids(), range(11, 16))
+    }))
+
+  it.live("a transaction committing right at an acknowledged commit's end is delivered after a restart (positions are exact, not + 1)", () =>
+    Effect.gen(function*() {
+      const pg18 = yield* prepare(18)
+      // the slot exists; then nothing of slotkeeper runs while two transactions interleave
+      const setup = yield* Scope.make()
+      const first = yield* Scope.provide(setup)(startConsumer("setup", pg18.url))
+      yield* eventually(slotOf(first), 20_000, "the slot")
+      yield* Scope.close(setup, Exit.void)
+      const x = new pg.Client({ connectionString: pg18.url })
+      yield* Effect.promise(() => x.connect())
+      yield* Effect.addFinalizer(() => Effect.promise(() => x.end()))
+      yield* Effect.promise(() => x.query("BEGIN"))
+      yield* Effect.promise(() => x.query("INSERT INTO items VALUES (100, 'x: begun first, committed second')"))
+      yield* pg18.query("INSERT INTO items VALUES (101, 'y: committed first')")
+      yield* Effect.promise(() => x.query("COMMIT"))
+
+      const scopeA = yield* Scope.make()
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url, { acknowledge: (ids) => ids.includes(101) }))
+      yield* delivered(a, 2, "both transactions")
+      const [y, xTx] = a.delivered
+      assert.deepStrictEqual([y!.ids, xTx!.ids], [[101], [100]])
+      assert.strictEqual(xTx!.commitLsn, y!.endLsn, "precondition: x's commit record starts exactly where y's ends")
+      yield* eventually(Effect.map(slotRow(pg18, "slotkeeper_orders_1"), (r) => (r?.confirmed === y!.endLsn ? true : undefined)), 10_000, "the slot at y's end")
+      yield* Scope.close(scopeA, Exit.void)
+      const b = yield* startConsumer("b", pg18.url)
+      assert.deepStrictEqual(yield* delivered(b, 1, "x again"), [100])
+    }))
+
+  it.live("an idle published table: the WAL the slot retains stays bounded while other tables are written", () =>
+    Effect.gen(function*() {
+      const pg18 = yield* prepare(18)
+      const a = yield* startConsumer("a", pg18.url, { delivery: { heartbeatInterval: "300 millis" } })
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      const lsn = Effect.map(pg18.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn"), (r) => Lsn.parseUnsafe(r[0]!.lsn))
+      const start = yield* lsn
+      for (let round = 0; round < 12; round++) {
+        yield* pg18.query("INSERT INTO other (body) SELECT repeat('x', 1000) FROM generate_series(1, 4000)")
+        // what the background writer does every 15 s on a busy server: a snapshot that lets restart_lsn move
+        yield* pg18.query("SELECT pg_log_standby_snapshot()::text")
+      }
+      const written = (yield* lsn) - start
+      assert.isAtLeast(Number(written), 40 * 1024 * 1024)
+      const retained = yield* eventually(Effect.gen(function*() {
+        const row = yield* slotRow(pg18, "slotkeeper_orders_1")
+        const now = yield* lsn
+        const held = now - (row?.restart ?? 0n)
+        return held < 4n * 1024n * 1024n ? held : undefined
+      }), 20_000, "the slot's restart_lsn to follow the idle stream")
+      assert.isBelow(Number(retained), 4 * 1024 * 1024)
+      assert.deepStrictEqual(a.delivered, []) // nothing published was written; the heartbeat messages are not delivered
+    }))
+
+  it.live("a slot advanced past the durable position behind slotkeeper's back: refused with SlotAhead, nothing delivered", () =>
+    Effect.gen(function*() {
+      const pg18 = yield* prepare(18)
+      const scopeA = yield* Scope.make()
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url))
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      yield* insertEach(pg18, 1, 3)
+      yield* delivered(a, 3, "rows 1-3")
+      yield* Scope.close(scopeA, Exit.void)
+      yield* insertEach(pg18, 4, 6) // never delivered: the advance below skips them
+      yield* pg18.query("SELECT end_lsn::text FROM pg_replication_slot_advance('slotkeeper_orders_1', pg_current_wal_lsn())")
+      const b = yield* startConsumer("b", pg18.url)
+      const exit = yield* Fiber.await(b.fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      assert.include(error, { _tag: "ResumeRefused", reason: "SlotAhead" })
+      assert.match(String((error as { message: string }).message), /ahead of the durable position .* never be sent again/)
+      assert.deepStrictEqual(b.delivered, [])
+    }))
+
+  it.live("a slot dropped and re-created under its name behind slotkeeper's back: refused, nothing skipped silently", () =>
+    Effect.gen(function*() {
+      const pg18 = yield* prepare(18)
+      const scopeA = yield* Scope.make()
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url))
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      yield* insertEach(pg18, 1, 3)
+      yield* delivered(a, 3, "rows 1-3")
+      yield* Scope.close(scopeA, Exit.void)
+      yield* pg18.query("SELECT pg_drop_replication_slot('slotkeeper_orders_1')")
+      yield* insertEach(pg18, 4, 6) // lost with the old slot
+      yield* pg18.query("SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_orders_1', 'pgoutput')")
+      const b = yield* startConsumer("b", pg18.url)
+      const exit = yield* Fiber.await(b.fiber)
+      const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      assert.include(error, { _tag: "ResumeRefused", reason: "SlotAhead" })
+      assert.deepStrictEqual(b.delivered, [])
+    }))
+
+  it.live("persistent mode: the slot is streamed directly, its position follows the saved acknowledgements; while another walsender holds it, the next owner waits", () =>
+    Effect.gen(function*() {
+      const pg18 = yield* prepare(18)
+      const persistent = { delivery: { mode: "persistent" } } as const
+      const scopeA = yield* Scope.make()
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url, persistent))
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      yield* insertEach(pg18, 1, 3)
+      yield* delivered(a, 3, "rows 1-3")
+      const last = a.delivered.at(-1)!
+      // the walsender holds the persistent slot itself, and its flush feedback (the saved position) moves it
+      yield* eventually(Effect.map(slotRow(pg18, "slotkeeper_orders_1"), (r) => (r?.active && r.confirmed === last.endLsn ? true : undefined)), 10_000,
+        "the held slot at the last acknowledged end")
+      yield* Scope.close(scopeA, Exit.void)
+      // a walsender that is not ours holds the slot (as a previous instance's would, until the server notices it is gone)
+      const holder = new pg.Client({ connectionString: pg18.url, replication: "database" } as pg.ClientConfig)
+      yield* Effect.promise(() => holder.connect())
+      holder.on("error", () => {})
+      holder.query("START_REPLICATION SLOT slotkeeper_orders_1 LOGICAL 0/0 (proto_version '1', publication_names 'slotkeeper_orders')").catch(() => {})
+      const [held] = yield* eventually(Effect.map(pg18.query<{ pid: number }>("SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'slotkeeper_orders_1' AND active"), (r) => (r.length > 0 ? r : undefined)), 10_000, "the foreign walsender")
+      const b = yield* startConsumer("b", pg18.url, persistent)
+      yield* insertEach(pg18, 4, 5)
+      yield* Effect.sleep("1500 millis")
+      assert.deepStrictEqual(b.delivered, []) // waiting, not stealing
+      yield* pg18.query("SELECT pg_terminate_backend($1)", [held!.pid])
+      assert.deepStrictEqual(yield* delivered(b, 2, "rows 4-5 once the slot is free"), [4, 5])
+    }))
+})
