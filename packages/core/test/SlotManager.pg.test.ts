@@ -83,4 +83,28 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       yield* Effect.sleep("500 millis")
       assert.strictEqual((yield* SlotInspector.inspect(stream.sql, "slotkeeper_orders_2")).row!.confirmedFlush, fresh)
     }))
+
+  it.live("a failover slot moves only once the standbys in synchronized_standby_slots have flushed the checkpoint's save", () =>
+    Effect.gen(function*() {
+      const { acked, confirmed, currentLsn, pg, state, stream } = yield* setup()
+      // a standby's physical slot that has not flushed much yet (it reserves WAL from now on)
+      yield* pg.query("SELECT slot_name FROM pg_create_physical_replication_slot('lagging_standby', true)")
+      yield* pg.setConfig("synchronized_standby_slots", "lagging_standby")
+      yield* Effect.forkChild(stream.supervisor.run(SlotManager.run({ ...slotOptions, sql: stream.sql, acknowledged: Ref.get(acked) }, state)), { startImmediately: true })
+      const slot = yield* eventually(SubscriptionRef.get(state.slot), 10_000, "the slot")
+      assert.isTrue(slot.failover)
+      const start = (yield* confirmed)!
+      yield* pg.query("INSERT INTO items VALUES (1, 'acknowledged')")
+      const position = yield* currentLsn
+      yield* pg.query("INSERT INTO items VALUES (2, 'the checkpoint save')")
+      const savedAt = yield* currentLsn
+      // the standby has flushed the acknowledged position (all PostgreSQL itself waits for), not the save after it
+      yield* pg.query("SELECT end_lsn::text FROM pg_replication_slot_advance('lagging_standby', $1::pg_lsn)", [Lsn.format(position)])
+      yield* Ref.set(acked, { lsn: position, slotName: slot.slotName, savedAt })
+      yield* Effect.sleep("600 millis")
+      assert.strictEqual(yield* confirmed, start) // a promoted standby would have the slot at `position` and an older checkpoint
+      yield* pg.query("SELECT end_lsn::text FROM pg_replication_slot_advance('lagging_standby', $1::pg_lsn)", [Lsn.format(savedAt)])
+      yield* eventually(Effect.map(confirmed, (c) => (c === position ? c : undefined)), 5_000, "the slot at the acknowledged position")
+      yield* pg.setConfig("synchronized_standby_slots", null)
+    }))
 })

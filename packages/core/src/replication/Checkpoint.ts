@@ -15,6 +15,11 @@
  * transactional: were both in one transaction and its commit lost (a dropped connection), the slot would be ahead of
  * the saved position, and the next start would have to refuse with a gap. In this order the slot is never ahead of
  * the checkpoint. A save never moves the position of the same slot backwards.
+ *
+ * The same holds for a standby's synchronized copy of a failover slot: the slot sync worker copies the primary's
+ * position once the standby has flushed WAL up to that position — not up to the later commit of the checkpoint that
+ * allowed it. So a save reports where its commit is (`SaveReceipt`), and the slot is advanced only once the standbys
+ * in `synchronized_standby_slots` have flushed past it: after a promotion, the checkpoint is never behind the slot.
  */
 import { Context, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
@@ -33,7 +38,16 @@ export interface CheckpointStoreService {
   /** The durable position, or `undefined` before the first save. */
   readonly load: Effect.Effect<DurablePosition | undefined, CheckpointError>
   /** Saves `position` durably; never moves the same slot's position backwards. */
-  readonly save: (position: DurablePosition) => Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>
+  readonly save: (position: DurablePosition) => Effect.Effect<SaveReceipt, CheckpointError | OwnershipLost | LockBackendError>
+}
+
+export interface SaveReceipt {
+  /**
+   * For a store in the source database: a WAL position at or after the save's commit. A standby has the save once
+   * it has flushed this far — `SlotManager` advances a failover slot only then, so that a standby's synchronized
+   * copy of the slot is never ahead of the checkpoint the standby has. `undefined` for a store elsewhere.
+   */
+  readonly walPosition: Lsn.Lsn | undefined
 }
 
 export class CheckpointStore extends Context.Service<CheckpointStore, CheckpointStoreService>()("@slotkeeper/core/CheckpointStore") {}
@@ -71,7 +85,9 @@ export const sourceTable = (own: OwnershipService, sql: SqlClient, schema: strin
          WHERE c.slot_name <> excluded.slot_name OR c.lsn <= excluded.lsn`,
         [own.streamId, Lsn.format(p.lsn), p.systemId, p.timeline, p.slotName, own.epoch]
       )).pipe(
-        Effect.asVoid,
+        // read after the commit: a position at or after it
+        Effect.andThen(sql.unsafe<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn")),
+        Effect.map(([row]) => ({ walPosition: row === undefined ? undefined : Lsn.parseUnsafe(row.lsn) })),
         Effect.catchTag("SqlError", (e) => Effect.fail(failed("saving")(e)))
       )
     return { load, save }

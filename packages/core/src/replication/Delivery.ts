@@ -49,7 +49,7 @@ export const run = <A, E, R>(
     const store = options.checkpoint ?? (yield* Checkpoint.sourceTable(own, options.sql, options.schema))
     let connection: ReplicationStream.ReplicationStream | undefined
     const acknowledged = Effect.suspend(() =>
-      connection === undefined ? Effect.succeed(undefined) : Effect.map(connection.durable, (d) => ({ lsn: d.lsn, slotName: d.slotName }))
+      connection === undefined ? Effect.succeed(undefined) : Effect.map(connection.durable, (d) => ({ lsn: d.lsn, slotName: d.slotName, savedAt: d.walPosition }))
     )
     const slotManager = SlotManager.run({ ...options, sql: options.sql, acknowledged, slotMode: options.mode ?? "temporary" }, slots)
     const streaming = Effect.gen(function*() {

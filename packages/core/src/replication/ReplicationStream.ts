@@ -45,7 +45,7 @@ import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
 import { cloneName } from "../slot/TemporaryClone.ts"
 import * as StreamId from "../StreamId.ts"
-import type { CheckpointError, CheckpointStoreService, DurablePosition } from "./Checkpoint.ts"
+import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
 import * as Watermark from "./Watermark.ts"
 
 export class ReplicationError extends Schema.TaggedError<ReplicationError>()("ReplicationError", {
@@ -95,8 +95,8 @@ export interface ReplicationStream {
   readonly events: Stream.Stream<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError>
   /** Everything up to `position` (a commit's `endLsn`, a message's `ackPosition`) is durable downstream. */
   readonly acknowledge: (position: Lsn.Lsn) => Effect.Effect<void, Watermark.AckAhead>
-  /** The saved durable position (what `SlotManager` may advance the slot to). */
-  readonly durable: Effect.Effect<DurablePosition>
+  /** The saved durable position (what `SlotManager` may advance the slot to), and where the save is in the WAL. */
+  readonly durable: Effect.Effect<DurablePosition & SaveReceipt>
   /** Where streaming started. */
   readonly startedAt: Lsn.Lsn
 }
@@ -275,6 +275,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // next keepalive, which would otherwise make an idle stream write a checkpoint every round for ever.
     const heartbeatMillis = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
     let consumerAcknowledged = false
+    let receipt: SaveReceipt = { walPosition: undefined }
     let lastSaveAt = 0
     const save = Effect.gen(function*() {
       const position = Watermark.toSave(watermark)
@@ -282,7 +283,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       if (!consumerAcknowledged && Date.now() - lastSaveAt < heartbeatMillis) return
       consumerAcknowledged = false
       lastSaveAt = Date.now()
-      yield* options.checkpoint.save({ lsn: position, ...identity })
+      receipt = yield* options.checkpoint.save({ lsn: position, ...identity })
       watermark = Watermark.saved(watermark, position)
       sendStatus()
     })
@@ -313,7 +314,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           watermark = next
           return Effect.void
         }),
-      durable: Effect.sync(() => ({ lsn: watermark.durable, ...identity })),
+      durable: Effect.sync(() => ({ lsn: watermark.durable, ...identity, ...receipt })),
       startedAt
     } satisfies ReplicationStream
   })

@@ -17,7 +17,8 @@
  */
 import { Duration, Effect, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import type { Lsn } from "../Lsn.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
+import { format as formatLsn, type Lsn } from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as AdvanceTarget from "./AdvanceTarget.ts"
@@ -29,6 +30,11 @@ import * as SlotInspector from "./SlotInspector.ts"
 export interface Acknowledged {
   readonly lsn: Lsn
   readonly slotName: string
+  /**
+   * Where the save of this position is in the source server's WAL, when it was saved there (see
+   * `Checkpoint.SaveReceipt`): a failover slot is advanced to it only once the synchronized standbys have it.
+   */
+  readonly savedAt?: Lsn | undefined
 }
 
 export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions {
@@ -126,6 +132,21 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       })
     })
 
+    // Whether every standby in synchronized_standby_slots has flushed `lsn` (true when none is named: then nothing
+    // synchronizes the slot safely anyway, and FailoverCheck says so). A physical slot's restart_lsn is its standby's
+    // flush position.
+    const standbysHave = (lsn: Lsn) =>
+      Effect.map(
+        sql.unsafe<{ ok: boolean }>(
+          `SELECT coalesce(bool_and(s.restart_lsn IS NOT NULL AND s.restart_lsn >= $1::pg_lsn), true) AND count(s.slot_name) = count(n.name) AS ok
+             FROM (SELECT btrim(name) AS name FROM unnest(string_to_array(current_setting('synchronized_standby_slots', true), ',')) AS name
+                    WHERE btrim(name) <> '') n
+             LEFT JOIN pg_replication_slots s ON s.slot_name = n.name`,
+          [formatLsn(lsn)]
+        ),
+        (rows) => rows[0]?.ok ?? false
+      ).pipe(Effect.mapError((e) => new PersistentSlot.SlotError({ reason: "Query", message: `reading the standbys' positions: ${SqlErrors.describe(e)}` })))
+
     // The acknowledgement last acted on: while it does not move, a round reads nothing from the server.
     let actedOn: Acknowledged | undefined
     const advanceOnce = Effect.gen(function*() {
@@ -138,7 +159,12 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       const current = seen.row?.confirmedFlush
       if (current === undefined) return // missing: the health check decides what that means
       const target = AdvanceTarget.target({ acknowledged: acknowledged.lsn, current, windowBytes: options.windowBytes ?? 0n })
-      if (target !== undefined) yield* PersistentSlot.advance(own, sql, slot.slotName, target)
+      if (target === undefined) {
+        actedOn = acknowledged
+        return
+      }
+      if (slot.failover && acknowledged.savedAt !== undefined && !(yield* standbysHave(acknowledged.savedAt))) return // next round
+      yield* PersistentSlot.advance(own, sql, slot.slotName, target)
       actedOn = acknowledged
     })
 
