@@ -11,11 +11,14 @@
  *
  * - `slot/`: the stream's persistent slot (`PersistentSlot`: create or adopt, guarded advance), its per-connection
  *   temporary copy (`TemporaryClone`), reading and judging its row (`SlotInspector`, `Health`), the resume decision
- *   (`Resume`, fed by `ServerIdentity`), `AdvanceTarget`, `FailoverCheck`, `SlotCleanup`. These are the parts; the
- *   component that runs them inside the owned scope (health polling, advancing from acknowledgements) comes next.
+ *   (`Resume`, fed by `ServerIdentity`), `AdvanceTarget`, `FailoverCheck`, `SlotCleanup`, and `SlotManager`, which
+ *   runs them inside the owned scope (create or adopt, health polling, guarded advances to the saved checkpoint).
+ * - `replication/`: `ReplicationStream` (one replication connection: resume checks, events with backpressure,
+ *   acknowledgements, exact status updates, idle heartbeats), `Watermark` (the pure decision of what may be saved and
+ *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
+ *   runs slot, checkpoint and connection together as a stream's owned work.
  *
- * The publication manager and the replication stream arrive with their issues, as components that run inside the
- * owned scope.
+ * The publication manager arrives with its issue, as a component that runs inside the owned scope.
  */
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
@@ -38,3 +41,7 @@ export * as SlotCleanup from "./slot/SlotCleanup.ts"
 export * as SlotInspector from "./slot/SlotInspector.ts"
 export * as SlotManager from "./slot/SlotManager.ts"
 export * as TemporaryClone from "./slot/TemporaryClone.ts"
+export * as Checkpoint from "./replication/Checkpoint.ts"
+export * as Delivery from "./replication/Delivery.ts"
+export * as ReplicationStream from "./replication/ReplicationStream.ts"
+export * as Watermark from "./replication/Watermark.ts"

@@ -25,10 +25,11 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 const delivered = (consumer: Consumer, n: number, what: string) =>
   eventually(Effect.sync(() => (consumer.ids().length >= n ? consumer.ids() : undefined)), 20_000, `${consumer.name}: ${what}`)
 
-describe("Delivery (real PostgreSQL 18)", () => {
+// 15 and 18: what needs 17+ (failover slots) is reported unavailable on 15, and the rest holds on both.
+describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
   it.live("confirmed_flush follows acknowledgements and never passes an unacknowledged change; a restart repeats none and loses none", () =>
     Effect.gen(function*() {
-      const pg = yield* prepare(18)
+      const pg = yield* prepare(major)
       const scopeA = yield* Scope.make()
       const a = yield* Scope.provide(scopeA)(startConsumer("a", pg.url, { acknowledge: (ids) => ids.every((id) => id <= 10) }))
       yield* eventually(Effect.map(slotRow(pg, "slotkeeper_orders_1"), (r) => r), 20_000, "the slot")
@@ -62,48 +63,48 @@ describe("Delivery (real PostgreSQL 18)", () => {
 
   it.live("a transaction committing right at an acknowledged commit's end is delivered after a restart (positions are exact, not + 1)", () =>
     Effect.gen(function*() {
-      const pg18 = yield* prepare(18)
+      const server = yield* prepare(major)
       // the slot exists; then nothing of slotkeeper runs while two transactions interleave
       const setup = yield* Scope.make()
-      const first = yield* Scope.provide(setup)(startConsumer("setup", pg18.url))
+      const first = yield* Scope.provide(setup)(startConsumer("setup", server.url))
       yield* eventually(slotOf(first), 20_000, "the slot")
       yield* Scope.close(setup, Exit.void)
-      const x = new pg.Client({ connectionString: pg18.url })
+      const x = new pg.Client({ connectionString: server.url })
       yield* Effect.promise(() => x.connect())
       yield* Effect.addFinalizer(() => Effect.promise(() => x.end()))
       yield* Effect.promise(() => x.query("BEGIN"))
       yield* Effect.promise(() => x.query("INSERT INTO items VALUES (100, 'x: begun first, committed second')"))
-      yield* pg18.query("INSERT INTO items VALUES (101, 'y: committed first')")
+      yield* server.query("INSERT INTO items VALUES (101, 'y: committed first')")
       yield* Effect.promise(() => x.query("COMMIT"))
 
       const scopeA = yield* Scope.make()
-      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url, { acknowledge: (ids) => ids.includes(101) }))
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", server.url, { acknowledge: (ids) => ids.includes(101) }))
       yield* delivered(a, 2, "both transactions")
       const [y, xTx] = a.delivered
       assert.deepStrictEqual([y!.ids, xTx!.ids], [[101], [100]])
       assert.strictEqual(xTx!.commitLsn, y!.endLsn, "precondition: x's commit record starts exactly where y's ends")
-      yield* eventually(Effect.map(slotRow(pg18, "slotkeeper_orders_1"), (r) => (r?.confirmed === y!.endLsn ? true : undefined)), 10_000, "the slot at y's end")
+      yield* eventually(Effect.map(slotRow(server, "slotkeeper_orders_1"), (r) => (r?.confirmed === y!.endLsn ? true : undefined)), 10_000, "the slot at y's end")
       yield* Scope.close(scopeA, Exit.void)
-      const b = yield* startConsumer("b", pg18.url)
+      const b = yield* startConsumer("b", server.url)
       assert.deepStrictEqual(yield* delivered(b, 1, "x again"), [100])
     }))
 
   it.live("an idle published table: the WAL the slot retains stays bounded while other tables are written", () =>
     Effect.gen(function*() {
-      const pg18 = yield* prepare(18)
-      const a = yield* startConsumer("a", pg18.url, { delivery: { heartbeatInterval: "300 millis" } })
+      const server = yield* prepare(major)
+      const a = yield* startConsumer("a", server.url, { delivery: { heartbeatInterval: "300 millis" } })
       yield* eventually(slotOf(a), 20_000, "the slot")
-      const lsn = Effect.map(pg18.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn"), (r) => Lsn.parseUnsafe(r[0]!.lsn))
+      const lsn = Effect.map(server.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn"), (r) => Lsn.parseUnsafe(r[0]!.lsn))
       const start = yield* lsn
       for (let round = 0; round < 12; round++) {
-        yield* pg18.query("INSERT INTO other (body) SELECT repeat('x', 1000) FROM generate_series(1, 4000)")
+        yield* server.query("INSERT INTO other (body) SELECT repeat('x', 1000) FROM generate_series(1, 4000)")
         // what the background writer does every 15 s on a busy server: a snapshot that lets restart_lsn move
-        yield* pg18.query("SELECT pg_log_standby_snapshot()::text")
+        yield* server.query(major >= 16 ? "SELECT pg_log_standby_snapshot()::text" : "CHECKPOINT")
       }
       const written = (yield* lsn) - start
       assert.isAtLeast(Number(written), 40 * 1024 * 1024)
       const retained = yield* eventually(Effect.gen(function*() {
-        const row = yield* slotRow(pg18, "slotkeeper_orders_1")
+        const row = yield* slotRow(server, "slotkeeper_orders_1")
         const now = yield* lsn
         const held = now - (row?.restart ?? 0n)
         return held < 4n * 1024n * 1024n ? held : undefined
@@ -112,18 +113,38 @@ describe("Delivery (real PostgreSQL 18)", () => {
       assert.deepStrictEqual(a.delivered, []) // nothing published was written; the heartbeat messages are not delivered
     }))
 
+  it.live("nothing received for the heartbeat interval: a heartbeat message is written, moves the durable position, and is not delivered", () =>
+    Effect.gen(function*() {
+      const server = yield* prepare(major)
+      const a = yield* startConsumer("a", server.url, { delivery: { heartbeatInterval: "300 millis" } })
+      const slot = yield* eventually(slotOf(a), 20_000, "the slot")
+      assert.strictEqual(slot.failoverUnavailable !== undefined, major < 17) // reported, not failed, before 17
+      // an observer of everything decoded from now on
+      yield* server.query("SELECT slot_name FROM pg_create_logical_replication_slot('observer', 'pgoutput')")
+      const heartbeats = server.query<{ lsn: string }>(
+        `SELECT lsn::text AS lsn FROM pg_logical_slot_peek_binary_changes('observer', NULL, NULL, 'proto_version', '1',
+           'publication_names', 'slotkeeper_orders', 'messages', 'true')
+          WHERE position(convert_to('slotkeeper:heartbeat:orders', 'UTF8') in data) > 0`
+      )
+      const seen = yield* eventually(Effect.map(heartbeats, (rows) => (rows.length >= 2 ? rows : undefined)), 10_000, "two heartbeat messages")
+      const first = Lsn.parseUnsafe(seen[0]!.lsn)
+      const checkpoint = Effect.map(server.query<{ lsn: string }>("SELECT lsn::text AS lsn FROM slotkeeper.checkpoints"), (r) => (r[0] ? Lsn.parseUnsafe(r[0].lsn) : undefined))
+      yield* eventually(Effect.map(checkpoint, (lsn) => (lsn !== undefined && lsn > first ? lsn : undefined)), 10_000, "the durable position past a heartbeat")
+      assert.deepStrictEqual(a.delivered, [])
+    }))
+
   it.live("a slot advanced past the durable position behind slotkeeper's back: refused with SlotAhead, nothing delivered", () =>
     Effect.gen(function*() {
-      const pg18 = yield* prepare(18)
+      const server = yield* prepare(major)
       const scopeA = yield* Scope.make()
-      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url))
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", server.url))
       yield* eventually(slotOf(a), 20_000, "the slot")
-      yield* insertEach(pg18, 1, 3)
+      yield* insertEach(server, 1, 3)
       yield* delivered(a, 3, "rows 1-3")
       yield* Scope.close(scopeA, Exit.void)
-      yield* insertEach(pg18, 4, 6) // never delivered: the advance below skips them
-      yield* pg18.query("SELECT end_lsn::text FROM pg_replication_slot_advance('slotkeeper_orders_1', pg_current_wal_lsn())")
-      const b = yield* startConsumer("b", pg18.url)
+      yield* insertEach(server, 4, 6) // never delivered: the advance below skips them
+      yield* server.query("SELECT end_lsn::text FROM pg_replication_slot_advance('slotkeeper_orders_1', pg_current_wal_lsn())")
+      const b = yield* startConsumer("b", server.url)
       const exit = yield* Fiber.await(b.fiber)
       assert.isTrue(Exit.isFailure(exit))
       const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
@@ -134,17 +155,17 @@ describe("Delivery (real PostgreSQL 18)", () => {
 
   it.live("a slot dropped and re-created under its name behind slotkeeper's back: refused, nothing skipped silently", () =>
     Effect.gen(function*() {
-      const pg18 = yield* prepare(18)
+      const server = yield* prepare(major)
       const scopeA = yield* Scope.make()
-      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url))
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", server.url))
       yield* eventually(slotOf(a), 20_000, "the slot")
-      yield* insertEach(pg18, 1, 3)
+      yield* insertEach(server, 1, 3)
       yield* delivered(a, 3, "rows 1-3")
       yield* Scope.close(scopeA, Exit.void)
-      yield* pg18.query("SELECT pg_drop_replication_slot('slotkeeper_orders_1')")
-      yield* insertEach(pg18, 4, 6) // lost with the old slot
-      yield* pg18.query("SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_orders_1', 'pgoutput')")
-      const b = yield* startConsumer("b", pg18.url)
+      yield* server.query("SELECT pg_drop_replication_slot('slotkeeper_orders_1')")
+      yield* insertEach(server, 4, 6) // lost with the old slot
+      yield* server.query("SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_orders_1', 'pgoutput')")
+      const b = yield* startConsumer("b", server.url)
       const exit = yield* Fiber.await(b.fiber)
       const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
       assert.include(error, { _tag: "ResumeRefused", reason: "SlotAhead" })
@@ -153,29 +174,29 @@ describe("Delivery (real PostgreSQL 18)", () => {
 
   it.live("persistent mode: the slot is streamed directly, its position follows the saved acknowledgements; while another walsender holds it, the next owner waits", () =>
     Effect.gen(function*() {
-      const pg18 = yield* prepare(18)
+      const server = yield* prepare(major)
       const persistent = { delivery: { mode: "persistent" } } as const
       const scopeA = yield* Scope.make()
-      const a = yield* Scope.provide(scopeA)(startConsumer("a", pg18.url, persistent))
+      const a = yield* Scope.provide(scopeA)(startConsumer("a", server.url, persistent))
       yield* eventually(slotOf(a), 20_000, "the slot")
-      yield* insertEach(pg18, 1, 3)
+      yield* insertEach(server, 1, 3)
       yield* delivered(a, 3, "rows 1-3")
       const last = a.delivered.at(-1)!
       // the walsender holds the persistent slot itself, and its flush feedback (the saved position) moves it
-      yield* eventually(Effect.map(slotRow(pg18, "slotkeeper_orders_1"), (r) => (r?.active && r.confirmed === last.endLsn ? true : undefined)), 10_000,
+      yield* eventually(Effect.map(slotRow(server, "slotkeeper_orders_1"), (r) => (r?.active && r.confirmed === last.endLsn ? true : undefined)), 10_000,
         "the held slot at the last acknowledged end")
       yield* Scope.close(scopeA, Exit.void)
       // a walsender that is not ours holds the slot (as a previous instance's would, until the server notices it is gone)
-      const holder = new pg.Client({ connectionString: pg18.url, replication: "database" } as pg.ClientConfig)
+      const holder = new pg.Client({ connectionString: server.url, replication: "database" } as pg.ClientConfig)
       yield* Effect.promise(() => holder.connect())
       holder.on("error", () => {})
       holder.query("START_REPLICATION SLOT slotkeeper_orders_1 LOGICAL 0/0 (proto_version '1', publication_names 'slotkeeper_orders')").catch(() => {})
-      const [held] = yield* eventually(Effect.map(pg18.query<{ pid: number }>("SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'slotkeeper_orders_1' AND active"), (r) => (r.length > 0 ? r : undefined)), 10_000, "the foreign walsender")
-      const b = yield* startConsumer("b", pg18.url, persistent)
-      yield* insertEach(pg18, 4, 5)
+      const [held] = yield* eventually(Effect.map(server.query<{ pid: number }>("SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'slotkeeper_orders_1' AND active"), (r) => (r.length > 0 ? r : undefined)), 10_000, "the foreign walsender")
+      const b = yield* startConsumer("b", server.url, persistent)
+      yield* insertEach(server, 4, 5)
       yield* Effect.sleep("1500 millis")
       assert.deepStrictEqual(b.delivered, []) // waiting, not stealing
-      yield* pg18.query("SELECT pg_terminate_backend($1)", [held!.pid])
+      yield* server.query("SELECT pg_terminate_backend($1)", [held!.pid])
       assert.deepStrictEqual(yield* delivered(b, 2, "rows 4-5 once the slot is free"), [4, 5])
     }))
 })

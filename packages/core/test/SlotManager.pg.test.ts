@@ -105,6 +105,9 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       assert.strictEqual(yield* confirmed, start) // a promoted standby would have the slot at `position` and an older checkpoint
       yield* pg.query("SELECT end_lsn::text FROM pg_replication_slot_advance('lagging_standby', $1::pg_lsn)", [Lsn.format(savedAt)])
       yield* eventually(Effect.map(confirmed, (c) => (c === position ? c : undefined)), 5_000, "the slot at the acknowledged position")
+      // an inactive standby slot stalls decoding silently: the status says so
+      const report = yield* eventually(SubscriptionRef.get(state.failover), 5_000, "the failover report in the status")
+      assert.deepInclude(report.findings.map((f) => f.code), "StandbySlotInactive")
       yield* pg.setConfig("synchronized_standby_slots", null)
     }))
 })

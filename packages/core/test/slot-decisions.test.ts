@@ -75,6 +75,10 @@ describe("Resume (pure)", () => {
     const promoted = { systemId: "7000", timeline: 2, switchPoints: new Map([[1, 1000n]]) }
     assert.deepStrictEqual(Resume.decide(durable, slot, promoted), { _tag: "Resume", from: 1000n })
     assert.strictEqual(refused(Resume.decide({ ...durable, lsn: 1001n }, slot, promoted)), "PositionOnLostTimeline")
+    // after a failover, only the slot synchronized from the old primary carries the position (17+)
+    assert.deepStrictEqual(Resume.decide(durable, { ...slot, synced: true }, promoted), { _tag: "Resume", from: 1000n })
+    assert.strictEqual(refused(Resume.decide(durable, { ...slot, synced: false }, promoted)), "SlotNotSynchronized")
+    assert.deepStrictEqual(Resume.decide(durable, { ...slot, synced: false }, server), { _tag: "Resume", from: 1000n }) // no failover: a primary's own slot
     assert.strictEqual(refused(Resume.decide(durable, slot, { ...promoted, switchPoints: new Map() })), "PositionOnLostTimeline")
   })
 })

@@ -122,7 +122,8 @@ const resumeState = (slotName: string, seen: SlotInspector.Observation): Resume.
   confirmedFlush: seen.row?.confirmedFlush,
   invalidationReason: seen.row?.invalidationReason,
   walStatus: seen.row?.walStatus,
-  conflicting: seen.row?.conflicting
+  conflicting: seen.row?.conflicting,
+  synced: seen.row?.synced
 })
 
 type OpenError = ReplicationError | Resume.ResumeRefused | CheckpointError | SlotError

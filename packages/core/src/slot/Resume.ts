@@ -16,6 +16,7 @@
  * | another system identifier | `SystemMismatch`: this is another cluster |
  * | a lower timeline than the position's | `TimelineBehind`: an old primary; refuse |
  * | a higher timeline, position after the switch point of its timeline | `PositionOnLostTimeline`: the position's transactions were lost at failover |
+ * | a higher timeline, and the slot (17+) was not synchronized from the old primary | `SlotNotSynchronized`: not the slot the position belongs to |
  * | `confirmed_flush_lsn` > durable position | `SlotAhead`: changes in between will never be sent again |
  * | otherwise | start at the durable position; transactions ending at or below it are duplicates to skip |
  */
@@ -39,6 +40,8 @@ export interface SlotState {
   readonly walStatus: string | undefined
   /** PostgreSQL 16+. */
   readonly conflicting: boolean | undefined
+  /** PostgreSQL 17+: the slot was synchronized from a primary (and stays marked so after a promotion). */
+  readonly synced?: boolean | undefined
 }
 
 export interface ServerIdentity {
@@ -56,6 +59,7 @@ export class ResumeRefused extends Data.TaggedError("ResumeRefused")<{
     | "SystemMismatch"
     | "TimelineBehind"
     | "PositionOnLostTimeline"
+    | "SlotNotSynchronized"
     | "SlotAhead"
   readonly message: string
 }> {}
@@ -99,6 +103,11 @@ export const decide = (durable: DurablePosition | undefined, slot: SlotState, se
       return refuse("PositionOnLostTimeline", `the durable position ${format(durable.lsn)} on timeline ${durable.timeline} lies after that ` +
         `timeline's switch point ${format(switchPoint)}: the transactions up to it were lost at the failover, and positions after ` +
         `the switch point belong to other transactions now; consumers must resync`)
+    }
+    if (slot.synced === false) {
+      return refuse("SlotNotSynchronized", `the server is on timeline ${server.timeline} (a failover since the durable position's timeline ` +
+        `${durable.timeline}), but replication slot ${slot.slotName} was not synchronized from the old primary: it is another slot under ` +
+        `the same name, and its positions say nothing about what the consumers have; consumers must resync`)
     }
   }
   if (slot.confirmedFlush !== undefined && slot.confirmedFlush > durable.lsn) {

@@ -22,6 +22,7 @@ import { format as formatLsn, type Lsn } from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as AdvanceTarget from "./AdvanceTarget.ts"
+import * as FailoverCheck from "./FailoverCheck.ts"
 import * as Health from "./Health.ts"
 import * as PersistentSlot from "./PersistentSlot.ts"
 import * as SlotInspector from "./SlotInspector.ts"
@@ -67,6 +68,11 @@ export interface ResyncRequired {
 export interface SlotManagerState {
   readonly slot: SubscriptionRef.SubscriptionRef<PersistentSlot.Slot | undefined>
   readonly status: SubscriptionRef.SubscriptionRef<Health.Assessment | undefined>
+  /**
+   * For a failover slot: the primary's side of `FailoverCheck` at each health round — a standby slot in
+   * `synchronized_standby_slots` that is missing, inactive or invalid stalls decoding silently, so it shows here.
+   */
+  readonly failover: SubscriptionRef.SubscriptionRef<FailoverCheck.Report | undefined>
   /** Set (and kept) when the slot had to be re-created: consumers must resync. */
   readonly resyncRequired: SubscriptionRef.SubscriptionRef<ResyncRequired | undefined>
 }
@@ -74,6 +80,7 @@ export interface SlotManagerState {
 export const makeState: Effect.Effect<SlotManagerState> = Effect.all({
   slot: SubscriptionRef.make<PersistentSlot.Slot | undefined>(undefined),
   status: SubscriptionRef.make<Health.Assessment | undefined>(undefined),
+  failover: SubscriptionRef.make<FailoverCheck.Report | undefined>(undefined),
   resyncRequired: SubscriptionRef.make<ResyncRequired | undefined>(undefined)
 })
 
@@ -117,6 +124,14 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       yield* SubscriptionRef.set(state.status, assessment)
       for (const f of assessment.findings) {
         if (f.level === "warn" && !previous?.findings.some((p) => p.code === f.code)) yield* Effect.logWarning(f.message)
+      }
+      if (slot.failover) {
+        const report = yield* FailoverCheck.primary(sql, slot.slotName)
+        const before = yield* SubscriptionRef.get(state.failover)
+        yield* SubscriptionRef.set(state.failover, report)
+        for (const f of report.findings) {
+          if (f.level !== "info" && !before?.findings.some((p) => p.code === f.code)) yield* Effect.logWarning(f.message)
+        }
       }
       const fatal = assessment.findings.find((f) => f.level === "error")
       if (fatal === undefined) return
