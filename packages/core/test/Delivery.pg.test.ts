@@ -1,6 +1,6 @@
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Scope, SubscriptionRef } from "effect"
 import pg from "pg"
 import * as Lsn from "../src/Lsn.ts"
 import { eventually } from "./ownership-helpers.ts"
@@ -87,6 +87,26 @@ describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
       yield* Scope.close(scopeA, Exit.void)
       const b = yield* startConsumer("b", server.url)
       assert.deepStrictEqual(yield* delivered(b, 1, "x again"), [100])
+    }))
+
+  it.live("a walsender terminated mid-stream: the connection is reopened (resume checks again), nothing acknowledged repeats, nothing is lost", () =>
+    Effect.gen(function*() {
+      const server = yield* prepare(major)
+      const a = yield* startConsumer("a", server.url, { acknowledge: (ids) => ids.every((id) => id <= 5) })
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      yield* insertEach(server, 1, 8)
+      yield* delivered(a, 8, "rows 1-8")
+      const lastAcked = a.delivered.filter((d) => d.acknowledged).at(-1)!
+      yield* eventually(Effect.map(server.query<{ lsn: string }>("SELECT lsn::text AS lsn FROM slotkeeper.checkpoints"), (r) => (r[0]?.lsn === Lsn.format(lastAcked.endLsn) ? true : undefined)), 10_000, "the checkpoint at row 5")
+      const killed = yield* server.query<{ pid: number }>(
+        "SELECT pg_terminate_backend(pid)::text, pid FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name LIKE 'slotkeeper:orders:a:repl'"
+      )
+      assert.lengthOf(killed, 1)
+      yield* insertEach(server, 9, 10)
+      // rows 6-8 were never acknowledged: delivered again on the new connection, then 9-10; 1-5 never again
+      yield* delivered(a, 13, "rows 6-10 on the new connection")
+      assert.deepStrictEqual(a.ids(), [...range(1, 8), ...range(6, 10)])
+      assert.strictEqual((yield* a.ownership.supervisor.status.pipe(SubscriptionRef.get))._tag, "Active") // ownership was never at stake
     }))
 
   it.live("an idle published table: the WAL the slot retains stays bounded while other tables are written", () =>

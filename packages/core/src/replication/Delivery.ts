@@ -10,11 +10,13 @@
  *
  * - The slot is advanced to the *saved* checkpoint only (never to an acknowledgement not yet saved), so the slot is
  *   never ahead of the durable position; at shutdown the connection saves last, then the slot manager advances.
+ * - A replication connection that fails or ends is reconnected after a capped backoff, and every reconnect runs the
+ *   resume checks again; `consume` is called once per connection (events of one connection, acknowledged on it).
  * - When the slot had to be re-created (policy `recreate`), the connection is not opened on the new incarnation
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Effect, Stream, SubscriptionRef } from "effect"
+import { Effect, Schedule, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { Redacted } from "effect"
 import { Ownership } from "../ownership/Ownership.ts"
@@ -34,6 +36,12 @@ export interface DeliveryOptions
   readonly checkpoint?: Checkpoint.CheckpointStoreService
 }
 
+const isConnectionError = (e: unknown): e is ReplicationStream.ReplicationError =>
+  e instanceof ReplicationStream.ReplicationError && e.reason !== "SlotActive"
+
+// 200 ms, 400 ms, ... at most 5 s apart.
+const reconnectSchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+
 /**
  * Runs the stream's slot, checkpoint and connection while the caller owns the stream, and `consume`s the
  * connection's events. Ends when `consume` ends; fails when any part fails.
@@ -52,12 +60,20 @@ export const run = <A, E, R>(
       connection === undefined ? Effect.succeed(undefined) : Effect.map(connection.durable, (d) => ({ lsn: d.lsn, slotName: d.slotName, savedAt: d.walPosition }))
     )
     const slotManager = SlotManager.run({ ...options, sql: options.sql, acknowledged, slotMode: options.mode ?? "temporary" }, slots)
-    const streaming = Effect.gen(function*() {
+    const connect = Effect.gen(function*() {
       const slot = yield* SubscriptionRef.changes(slots.slot).pipe(Stream.filter((s) => s !== undefined), Stream.runHead)
       if (slot._tag === "None") return yield* Effect.never
       connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store })
       return yield* consume(connection)
     }).pipe(Effect.scoped)
+    // A replication connection that fails or ends is opened again (with the resume checks) after a capped backoff;
+    // everything else — a refused resume, a failed save, the consumer's own errors — fails the owned work.
+    const streaming = connect.pipe(
+      Effect.tapError((e) =>
+        isConnectionError(e) ? Effect.logWarning(`stream ${options.streamId}: ${e.message}; reconnecting`) : Effect.void
+      ),
+      Effect.retry({ while: isConnectionError, schedule: reconnectSchedule })
+    )
     // The slot manager never returns; `streaming` ending ends the owned work.
     return yield* Effect.raceFirst(streaming, slotManager)
   })

@@ -192,12 +192,15 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
         )),
       (s) => Effect.promise(() => s.destroy().then(() => undefined, () => undefined))
     )
+    // Runs before the connection is destroyed: a socket read waiting for room in a full queue is released.
+    yield* Effect.addFinalizer(() => Queue.shutdown(queue))
 
     // Socket side -> events. Duplicates (committed below where streaming started) are skipped whole.
     let xid = 0
     let seq = 0
     let skipping = false
-    const offer = (event: ReplicationEvent) => Effect.runPromise(Queue.offer(queue, event)).then(() => undefined)
+    // Never rejects: once the queue is shut down (the scope closed), a pending offer just ends.
+    const offer = (event: ReplicationEvent) => Effect.runPromiseExit(Queue.offer(queue, event)).then(() => undefined)
     service.on("data", (_lsn: string, message: Pgoutput.Message) => {
       switch (message.tag) {
         case "begin": {
