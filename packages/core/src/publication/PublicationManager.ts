@@ -1,0 +1,211 @@
+/**
+ * PublicationManager: the one actor that owns a stream's publication. Subscriptions are added and removed through it;
+ * it keeps the publication equal to what all live subscriptions need, and only while this instance owns the stream.
+ *
+ * **What it guarantees**
+ * - Requests go to a mailbox. A burst is coalesced: after the first request the actor waits `debounce`, takes every
+ *   request that arrived, and applies them all in **one** guarded transaction (`PublicationBackend.apply`). Every
+ *   caller whose request was in it gets the result: success, or the transaction's typed error (then nothing of the
+ *   batch was applied).
+ * - A subscription that fails its checks (`Subscription.check`, then the server's `Validation`) is refused with its
+ *   own `SubscriptionInvalid` and is not part of the batch; the others go ahead.
+ * - Subscriptions are reference-counted by table (see `Desired`); adding an id again with the same spec is a no-op,
+ *   with another spec a `Conflict`; removing an unknown id is a no-op.
+ * - On start, the subscriptions recovered from the backend are reconciled as a whole: tables nobody needs any more are
+ *   removed. Then, on a timer, the publication is compared with the desired one (tables, column lists, filters,
+ *   what it publishes, its owner, whether it still exists); drift is reported in `status`, and repaired (policy
+ *   `repair`, default) by the same guarded reconcile.
+ *
+ * The actor's effects are the backend's (`PgPublication` on a real server; a fake in the TestClock tests), so the
+ * batching and answering logic is tested without a server.
+ */
+import { Deferred, Duration, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
+import type { LockBackendError } from "../ownership/LockBackend.ts"
+import type { OwnershipLost } from "../ownership/Ownership.ts"
+import type { PublicationError } from "./PublicationCatalog.ts"
+import * as Subscription from "./Subscription.ts"
+import type { Validated } from "./Validation.ts"
+
+export interface Drift {
+  readonly code: "PublicationMissing" | "PublicationDropped" | "TablesDiffer" | "PublishOptions" | "Owner"
+  readonly message: string
+}
+
+export interface Change {
+  /** Every live subscription after the change. */
+  readonly all: ReadonlyArray<Validated>
+  readonly added: ReadonlyArray<Validated>
+  readonly removed: ReadonlyArray<string>
+}
+
+export type ApplyError = PublicationError | OwnershipLost | LockBackendError
+
+export interface PublicationBackend {
+  /** The server's checks of one subscription; changes nothing. */
+  readonly validate: (s: Subscription.Checked) => Effect.Effect<Validated, Subscription.SubscriptionInvalid | PublicationError>
+  /** The stream's subscriptions as they were saved. */
+  readonly load: Effect.Effect<ReadonlyArray<Validated>, PublicationError>
+  /** One guarded transaction: the publication becomes what `change.all` needs, and the change is saved. */
+  readonly apply: (change: Change) => Effect.Effect<void, ApplyError>
+  /** How the publication differs from what `all` needs (empty: it does not). */
+  readonly inspect: (all: ReadonlyArray<Validated>) => Effect.Effect<ReadonlyArray<Drift>, PublicationError>
+}
+
+export type RequestError = Subscription.SubscriptionInvalid | ApplyError
+
+export interface PublicationStatus {
+  readonly subscriptions: number
+  readonly tables: number
+  readonly reconciledAt: number | undefined
+  readonly drift: ReadonlyArray<Drift>
+  readonly lastError: string | undefined
+}
+
+export interface PublicationManager {
+  /** Adds a subscription; succeeds once the publication includes it. */
+  readonly add: (s: Subscription.Subscription) => Effect.Effect<void, RequestError>
+  /** Removes a subscription; succeeds once the publication no longer needs to include it for this one. */
+  readonly remove: (id: string) => Effect.Effect<void, RequestError>
+  readonly subscriptions: Effect.Effect<ReadonlyArray<Validated>>
+  readonly status: SubscriptionRef.SubscriptionRef<PublicationStatus>
+}
+
+export interface PublicationManagerOptions {
+  /** How long the actor waits after a request for more to batch with it (default 100 ms). */
+  readonly debounce?: Duration.Input
+  /** How often the publication is compared with the desired one (default 30 s). */
+  readonly driftInterval?: Duration.Input
+  /** What to do about drift: repair it (default) or only report it. */
+  readonly onDrift?: "repair" | "report"
+}
+
+type Request =
+  | { readonly _tag: "Add"; readonly subscription: Subscription.Subscription; readonly done: Deferred.Deferred<void, RequestError> }
+  | { readonly _tag: "Remove"; readonly id: string; readonly done: Deferred.Deferred<void, RequestError> }
+  | { readonly _tag: "Reconcile" }
+
+/** Starts the actor in the current scope: recovers, reconciles, then serves requests and watches for drift. */
+export const make = (
+  backend: PublicationBackend,
+  options: PublicationManagerOptions = {}
+): Effect.Effect<PublicationManager, ApplyError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const debounce = options.debounce ?? "100 millis"
+    const recovered = yield* backend.load
+    let current = new Map(recovered.map((s) => [s.id, s]))
+    const tableCount = (subs: Iterable<Validated>) => new Set([...subs].map((s) => `${s.schema}\u0000${s.name}`)).size
+    const status = yield* SubscriptionRef.make<PublicationStatus>({
+      subscriptions: current.size,
+      tables: tableCount(current.values()),
+      reconciledAt: undefined,
+      drift: [],
+      lastError: undefined
+    })
+
+    const report = (drift: ReadonlyArray<Drift>) =>
+      Effect.gen(function*() {
+        const before = (yield* SubscriptionRef.get(status)).drift
+        for (const d of drift) {
+          if (!before.some((b) => b.code === d.code)) yield* (d.code === "PublicationDropped" ? Effect.logError(d.message) : Effect.logWarning(d.message))
+        }
+        yield* SubscriptionRef.update(status, (s) => ({ ...s, drift }))
+      })
+
+    // Start: say what drifted while nobody owned the stream, then reconcile the recovered set as a whole.
+    yield* report(yield* backend.inspect([...current.values()]))
+    yield* backend.apply({ all: [...current.values()], added: [], removed: [] })
+    const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
+      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined })))
+    yield* reconciled
+    yield* report(yield* backend.inspect([...current.values()]))
+
+    const mailbox = yield* Queue.unbounded<Request>()
+
+    const processBatch = (batch: ReadonlyArray<Request>) =>
+      Effect.gen(function*() {
+        const working = new Map(current)
+        const added = new Map<string, Validated>()
+        const removed = new Set<string>()
+        const accepted: Array<Deferred.Deferred<void, RequestError>> = []
+        let reconcile = false
+        for (const request of batch) {
+          if (request._tag === "Reconcile") {
+            reconcile = true
+            continue
+          }
+          if (request._tag === "Remove") {
+            if (working.delete(request.id)) {
+              if (!added.delete(request.id)) removed.add(request.id)
+            }
+            accepted.push(request.done)
+            continue
+          }
+          const checked = Subscription.check(request.subscription)
+          if ("_tag" in checked) {
+            yield* Deferred.fail(request.done, checked)
+            continue
+          }
+          const existing = working.get(checked.id)
+          if (existing !== undefined) {
+            if (Subscription.sameSpec(existing, checked)) accepted.push(request.done)
+            else {
+              yield* Deferred.fail(request.done, new Subscription.SubscriptionInvalid({
+                id: checked.id,
+                reason: "Conflict",
+                message: `subscription ${JSON.stringify(checked.id)} exists with another table, column list or filter: remove it first, or use another id`
+              }))
+            }
+            continue
+          }
+          const validated = yield* Effect.exit(backend.validate(checked))
+          if (Exit.isFailure(validated)) {
+            yield* Deferred.failCause(request.done, validated.cause)
+            continue
+          }
+          working.set(checked.id, validated.value)
+          added.set(checked.id, validated.value)
+          removed.delete(checked.id) // removed and added again in one batch: the new spec is saved
+          accepted.push(request.done)
+        }
+        if (accepted.length === 0 && !reconcile) return
+        const result = yield* Effect.exit(backend.apply({ all: [...working.values()], added: [...added.values()], removed: [...removed] }))
+        if (Exit.isSuccess(result)) {
+          current = working
+          yield* reconciled
+          yield* report(yield* Effect.orElseSucceed(backend.inspect([...current.values()]), () => []))
+        } else {
+          yield* SubscriptionRef.update(status, (s) => ({ ...s, lastError: String(Exit.isFailure(result) ? result.cause : "") }))
+        }
+        for (const done of accepted) yield* Deferred.done(done, result)
+      })
+
+    // The actor: one batch at a time, each after the debounce window that its first request opened.
+    yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+      const first = yield* Queue.take(mailbox)
+      yield* Effect.sleep(debounce)
+      const rest = yield* Queue.clear(mailbox)
+      yield* processBatch([first, ...rest])
+    })))
+
+    // Drift: compared on a timer; repaired through the mailbox, like any change.
+    yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+      yield* Effect.sleep(options.driftInterval ?? "30 seconds")
+      const drift = yield* Effect.orElseSucceed(backend.inspect([...current.values()]), () => [] as ReadonlyArray<Drift>)
+      yield* report(drift)
+      if (drift.length > 0 && (options.onDrift ?? "repair") === "repair") yield* Queue.offer(mailbox, { _tag: "Reconcile" })
+    })))
+
+    const request = (make: (done: Deferred.Deferred<void, RequestError>) => Request) =>
+      Effect.gen(function*() {
+        const done = yield* Deferred.make<void, RequestError>()
+        yield* Queue.offer(mailbox, make(done))
+        return yield* Deferred.await(done)
+      })
+
+    return {
+      add: (subscription) => request((done) => ({ _tag: "Add", subscription, done })),
+      remove: (id) => request((done) => ({ _tag: "Remove", id, done })),
+      subscriptions: Effect.sync(() => [...current.values()]),
+      status
+    } satisfies PublicationManager
+  })

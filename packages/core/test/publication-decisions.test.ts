@@ -1,0 +1,101 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Desired from "../src/publication/Desired.ts"
+import * as Subscription from "../src/publication/Subscription.ts"
+
+const checked = (s: Subscription.Subscription): Subscription.Checked => {
+  const c = Subscription.check(s)
+  if ("_tag" in c) throw new Error(c.message)
+  return c
+}
+
+describe("Subscription (pure)", () => {
+  it("accepts one balanced expression, with strings and quoted identifiers that contain anything", () => {
+    for (const ok of [
+      "id > 10",
+      "status = 'a;b -- c /* d */ )('",
+      "\"weird ) name\" IS NOT NULL",
+      "note = 'it''s'",
+      "note = E'it\\'s ) ('",
+      "(a > 1 AND (b < 2 OR c IN (1, 2)))",
+      "amount::numeric > 1.5e3"
+    ]) assert.isUndefined(Subscription.filterProblem(ok), ok)
+  })
+  it("refuses what could change the statement around it", () => {
+    const cases: Array<[string, RegExp]> = [
+      ["id > 0); DROP TABLE t; --", /closes a parenthesis/],
+      ["id > 0) , other_table WHERE (true", /closes a parenthesis/],
+      ["true; DELETE FROM t", /';'/],
+      ["id > 0 -- rest", /comment/],
+      ["id > 0 /* x */", /comment/],
+      ["(id > 0", /open/],
+      ["name = 'unterminated", /unterminated string/],
+      ["\"unterminated", /unterminated quoted identifier/],
+      ["body = $$x$$", /dollar/],
+      ["id = $1", /parameter/],
+      ["   ", /empty/]
+    ]
+    for (const [filter, expected] of cases) assert.match(Subscription.filterProblem(filter) ?? "accepted", expected, filter)
+  })
+  it("checks names and normalizes columns; quotes by PostgreSQL's rules", () => {
+    assert.deepStrictEqual(checked({ id: "a", table: { name: "T" }, columns: ["b", "a", "b"] }), {
+      id: "a", schema: "public", name: "T", columns: ["a", "b"], where: undefined, replicaIdentityFull: false
+    })
+    const bad = (s: Subscription.Subscription) => {
+      const c = Subscription.check(s)
+      return "_tag" in c ? c.reason : "accepted"
+    }
+    assert.strictEqual(bad({ id: "a", table: { name: "" } }), "Identifier")
+    assert.strictEqual(bad({ id: "a", table: { name: "x".repeat(64) } }), "Identifier")
+    assert.strictEqual(bad({ id: "a", table: { name: "t" }, columns: [] }), "Identifier")
+    assert.strictEqual(bad({ id: "a", table: { name: "t\u0000" } }), "Identifier")
+    assert.strictEqual(bad({ id: "a", table: { name: "t" }, where: "1=1; --" }), "Filter")
+    assert.strictEqual(Subscription.quoteIdent("we\"ird"), "\"we\"\"ird\"")
+    assert.strictEqual(Subscription.qualifiedName("s", "t\"; DROP"), "\"s\".\"t\"\"; DROP\"")
+  })
+})
+
+describe("Desired (pure)", () => {
+  it("reference-counts tables; columns are the union or all; filters the OR, or none if any has none", () => {
+    const d = Desired.desired([
+      checked({ id: "1", table: { name: "b" }, columns: ["x"] }),
+      checked({ id: "2", table: { name: "b" }, columns: ["y", "x"] }),
+      checked({ id: "3", table: { name: "a" }, where: "v > 1" }),
+      checked({ id: "4", table: { name: "a" }, where: "w < 2" }),
+      checked({ id: "5", table: { name: "c" }, where: "v > 1", columns: ["k"] }),
+      checked({ id: "6", table: { name: "c" } })
+    ])
+    assert.deepStrictEqual(d, [
+      { schema: "public", name: "a", columns: undefined, where: "(v > 1) OR (w < 2)" },
+      { schema: "public", name: "b", columns: ["x", "y"], where: undefined },
+      { schema: "public", name: "c", columns: undefined, where: undefined }
+    ])
+    assert.deepStrictEqual(Desired.desired([]), [])
+  })
+  it("plans only what differs, locks every touched table first in sorted order, drops before adds", () => {
+    const actual: Desired.Actual = {
+      tables: [
+        { schema: "public", name: "keep", columns: undefined, where: "(id > 1)" },
+        { schema: "public", name: "gone", columns: undefined, where: undefined },
+        { schema: "public", name: "cols", columns: ["a"], where: undefined }
+      ]
+    }
+    const wanted: ReadonlyArray<Desired.TableSpec> = [
+      { schema: "public", name: "cols", columns: ["a", "b"], where: undefined },
+      { schema: "public", name: "keep", columns: undefined, where: "id > 1" },
+      { schema: "public", name: "new", columns: undefined, where: undefined }
+    ]
+    const normalize = (w: string) => (w === "id > 1" ? "(id > 1)" : undefined)
+    const plan = Desired.plan(actual, wanted, normalize)
+    assert.deepStrictEqual(plan.drop.map((t) => t.name), ["gone"])
+    assert.deepStrictEqual(plan.change.map((t) => t.name), ["cols"])
+    assert.deepStrictEqual(plan.add.map((t) => t.name), ["new"])
+    assert.deepStrictEqual(Desired.statements("slotkeeper_orders", plan), [
+      "LOCK TABLE \"public\".\"cols\", \"public\".\"gone\", \"public\".\"new\" IN SHARE UPDATE EXCLUSIVE MODE",
+      "ALTER PUBLICATION \"slotkeeper_orders\" DROP TABLE \"public\".\"cols\", \"public\".\"gone\"",
+      "ALTER PUBLICATION \"slotkeeper_orders\" ADD TABLE \"public\".\"cols\" (\"a\", \"b\"), \"public\".\"new\""
+    ])
+    assert.isTrue(Desired.isEmpty(Desired.plan({ tables: wanted }, wanted, (w) => w)))
+    // a filter the server printed differently but that is not known to be the same is applied again (never assumed equal)
+    assert.deepStrictEqual(Desired.plan(actual, [actual.tables[0]!].map((t) => ({ ...t, where: "id > 1" })), () => undefined).change.map((t) => t.name), ["keep"])
+  })
+})
