@@ -5,7 +5,7 @@
  * that should hold on several versions iterates `PgVersions.matrix()` (e.g. with `describe.each`), and a cluster
  * made without an explicit version uses `PgVersions.defaultMajor()`, the first of the list.
  */
-export const supported: ReadonlyArray<number> = [15, 16, 17, 18]
+export const supported: ReadonlyArray<number> = [14, 15, 16, 17, 18]
 
 const parse = (text: string): Array<number> => {
   const majors = text.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map(Number)

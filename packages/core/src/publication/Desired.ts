@@ -52,10 +52,6 @@ export const desired = (subscriptions: Iterable<Checked>): ReadonlyArray<TableSp
   return specs.sort(compare)
 }
 
-/**
- * Whether `actual`'s entry matches `wanted`. Filters are compared through `normalize`: PostgreSQL stores a filter in
- * its own printed form, so the caller maps a desired filter to what the server printed for it.
- */
 const sameColumns = (a: ReadonlyArray<string> | undefined, b: ReadonlyArray<string> | undefined) =>
   a === undefined || b === undefined ? a === b : a.length === b.length && a.every((c, i) => c === b[i])
 
@@ -66,7 +62,11 @@ export interface Plan {
   readonly change: ReadonlyArray<TableSpec>
 }
 
-export const plan = (actual: Actual, wanted: ReadonlyArray<TableSpec>, normalize: (where: string) => string | undefined): Plan => {
+/**
+ * What differs. `normalize(where, table)` gives the form PostgreSQL printed for a desired filter on that table, if
+ * known; an unknown form counts as different (the filter is applied again, never assumed equal).
+ */
+export const plan = (actual: Actual, wanted: ReadonlyArray<TableSpec>, normalize: (where: string, table: TableSpec) => string | undefined): Plan => {
   const have = new Map(actual.tables.map((t) => [key(t), t]))
   const want = new Map(wanted.map((t) => [key(t), t]))
   const add: Array<TableSpec> = []
@@ -75,7 +75,7 @@ export const plan = (actual: Actual, wanted: ReadonlyArray<TableSpec>, normalize
     const h = have.get(key(w))
     if (h === undefined) add.push(w)
     else {
-      const filterSame = w.where === undefined ? h.where === undefined : h.where !== undefined && normalize(w.where) === h.where
+      const filterSame = w.where === undefined ? h.where === undefined : h.where !== undefined && normalize(w.where, w) === h.where
       if (!filterSame || !sameColumns(w.columns, h.columns)) change.push(w)
     }
   }

@@ -1,0 +1,238 @@
+/**
+ * PgPublication: the publication manager's backend on a real server — the stream's publication
+ * (`slotkeeper_<stream>` by default), and its subscriptions saved in slotkeeper's `subscriptions` table.
+ *
+ * **What it guarantees**
+ * - `apply` is one `guarded` transaction: the publication is created if missing (and recorded, so that a later
+ *   disappearance is recognised as a drop behind slotkeeper's back), what it publishes is set, the minimal
+ *   `Desired.plan` is run (every touched table locked first, in sorted order), opted-in replica identities are set
+ *   to FULL, and the subscription change is saved. Either all of it happens, or none (the guard's proof fails with
+ *   `OwnershipLost`, a statement fails, or the transaction is rolled back).
+ * - It never hangs and never deadlocks with application DDL: `lock_timeout` bounds every lock wait, the tables are
+ *   locked in one sorted order, and a lock timeout is retried with a backoff a few times before it is a
+ *   `PublicationError` (`LockTimeout`) that says the tables are busy.
+ * - A publication that is not slotkeeper's to change — owned by another role (and we are not a superuser), or
+ *   `FOR ALL TABLES` — is an error (`OwnedByOther`), never altered.
+ *
+ * **Details**
+ *
+ * Filters are compared as PostgreSQL prints them. The printed form of each desired filter is learnt from the
+ * server: from validation for a subscription's own filter, and by reading the publication back after each apply for
+ * a combined one. A filter whose printed form is not known yet is applied again (dropped and added in the same
+ * transaction, which a walsender sees as one change), never assumed equal.
+ */
+import { Effect, Schedule } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
+import { ensureTable, qualified } from "../internal/schemaSetup.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
+import type { OwnershipService } from "../ownership/Ownership.ts"
+import * as Desired from "./Desired.ts"
+import * as PublicationCatalog from "./PublicationCatalog.ts"
+import { PublicationError } from "./PublicationCatalog.ts"
+import type { ApplyError, Drift, PublicationBackend } from "./PublicationManager.ts"
+import { qualifiedName, quoteIdent } from "./Subscription.ts"
+import * as Validation from "./Validation.ts"
+
+export interface Publishes {
+  readonly insert: boolean
+  readonly update: boolean
+  readonly delete: boolean
+  readonly truncate: boolean
+}
+
+export interface PgPublicationOptions {
+  readonly publication: string
+  readonly schema: string
+  /** What the publication publishes (default: insert, update, delete, truncate). */
+  readonly publishes?: Publishes
+  /** `lock_timeout` of a reconcile (default 2 s); a timeout is retried `lockRetries` times (default 4). */
+  readonly lockTimeoutMs?: number
+  readonly lockRetries?: number
+}
+
+const publishList = (p: Publishes) => (["insert", "update", "delete", "truncate"] as const).filter((k) => p[k]).join(", ")
+
+export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicationOptions): Effect.Effect<PublicationBackend, PublicationError> =>
+  Effect.gen(function*() {
+    const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }
+    const lockTimeoutMs = options.lockTimeoutMs ?? 2000
+    const setupError = (message: string) => new PublicationError({ reason: "Query", message })
+    yield* ensureTable(sql, options.schema, "subscriptions", `
+      stream_id             text NOT NULL,
+      id                    text NOT NULL,
+      schema_name           text NOT NULL,
+      table_name            text NOT NULL,
+      columns               text,
+      filter                text,
+      printed_filter        text,
+      replica_identity_full boolean NOT NULL,
+      created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+      PRIMARY KEY (stream_id, id)`, setupError)
+    yield* ensureTable(sql, options.schema, "publications", `
+      stream_id   text PRIMARY KEY,
+      publication text NOT NULL,
+      created_at  timestamptz NOT NULL DEFAULT clock_timestamp()`, setupError)
+    const subscriptionsTable = qualified(options.schema, "subscriptions")
+    const publicationsTable = qualified(options.schema, "publications")
+    const pub = quoteIdent(options.publication)
+
+    // desired filter (per table) -> as PostgreSQL printed it
+    const printed = new Map<string, string>()
+    const printedKey = (schema: string, name: string, where: string) => `${schema}\u0000${name}\u0000${where}`
+    const learn = (all: ReadonlyArray<Validation.Validated>) => {
+      for (const s of all) if (s.where !== undefined && s.printedWhere !== undefined) printed.set(printedKey(s.schema, s.name, s.where), s.printedWhere)
+    }
+    const planFor = (actual: ReadonlyArray<Desired.TableSpec>, wanted: ReadonlyArray<Desired.TableSpec>) =>
+      Desired.plan({ tables: actual }, wanted, (where, t) => printed.get(printedKey(t.schema, t.name, where)))
+
+    const [me] = yield* sql.unsafe<{ role: string; superuser: boolean }>(
+      "SELECT current_user::text AS role, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser"
+    ).pipe(Effect.mapError(PublicationCatalog.queryError("reading the current role")))
+
+    const notOurs = (row: PublicationCatalog.PublicationRow): PublicationError | undefined => {
+      if (row.allTables) {
+        return new PublicationError({ reason: "OwnedByOther", message: `publication ${options.publication} is FOR ALL TABLES: it is not one slotkeeper manages. Choose another publication name, or drop it` })
+      }
+      if (row.owner !== me?.role && !me?.superuser) {
+        return new PublicationError({
+          reason: "OwnedByOther",
+          message: `publication ${options.publication} is owned by ${row.owner}, not by ${me?.role}: only its owner may change it. Run slotkeeper as ${row.owner}, ` +
+            `or have an administrator run ALTER PUBLICATION ${pub} OWNER TO ${quoteIdent(me?.role ?? "")}`
+        })
+      }
+      return undefined
+    }
+
+    const applyOnce = (change: Parameters<PublicationBackend["apply"]>[0]) =>
+      own.guarded(Effect.gen(function*() {
+        yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(lockTimeoutMs)}`)
+        yield* sql.unsafe("SET LOCAL standard_conforming_strings = on") // the filters' lexical check assumes it
+        let row = yield* PublicationCatalog.read(sql, options.publication)
+        if (row === undefined) {
+          yield* sql.unsafe(`CREATE PUBLICATION ${pub} WITH (publish = '${publishList(publishes)}')`)
+          yield* sql.unsafe(
+            `INSERT INTO ${publicationsTable} (stream_id, publication) VALUES ($1, $2) ON CONFLICT (stream_id) DO UPDATE SET publication = excluded.publication`,
+            [own.streamId, options.publication]
+          )
+          row = (yield* PublicationCatalog.read(sql, options.publication))!
+        }
+        const refused = notOurs(row)
+        if (refused !== undefined) return yield* refused
+        if (row.insert !== publishes.insert || row.update !== publishes.update || row.delete !== publishes.delete || row.truncate !== publishes.truncate) {
+          yield* sql.unsafe(`ALTER PUBLICATION ${pub} SET (publish = '${publishList(publishes)}')`)
+        }
+        learn(change.all)
+        const wanted = Desired.desired(change.all)
+        const plan = planFor(row.tables, wanted)
+        // opted-in replica identities first: the tables are locked by the plan's first statement anyway
+        const full = change.added.filter((s) => s.replicaIdentityFull)
+        const statements = Desired.statements(options.publication, plan)
+        if (statements.length > 0) yield* sql.unsafe(statements[0]!)
+        for (const s of full) {
+          const info = yield* PublicationCatalog.table(sql, s.schema, s.name)
+          if (info !== undefined && info.replicaIdentity !== "f") yield* sql.unsafe(`ALTER TABLE ${qualifiedName(s.schema, s.name)} REPLICA IDENTITY FULL`)
+        }
+        for (const statement of statements.slice(1)) yield* sql.unsafe(statement)
+        if (change.removed.length > 0) {
+          yield* sql.unsafe(`DELETE FROM ${subscriptionsTable} WHERE stream_id = $1 AND id = ANY($2::text[])`, [own.streamId, change.removed])
+        }
+        for (const s of change.added) {
+          yield* sql.unsafe(
+            `INSERT INTO ${subscriptionsTable} (stream_id, id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (stream_id, id) DO UPDATE SET schema_name = excluded.schema_name, table_name = excluded.table_name, columns = excluded.columns,
+               filter = excluded.filter, printed_filter = excluded.printed_filter, replica_identity_full = excluded.replica_identity_full`,
+            [own.streamId, s.id, s.schema, s.name, s.columns === undefined ? null : JSON.stringify(s.columns), s.where ?? null, s.printedWhere ?? null, s.replicaIdentityFull]
+          )
+        }
+        // learn how the server printed the combined filters
+        const after = yield* PublicationCatalog.read(sql, options.publication)
+        for (const w of wanted) {
+          const got = after?.tables.find((t) => t.schema === w.schema && t.name === w.name)
+          if (w.where !== undefined && got?.where !== undefined) printed.set(printedKey(w.schema, w.name, w.where), got.where)
+        }
+      })).pipe(
+        Effect.catchTag("SqlError", (e: SqlError) =>
+          Effect.fail(
+            SqlErrors.sqlState(e) === "55P03"
+              ? new PublicationError({ reason: "LockTimeout", message: `publication ${options.publication}: a table is locked by another transaction (lock_timeout ${lockTimeoutMs} ms)` })
+              : SqlErrors.sqlState(e) === "42501"
+              ? new PublicationError({ reason: "Privilege", message: `publication ${options.publication}: ${SqlErrors.describe(e)}` })
+              : PublicationCatalog.queryError(`publication ${options.publication}`)(e)
+          ))
+      )
+
+    const apply: PublicationBackend["apply"] = (change) =>
+      applyOnce(change).pipe(
+        Effect.retry({
+          while: (e: ApplyError) => e._tag === "PublicationError" && e.reason === "LockTimeout",
+          schedule: Schedule.exponential("100 millis", 2),
+          times: options.lockRetries ?? 4
+        }),
+        Effect.mapError((e): ApplyError =>
+          e._tag === "PublicationError" && e.reason === "LockTimeout"
+            ? new PublicationError({ reason: "LockTimeout", message: `${e.message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })
+            : e
+        )
+      )
+
+    const load = sql.unsafe<{ id: string; schema_name: string; table_name: string; columns: string | null; filter: string | null; printed_filter: string | null; replica_identity_full: boolean }>(
+      `SELECT id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full FROM ${subscriptionsTable} WHERE stream_id = $1 ORDER BY id`,
+      [own.streamId]
+    ).pipe(
+      Effect.map((rows) =>
+        rows.map((r): Validation.Validated => ({
+          id: r.id,
+          schema: r.schema_name,
+          name: r.table_name,
+          columns: r.columns === null ? undefined : (JSON.parse(r.columns) as Array<string>),
+          where: r.filter ?? undefined,
+          printedWhere: r.printed_filter ?? undefined,
+          replicaIdentityFull: r.replica_identity_full
+        }))
+      ),
+      Effect.mapError(PublicationCatalog.queryError("loading the subscriptions"))
+    )
+
+    const inspect: PublicationBackend["inspect"] = (all) =>
+      Effect.gen(function*() {
+        const row = yield* PublicationCatalog.read(sql, options.publication)
+        if (row === undefined) {
+          const [recorded] = yield* sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${publicationsTable} WHERE stream_id = $1`, [own.streamId])
+            .pipe(Effect.mapError(PublicationCatalog.queryError("reading slotkeeper's publications")))
+          return (recorded?.n ?? 0) > 0
+            ? [{
+              code: "PublicationDropped",
+              message: `publication ${options.publication} was dropped behind slotkeeper's back: changes made since were not decoded for this stream ` +
+                `(recent PostgreSQL versions skip a missing publication silently) and consumers need a resync; slotkeeper re-creates it when it repairs drift`
+            } satisfies Drift]
+            : [{ code: "PublicationMissing", message: `publication ${options.publication} does not exist yet` } satisfies Drift]
+        }
+        const drift: Array<Drift> = []
+        const refused = notOurs(row)
+        if (refused !== undefined) drift.push({ code: "Owner", message: refused.message })
+        if (row.insert !== publishes.insert || row.update !== publishes.update || row.delete !== publishes.delete || row.truncate !== publishes.truncate) {
+          drift.push({ code: "PublishOptions", message: `publication ${options.publication} publishes ${publishList(row)}, slotkeeper wants ${publishList(publishes)}` })
+        }
+        learn(all)
+        const plan = planFor(row.tables, Desired.desired(all))
+        if (!Desired.isEmpty(plan)) {
+          const names = (ts: ReadonlyArray<Desired.TableSpec>) => ts.map((t) => `${t.schema}.${t.name}`).join(", ")
+          drift.push({
+            code: "TablesDiffer",
+            message: `publication ${options.publication} differs from its subscriptions:` +
+              `${plan.add.length > 0 ? ` missing ${names(plan.add)};` : ""}${plan.drop.length > 0 ? ` not needed ${names(plan.drop)};` : ""}` +
+              `${plan.change.length > 0 ? ` other columns or filter on ${names(plan.change)};` : ""}`.replace(/;$/, "")
+          })
+        }
+        return drift
+      })
+
+    return {
+      validate: (s) => Validation.validate(sql, s, { publishes, lockTimeoutMs }),
+      load,
+      apply,
+      inspect
+    } satisfies PublicationBackend
+  })

@@ -1,0 +1,121 @@
+import { PgCluster } from "@slotkeeper/testkit"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Stream, SubscriptionRef } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Context, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import * as Desired from "../src/publication/Desired.ts"
+import * as PgPublication from "../src/publication/PgPublication.ts"
+import * as PublicationManager from "../src/publication/PublicationManager.ts"
+import * as Subscription from "../src/publication/Subscription.ts"
+import * as Validation from "../src/publication/Validation.ts"
+import { activeOf, eventually, type Interval, startInstance, fastTiming } from "./ownership-helpers.ts"
+import { publicationOptions, publicationTables, startManager } from "./publication-helpers.ts"
+
+const tables = (pg: { query: (sql: string) => Effect.Effect<unknown, unknown> }, names: ReadonlyArray<string>) =>
+  Effect.forEach(names, (t) => pg.query(`CREATE TABLE ${t} (id int PRIMARY KEY, a int, b text)`), { discard: true })
+
+const clientFor = (url: string) => Effect.map(Layer.build(PgClient.layer({ url: Redacted.make(url) })), (ctx) => Context.get(ctx, SqlClient.SqlClient))
+
+describe("PublicationManager (real PostgreSQL 18)", () => {
+  it.live("property: after random batches of adds and removes, the publication is exactly what the live subscriptions need", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      const names = ["t0", "t1", "t2", "t3"]
+      yield* tables(pg, names)
+      const { manager } = yield* startManager("a", pg.url)
+      const sql = yield* clientFor(pg.url)
+      let seed = 20261121
+      const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+      const pick = <A>(xs: ReadonlyArray<A>): A => xs[Math.floor(random() * xs.length)]!
+      const model = new Map<string, Subscription.Subscription>()
+      let next = 0
+      for (let round = 0; round < 20; round++) {
+        const requests: Array<Effect.Effect<void, unknown>> = []
+        const batch = 1 + Math.floor(random() * 4)
+        for (let i = 0; i < batch; i++) {
+          if (model.size > 0 && random() < 0.4) {
+            const id = pick([...model.keys()])
+            model.delete(id)
+            requests.push(manager.remove(id))
+          } else {
+            const s: Subscription.Subscription = {
+              id: `s${next++}`,
+              table: { name: pick(names) },
+              ...(random() < 0.4 ? { columns: pick([["id", "a"], ["id", "b"], ["id"]]) } : {}),
+              ...(random() < 0.5 ? { where: pick(["id > 10", "id % 2 = 0", "id < 1000"]) } : {})
+            }
+            model.set(s.id, s)
+            requests.push(manager.add(s))
+          }
+        }
+        yield* Effect.all(requests, { concurrency: "unbounded" })
+        // expected: the desired set of the model, with each filter as PostgreSQL itself prints it on that table
+        const desired = Desired.desired([...model.values()].map((s) => Subscription.check(s) as Subscription.Checked))
+        const expected: Array<string> = []
+        for (const t of desired) {
+          const printed = t.where === undefined ? undefined : (yield* Validation.tryClause(sql, t, 2000)).printedWhere
+          expected.push(`${t.schema}.${t.name}${t.columns === undefined ? "" : ` [${[...t.columns].sort().join(",")}]`}${printed === undefined ? "" : ` WHERE ${printed}`}`)
+        }
+        assert.deepStrictEqual(yield* publicationTables(pg), expected.sort(), `round ${round}`)
+        const saved = yield* pg.query<{ id: string }>("SELECT id FROM slotkeeper.subscriptions ORDER BY id")
+        assert.deepStrictEqual(saved.map((r) => r.id), [...model.keys()].sort())
+      }
+    }))
+
+  it.live("a stale owner's reconcile is rejected with OwnershipLost and the publication is unchanged", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* tables(pg, ["t0", "t1"])
+      const a = yield* startManager("a", pg.url)
+      yield* a.manager.add({ id: "x", table: { name: "t0" } })
+      const before = yield* publicationTables(pg)
+      const intervals: Array<Interval> = []
+      yield* startInstance("b", pg.url, intervals, fastTiming.advisory)
+      // a's lock session ends (an administrator, a network failure): b takes over at once
+      yield* pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'slotkeeper:orders:a:lock'")
+      yield* eventually(activeOf(intervals, "b"), 10_000, "b active")
+      // a reconcile with a's (stale) ownership: the guard refuses it, inside PostgreSQL
+      const stale = yield* PgPublication.make(a.own, a.ownership.sql, publicationOptions)
+      const t1 = { id: "y", schema: "public", name: "t1", columns: undefined, where: undefined, printedWhere: undefined, replicaIdentityFull: false }
+      const error = yield* Effect.flip(stale.apply({ all: [t1], added: [t1], removed: ["x"] }))
+      assert.strictEqual(error._tag, "OwnershipLost")
+      assert.deepStrictEqual(yield* publicationTables(pg), before)
+      assert.deepStrictEqual(yield* pg.query("SELECT id FROM slotkeeper.subscriptions"), [{ id: "x" }])
+    }))
+
+  it.live("drift: a table added and the publication dropped behind slotkeeper's back are detected and repaired", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* tables(pg, ["t0", "t1"])
+      const { manager } = yield* startManager("a", pg.url, { manager: { driftInterval: "200 millis" } })
+      const seen: Array<string> = []
+      yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(manager.status), (s) => Effect.sync(() => seen.push(...s.drift.map((d) => d.code)))))
+      yield* manager.add({ id: "x", table: { name: "t0" }, where: "id > 5" })
+      const good = yield* publicationTables(pg)
+      assert.deepStrictEqual(good, ["public.t0 WHERE (id > 5)"])
+      yield* pg.query("ALTER PUBLICATION slotkeeper_orders ADD TABLE t1")
+      yield* eventually(Effect.map(publicationTables(pg), (t) => (t.length === 1 && seen.includes("TablesDiffer") ? t : undefined)), 10_000, "t1 removed again")
+      yield* pg.query("ALTER PUBLICATION slotkeeper_orders SET TABLE t0 WHERE (id > 6)")
+      yield* eventually(Effect.map(publicationTables(pg), (t) => (t[0] === good[0] ? t : undefined)), 10_000, "the filter repaired")
+      yield* pg.query("DROP PUBLICATION slotkeeper_orders")
+      yield* eventually(Effect.map(publicationTables(pg), (t) => (t.length === 1 && seen.includes("PublicationDropped") ? t : undefined)), 10_000, "the publication re-created")
+      assert.deepStrictEqual(yield* publicationTables(pg), good)
+    }))
+
+  it.live("on start, the recovered subscriptions are reconciled as a whole: tables nobody needs any more are removed", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* tables(pg, ["t0", "t1", "t2"])
+      const first = yield* startManager("a", pg.url)
+      yield* first.manager.add({ id: "x", table: { name: "t0" } })
+      yield* first.manager.add({ id: "y", table: { name: "t1" }, columns: ["id", "a"] })
+      yield* Fiber.interrupt(first.fiber)
+      // while nobody owns the stream: a subscription disappears and someone adds a table
+      yield* pg.query("DELETE FROM slotkeeper.subscriptions WHERE id = 'x'")
+      yield* pg.query("ALTER PUBLICATION slotkeeper_orders ADD TABLE t2")
+      const second = yield* startManager("b", pg.url)
+      assert.deepStrictEqual(yield* publicationTables(pg), ["public.t1 [a,id]"])
+      assert.deepStrictEqual((yield* second.manager.subscriptions).map((s) => s.id), ["y"])
+    }))
+})
