@@ -18,7 +18,9 @@
  *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
  *   runs slot, checkpoint and connection together as a stream's owned work.
  *
- * The publication manager arrives with its issue, as a component that runs inside the owned scope.
+ * - `publication/`: `PublicationManager` (the actor: subscriptions in, one debounced guarded reconcile per batch,
+ *   drift checks), its real backend `PgPublication`, `Validation` (PostgreSQL checks a subscription before anything
+ *   changes), and the pure `Subscription` (lexical checks, quoting) and `Desired` (desired set, minimal plan).
  */
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
@@ -45,3 +47,9 @@ export * as Checkpoint from "./replication/Checkpoint.ts"
 export * as Delivery from "./replication/Delivery.ts"
 export * as ReplicationStream from "./replication/ReplicationStream.ts"
 export * as Watermark from "./replication/Watermark.ts"
+export * as Desired from "./publication/Desired.ts"
+export * as PgPublication from "./publication/PgPublication.ts"
+export * as PublicationCatalog from "./publication/PublicationCatalog.ts"
+export * as PublicationManager from "./publication/PublicationManager.ts"
+export * as Subscription from "./publication/Subscription.ts"
+export * as Validation from "./publication/Validation.ts"

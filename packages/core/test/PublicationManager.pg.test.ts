@@ -4,12 +4,14 @@ import { Effect, Exit, Fiber, Stream, SubscriptionRef } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import * as Delivery from "../src/replication/Delivery.ts"
 import * as Desired from "../src/publication/Desired.ts"
 import * as PgPublication from "../src/publication/PgPublication.ts"
 import * as PublicationManager from "../src/publication/PublicationManager.ts"
 import * as Subscription from "../src/publication/Subscription.ts"
 import * as Validation from "../src/publication/Validation.ts"
 import { activeOf, eventually, type Interval, startInstance, fastTiming } from "./ownership-helpers.ts"
+import { deliveryOptions } from "./delivery-helpers.ts"
 import { publicationOptions, publicationTables, startManager } from "./publication-helpers.ts"
 
 const tables = (pg: { query: (sql: string) => Effect.Effect<unknown, unknown> }, names: ReadonlyArray<string>) =>
@@ -117,5 +119,38 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
       const second = yield* startManager("b", pg.url)
       assert.deepStrictEqual(yield* publicationTables(pg), ["public.t1 [a,id]"])
       assert.deepStrictEqual((yield* second.manager.subscriptions).map((s) => s.id), ["y"])
+    }))
+
+  it.live("a table added while rows are being written: every row written after the add returned is delivered", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* tables(pg, ["t0", "busy"])
+      const received = new Set<number>()
+      const { manager } = yield* startManager("a", pg.url, {
+        alongside: (ownership) =>
+          Delivery.run({ ...deliveryOptions, url: Redacted.make(pg.url), instanceId: "a", sql: ownership.sql }, (connection) =>
+            Stream.runForEach(connection.events, (event) =>
+              event._tag === "Change" && event.change.tag === "insert" && event.change.relation.name === "busy"
+                ? Effect.sync(() => void received.add(Number(event.change.tag === "insert" ? event.change.new.id : -1)))
+                : event._tag === "Commit" ? connection.acknowledge(event.endLsn) : Effect.void))
+      })
+      yield* manager.add({ id: "first", table: { name: "t0" } })
+      // a writer that never stops while the table is added: one row per transaction, with when each began
+      const begun: Array<{ id: number; at: number }> = []
+      const writer = yield* Effect.forkScoped(Effect.gen(function*() {
+        for (let id = 1; ; id++) {
+          begun.push({ id, at: performance.now() })
+          yield* pg.query(`INSERT INTO busy VALUES (${id}, ${id}, 'x')`)
+        }
+      }))
+      yield* eventually(Effect.sync(() => (begun.length > 50 ? true : undefined)), 10_000, "the writer under way")
+      yield* manager.add({ id: "busy", table: { name: "busy" } })
+      const returned = performance.now()
+      yield* eventually(Effect.sync(() => (begun.filter((b) => b.at > returned).length > 200 ? true : undefined)), 20_000, "200 rows after the add")
+      yield* Fiber.interrupt(writer)
+      const after = begun.filter((b) => b.at > returned).map((b) => b.id).slice(0, -1) // the last may have been interrupted
+      yield* eventually(Effect.sync(() => (after.every((id) => received.has(id)) ? true : undefined)), 20_000,
+        "every row written after the add returned")
+      assert.isAbove(after.length, 200)
     }))
 })

@@ -14,7 +14,11 @@ export const publicationOptions = { publication: "slotkeeper_orders", schema: "s
 export const startManager = (
   name: string,
   url: string,
-  options: { readonly manager?: PublicationManager.PublicationManagerOptions; readonly alongside?: Effect.Effect<unknown, unknown, Ownership> } = {}
+  options: {
+    readonly manager?: PublicationManager.PublicationManagerOptions
+    /** More owned work, started once the manager is ready (e.g. the delivery of the stream's changes). */
+    readonly alongside?: (ownership: StreamOwnership.StreamOwnership) => Effect.Effect<unknown, unknown, Ownership>
+  } = {}
 ) =>
   Effect.gen(function*() {
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: Redacted.make(url), ...fastTiming.advisory })
@@ -24,7 +28,7 @@ export const startManager = (
       const backend = yield* PgPublication.make(own, ownership.sql, publicationOptions)
       const manager = yield* PublicationManager.make(backend, { debounce: "20 millis", ...options.manager })
       yield* Deferred.succeed(ready, { manager, own })
-      return yield* (options.alongside ?? Effect.never)
+      return yield* (options.alongside?.(ownership) ?? Effect.never)
     }).pipe(Effect.tapCause((cause) => Deferred.failCause(ready, cause)))
     const fiber = yield* Effect.forkScoped(ownership.supervisor.run(owned))
     const { manager, own } = yield* Deferred.await(ready)

@@ -80,7 +80,8 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
     const missing = (s.columns ?? []).filter((c) => !table.columns.includes(c))
     if (missing.length > 0) return yield* invalid("ColumnMissing", `no column ${missing.map((c) => JSON.stringify(c)).join(", ")} (it has ${table.columns.join(", ")})`)
 
-    const checked = yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where }, options.lockTimeoutMs).pipe(
+    // a plain table needs no clause check (and before 15 there is nothing else to check)
+    const checked = s.where === undefined && s.columns === undefined ? { printedWhere: undefined, filterColumns: [] as Array<string> } : yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where }, options.lockTimeoutMs).pipe(
       Effect.catchTag("SqlError", (e): Effect.Effect<never, SubscriptionInvalid | PublicationCatalog.PublicationError> =>
         SqlErrors.sqlState(e) === "55P03"
           ? Effect.fail(new PublicationCatalog.PublicationError({ reason: "LockTimeout", message: `checking subscription ${s.id}: table ${s.schema}.${s.name} is locked by another transaction; try again` }))
