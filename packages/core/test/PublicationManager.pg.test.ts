@@ -103,6 +103,7 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
       yield* pg.query("DROP PUBLICATION slotkeeper_orders")
       yield* eventually(Effect.map(publicationTables(pg), (t) => (t.length === 1 && seen.includes("PublicationDropped") ? t : undefined)), 10_000, "the publication re-created")
       assert.deepStrictEqual(yield* publicationTables(pg), good)
+      assert.match((yield* SubscriptionRef.get(manager.status)).resyncRequired ?? "", /dropped behind slotkeeper's back/)
     }))
 
   it.live("on start, the recovered subscriptions are reconciled as a whole: tables nobody needs any more are removed", () =>
@@ -151,6 +152,6 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
       const after = begun.filter((b) => b.at > returned).map((b) => b.id).slice(0, -1) // the last may have been interrupted
       yield* eventually(Effect.sync(() => (after.every((id) => received.has(id)) ? true : undefined)), 20_000,
         "every row written after the add returned")
-      assert.isAbove(after.length, 200)
+      assert.isAtLeast(after.length, 200) // 201 or more began after the add; the last one may not have finished
     }))
 })

@@ -59,6 +59,8 @@ export interface PublicationStatus {
   readonly reconciledAt: number | undefined
   readonly drift: ReadonlyArray<Drift>
   readonly lastError: string | undefined
+  /** Set (and kept) once the publication was found dropped behind slotkeeper's back: consumers must resync. */
+  readonly resyncRequired: string | undefined
 }
 
 export interface PublicationManager {
@@ -99,16 +101,19 @@ export const make = (
       tables: tableCount(current.values()),
       reconciledAt: undefined,
       drift: [],
-      lastError: undefined
+      lastError: undefined,
+      resyncRequired: undefined
     })
 
     const report = (drift: ReadonlyArray<Drift>) =>
       Effect.gen(function*() {
         const before = (yield* SubscriptionRef.get(status)).drift
         for (const d of drift) {
-          if (!before.some((b) => b.code === d.code)) yield* (d.code === "PublicationDropped" ? Effect.logError(d.message) : Effect.logWarning(d.message))
+          if (before.some((b) => b.code === d.code)) continue
+          yield* (d.code === "PublicationDropped" ? Effect.logError(d.message) : d.code === "PublicationMissing" ? Effect.logInfo(d.message) : Effect.logWarning(d.message))
         }
-        yield* SubscriptionRef.update(status, (s) => ({ ...s, drift }))
+        const dropped = drift.find((d) => d.code === "PublicationDropped")
+        yield* SubscriptionRef.update(status, (s) => ({ ...s, drift, resyncRequired: s.resyncRequired ?? dropped?.message }))
       })
 
     // Start: say what drifted while nobody owned the stream, then reconcile the recovered set as a whole.
