@@ -1,4 +1,5 @@
 import { PgCluster } from "@slotkeeper/testkit"
+import pg_ from "pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Stream, SubscriptionRef } from "effect"
 import { PgClient } from "@effect/sql-pg"
@@ -153,5 +154,29 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
       yield* eventually(Effect.sync(() => (after.every((id) => received.has(id)) ? true : undefined)), 20_000,
         "every row written after the add returned")
       assert.isAtLeast(after.length, 200) // 201 or more began after the add; the last one may not have finished
+    }))
+
+  it.live("a table locked by application DDL: the reconcile waits at most lock_timeout per attempt, retries, then fails typed; nothing changed, nothing hangs", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* tables(pg, ["t0", "t1"])
+      const { manager } = yield* startManager("a", pg.url, { publication: { lockTimeoutMs: 200, lockRetries: 2 } })
+      yield* manager.add({ id: "x", table: { name: "t0" } })
+      // an application transaction holds t1 (a long migration)
+      const app = new pg_.Client({ connectionString: pg.url })
+      yield* Effect.promise(() => app.connect())
+      yield* Effect.addFinalizer(() => Effect.promise(() => app.end()))
+      yield* Effect.promise(() => app.query("BEGIN; LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE"))
+      const started = performance.now()
+      const error = yield* Effect.flip(manager.add({ id: "y", table: { name: "t1" } }))
+      const took = performance.now() - started
+      assert.include(error, { _tag: "PublicationError", reason: "LockTimeout" })
+      assert.match(error.message, /gave up after 3 attempts/)
+      assert.isBelow(took, 10_000) // 3 × 200 ms plus backoff; bounded, never hanging
+      assert.deepStrictEqual(yield* publicationTables(pg), ["public.t0"])
+      assert.deepStrictEqual(yield* pg.query("SELECT id FROM slotkeeper.subscriptions"), [{ id: "x" }])
+      yield* Effect.promise(() => app.query("COMMIT"))
+      yield* manager.add({ id: "y", table: { name: "t1" } })
+      assert.deepStrictEqual(yield* publicationTables(pg), ["public.t0", "public.t1"])
     }))
 })

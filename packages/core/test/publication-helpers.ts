@@ -16,6 +16,7 @@ export const startManager = (
   url: string,
   options: {
     readonly manager?: PublicationManager.PublicationManagerOptions
+    readonly publication?: Partial<PgPublication.PgPublicationOptions>
     /** More owned work, started once the manager is ready (e.g. the delivery of the stream's changes). */
     readonly alongside?: (ownership: StreamOwnership.StreamOwnership) => Effect.Effect<unknown, unknown, Ownership>
   } = {}
@@ -25,7 +26,7 @@ export const startManager = (
     const ready = yield* Deferred.make<{ readonly manager: PublicationManager.PublicationManager; readonly own: OwnershipService }, unknown>()
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
-      const backend = yield* PgPublication.make(own, ownership.sql, publicationOptions)
+      const backend = yield* PgPublication.make(own, ownership.sql, { ...publicationOptions, ...options.publication })
       const manager = yield* PublicationManager.make(backend, { debounce: "20 millis", ...options.manager })
       yield* Deferred.succeed(ready, { manager, own })
       return yield* (options.alongside?.(ownership) ?? Effect.never)
