@@ -17,7 +17,9 @@ describe("Subscription (pure)", () => {
       "note = 'it''s'",
       "note = E'it\\'s ) ('",
       "(a > 1 AND (b < 2 OR c IN (1, 2)))",
-      "amount::numeric > 1.5e3"
+      "amount::numeric > 1.5e3",
+      "note = 'a\\'", // standard_conforming_strings (set for every statement slotkeeper runs): a backslash is a character
+      "name = 'E' AND note = e'x\\\\'"
     ]) assert.isUndefined(Subscription.filterProblem(ok), ok)
   })
   it("refuses what could change the statement around it", () => {
@@ -26,6 +28,7 @@ describe("Subscription (pure)", () => {
       ["id > 0) , other_table WHERE (true", /closes a parenthesis/],
       ["true; DELETE FROM t", /';'/],
       ["id > 0 -- rest", /comment/],
+      ["note = E'a\\\\') , t WHERE (true", /closes a parenthesis/], // the escaped backslash does not escape the quote
       ["id > 0 /* x */", /comment/],
       ["(id > 0", /open/],
       ["name = 'unterminated", /unterminated string/],

@@ -75,6 +75,19 @@ const identifierProblem = (what: string, name: string): string | undefined => {
   return undefined
 }
 
+/** The index of the quote that closes the one at `open` (doubled quotes and, with `escapes`, `\x` stay inside). */
+const closingQuote = (text: string, open: number, escapes: boolean): number | undefined => {
+  const quote = text[open]
+  for (let i = open + 1; i < text.length; i++) {
+    if (escapes && text[i] === "\\") i++
+    else if (text[i] === quote) {
+      if (text[i + 1] !== quote) return i
+      i++
+    }
+  }
+  return undefined
+}
+
 /**
  * Why `filter` is not one balanced SQL expression, or `undefined` when it is. Lexical only: what it means is for
  * PostgreSQL to check.
@@ -89,42 +102,12 @@ export const filterProblem = (filter: string): string | undefined => {
     const c = filter[i]!
     const next = filter[i + 1]
     if (c === "\u0000") return "the row filter contains a NUL character"
-    if (c === "'") {
-      // a string literal: E'...' (backslash escapes) when preceded by E, else standard ('' is a quote)
-      const escapes = i > 0 && /[eE]/.test(filter[i - 1]!) && (i < 2 || !/[A-Za-z0-9_$]/.test(filter[i - 2]!))
-      i++
-      for (;;) {
-        if (i >= n) return "the row filter has an unterminated string literal"
-        if (escapes && filter[i] === "\\") {
-          i += 2
-          continue
-        }
-        if (filter[i] === "'") {
-          if (filter[i + 1] === "'") {
-            i += 2
-            continue
-          }
-          break
-        }
-        i++
-      }
-      i++
-      continue
-    }
-    if (c === "\"") {
-      i++
-      for (;;) {
-        if (i >= n) return "the row filter has an unterminated quoted identifier"
-        if (filter[i] === "\"") {
-          if (filter[i + 1] === "\"") {
-            i += 2
-            continue
-          }
-          break
-        }
-        i++
-      }
-      i++
+    if (c === "'" || c === "\"") {
+      // a string literal (E'...' has backslash escapes) or a quoted identifier; a doubled quote stays inside
+      const escapes = c === "'" && i > 0 && /[eE]/.test(filter[i - 1]!) && (i < 2 || !/[A-Za-z0-9_$]/.test(filter[i - 2]!))
+      const end = closingQuote(filter, i, escapes)
+      if (end === undefined) return `the row filter has an unterminated ${c === "'" ? "string literal" : "quoted identifier"}`
+      i = end + 1
       continue
     }
     if (c === "-" && next === "-") return "the row filter contains a comment (--): write the expression only"
