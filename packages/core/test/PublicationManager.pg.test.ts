@@ -132,8 +132,8 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
         alongside: (ownership) =>
           Delivery.run({ ...deliveryOptions, url: Redacted.make(pg.url), instanceId: "a", sql: ownership.sql }, (connection) =>
             Stream.runForEach(connection.events, (event) =>
-              event._tag === "Change" && event.change.tag === "insert" && event.change.relation.name === "busy"
-                ? Effect.sync(() => void received.add(Number(event.change.tag === "insert" ? event.change.new.id : -1)))
+              event._tag === "Change" && event.op === "insert" && event.table === "busy"
+                ? Effect.sync(() => void received.add(Number(event.new!.id)))
                 : event._tag === "Commit" ? connection.acknowledge(event.endLsn) : Effect.void))
       })
       yield* manager.add({ id: "first", table: { name: "t0" } })

@@ -60,7 +60,7 @@ export const startConsumer = (
       return Stream.runForEach(stream.events, (event) =>
         Effect.gen(function*() {
           if (event._tag === "Begin") ids = []
-          else if (event._tag === "Change" && event.change.tag === "insert") ids.push(Number(event.change.new.id))
+          else if (event._tag === "Change" && event.op === "insert") ids.push(Number(event.new!.id))
           else if (event._tag === "Commit") {
             const acknowledged = accept(ids)
             delivered.push({ xid: event.xid, ids, commitLsn: event.commitLsn, endLsn: event.endLsn, acknowledged })

@@ -37,7 +37,7 @@ export interface DeliveryOptions
 }
 
 const isConnectionError = (e: unknown): e is ReplicationStream.ReplicationError =>
-  e instanceof ReplicationStream.ReplicationError && e.reason !== "SlotActive"
+  e instanceof ReplicationStream.ReplicationError && (e.reason === "Ended" || e.reason === "Connect")
 
 // 200 ms, 400 ms, ... at most 5 s apart.
 const reconnectSchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])

@@ -36,6 +36,9 @@ import { Cause, Duration, Effect, Queue, Redacted, Schedule, Schema, type Scope,
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { Client } from "pg"
 import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
+import { Assembler, heartbeatPrefix, type ReplicationEvent } from "./Assembler.ts"
+import { DecodeError, Decoder, type Message } from "./Pgoutput.ts"
+import { Spool } from "./Spool.ts"
 import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
@@ -53,16 +56,7 @@ export class ReplicationError extends Schema.TaggedError<ReplicationError>()("Re
   message: Schema.String
 }) {}
 
-export type Change = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete | Pgoutput.MessageTruncate
-
-export type ReplicationEvent =
-  | { readonly _tag: "Begin"; readonly xid: number; readonly commitLsn: Lsn.Lsn }
-  /** `seq`: the change's position inside its transaction, from 1. */
-  | { readonly _tag: "Change"; readonly xid: number; readonly seq: number; readonly change: Change }
-  /** Acknowledge `endLsn` once the transaction is durable downstream. */
-  | { readonly _tag: "Commit"; readonly xid: number; readonly commitLsn: Lsn.Lsn; readonly endLsn: Lsn.Lsn; readonly changes: number }
-  /** A logical message (`pg_logical_emit_message`); a non-transactional one is acknowledged with `ackPosition`. */
-  | { readonly _tag: "Message"; readonly transactional: boolean; readonly prefix: string; readonly content: Uint8Array; readonly lsn: Lsn.Lsn; readonly ackPosition: Lsn.Lsn }
+export type { ChangeEvent, MessageEvent, ReplicationEvent, TruncateEvent } from "./Assembler.ts"
 
 export interface ReplicationStreamOptions {
   /** Never logged. */
@@ -101,7 +95,7 @@ export interface ReplicationStream {
   readonly startedAt: Lsn.Lsn
 }
 
-export const heartbeatPrefix = "slotkeeper:heartbeat:"
+export { heartbeatPrefix }
 
 /** A Standby Status Update (`r`): write = flush = apply = `position`, exactly (no `+ 1`). */
 export const statusUpdate = (position: Lsn.Lsn, nowMillis: number, replyRequested = false): Buffer => {
@@ -160,6 +154,12 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     }
 
     const streamedSlot = mode === "temporary" ? cloneName() : options.slotName
+    // Protocol 2 (PostgreSQL 14+) with in-progress streaming: a huge transaction is sent as it is decoded, spooled
+    // here on disk, instead of being collected by the server until its commit.
+    const protocol = seen.serverVersion >= 140000 ? 2 : 1
+    const decoder = new Decoder()
+    const spool = yield* Effect.acquireRelease(Effect.sync(() => new Spool()), (sp) => Effect.sync(() => sp.close()))
+    const assembler = new Assembler(startedAt, spool)
     class Plugin extends PgoutputPlugin {
       override async start(c: Client, _slot: string, _lsn: string): Promise<unknown> {
         client = c
@@ -167,19 +167,43 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           // slotkeeper's own names ([a-z0-9_], checked by PersistentSlot and cloneName); the session is simple-query only
           await c.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${options.slotName}', '${streamedSlot}', true)`)
         }
-        return super.start(c, streamedSlot, Lsn.format(startedAt))
+        const pgoutputOptions = [`proto_version '${protocol}'`, `publication_names '"${options.publication}"'`, "messages 'true'"]
+        if (protocol >= 2) pgoutputOptions.push("streaming 'on'")
+        return c.query(`START_REPLICATION SLOT "${streamedSlot}" LOGICAL ${Lsn.format(startedAt)} (${pgoutputOptions.join(", ")})`)
       }
       // Runs at the socket, in order, before the message is queued: receipt is recorded before any later keepalive.
       override parse(buffer: Buffer): Pgoutput.Message {
-        const message = super.parse(buffer)
-        lastReceivedAt = Date.now()
-        if (message.tag === "begin") watermark = Watermark.begin(watermark)
-        else if (message.tag === "commit") watermark = Watermark.commit(watermark, Lsn.parseUnsafe(message.commitEndLsn ?? "0/0"))
-        else if (message.tag === "message" && !message.transactional) {
-          const lsn = Lsn.parseUnsafe(message.messageLsn ?? "0/0")
-          watermark = message.prefix.startsWith(heartbeatPrefix) ? Watermark.keepalive(watermark, lsn + 1n) : Watermark.message(watermark, lsn)
+        let message: Message
+        try {
+          message = decoder.decode(buffer)
+        } catch (e) {
+          // never thrown into the socket's event handler: the stream fails, with what could not be decoded
+          fail(new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
+          return { tag: "origin", originLsn: 0n, name: "" } as unknown as Pgoutput.Message
         }
-        return message
+        lastReceivedAt = Date.now()
+        switch (message.tag) {
+          case "begin":
+          case "streamStart":
+            watermark = Watermark.begin(watermark)
+            break
+          case "streamStop":
+            // an uncommitted streamed transaction is sent again whole after any restart before its commit
+            watermark = Watermark.abort(watermark)
+            break
+          case "commit":
+          case "streamCommit":
+            watermark = Watermark.commit(watermark, message.endLsn)
+            break
+          case "message":
+            if (!message.transactional) {
+              watermark = message.prefix.startsWith(heartbeatPrefix)
+                ? Watermark.keepalive(watermark, message.lsn + 1n)
+                : Watermark.message(watermark, message.lsn)
+            }
+            break
+        }
+        return message as unknown as Pgoutput.Message // pg-logical-replication only passes it on to the 'data' handler
       }
     }
     const plugin = new Plugin({ protoVersion: 1, publicationNames: [options.publication], messages: true })
@@ -195,51 +219,26 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // Runs before the connection is destroyed: a socket read waiting for room in a full queue is released.
     yield* Effect.addFinalizer(() => Queue.shutdown(queue))
 
-    // Socket side -> events. Duplicates (committed below where streaming started) are skipped whole.
-    let xid = 0
-    let seq = 0
-    let skipping = false
+    // Socket side -> events, in order, each offered with backpressure (the socket is paused while the queue is full).
     // Never rejects: once the queue is shut down (the scope closed), a pending offer just ends.
-    const offer = (event: ReplicationEvent) => Effect.runPromiseExit(Queue.offer(queue, event)).then(() => undefined)
-    service.on("data", (_lsn: string, message: Pgoutput.Message) => {
-      switch (message.tag) {
-        case "begin": {
-          const commitLsn = Lsn.parseUnsafe(message.commitLsn ?? "0/0")
-          skipping = Watermark.isDuplicate(startedAt, commitLsn)
-          xid = message.xid
-          seq = 0
-          return skipping ? undefined : offer({ _tag: "Begin", xid, commitLsn })
+    const offer = (event: ReplicationEvent) => Effect.runPromiseExit(Queue.offer(queue, event))
+    service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
+      try {
+        for (const event of assembler.push(decoded as unknown as Message)) {
+          const exit = await offer(event)
+          if (exit._tag === "Failure") return
         }
-        case "commit": {
-          if (skipping) {
-            skipping = false
-            return undefined
-          }
-          const commitLsn = Lsn.parseUnsafe(message.commitLsn ?? "0/0")
-          return offer({ _tag: "Commit", xid, commitLsn, endLsn: Lsn.parseUnsafe(message.commitEndLsn ?? "0/0"), changes: seq })
-        }
-        case "insert":
-        case "update":
-        case "delete":
-        case "truncate":
-          return skipping ? undefined : offer({ _tag: "Change", xid, seq: ++seq, change: message })
-        case "message": {
-          if (message.prefix.startsWith(heartbeatPrefix) || skipping) return undefined
-          const lsn = Lsn.parseUnsafe(message.messageLsn ?? "0/0")
-          if (!message.transactional && lsn < startedAt) return undefined
-          return offer({ _tag: "Message", transactional: message.transactional, prefix: message.prefix, content: message.content, lsn, ackPosition: lsn + 1n })
-        }
-        default:
-          return undefined // relation, type, origin: the parser keeps what it needs
+      } catch (e) {
+        fail(new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
       }
     })
     service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       watermark = Watermark.keepalive(watermark, Lsn.parseUnsafe(lsn))
       if (shouldRespond) sendStatus()
     })
-    service.on("error", (e: unknown) => fail(new ReplicationError({ reason: "Ended", message: `replication connection: ${describe(e)}` })))
+    service.on("error", (e: unknown) =>
+      fail(new ReplicationError({ reason: e instanceof DecodeError ? "Protocol" : "Ended", message: `replication connection: ${describe(e)}` })))
 
-    // Connect: START_REPLICATION, and wait for the server to accept it. In persistent mode, wait while the slot is held.
     // Before the server accepted START_REPLICATION a failure is this attempt's (and may be retried); afterwards, the
     // stream's.
     const connectOnce = Effect.callback<void, ReplicationError>((resume) => {
