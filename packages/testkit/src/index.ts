@@ -8,8 +8,10 @@
  * - `ProcessControl`: SIGSTOP / SIGCONT a process for pause scenarios.
  * - `PgVersions`: run a test file against several major versions (`SLOTKEEPER_PG_VERSIONS`, default 18).
  * - `EmbeddedPostgres`: a server whose data survives restarts (the CLI's default database).
+ * - `DeliveryCheck`: the lost and the wrongly duplicated changes of a consumer's deliveries.
  * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
  */
+export * as DeliveryCheck from "./DeliveryCheck.ts"
 export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 export * as FaultProxy from "./FaultProxy.ts"
 export * as Leftovers from "./Leftovers.ts"

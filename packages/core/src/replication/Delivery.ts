@@ -20,6 +20,7 @@ import { Effect, Schedule, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { Redacted } from "effect"
 import { Ownership } from "../ownership/Ownership.ts"
+import { SlotError } from "../slot/PersistentSlot.ts"
 import * as SlotManager from "../slot/SlotManager.ts"
 import * as Checkpoint from "./Checkpoint.ts"
 import * as ReplicationStream from "./ReplicationStream.ts"
@@ -36,8 +37,11 @@ export interface DeliveryOptions
   readonly checkpoint?: Checkpoint.CheckpointStoreService
 }
 
-const isConnectionError = (e: unknown): e is ReplicationStream.ReplicationError =>
-  e instanceof ReplicationStream.ReplicationError && (e.reason === "Ended" || e.reason === "Connect")
+/** What a new connection may overcome: the connection failed or ended, or a read of the resume checks failed. */
+const isConnectionError = (e: unknown): e is { readonly message: string } =>
+  (e instanceof ReplicationStream.ReplicationError && (e.reason === "Ended" || e.reason === "Connect")) ||
+  (e instanceof SlotError && e.reason === "Query") ||
+  e instanceof Checkpoint.CheckpointError
 
 // 200 ms, 400 ms, ... at most 5 s apart.
 const reconnectSchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])

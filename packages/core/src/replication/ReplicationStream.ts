@@ -290,22 +290,29 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       watermark = Watermark.saved(watermark, position)
       sendStatus()
     })
-    const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>) =>
-      Effect.forever(Effect.andThen(Effect.sleep(interval), effect)).pipe(
-        Effect.catch((e) => Effect.sync(() => fail(e))),
-        Effect.forkScoped
+    // A save (or heartbeat) that fails is said once and tried again next round: nothing is reported to the server that
+    // was not saved, so a failing save only holds positions back. Whether ownership was lost is the supervisor's
+    // to decide (it closes this scope).
+    const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>, what: string) => {
+      let failing = false
+      const round = effect.pipe(
+        Effect.tap(() => Effect.sync(() => { failing = false })),
+        Effect.catch((e) =>
+          Effect.andThen(failing ? Effect.void : Effect.logWarning(`stream ${options.streamId}: ${what}: ${e.message}; trying again`), Effect.sync(() => { failing = true })))
       )
+      return Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), round)))
+    }
     // One last save when the connection closes (shutdown or handover), while the guard may still prove ownership.
     yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
-    yield* every(options.saveInterval ?? "1 second", save)
-    yield* every(options.statusInterval ?? "10 seconds", Effect.sync(() => sendStatus()))
+    yield* every(options.saveInterval ?? "1 second", save, "saving the checkpoint")
+    yield* every(options.statusInterval ?? "10 seconds", Effect.sync(() => sendStatus()), "sending a status update")
     yield* every(Duration.millis(Math.max(100, Math.floor(heartbeatMillis / 4))), Effect.gen(function*() {
       if (Date.now() - lastReceivedAt < heartbeatMillis || watermark.open || watermark.acknowledged < watermark.received) return
       lastReceivedAt = Date.now()
       yield* options.sql.unsafe("SELECT pg_logical_emit_message(false, $1, '')::text", [heartbeatPrefix + options.streamId]).pipe(
         Effect.catch((e) => Effect.logWarning(`heartbeat message for stream ${options.streamId} failed: ${String(e)}`))
       )
-    }))
+    }), "writing a heartbeat message")
 
     return {
       events: Stream.fromQueue(queue),

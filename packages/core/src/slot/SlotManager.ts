@@ -15,7 +15,7 @@
  *   explanation of what was lost. With `recreate`, the old incarnation is retired, a new one is created (never under
  *   the old name), and `resyncRequired` says so: consumers must resync, because changes between were lost.
  */
-import { Duration, Effect, SubscriptionRef } from "effect"
+import { Duration, Effect, Schedule, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn } from "../Lsn.ts"
@@ -86,6 +86,13 @@ export const makeState: Effect.Effect<SlotManagerState> = Effect.all({
 
 type SlotFailure = PersistentSlot.SlotError | OwnershipLost | LockBackendError
 
+/** Failures that may pass: retried, never fatal (a lost slot is not among them). */
+const isTransient = (e: SlotFailure): boolean =>
+  e._tag === "LockBackendError" || e._tag === "OwnershipLost" || (e._tag === "SlotError" && (e.reason === "Query" || e.reason === "Setup"))
+
+// 200 ms, 400 ms, ... at most 5 s apart.
+const transientRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+
 /** Keeps the slot while the caller owns the stream; never returns (fails on a fatal slot error). */
 export const run = (options: SlotManagerOptions, state: SlotManagerState): Effect.Effect<never, SlotFailure, Ownership> =>
   Effect.gen(function*() {
@@ -111,7 +118,9 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
 
     const initial = yield* PersistentSlot.ensure(own, sql, options).pipe(
       Effect.catchTag("SlotError", (e) =>
-        e.reason === "SlotMissing" && options.onSlotLost === "recreate" && e.slotName !== undefined ? recreate(e.slotName, e.message) : Effect.fail(e))
+        e.reason === "SlotMissing" && options.onSlotLost === "recreate" && e.slotName !== undefined ? recreate(e.slotName, e.message) : Effect.fail(e)),
+      Effect.tapError((e) => (isTransient(e) ? Effect.logWarning(`stream ${options.streamId}: setting up the slot: ${e.message}; retrying`) : Effect.void)),
+      Effect.retry({ while: isTransient, schedule: transientRetry })
     )
     yield* SubscriptionRef.set(state.slot, initial)
     if (initial.failoverUnavailable !== undefined) yield* Effect.logWarning(initial.failoverUnavailable)
@@ -186,11 +195,21 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     // One last advance when the manager stops (shutdown or handover), while the guard may still prove ownership.
     yield* Effect.addFinalizer(() => Effect.ignore(advanceOnce))
 
-    const every = (interval: Duration.Input | undefined, fallback: Duration.Input, effect: Effect.Effect<void, SlotFailure>) =>
-      Effect.forever(Effect.andThen(Effect.sleep(interval ?? fallback), effect))
-    yield* checkHealth
+    // A round that fails on something that may pass (a query, the guard's own statements, a server restarting) is
+    // said once and tried again next round; whether ownership was lost is the supervisor's to decide, and it closes
+    // this scope when it was. Only a lost slot is fatal.
+    const every = (interval: Duration.Input | undefined, fallback: Duration.Input, effect: Effect.Effect<void, SlotFailure>, what: string) => {
+      let failing = false
+      const round = effect.pipe(
+        Effect.tap(() => Effect.sync(() => { failing = false })),
+        Effect.catchIf(isTransient, (e) =>
+          Effect.andThen(failing ? Effect.void : Effect.logWarning(`stream ${options.streamId}: ${what}: ${e.message}; trying again`), Effect.sync(() => { failing = true })))
+      )
+      return Effect.forever(Effect.andThen(Effect.sleep(interval ?? fallback), round))
+    }
+    yield* checkHealth.pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))
     return yield* Effect.all([
-      every(options.healthInterval, "10 seconds", checkHealth),
-      every(options.advanceInterval, "1 second", advanceOnce)
+      every(options.healthInterval, "10 seconds", checkHealth, "checking the slot"),
+      every(options.advanceInterval, "1 second", advanceOnce, "advancing the slot")
     ], { concurrency: "unbounded" }).pipe(Effect.andThen(Effect.never))
   }).pipe(Effect.scoped)

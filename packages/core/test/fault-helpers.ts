@@ -1,0 +1,85 @@
+/**
+ * Helpers for the delivery fault tests: a consumer that records every delivered row with its transaction's end and
+ * its session (replication connection) and where each session resumed; a writer that keeps committing rows through
+ * faults; and the check of both against the table (`DeliveryCheck`).
+ */
+import { DeliveryCheck } from "@slotkeeper/testkit"
+import { Effect, Redacted, Stream, SubscriptionRef } from "effect"
+import type * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
+import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
+import * as Delivery from "../src/replication/Delivery.ts"
+import { deliveryOptions } from "./delivery-helpers.ts"
+import { eventually, fastTiming } from "./ownership-helpers.ts"
+
+type Server = { readonly query: <A = Record<string, unknown>>(sql: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>, unknown> }
+
+export interface Recording {
+  readonly delivered: Array<DeliveryCheck.Delivered<number>>
+  readonly sessionStarts: Map<number, bigint>
+  readonly ownership: StreamOwnership.StreamOwnership
+}
+
+/** A consumer of stream "orders" on `url` that acknowledges every commit and records what it got. */
+export const recordingConsumer = (
+  name: string,
+  url: string,
+  options: { readonly delivery?: Partial<Delivery.DeliveryOptions>; readonly ownership?: Partial<OwnershipConfig.OwnershipOptions> } = {}
+) =>
+  Effect.gen(function*() {
+    const redacted = Redacted.make(url)
+    const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: redacted, ...fastTiming.advisory, ...options.ownership })
+    const delivered: Array<DeliveryCheck.Delivered<number>> = []
+    const sessionStarts = new Map<number, bigint>()
+    let sessions = 0
+    const owned = Delivery.run({ ...deliveryOptions, url: redacted, instanceId: name, sql: ownership.sql, ...options.delivery }, (connection) => {
+      const session = ++sessions
+      sessionStarts.set(session, connection.startedAt)
+      let ids: Array<number> = []
+      return Stream.runForEach(connection.events, (event) => {
+        if (event._tag === "Begin") ids = []
+        else if (event._tag === "Change" && event.op === "insert" && event.table === "items") ids.push(Number(event.new!.id))
+        else if (event._tag === "Commit") {
+          for (const key of ids) delivered.push({ key, endLsn: event.endLsn, session })
+          return connection.acknowledge(event.endLsn)
+        }
+        return Effect.void
+      })
+    })
+    if (process.env.DEBUG_FAULTS) {
+      yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(ownership.supervisor.status), (s) => Effect.sync(() => console.log("STATUS", Date.now(), JSON.stringify(s)))))
+    }
+    yield* Effect.forkScoped(ownership.supervisor.run(owned).pipe(Effect.tapCause((c) => Effect.sync(() => console.log("RUN ENDED", String(c))))))
+    return { delivered, sessionStarts, ownership } satisfies Recording
+  })
+
+/** Commits rows 1, 2, ... one per transaction, through every fault (a failed insert is retried), until interrupted. */
+export const startWriter = (server: Server) =>
+  Effect.gen(function*() {
+    const state = { next: 1 }
+    yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+      const id = state.next
+      const ok = yield* server.query(`INSERT INTO items VALUES (${id}, 'row ${id}') ON CONFLICT DO NOTHING`).pipe(
+        Effect.as(true),
+        Effect.catch(() => Effect.as(Effect.sleep("50 millis"), false))
+      )
+      if (ok) state.next++
+      yield* Effect.sleep("5 millis")
+    })))
+    return state
+  })
+
+export const deliveredCount = (r: Recording) => new Set(r.delivered.map((d) => d.key)).size
+
+/** Waits until `r` delivered at least `n` distinct rows. */
+export const deliveredAtLeast = (r: Recording, n: number, timeoutMs = 30_000) =>
+  eventually(Effect.sync(() => (deliveredCount(r) >= n ? true : undefined)), timeoutMs, `${n} rows delivered`)
+
+/** The committed rows (read from the table, the truth), checked against what was delivered, once all arrived. */
+export const checkAll = (server: Server, r: Recording, timeoutMs = 30_000) =>
+  Effect.gen(function*() {
+    const rows = yield* server.query<{ id: number }>("SELECT id FROM items ORDER BY id")
+    const committed = rows.map((row) => row.id)
+    yield* eventually(Effect.sync(() => (DeliveryCheck.check({ committed, delivered: r.delivered, sessionStarts: r.sessionStarts }).lost.length === 0 ? true : undefined)),
+      timeoutMs, "every committed row delivered").pipe(Effect.exit)
+    return { committed, report: DeliveryCheck.check({ committed, delivered: r.delivered, sessionStarts: r.sessionStarts }) }
+  })
