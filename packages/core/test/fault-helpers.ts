@@ -4,7 +4,10 @@
  * faults; and the check of both against the table (`DeliveryCheck`).
  */
 import { DeliveryCheck } from "@slotkeeper/testkit"
-import { Effect, Redacted, Stream, SubscriptionRef } from "effect"
+import { type Duration, Effect, type Fiber, Redacted, Stream, SubscriptionRef } from "effect"
+import { Ownership } from "../src/ownership/Ownership.ts"
+import * as PgPublication from "../src/publication/PgPublication.ts"
+import * as PublicationManager from "../src/publication/PublicationManager.ts"
 import type * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as Delivery from "../src/replication/Delivery.ts"
@@ -17,21 +20,32 @@ export interface Recording {
   readonly delivered: Array<DeliveryCheck.Delivered<number>>
   readonly sessionStarts: Map<number, bigint>
   readonly ownership: StreamOwnership.StreamOwnership
+  /** The publication managers of each holding period (with `publicationDrift`). */
+  readonly managers: Array<PublicationManager.PublicationManager>
+  readonly fiber: Fiber.Fiber<void, unknown>
 }
 
 /** A consumer of stream "orders" on `url` that acknowledges every commit and records what it got. */
 export const recordingConsumer = (
   name: string,
   url: string,
-  options: { readonly delivery?: Partial<Delivery.DeliveryOptions>; readonly ownership?: Partial<OwnershipConfig.OwnershipOptions> } = {}
+  options: {
+    /** Sessions are numbered from here (to check several consumers' deliveries together). */
+    readonly firstSession?: number
+    readonly delivery?: Partial<Delivery.DeliveryOptions>
+    readonly ownership?: Partial<OwnershipConfig.OwnershipOptions>
+    /** Run the publication manager too (subscribed to `items`), with this drift interval. */
+    readonly publicationDrift?: Duration.Input
+  } = {}
 ) =>
   Effect.gen(function*() {
     const redacted = Redacted.make(url)
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: redacted, ...fastTiming.advisory, ...options.ownership })
     const delivered: Array<DeliveryCheck.Delivered<number>> = []
     const sessionStarts = new Map<number, bigint>()
-    let sessions = 0
-    const owned = Delivery.run({ ...deliveryOptions, url: redacted, instanceId: name, sql: ownership.sql, ...options.delivery }, (connection) => {
+    let sessions = (options.firstSession ?? 1) - 1
+    const managers: Array<PublicationManager.PublicationManager> = []
+    const delivery = Delivery.run({ ...deliveryOptions, url: redacted, instanceId: name, sql: ownership.sql, ...options.delivery }, (connection) => {
       const session = ++sessions
       sessionStarts.set(session, connection.startedAt)
       let ids: Array<number> = []
@@ -45,11 +59,21 @@ export const recordingConsumer = (
         return Effect.void
       })
     })
+    const owned = options.publicationDrift === undefined ? delivery : Effect.gen(function*() {
+      const own = yield* Ownership
+      const manager = yield* PublicationManager.make(yield* PgPublication.make(own, ownership.sql, { publication: "slotkeeper_orders", schema: "slotkeeper" }), {
+        debounce: "10 millis",
+        ...(options.publicationDrift === undefined ? {} : { driftInterval: options.publicationDrift })
+      })
+      managers.push(manager)
+      yield* manager.add({ id: "items", table: { name: "items" } })
+      return yield* delivery
+    })
     if (process.env.DEBUG_FAULTS) {
       yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(ownership.supervisor.status), (s) => Effect.sync(() => console.log("STATUS", Date.now(), JSON.stringify(s)))))
     }
-    yield* Effect.forkScoped(ownership.supervisor.run(owned).pipe(Effect.tapCause((c) => Effect.sync(() => console.log("RUN ENDED", String(c))))))
-    return { delivered, sessionStarts, ownership } satisfies Recording
+    const fiber = yield* Effect.forkScoped(ownership.supervisor.run(owned))
+    return { delivered, sessionStarts, ownership, managers, fiber } satisfies Recording
   })
 
 /** Commits rows 1, 2, ... one per transaction, through every fault (a failed insert is retried), until interrupted. */
