@@ -1,10 +1,12 @@
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Scope, SubscriptionRef } from "effect"
+import { Cause, Effect, Exit, Fiber, Redacted, Scope, Stream, SubscriptionRef } from "effect"
 import pg from "pg"
 import * as Lsn from "../src/Lsn.ts"
-import { eventually } from "./ownership-helpers.ts"
-import { type Consumer, slotOf, slotRow, startConsumer } from "./delivery-helpers.ts"
+import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
+import * as Delivery from "../src/replication/Delivery.ts"
+import { eventually, fastTiming } from "./ownership-helpers.ts"
+import { type Consumer, deliveryOptions, slotOf, slotRow, startConsumer } from "./delivery-helpers.ts"
 
 const prepare = (major: number, settings: Record<string, string> = {}) =>
   Effect.gen(function*() {
@@ -59,6 +61,29 @@ describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
       yield* insertEach(pg, 16, 16)
       yield* delivered(b, 6, "row 16")
       assert.deepStrictEqual(b.ids(), range(11, 16))
+    }))
+
+  it.live("a transaction consumed partly: after a restart it resumes after the last acknowledged change (position inside the transaction)", () =>
+    Effect.gen(function*() {
+      const server = yield* prepare(major)
+      const scopeA = yield* Scope.make()
+      const ownershipA = yield* Scope.provide(scopeA)(StreamOwnership.make({ streamId: "orders", instanceId: "a", url: Redacted.make(server.url), ...fastTiming.advisory }))
+      const seenA: Array<number> = []
+      yield* Scope.provide(scopeA)(Effect.forkScoped(ownershipA.supervisor.run(Delivery.run({ ...deliveryOptions, url: Redacted.make(server.url), instanceId: "a", sql: ownershipA.sql }, (connection) =>
+        Stream.runForEach(connection.events, (event) =>
+          // a consumer that makes each change durable on its own, and stops (crashes) after the fourth of ten
+          event._tag === "Change" && event.seq <= 4
+            ? Effect.andThen(Effect.sync(() => void seenA.push(Number(event.new!.id))), connection.acknowledge({ commitLsn: event.commitLsn, seq: event.seq }))
+            : Effect.void)))))
+      yield* eventually(Effect.map(server.query("SELECT 1 FROM pg_replication_slots WHERE NOT temporary"), (r) => (r.length > 0 ? true : undefined)), 20_000, "the slot")
+      yield* server.query("INSERT INTO items SELECT g, 'one transaction' FROM generate_series(1, 10) g")
+      yield* eventually(Effect.map(server.query<{ seq: number | null }>("SELECT tx_seq AS seq FROM slotkeeper.checkpoints"), (r) => (r[0]?.seq === 4 ? true : undefined)), 10_000, "the position inside the transaction saved")
+      yield* Scope.close(scopeA, Exit.void)
+      assert.deepStrictEqual(seenA, [1, 2, 3, 4])
+      const b = yield* startConsumer("b", server.url)
+      assert.deepStrictEqual(yield* delivered(b, 6, "the rest of the transaction"), [5, 6, 7, 8, 9, 10])
+      yield* server.query("INSERT INTO items VALUES (11, 'next')")
+      assert.deepStrictEqual(yield* delivered(b, 7, "the next transaction"), [5, 6, 7, 8, 9, 10, 11])
     }))
 
   it.live("a transaction committing right at an acknowledged commit's end is delivered after a restart (positions are exact, not + 1)", () =>

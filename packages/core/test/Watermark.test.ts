@@ -12,9 +12,9 @@ describe("Watermark (pure)", () => {
     w = Watermark.commit(Watermark.begin(w), 200n)
     w = Watermark.commit(Watermark.begin(w), 300n)
     w = must(Watermark.ack(w, 200n))
-    assert.strictEqual(Watermark.toSave(w), 200n)
+    assert.deepStrictEqual(Watermark.toSave(w), { lsn: 200n, inside: undefined })
     assert.strictEqual(w.durable, 100n) // reported: only what was saved
-    w = Watermark.saved(w, 200n)
+    w = Watermark.saved(w, { lsn: 200n, inside: undefined })
     assert.strictEqual(w.durable, 200n)
     assert.isUndefined(Watermark.toSave(w))
   })
@@ -87,5 +87,18 @@ describe("Watermark (pure)", () => {
         assert.isTrue(w.durable <= w.acknowledged)
       }
     }
+  })
+
+  it("a partly consumed transaction: its position is saved without moving the whole position, and cleared when it is acknowledged whole", () => {
+    let w = Watermark.begin(Watermark.initial(100n))
+    w = Watermark.ackInside(w, { commitLsn: 150n, seq: 4 })
+    assert.deepStrictEqual(Watermark.toSave(w), { lsn: 100n, inside: { commitLsn: 150n, seq: 4 } })
+    w = Watermark.saved(w, Watermark.toSave(w)!)
+    assert.strictEqual(w.durable, 100n) // what the server is told does not move
+    assert.deepStrictEqual(w.durableInside, { commitLsn: 150n, seq: 4 })
+    assert.strictEqual(Watermark.ackInside(w, { commitLsn: 150n, seq: 3 }), w) // never backwards
+    w = Watermark.commit(w, 200n)
+    w = must(Watermark.ack(w, 200n))
+    assert.deepStrictEqual(Watermark.toSave(w), { lsn: 200n, inside: undefined })
   })
 })

@@ -103,11 +103,21 @@ export class Assembler {
   private streaming: number | undefined
   private readonly start: Lsn
   private readonly spool: Spool
+  private readonly resumeInside: Watermark.InTransaction | undefined
 
-  /** `start`: where streaming started (the durable position); transactions committed below it are skipped. */
-  constructor(start: Lsn, spool: Spool) {
+  /**
+   * `start`: where streaming started (the durable position); transactions committed below it are skipped.
+   * `resumeInside`: a transaction consumed up to a change; its changes up to that `seq` are skipped.
+   */
+  constructor(start: Lsn, spool: Spool, resumeInside?: Watermark.InTransaction) {
     this.start = start
     this.spool = spool
+    this.resumeInside = resumeInside
+  }
+
+  /** Whether the change at `seq` of the transaction committing at `commitLsn` was consumed before. */
+  private consumed(commitLsn: Lsn, seq: number): boolean {
+    return this.resumeInside !== undefined && this.resumeInside.commitLsn === commitLsn && seq <= this.resumeInside.seq
   }
 
   *push(m: Message): Generator<ReplicationEvent> {
@@ -140,7 +150,8 @@ export class Assembler {
         yield { _tag: "Begin", xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime }
         let seq = 0
         for (const spooled of this.spool.replay(m.xid)) {
-          yield place(spooled as Spooled, { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq: ++seq })
+          seq++
+          if (!this.consumed(m.commitLsn, seq)) yield place(spooled as Spooled, { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
         }
         yield { _tag: "Commit", xid: m.xid, commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime, changes: seq }
         return
@@ -169,6 +180,6 @@ export class Assembler {
     const c = this.current
     if (c === undefined || c.skip) return
     c.seq++
-    yield place(change, { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq })
+    if (!this.consumed(c.commitLsn, c.seq)) yield place(change, { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq })
   }
 }

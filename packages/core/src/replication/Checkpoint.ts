@@ -64,26 +64,37 @@ export const sourceTable = (own: OwnershipService, sql: SqlClient, schema: strin
       timeline   integer NOT NULL,
       slot_name  text NOT NULL,
       epoch      bigint NOT NULL,
+      tx_commit_lsn pg_lsn,
+      tx_seq     integer,
       updated_at timestamptz NOT NULL DEFAULT clock_timestamp()`, (message) => new CheckpointError({ message }))
     const name = table(schema)
     const failed = (what: string) => (e: Parameters<typeof SqlErrors.describe>[0]) =>
       new CheckpointError({ message: `${what} the checkpoint of stream ${own.streamId}: ${SqlErrors.describe(e)}` })
 
-    const load = sql.unsafe<{ lsn: string; system_id: string; timeline: number; slot_name: string }>(
-      `SELECT lsn::text AS lsn, system_id, timeline, slot_name FROM ${name} WHERE stream_id = $1`, [own.streamId]
+    const load = sql.unsafe<{ lsn: string; system_id: string; timeline: number; slot_name: string; tx_commit_lsn: string | null; tx_seq: number | null }>(
+      `SELECT lsn::text AS lsn, system_id, timeline, slot_name, tx_commit_lsn::text AS tx_commit_lsn, tx_seq FROM ${name} WHERE stream_id = $1`, [own.streamId]
     ).pipe(
       Effect.mapError(failed("reading")),
       Effect.map(([row]) =>
-        row === undefined ? undefined : { lsn: Lsn.parseUnsafe(row.lsn), systemId: row.system_id, timeline: row.timeline, slotName: row.slot_name })
+        row === undefined ? undefined : {
+          lsn: Lsn.parseUnsafe(row.lsn),
+          systemId: row.system_id,
+          timeline: row.timeline,
+          slotName: row.slot_name,
+          inTransaction: row.tx_commit_lsn === null || row.tx_seq === null ? undefined : { commitLsn: Lsn.parseUnsafe(row.tx_commit_lsn), seq: row.tx_seq }
+        })
     )
 
     const save = (p: DurablePosition) =>
       own.guarded(sql.unsafe(
-        `INSERT INTO ${name} AS c (stream_id, lsn, system_id, timeline, slot_name, epoch) VALUES ($1, $2::pg_lsn, $3, $4, $5, $6)
+        `INSERT INTO ${name} AS c (stream_id, lsn, system_id, timeline, slot_name, epoch, tx_commit_lsn, tx_seq)
+         VALUES ($1, $2::pg_lsn, $3, $4, $5, $6, $7::pg_lsn, $8)
          ON CONFLICT (stream_id) DO UPDATE SET lsn = excluded.lsn, system_id = excluded.system_id, timeline = excluded.timeline,
-           slot_name = excluded.slot_name, epoch = excluded.epoch, updated_at = clock_timestamp()
+           slot_name = excluded.slot_name, epoch = excluded.epoch, tx_commit_lsn = excluded.tx_commit_lsn, tx_seq = excluded.tx_seq,
+           updated_at = clock_timestamp()
          WHERE c.slot_name <> excluded.slot_name OR c.lsn <= excluded.lsn`,
-        [own.streamId, Lsn.format(p.lsn), p.systemId, p.timeline, p.slotName, own.epoch]
+        [own.streamId, Lsn.format(p.lsn), p.systemId, p.timeline, p.slotName, own.epoch,
+          p.inTransaction === undefined ? null : Lsn.format(p.inTransaction.commitLsn), p.inTransaction?.seq ?? null]
       )).pipe(
         // read after the commit: a position at or after it
         Effect.andThen(sql.unsafe<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn")),

@@ -87,8 +87,11 @@ export interface ReplicationStreamOptions {
 export interface ReplicationStream {
   /** The events, in commit order; fails when the connection fails or a save fails. Consume it once. */
   readonly events: Stream.Stream<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError>
-  /** Everything up to `position` (a commit's `endLsn`, a message's `ackPosition`) is durable downstream. */
-  readonly acknowledge: (position: Lsn.Lsn) => Effect.Effect<void, Watermark.AckAhead>
+  /**
+   * Everything up to `position` is durable downstream: a commit's `endLsn` or a message's `ackPosition` — or, inside
+   * a transaction, `{ commitLsn, seq }` of a change: after a restart that transaction resumes after that change.
+   */
+  readonly acknowledge: (position: Lsn.Lsn | Watermark.InTransaction) => Effect.Effect<void, Watermark.AckAhead>
   /** The saved durable position (what `SlotManager` may advance the slot to), and where the save is in the WAL. */
   readonly durable: Effect.Effect<DurablePosition & SaveReceipt>
   /** Where streaming started. */
@@ -136,7 +139,11 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const startedAt = decision._tag === "Resume" ? decision.from : (seen.row?.confirmedFlush ?? 0n)
     const identity = { systemId: server.systemId, timeline: server.timeline, slotName: options.slotName }
     // Saved under this server's identity from now on (a newer timeline after a failover that passed the check).
-    let watermark = Watermark.initial(startedAt)
+    // a partly consumed transaction (it commits at or after the start): its acknowledged changes are not sent again
+    const resumeInside = decision._tag === "Resume" && stored?.inTransaction !== undefined && stored.inTransaction.commitLsn >= startedAt
+      ? stored.inTransaction
+      : undefined
+    let watermark = Watermark.initial(startedAt, resumeInside)
 
     const queue = yield* Queue.bounded<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError | Cause.Done>(
       options.bufferSize ?? 1024
@@ -159,7 +166,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const protocol = seen.serverVersion >= 140000 ? 2 : 1
     const decoder = new Decoder()
     const spool = yield* Effect.acquireRelease(Effect.sync(() => new Spool()), (sp) => Effect.sync(() => sp.close()))
-    const assembler = new Assembler(startedAt, spool)
+    const assembler = new Assembler(startedAt, spool, resumeInside)
     class Plugin extends PgoutputPlugin {
       override async start(c: Client, _slot: string, _lsn: string): Promise<unknown> {
         client = c
@@ -286,7 +293,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       if (!consumerAcknowledged && Date.now() - lastSaveAt < heartbeatMillis) return
       consumerAcknowledged = false
       lastSaveAt = Date.now()
-      receipt = yield* options.checkpoint.save({ lsn: position, ...identity })
+      receipt = yield* options.checkpoint.save({ lsn: position.lsn, inTransaction: position.inside, ...identity })
       watermark = Watermark.saved(watermark, position)
       sendStatus()
     })
@@ -318,13 +325,13 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       events: Stream.fromQueue(queue),
       acknowledge: (position) =>
         Effect.suspend(() => {
-          const next = Watermark.ack(watermark, position)
+          const next = typeof position === "bigint" ? Watermark.ack(watermark, position) : Watermark.ackInside(watermark, position)
           if ("_tag" in next) return Effect.fail(next)
-          if (next.acknowledged > watermark.acknowledged) consumerAcknowledged = true
+          if (next.acknowledged > watermark.acknowledged || next.inside !== watermark.inside) consumerAcknowledged = true
           watermark = next
           return Effect.void
         }),
-      durable: Effect.sync(() => ({ lsn: watermark.durable, ...identity, ...receipt })),
+      durable: Effect.sync(() => ({ lsn: watermark.durable, inTransaction: watermark.durableInside, ...identity, ...receipt })),
       startedAt
     } satisfies ReplicationStream
   })

@@ -24,9 +24,19 @@
 import { Data } from "effect"
 import { format, type Lsn } from "../Lsn.ts"
 
+/** A position inside a transaction: its commit position and a change's `seq` (from 1). */
+export interface InTransaction {
+  readonly commitLsn: Lsn
+  readonly seq: number
+}
+
 export interface Watermark {
   /** Saved in the checkpoint store; the only position reported to the server. */
   readonly durable: Lsn
+  /** Saved with `durable`: how far the next transaction was consumed. */
+  readonly durableInside: InTransaction | undefined
+  /** Acknowledged inside the next transaction (partly consumed), maybe not yet saved. */
+  readonly inside: InTransaction | undefined
   /** Acknowledged by the consumer (or by an idle keepalive), maybe not yet saved. */
   readonly acknowledged: Lsn
   /** The highest position received that a consumer must acknowledge (a commit's end, past a message). */
@@ -37,7 +47,14 @@ export interface Watermark {
 
 export class AckAhead extends Data.TaggedError("AckAhead")<{ readonly position: Lsn; readonly received: Lsn; readonly message: string }> {}
 
-export const initial = (durable: Lsn): Watermark => ({ durable, acknowledged: durable, received: durable, open: false })
+export const initial = (durable: Lsn, inside?: InTransaction): Watermark => ({
+  durable,
+  durableInside: inside,
+  inside,
+  acknowledged: durable,
+  received: durable,
+  open: false
+})
 
 /** A transaction began (received). */
 export const begin = (w: Watermark): Watermark => ({ ...w, open: true })
@@ -70,14 +87,33 @@ export const ack = (w: Watermark, position: Lsn): Watermark | AckAhead => {
         `that was not delivered would skip changes`
     })
   }
-  return position > w.acknowledged ? { ...w, acknowledged: position } : w
+  if (position <= w.acknowledged) return w
+  // a transaction that commits below the new position is acknowledged whole: its partial position is done
+  const inside = w.inside !== undefined && w.inside.commitLsn < position ? undefined : w.inside
+  return { ...w, acknowledged: position, inside }
 }
 
-/** The position to save next, if any. */
-export const toSave = (w: Watermark): Lsn | undefined => (w.acknowledged > w.durable ? w.acknowledged : undefined)
+/**
+ * The consumer acknowledged the changes up to `seq` of the transaction committing at `commitLsn` (not its end:
+ * only a whole transaction moves `acknowledged`). After a restart those changes are not delivered again.
+ */
+export const ackInside = (w: Watermark, at: InTransaction): Watermark => {
+  if (at.commitLsn < w.acknowledged) return w // that transaction is acknowledged whole already
+  const current = w.inside
+  if (current !== undefined && (current.commitLsn > at.commitLsn || (current.commitLsn === at.commitLsn && current.seq >= at.seq))) return w
+  return { ...w, inside: at }
+}
+
+const sameInside = (a: InTransaction | undefined, b: InTransaction | undefined) =>
+  a === undefined || b === undefined ? a === b : a.commitLsn === b.commitLsn && a.seq === b.seq
+
+/** The position to save next, if any (a whole position, and how far the next transaction was consumed). */
+export const toSave = (w: Watermark): { readonly lsn: Lsn; readonly inside: InTransaction | undefined } | undefined =>
+  w.acknowledged > w.durable || !sameInside(w.inside, w.durableInside) ? { lsn: w.acknowledged, inside: w.inside } : undefined
 
 /** `position` was saved. */
-export const saved = (w: Watermark, position: Lsn): Watermark => (position > w.durable ? { ...w, durable: position } : w)
+export const saved = (w: Watermark, position: { readonly lsn: Lsn; readonly inside: InTransaction | undefined }): Watermark =>
+  position.lsn >= w.durable ? { ...w, durable: position.lsn, durableInside: position.inside } : w
 
 /** Whether a transaction that commits at `commitLsn` (its commit record's start) was consumed already. */
 export const isDuplicate = (durable: Lsn, commitLsn: Lsn): boolean => commitLsn < durable

@@ -23,11 +23,20 @@
 import { Data } from "effect"
 import { format, type Lsn } from "../Lsn.ts"
 
+/** Inside a transaction that was partly consumed: its commit position and the last consumed change (`seq`). */
+export interface InTransaction {
+  readonly commitLsn: Lsn
+  readonly seq: number
+}
+
 export interface DurablePosition {
+  /** Everything that committed below this was consumed (the end of the last fully acknowledged transaction). */
   readonly lsn: Lsn
   readonly systemId: string
   readonly timeline: number
   readonly slotName: string
+  /** The next transaction, partly consumed: its changes up to `seq` are not delivered again. */
+  readonly inTransaction?: InTransaction | undefined
 }
 
 export interface SlotState {
