@@ -86,6 +86,26 @@ describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
       assert.deepStrictEqual(yield* delivered(b, 7, "the next transaction"), [5, 6, 7, 8, 9, 10, 11])
     }))
 
+  it.live("a slow consumer: the socket is not read while the queue is full, yet status updates keep the connection within wal_sender_timeout", () =>
+    Effect.gen(function*() {
+      const server = yield* prepare(major, { wal_sender_timeout: "1s" })
+      const sessions: Array<bigint> = []
+      const got: Array<number> = []
+      const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: "a", url: Redacted.make(server.url), ...fastTiming.advisory })
+      yield* Effect.forkScoped(ownership.supervisor.run(Delivery.run({ ...deliveryOptions, statusInterval: "10 seconds", bufferSize: 4, url: Redacted.make(server.url), instanceId: "a", sql: ownership.sql }, (connection) =>
+        Effect.andThen(Effect.sync(() => void sessions.push(connection.startedAt)), Stream.runForEach(connection.events, (event) =>
+          event._tag === "Change"
+            ? Effect.andThen(Effect.sync(() => void got.push(Number(event.new!.id))), event.seq === 1 ? Effect.sleep("4 seconds") : Effect.void) // slow
+            : event._tag === "Commit" ? connection.acknowledge(event.endLsn) : Effect.void)))))
+      yield* eventually(Effect.map(server.query("SELECT 1 FROM pg_replication_slots WHERE NOT temporary"), (r) => (r.length > 0 ? true : undefined)), 20_000, "the slot")
+      // enough data (about 8 MB per transaction) that the server's sends block on the full socket while the consumer stalls
+      yield* server.query("INSERT INTO items SELECT g, repeat('x', 400) FROM generate_series(1, 20000) g")
+      yield* server.query("INSERT INTO items SELECT g, repeat('x', 400) FROM generate_series(20001, 40000) g")
+      yield* eventually(Effect.sync(() => (got.length >= 40000 ? true : undefined)), 60_000, "40,000 rows through a slow consumer")
+      assert.deepStrictEqual(got, Array.from({ length: 40000 }, (_, i) => i + 1))
+      assert.strictEqual(sessions.length, 1) // never timed out and reconnected, though each transaction stalled 4 s > wal_sender_timeout
+    }))
+
   it.live("a transaction committing right at an acknowledged commit's end is delivered after a restart (positions are exact, not + 1)", () =>
     Effect.gen(function*() {
       const server = yield* prepare(major)

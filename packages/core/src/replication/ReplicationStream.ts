@@ -312,7 +312,17 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // One last save when the connection closes (shutdown or handover), while the guard may still prove ownership.
     yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
     yield* every(options.saveInterval ?? "1 second", save, "saving the checkpoint")
-    yield* every(options.statusInterval ?? "10 seconds", Effect.sync(() => sendStatus()), "sending a status update")
+    // Status updates on a timer of their own, at most a third of the server's wal_sender_timeout apart: while a slow
+    // consumer keeps the queue full the socket is not read, so the server's keepalive requests wait unanswered, and
+    // only these updates keep the walsender from timing the connection out.
+    const [timeout] = yield* options.sql.unsafe<{ ms: number }>("SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'").pipe(
+      Effect.orElseSucceed(() => [] as ReadonlyArray<{ ms: number }>)
+    )
+    const statusMillis = Math.min(
+      Duration.toMillis(Duration.fromInputUnsafe(options.statusInterval ?? "10 seconds")),
+      timeout !== undefined && timeout.ms > 0 ? Math.max(100, Math.floor(timeout.ms / 3)) : Number.POSITIVE_INFINITY
+    )
+    yield* every(Duration.millis(statusMillis), Effect.sync(() => sendStatus()), "sending a status update")
     yield* every(Duration.millis(Math.max(100, Math.floor(heartbeatMillis / 4))), Effect.gen(function*() {
       if (Date.now() - lastReceivedAt < heartbeatMillis || watermark.open || watermark.acknowledged < watermark.received) return
       lastReceivedAt = Date.now()
