@@ -6,6 +6,7 @@
  *   node scripts/bench-stream-reader.ts slotkeeper URL END_LSN    # @slotkeeper/core Delivery, consumed in-process
  *   node scripts/bench-stream-reader.ts raw        URL END_LSN    # pg-logical-replication, counting messages only
  */
+import * as v8 from "node:v8"
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication"
 import * as Lsn from "../packages/core/src/Lsn.ts"
@@ -24,8 +25,21 @@ const options = {
   instanceId: "bench"
 } as const
 
+// the largest heap and off-heap (Buffer) use seen, sampled: what the peak RSS is made of
+const peak = { heapUsedMB: 0, externalMB: 0 }
+const timeline: Array<string> = []
+setInterval(() => {
+  const m = process.memoryUsage()
+  if (process.env.BENCH_TIMELINE) {
+    const spaces = v8.getHeapSpaceStatistics().map((sp) => `${sp.space_name.replace("_space", "")}=${Math.round(sp.space_size / 2 ** 20)}`).join(",")
+    timeline.push(`${Math.round(performance.now())}:rss=${Math.round(m.rss / 2 ** 20)},total=${Math.round(m.heapTotal / 2 ** 20)},ext=${Math.round(m.external / 2 ** 20)},${spaces}`)
+  }
+  peak.heapUsedMB = Math.max(peak.heapUsedMB, Math.round(m.heapUsed / 2 ** 20))
+  peak.externalMB = Math.max(peak.externalMB, Math.round(m.external / 2 ** 20))
+}, 100).unref()
+
 const report = (rows: number, started: number) =>
-  console.log(JSON.stringify({ rows, ms: Math.round(performance.now() - started), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024) }))
+  console.log(JSON.stringify({ rows, ms: Math.round(performance.now() - started), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), ...peak, ...(timeline.length > 0 ? { timeline: timeline.join(" ") } : {}) }))
 
 const slotkeeper = (setupOnly: boolean) =>
   Effect.scoped(Effect.gen(function*() {

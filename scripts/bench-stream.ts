@@ -6,7 +6,8 @@
  *   npm run bench:stream                 # 1,000,000 rows in one transaction, and 100,000 one-row transactions
  *   ROWS=200000 npm run bench:stream
  *
- * Prints rows/s, each reader's ratio to pg_recvlogical, and peak RSS. pg_recvlogical comes from SLOTKEEPER_PG_RECVLOGICAL
+ * Prints rows/s (wall time from spawning each reader's process to its exit, start-up included), each reader's ratio to
+ * pg_recvlogical with protocol 2 streaming (the server's decode rate), and peak RSS. pg_recvlogical comes from SLOTKEEPER_PG_RECVLOGICAL
  * or a Debian PostgreSQL client install; without it that reader is skipped, with a note.
  */
 import { execFileSync, spawn } from "node:child_process"
@@ -29,29 +30,34 @@ const recvlogical = (() => {
   return found.at(-1)
 })()
 
-interface Result { readonly rows: number; readonly ms: number; readonly maxRssMB: number | undefined }
+interface Result { readonly rows: number; readonly ms: number; readonly maxRssMB: number | undefined; readonly heapUsedMB?: number; readonly externalMB?: number }
 
 const runReader = (mode: string, url: string, end: string) =>
   Effect.promise(() =>
     new Promise<Result>((resolve, reject) => {
-      const child = spawn(process.execPath, [join(here, "bench-stream-reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
+      const started = performance.now() // every reader is timed the same way: from spawning its process to its exit
+      const nodeFlags = (process.env.READER_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
+      const child = spawn(process.execPath, [...nodeFlags, join(here, "bench-stream-reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
       let out = ""
       child.stdout.on("data", (d: Buffer) => (out += d.toString()))
       child.on("exit", (code) => {
         const line = out.split("\n").find((l) => l.startsWith("{"))
         if (code !== 0 || line === undefined) reject(new Error(`${mode} reader exited with ${code}: ${out}`))
-        else resolve(JSON.parse(line) as Result)
+        else {
+          if (process.env.BENCH_TIMELINE) console.error(mode, line)
+          resolve({ ...(JSON.parse(line) as Result), ms: Math.round(performance.now() - started) })
+        }
       })
     })
   )
 
-const runRecvlogical = (pg: { port: number; socketDir?: string }, url: string, end: string, expected: number) =>
+const runRecvlogical = (slot: string, protocol: 1 | 2, url: string, end: string, expected: number) =>
   Effect.promise(() =>
     new Promise<Result>((resolve, reject) => {
       const u = new URL(url)
       const started = performance.now()
-      const args = ["-d", u.pathname.slice(1), "-h", u.hostname, "-p", u.port, "-U", decodeURIComponent(u.username), "-S", "bench_recv", "--start",
-        "-o", "proto_version=1", "-o", "publication_names=bench", "-E", end, "-f", "/dev/null", "--no-loop"]
+      const args = ["-d", u.pathname.slice(1), "-h", u.hostname, "-p", u.port, "-U", decodeURIComponent(u.username), "-S", slot, "--start",
+        "-o", `proto_version=${protocol}`, "-o", "publication_names=bench", ...(protocol === 2 ? ["-o", "streaming=on"] : []), "-E", end, "-f", "/dev/null", "--no-loop"]
       const child = spawn("/usr/bin/time", ["-f", "%M", recvlogical!, ...args], { stdio: ["ignore", "ignore", "pipe"] })
       let err = ""
       child.stderr.on("data", (d: Buffer) => (err += d.toString()))
@@ -70,29 +76,33 @@ const workload = (name: string, write: string, expected: number) =>
     yield* pg.query("CREATE PUBLICATION bench FOR TABLE items")
     yield* runReaderSetup(pg.url)
     yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
-    yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv')")
+    yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv1')")
+    yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv2')")
     const started = performance.now()
     yield* pg.query(write)
     const writeMs = performance.now() - started
     const [row] = yield* pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")
     const end = row!.lsn
     const results: Array<[string, Result | string]> = []
-    if (recvlogical !== undefined && existsSync("/usr/bin/time")) results.push(["pg_recvlogical (the server's decode rate)", yield* runRecvlogical(pg, pg.url, end, expected)])
-    else results.push(["pg_recvlogical", "skipped: no pg_recvlogical on this machine (set SLOTKEEPER_PG_RECVLOGICAL)"])
+    if (recvlogical !== undefined && existsSync("/usr/bin/time")) {
+      results.push(["pg_recvlogical, protocol 2 with streaming (the ceiling)", yield* runRecvlogical("bench_recv2", 2, pg.url, end, expected)])
+      results.push(["pg_recvlogical, protocol 1", yield* runRecvlogical("bench_recv1", 1, pg.url, end, expected)])
+    } else results.push(["pg_recvlogical", "skipped: no pg_recvlogical on this machine (set SLOTKEEPER_PG_RECVLOGICAL)"])
     results.push(["raw pg-logical-replication loop (protocol 1)", yield* runReader("raw", pg.url, end)])
     results.push(["@slotkeeper/core Delivery (protocol 2, streamed)", yield* runReader("slotkeeper", pg.url, end)])
     const ceiling = results[0]![1]
     console.log(`\n### ${name} (written in ${(writeMs / 1000).toFixed(1)} s)\n`)
-    console.log("| reader | rows | seconds | rows/s | vs pg_recvlogical | peak RSS |")
-    console.log("|---|---:|---:|---:|---:|---:|")
+    console.log("| reader | rows | seconds | rows/s | vs the ceiling | peak RSS | peak heap used / external |")
+    console.log("|---|---:|---:|---:|---:|---:|---:|")
     for (const [reader, r] of results) {
       if (typeof r === "string") {
-        console.log(`| ${reader} | | | | | ${r} |`)
+        console.log(`| ${reader} | | | | | ${r} | |`)
         continue
       }
       const rate = r.rows / (r.ms / 1000)
       const ratio = typeof ceiling === "string" ? "" : (rate / (ceiling.rows / (ceiling.ms / 1000))).toFixed(2)
-      console.log(`| ${reader} | ${r.rows.toLocaleString("en")} | ${(r.ms / 1000).toFixed(1)} | ${Math.round(rate).toLocaleString("en")} | ${ratio} | ${r.maxRssMB ?? "?"} MB |`)
+      const heap = r.heapUsedMB === undefined ? "" : `${r.heapUsedMB} / ${r.externalMB} MB`
+      console.log(`| ${reader} | ${r.rows.toLocaleString("en")} | ${(r.ms / 1000).toFixed(1)} | ${Math.round(rate).toLocaleString("en")} | ${ratio} | ${r.maxRssMB ?? "?"} MB | ${heap} |`)
     }
   }))
 

@@ -40,6 +40,8 @@ describe("Spool (local disk)", () => {
     const replayed = [...spool.replay(7)].map((v) => (v as { i: number }).i)
     assert.deepStrictEqual(replayed, [...Array.from({ length: 40 }, (_, i) => i), ...Array.from({ length: 40 }, (_, i) => i + 60)])
     assert.isFalse(spool.has(7))
+    spool.append(8, 8, { nan: Number.NaN, inf: Number.NEGATIVE_INFINITY, bytes: new Uint8Array([0, 255]), text: "{\"$f\": 1}" })
+    assert.deepStrictEqual([...spool.replay(8)], [{ nan: Number.NaN, inf: Number.NEGATIVE_INFINITY, bytes: new Uint8Array([0, 255]), text: "{\"$f\": 1}" }])
     spool.append(9, 9, { i: 1 })
     spool.abort(9, 9)
     assert.deepStrictEqual([...spool.replay(9)], [])

@@ -228,13 +228,20 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
 
     // Socket side -> events, in order, each offered with backpressure (the socket is paused while the queue is full).
     // Never rejects: once the queue is shut down (the scope closed), a pending offer just ends.
-    const offer = (event: ReplicationEvent) => Effect.runPromiseExit(Queue.offer(queue, event))
+    // Offered in batches (a transaction replayed from the spool is many events): one hand-over per batch, not per event.
+    const offerAll = (events: ReadonlyArray<ReplicationEvent>) => Effect.runPromiseExit(Queue.offerAll(queue, events))
+    const batchSize = 256
     service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
       try {
+        let batch: Array<ReplicationEvent> = []
         for (const event of assembler.push(decoded as unknown as Message)) {
-          const exit = await offer(event)
+          batch.push(event)
+          if (batch.length < batchSize) continue
+          const exit = await offerAll(batch)
           if (exit._tag === "Failure") return
+          batch = []
         }
+        if (batch.length > 0) await offerAll(batch)
       } catch (e) {
         fail(new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
       }

@@ -4,62 +4,97 @@
  * stays bounded whatever the transaction's size.
  *
  * **What it guarantees**
- * - Each in-progress transaction has one append-only file; at most `bufferBytes` of it is in memory at a time.
+ * - Each in-progress transaction has one append-only file, written through one reused buffer of `bufferBytes`, and
+ *   read back at commit through another: memory does not grow with the transaction, and nothing is allocated per
+ *   change outside the JavaScript heap.
  * - A subtransaction's abort (`Stream Abort` with a subtransaction id) drops its changes at replay; the whole
- *   transaction's abort drops the file. Replay at commit reads the file back in order, in chunks.
+ *   transaction's abort drops the file. Replay at commit reads the file back in order.
  * - Everything is removed when the spool closes (the connection ended): after a reconnect the server streams the
  *   uncommitted transactions again from their start, so nothing spooled is ever needed twice.
+ *
+ * **Details**: a record is `[length u32][subxid u32][JSON]`. Values JSON cannot hold (`NaN`, `±Infinity`, bytes)
+ * are tagged (`{"$f":"NaN"}`, `{"$b":"<base64>"}`) and restored at replay.
  */
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { deserialize, serialize } from "node:v8"
 
 interface Entry {
   readonly fd: number
   readonly path: string
-  chunks: Array<Buffer>
-  buffered: number
   readonly abortedSubxids: Set<number>
+}
+
+const replacer = (_key: string, value: unknown): unknown => {
+  if (typeof value === "number" && !Number.isFinite(value)) return { $f: String(value) }
+  if (value instanceof Uint8Array) return { $b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") }
+  return value
+}
+
+const reviver = (_key: string, value: unknown): unknown => {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    const v = value as Record<string, unknown>
+    if (typeof v.$f === "string" && Object.keys(v).length === 1) return Number(v.$f)
+    if (typeof v.$b === "string" && Object.keys(v).length === 1) return new Uint8Array(Buffer.from(v.$b, "base64"))
+  }
+  return value
 }
 
 export class Spool {
   private readonly dir: string
   private readonly entries = new Map<number, Entry>()
-  private readonly bufferBytes: number
+  private readonly buffer: Buffer
+  /** Whose bytes are in `buffer`, and how many. */
+  private buffered: { xid: number; bytes: number } | undefined
 
   constructor(bufferBytes = 1 << 20) {
     this.dir = mkdtempSync(join(tmpdir(), "slotkeeper-spool-"))
-    this.bufferBytes = bufferBytes
+    this.buffer = Buffer.allocUnsafe(bufferBytes)
   }
 
   private entry(xid: number): Entry {
     let e = this.entries.get(xid)
     if (e === undefined) {
       const path = join(this.dir, `${xid}.spool`)
-      e = { fd: openSync(path, "w+"), path, chunks: [], buffered: 0, abortedSubxids: new Set() }
+      e = { fd: openSync(path, "w+"), path, abortedSubxids: new Set() }
       this.entries.set(xid, e)
     }
     return e
   }
 
-  private flush(e: Entry) {
-    if (e.buffered === 0) return
-    writeSync(e.fd, Buffer.concat(e.chunks))
-    e.chunks = []
-    e.buffered = 0
+  private flush(): void {
+    const b = this.buffered
+    if (b === undefined) return
+    this.buffered = undefined
+    const e = this.entries.get(b.xid)
+    if (e !== undefined && b.bytes > 0) writeSync(e.fd, this.buffer, 0, b.bytes)
   }
 
-  /** Appends `value` (structured-clonable) as a change of subtransaction `subxid` of transaction `xid`. */
+  /** Appends `value` (JSON with numbers, strings, arrays, objects, bytes) as a change of `subxid` of `xid`. */
   append(xid: number, subxid: number, value: unknown): void {
     const e = this.entry(xid)
-    const body = serialize(value)
-    const header = Buffer.alloc(8)
-    header.writeUInt32BE(body.length, 0)
-    header.writeUInt32BE(subxid >>> 0, 4)
-    e.chunks.push(header, body)
-    e.buffered += 8 + body.length
-    if (e.buffered >= this.bufferBytes) this.flush(e)
+    if (this.buffered !== undefined && this.buffered.xid !== xid) this.flush()
+    const json = JSON.stringify(value, replacer)
+    const length = Buffer.byteLength(json)
+    if (8 + length > this.buffer.length) {
+      // a record larger than the buffer goes straight to the file
+      this.flush()
+      const header = Buffer.alloc(8)
+      header.writeUInt32BE(length, 0)
+      header.writeUInt32BE(subxid >>> 0, 4)
+      writeSync(e.fd, header)
+      writeSync(e.fd, json)
+      return
+    }
+    let at = this.buffered?.bytes ?? 0
+    if (at + 8 + length > this.buffer.length) {
+      this.flush()
+      at = 0
+    }
+    this.buffer.writeUInt32BE(length, at)
+    this.buffer.writeUInt32BE(subxid >>> 0, at + 4)
+    this.buffer.write(json, at + 8)
+    this.buffered = { xid, bytes: at + 8 + length }
   }
 
   /** A subtransaction aborted (or, when `subxid === xid`, the whole transaction). */
@@ -77,18 +112,41 @@ export class Spool {
   *replay(xid: number): Generator<unknown> {
     const e = this.entries.get(xid)
     if (e === undefined) return
-    this.flush(e)
-    const header = Buffer.alloc(8)
-    let position = 0
+    if (this.buffered?.xid === xid) this.flush()
+    const block = Buffer.allocUnsafe(this.buffer.length)
+    let filePosition = 0
+    let start = 0
+    let end = 0
     try {
       for (;;) {
-        if (readSync(e.fd, header, 0, 8, position) < 8) return
-        const length = header.readUInt32BE(0)
-        const subxid = header.readUInt32BE(4)
-        const body = Buffer.alloc(length)
-        readSync(e.fd, body, 0, length, position + 8)
-        position += 8 + length
-        if (!e.abortedSubxids.has(subxid)) yield deserialize(body)
+        if (end - start < 8 || end - start < 8 + block.readUInt32BE(start)) {
+          // move what is left to the front and read more
+          block.copy(block, 0, start, end)
+          end -= start
+          start = 0
+          const read = readSync(e.fd, block, end, block.length - end, filePosition)
+          filePosition += read
+          end += read
+          if (end < 8) return
+          const length = block.readUInt32BE(0)
+          if (8 + length > block.length) {
+            // a record larger than the block: read it on its own
+            const big = Buffer.alloc(8 + length)
+            block.copy(big, 0, 0, end)
+            readSync(e.fd, big, end, 8 + length - end, filePosition)
+            filePosition += 8 + length - end
+            start = 0
+            end = 0
+            if (!e.abortedSubxids.has(big.readUInt32BE(4))) yield JSON.parse(big.toString("utf8", 8), reviver)
+            continue
+          }
+          if (end < 8 + length) return // a torn record cannot happen: the file is ours and written whole
+        }
+        const length = block.readUInt32BE(start)
+        const subxid = block.readUInt32BE(start + 4)
+        const json = block.toString("utf8", start + 8, start + 8 + length)
+        start += 8 + length
+        if (!e.abortedSubxids.has(subxid)) yield json.includes("\"$") ? JSON.parse(json, reviver) : JSON.parse(json)
       }
     } finally {
       this.drop(xid)
@@ -98,6 +156,7 @@ export class Spool {
   drop(xid: number): void {
     const e = this.entries.get(xid)
     if (e === undefined) return
+    if (this.buffered?.xid === xid) this.buffered = undefined
     this.entries.delete(xid)
     closeSync(e.fd)
     rmSync(e.path, { force: true })
