@@ -16,10 +16,13 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Effect, Schedule, Stream, SubscriptionRef } from "effect"
+import { Effect, Layer, type Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import type { Redacted } from "effect"
 import { Ownership } from "../ownership/Ownership.ts"
+import * as StreamOwnership from "../ownership/StreamOwnership.ts"
+import * as PgPublication from "../publication/PgPublication.ts"
+import * as PublicationManager from "../publication/PublicationManager.ts"
+import type * as Subscription from "../publication/Subscription.ts"
 import { SlotError } from "../slot/PersistentSlot.ts"
 import * as SlotManager from "../slot/SlotManager.ts"
 import * as Checkpoint from "./Checkpoint.ts"
@@ -81,3 +84,37 @@ export const run = <A, E, R>(
     // The slot manager never returns; `streaming` ending ends the owned work.
     return yield* Effect.raceFirst(streaming, slotManager)
   })
+
+export interface DeliveryLayerOptions extends DeliveryOptions {
+  /** Tables to subscribe to when ownership is taken (the publication manager keeps the publication for them). */
+  readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
+  readonly publicationManager?: PublicationManager.PublicationManagerOptions
+}
+
+/**
+ * The whole stream as one layer, for an Effect app: competes for ownership (`StreamOwnershipService`); while holding
+ * it, keeps the publication for `subscriptions` and delivers the changes to `consume`; competes again after a loss.
+ *
+ * **Details**: the layer's construction *is* the stream's lifetime — merge it with the app's other layers and run
+ * them with `Layer.launch`. A fatal error (an invalidated slot under policy `fail`, a refused resume, the consumer's
+ * own failure) fails the launch, so the process ends non-zero and says why; when `consume` returns, so does the layer.
+ */
+export const layer = <E, R>(
+  options: DeliveryLayerOptions,
+  consume: (stream: ReplicationStream.ReplicationStream) => Effect.Effect<unknown, E, R>
+) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const stream = yield* StreamOwnership.StreamOwnershipService
+    const owned = Effect.gen(function*() {
+      const own = yield* Ownership
+      if (options.subscriptions !== undefined) {
+        const manager = yield* PublicationManager.make(
+          yield* PgPublication.make(own, options.sql, { publication: options.publication, schema: options.schema }),
+          options.publicationManager
+        )
+        yield* Effect.forEach(options.subscriptions, (s) => manager.add(s), { discard: true, concurrency: "unbounded" })
+      }
+      return yield* run(options, consume)
+    })
+    yield* stream.supervisor.run(owned)
+  }))
