@@ -13,10 +13,12 @@
  *   temporary copy (`TemporaryClone`), reading and judging its row (`SlotInspector`, `Health`), the resume decision
  *   (`Resume`, fed by `ServerIdentity`), `AdvanceTarget`, `FailoverCheck`, `SlotCleanup`, and `SlotManager`, which
  *   runs them inside the owned scope (create or adopt, health polling, guarded advances to the saved checkpoint).
- * - `replication/`: `ReplicationStream` (one replication connection: resume checks, events with backpressure,
- *   acknowledgements, exact status updates, idle heartbeats), `Watermark` (the pure decision of what may be saved and
+ * - `replication/`: `ReplicationStream` (one replication connection: resume checks, protocol 2 with in-progress
+ *   streaming, events with backpressure, acknowledgements, exact status updates, idle heartbeats), `Pgoutput` (the
+ *   decoder), `Values` (the documented value mapping), `Assembler` (commit order, positions inside transactions),
+ *   `Spool` (streamed transactions on disk until commit), `Watermark` (the pure decision of what may be saved and
  *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
- *   runs slot, checkpoint and connection together as a stream's owned work.
+ *   runs slot, checkpoint and connection together as a stream's owned work (`Delivery.layer`: all of it as a layer).
  *
  * - `publication/`: `PublicationManager` (the actor: subscriptions in, one debounced guarded reconcile per batch,
  *   drift checks), its real backend `PgPublication`, `Validation` (PostgreSQL checks a subscription before anything
@@ -43,9 +45,13 @@ export * as SlotCleanup from "./slot/SlotCleanup.ts"
 export * as SlotInspector from "./slot/SlotInspector.ts"
 export * as SlotManager from "./slot/SlotManager.ts"
 export * as TemporaryClone from "./slot/TemporaryClone.ts"
+export * as Assembler from "./replication/Assembler.ts"
 export * as Checkpoint from "./replication/Checkpoint.ts"
 export * as Delivery from "./replication/Delivery.ts"
+export * as Pgoutput from "./replication/Pgoutput.ts"
 export * as ReplicationStream from "./replication/ReplicationStream.ts"
+export * as Spool from "./replication/Spool.ts"
+export * as Values from "./replication/Values.ts"
 export * as Watermark from "./replication/Watermark.ts"
 export * as Desired from "./publication/Desired.ts"
 export * as PgPublication from "./publication/PgPublication.ts"
