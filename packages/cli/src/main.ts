@@ -1,14 +1,19 @@
 /**
  * The `slotkeeper` command line.
  *
- * Today it has the embedded default database (`slotkeeper embedded`); `run`, `status`, `check` and `slots` come
- * with the service (see the issues). Every flag also reads an environment variable, named in `--help`.
+ * `run` owns a stream and writes its changes; `embedded` starts the embedded default database. `status`, `check` and
+ * `slots` come next (see the issues). Every option also reads an environment variable, named in `--help`.
+ *
+ * Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for invalid options or input (one line that names the
+ * option, printed before any database is touched), 1 for a fatal runtime condition, with its explanation. Logs go to
+ * stderr; stdout carries only data.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Command } from "effect/cli"
-import { Effect } from "effect"
+import { Cause, Console, Effect, Exit, Logger, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
+import { run } from "./commands/run.ts"
 
 export const version: string = packageJson.version
 
@@ -16,11 +21,16 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withDescription(
     "Exclusive, fenced ownership of a PostgreSQL logical replication stream, shared safely by many instances."
   ),
-  Command.withSubcommands([embedded])
+  Command.withSubcommands([run, embedded])
 )
 
 slotkeeper.pipe(
   Command.run({ version }),
+  Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${e.message}`), Effect.sync(() => process.exit(2)))),
+  Effect.provideService(Logger.LogToStderr, true),
   Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain
+  // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
+  NodeRuntime.runMain({
+    teardown: (exit, onExit) => (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit))
+  })
 )

@@ -1,0 +1,113 @@
+/**
+ * `slotkeeper run`: own a replication stream and write its changes to a sink, for as long as it runs.
+ *
+ * With no `--database-url` it starts the embedded PostgreSQL (and, with no `--table` either, a small demo table that
+ * gets a row every second), so that a newcomer sees changes flowing at once. Options are checked before anything
+ * touches a database: a bad one exits 2 with one line that names it. SIGTERM/SIGINT drain and release ownership, then
+ * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
+ */
+import { Delivery, StreamOwnership } from "@slotkeeper/core"
+import { EmbeddedPostgres } from "@slotkeeper/testkit"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Context, Effect, Layer, Option, Redacted, Stream } from "effect"
+import { SqlClient } from "effect/sql"
+import { Command, Flag } from "effect/cli"
+import * as RunConfig from "../config/RunConfig.ts"
+import * as Ndjson from "../output/Ndjson.ts"
+import * as Redact from "../Redact.ts"
+import * as Sink from "../sinks/Sink.ts"
+
+const env = <A>(flag: Flag.Flag<A>, config: Config.Config<A>, description: string) =>
+  flag.pipe(Flag.withFallbackConfig(config), Flag.withDescription(description))
+
+export const runFlags = {
+  databaseUrl: env(Flag.String("database-url"), Config.String("DATABASE_URL"), "the database (env DATABASE_URL); default: the embedded PostgreSQL").pipe(Flag.optional),
+  streamId: env(Flag.String("stream-id"), Config.String("SLOTKEEPER_STREAM_ID"), "the stream (env SLOTKEEPER_STREAM_ID): [a-z0-9_], at most 40").pipe(Flag.withDefault("default")),
+  tables: Flag.String("table").pipe(Flag.withDescription("a table to stream, schema.table (repeat for more); names follow PostgreSQL's rules"), Flag.atLeast(0)),
+  lock: env(Flag.String("lock"), Config.String("SLOTKEEPER_LOCK"), "advisory (default) or lease (behind a transaction pooler)").pipe(Flag.withDefault("advisory")),
+  slotMode: env(Flag.String("slot-mode"), Config.String("SLOTKEEPER_SLOT_MODE"), "temporary (default: a copy per connection) or persistent").pipe(Flag.withDefault("temporary")),
+  instanceId: env(Flag.String("instance-id"), Config.String("SLOTKEEPER_INSTANCE_ID"), "this instance's name (default: host and pid)").pipe(Flag.optional),
+  sink: env(Flag.String("sink"), Config.String("SLOTKEEPER_SINK"), "stdout (default), file:PATH or an http(s):// URL").pipe(Flag.withDefault("stdout"))
+}
+
+const demoSchema = "slotkeeper_demo"
+
+/** The demo for a newcomer: a table in the embedded database that gets a row every second. */
+const demo = (url: string) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: "slotkeeper-demo" }))
+    const sql = Context.get(context, SqlClient.SqlClient)
+    yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${demoSchema}`)
+    yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${demoSchema}.ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), note text)`)
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+      Effect.sleep("1 second"),
+      sql.unsafe(`INSERT INTO ${demoSchema}.ticks (note) VALUES ('written by the slotkeeper demo')`).pipe(Effect.ignore)
+    )))
+  })
+
+export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
+  const config = RunConfig.make({
+    databaseUrl: Option.getOrUndefined(flags.databaseUrl),
+    streamId: flags.streamId,
+    tables: flags.tables,
+    lock: flags.lock,
+    slotMode: flags.slotMode,
+    instanceId: Option.getOrUndefined(flags.instanceId),
+    sink: flags.sink,
+    httpPort: undefined
+  })
+  if ("_tag" in config) return yield* config
+  if (config.sink._tag !== "Stdout") {
+    return yield* new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${config.sink._tag === "File" ? "file:" : "http"} sinks come with the next release; use stdout` })
+  }
+  let url = config.databaseUrl
+  let tables = config.tables
+  if (url === undefined) {
+    const pg = yield* EmbeddedPostgres.make({ dir: ".slotkeeper/postgres-18", port: EmbeddedPostgres.defaultPort })
+    url = pg.url
+    yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(url)}`)
+    if (tables.length === 0) {
+      yield* demo(url)
+      tables = [{ schema: demoSchema, name: "ticks" }]
+      yield* Effect.logInfo(`no --table: streaming the demo table ${demoSchema}.ticks, which gets a row every second`)
+    }
+  }
+  if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
+  const redacted = Redacted.make(url)
+  const sink = Sink.stdout
+  const ownership = StreamOwnership.layer({ streamId: config.streamId, instanceId: config.instanceId, url: redacted, mode: config.lock })
+  const stream = Layer.unwrap(Effect.gen(function*() {
+    const owned = yield* StreamOwnership.StreamOwnershipService
+    return Delivery.layer({
+      url: redacted,
+      streamId: config.streamId,
+      instanceId: config.instanceId,
+      sql: owned.sql,
+      slotPrefix: owned.identity.slotPrefix,
+      schema: owned.config.schema,
+      publication: owned.identity.publicationName,
+      mode: config.slotMode,
+      subscriptions: tables.map((t) => ({ id: `${t.schema}.${t.name}`, table: t }))
+    }, (connection) => {
+      let batch: Array<string> = []
+      return Stream.runForEach(connection.events, (event) => {
+        const text = Ndjson.line(event)
+        if (text !== undefined) batch.push(text)
+        if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
+          const lines = batch
+          batch = []
+          const position = event._tag === "Commit" ? event.endLsn : event.ackPosition
+          return sink.write(lines).pipe(Effect.andThen(sink.commit), Effect.andThen(connection.acknowledge(position)))
+        }
+        if (batch.length < 1000) return Effect.void
+        const lines = batch
+        batch = []
+        return sink.write(lines)
+      })
+    })
+  })).pipe(Layer.provide(ownership))
+  yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
+  return yield* Layer.launch(stream)
+}, Effect.scoped)).pipe(
+  Command.withDescription("Own a replication stream and write its changes (NDJSON) to a sink until stopped")
+)

@@ -1,0 +1,66 @@
+/**
+ * Ndjson: the CLI's output contract — one JSON object per line, one line per change, in commit order:
+ *
+ * `{"type":"change","op":"insert|update|delete","schema":...,"table":...,"xid":...,"commit_lsn":"X/Y","seq":N,
+ *   "commit_time":...,"new":{...}|null,"old":{...}|null,"old_is_key":bool,"unchanged":[...]}`
+ *
+ * `truncate` lines carry `tables`, `cascade`, `restart_identity`; `message` lines `prefix`, `content` (UTF-8 text, or
+ * `content_base64` when it is not valid UTF-8) and `transactional`. Values are mapped as `@slotkeeper/core`'s
+ * `Values` documents; what JSON cannot hold is written as a string (`"NaN"`, `"Infinity"`, `"-Infinity"`).
+ */
+import { Lsn, type ReplicationStream } from "@slotkeeper/core"
+
+const replacer = (_key: string, value: unknown): unknown =>
+  typeof value === "number" && !Number.isFinite(value) ? String(value) : value
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** The line for `event`, or `undefined` for events that have no line (Begin, Commit). */
+export const line = (event: ReplicationStream.ReplicationEvent): string | undefined => {
+  switch (event._tag) {
+    case "Change":
+      return JSON.stringify({
+        type: "change",
+        op: event.op,
+        schema: event.schema,
+        table: event.table,
+        xid: event.xid,
+        commit_lsn: Lsn.format(event.commitLsn),
+        seq: event.seq,
+        commit_time: event.commitTime,
+        new: event.new ?? null,
+        old: event.old ?? null,
+        old_is_key: event.oldIsKey,
+        unchanged: event.unchanged
+      }, replacer)
+    case "Truncate":
+      return JSON.stringify({
+        type: "truncate",
+        tables: event.tables.map((t) => ({ schema: t.schema, table: t.table })),
+        cascade: event.cascade,
+        restart_identity: event.restartIdentity,
+        xid: event.xid,
+        commit_lsn: Lsn.format(event.commitLsn),
+        seq: event.seq,
+        commit_time: event.commitTime
+      })
+    case "Message": {
+      let content: Record<string, string>
+      try {
+        content = { content: utf8.decode(event.content) }
+      } catch {
+        content = { content_base64: Buffer.from(event.content).toString("base64") }
+      }
+      return JSON.stringify({
+        type: "message",
+        prefix: event.prefix,
+        ...content,
+        transactional: event.transactional,
+        lsn: Lsn.format(event.lsn),
+        ...(event.transaction === undefined ? {} : { xid: event.transaction.xid, commit_lsn: Lsn.format(event.transaction.commitLsn), seq: event.transaction.seq })
+      })
+    }
+    default:
+      return undefined
+  }
+}

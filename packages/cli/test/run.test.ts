@@ -1,0 +1,152 @@
+/**
+ * `slotkeeper run`, driven as a child process (the built CLI, as a user runs it) against test-kit clusters.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { DeliveryCheck, PgCluster } from "@slotkeeper/testkit"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+
+const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
+
+interface Running {
+  readonly child: ChildProcess
+  readonly lines: Array<Record<string, unknown>>
+  readonly stderr: () => string
+  readonly exited: Promise<number | null>
+}
+
+/** Starts `slotkeeper run` with `args`; stopped with SIGTERM when the scope closes (if still running). */
+const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.acquireRelease(
+    Effect.sync((): Running => {
+      const child = spawn(process.execPath, [bin, "run", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
+      const lines: Array<Record<string, unknown>> = []
+      let pending = ""
+      let err = ""
+      child.stdout!.on("data", (d: Buffer) => {
+        pending += d.toString()
+        const parts = pending.split("\n")
+        pending = parts.pop()!
+        for (const p of parts) if (p.length > 0) lines.push(JSON.parse(p) as Record<string, unknown>)
+      })
+      child.stderr!.on("data", (d: Buffer) => (err += d.toString()))
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      return { child, lines, stderr: () => err, exited }
+    }),
+    (r) => Effect.promise(() => (r.child.exitCode === null && r.child.signalCode === null ? (r.child.kill("SIGTERM"), r.exited) : r.exited))
+  )
+
+const until = <A>(probe: () => A | undefined, timeoutMs: number, what: string) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const a = probe()
+      if (a !== undefined) return a
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** Changes committed before the stream's slot exists are not the stream's: wait for its connection. */
+const streaming = (pg: { query: (sql: string) => Effect.Effect<ReadonlyArray<unknown>, unknown> }) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + 30_000
+    while ((yield* pg.query("SELECT 1 FROM pg_replication_slots WHERE temporary AND active")).length === 0) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error("no replication connection after 30 s"))
+      yield* Effect.sleep("50 millis")
+    }
+  })
+
+const ids = (r: Running) => r.lines.filter((l) => l.type === "change").map((l) => Number((l.new as { id: number }).id))
+
+describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () => {
+  it.live("each bad input exits 2 with one line that names the option, before touching a database", () =>
+    Effect.gen(function*() {
+      const unreachable = "postgres://someone:s3cret@127.0.0.1:1/nowhere"
+      const cases: Array<[Array<string>, RegExp]> = [
+        [["--stream-id", "Orders!", "--database-url", unreachable, "--table", "t"], /--stream-id: stream id "Orders!" is not valid/],
+        [["--table", "a.b.c", "--database-url", unreachable], /--table: "a\.b\.c" has more than two parts/],
+        [["--table", "\"unterminated", "--database-url", unreachable], /--table: .* unterminated quoted name/],
+        [["--table", "t", "--lock", "mutex", "--database-url", unreachable], /--lock: "mutex": use advisory or lease/],
+        [["--table", "t", "--slot-mode", "shared", "--database-url", unreachable], /--slot-mode: "shared": use temporary or persistent/],
+        [["--table", "t", "--sink", "ftp://x", "--database-url", unreachable], /--sink: "ftp:\/\/x" is not a sink/],
+        [["--table", "t", "--database-url", "mysql://x/y"], /--database-url: must be a postgres:\/\/ or postgresql:\/\/ URL/],
+        [["--table", "t", "--instance-id", "a b", "--database-url", unreachable], /--instance-id: instance id "a b" is not valid/],
+        [["--database-url", unreachable], /--table: name at least one table/]
+      ]
+      for (const [args, message] of cases) {
+        const r = yield* Effect.scoped(Effect.gen(function*() {
+          const running = yield* start(args)
+          const code = yield* Effect.promise(() => running.exited)
+          return { code, stderr: running.stderr(), stdout: running.lines }
+        }))
+        assert.strictEqual(r.code, 2, `${args.join(" ")}: ${r.stderr}`)
+        assert.match(r.stderr, message)
+        assert.strictEqual(r.stderr.trim().split("\n").length, 1, r.stderr)
+        assert.notInclude(r.stderr, "s3cret")
+        assert.deepStrictEqual(r.stdout, [])
+      }
+    }))
+
+  it.live("streams a table as NDJSON; SIGTERM drains and exits 0; the next run repeats nothing and loses nothing", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const args = ["--database-url", pg.url, "--table", "public.items", "--instance-id", "a"]
+      const first = yield* Effect.scoped(Effect.gen(function*() {
+        const a = yield* start(args)
+        yield* streaming(pg)
+        for (let id = 1; id <= 3; id++) yield* pg.query(`INSERT INTO items VALUES (${id}, 'row ${id}')`)
+        yield* until(() => (ids(a).length >= 3 ? true : undefined), 20_000, "three lines")
+        a.child.kill("SIGTERM")
+        const code = yield* Effect.promise(() => a.exited)
+        return { code, ids: ids(a), line: a.lines[0], stderr: a.stderr() }
+      }))
+      assert.strictEqual(first.code, 0, first.stderr)
+      assert.deepStrictEqual(first.ids, [1, 2, 3])
+      assert.include(first.line, { type: "change", op: "insert", schema: "public", table: "items", seq: 1 })
+      assert.deepStrictEqual(first.line?.new, { id: 1, body: "row 1" })
+      yield* pg.query("INSERT INTO items VALUES (4, 'while stopped'), (5, 'while stopped')")
+      const second = yield* start(args)
+      yield* until(() => (ids(second).length >= 2 ? true : undefined), 30_000, "the rows written while stopped")
+      yield* Effect.sleep("500 millis")
+      assert.deepStrictEqual(ids(second), [4, 5])
+    }))
+
+  it.live("rolling deploy: B waits while A runs; SIGTERM to A; B takes over; nothing lost, nothing acknowledged repeated", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const args = (name: string) => ["--database-url", pg.url, "--table", "items", "--instance-id", name]
+      const a = yield* start(args("a"))
+      yield* streaming(pg)
+      const b = yield* start(args("b"))
+      // a writer, one row per transaction, throughout
+      const written = { next: 1 }
+      yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+        const ok = yield* pg.query(`INSERT INTO items VALUES (${written.next}, 'x') ON CONFLICT DO NOTHING`).pipe(Effect.as(true), Effect.orElseSucceed(() => false))
+        if (ok) written.next++
+        yield* Effect.sleep("10 millis")
+      })))
+      yield* until(() => (ids(a).length >= 30 ? true : undefined), 30_000, "a delivering")
+      a.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => a.exited), 0)
+      // where a's acknowledgements were saved when it let go: b must not repeat anything at or below it
+      const [saved] = yield* pg.query<{ lsn: string }>("SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = 'default'")
+      yield* until(() => (/ownership of stream default acquired/.test(b.stderr()) ? true : undefined), 10_000, "b owning")
+      yield* until(() => (ids(b).length >= 30 ? true : undefined), 30_000, "b delivering")
+      const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
+      yield* until(() => (committed.every((id) => ids(a).includes(id) || ids(b).includes(id)) ? true : undefined), 30_000, "every committed row delivered")
+      const lsn = (text: string) => BigInt(`0x${text.split("/")[0]}`) << 32n | BigInt(`0x${text.split("/")[1]}`)
+      const delivered = [
+        ...a.lines.filter((l) => l.type === "change").map((l) => ({ key: Number((l.new as { id: number }).id), endLsn: lsn(l.commit_lsn as string), session: 1 })),
+        ...b.lines.filter((l) => l.type === "change").map((l) => ({ key: Number((l.new as { id: number }).id), endLsn: lsn(l.commit_lsn as string), session: 2 }))
+      ]
+      // commit_lsn is where a commit starts: below the saved end position means acknowledged (DeliveryCheck: <= start)
+      const report = DeliveryCheck.check({ committed, delivered, sessionStarts: new Map([[2, lsn(saved!.lsn) - 1n]]) })
+      assert.deepStrictEqual({ lost: report.lost, duplicated: report.duplicatedAfterAcknowledgement }, { lost: [], duplicated: [] })
+      assert.isAbove(committed.length, 60)
+    }))
+})
