@@ -15,6 +15,7 @@ import { Command, Flag } from "effect/cli"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as Ndjson from "../output/Ndjson.ts"
 import * as Redact from "../Redact.ts"
+import * as FileSink from "../sinks/FileSink.ts"
 import * as Sink from "../sinks/Sink.ts"
 
 const env = <A>(flag: Flag.Flag<A>, config: Config.Config<A>, description: string) =>
@@ -57,8 +58,8 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     httpPort: undefined
   })
   if ("_tag" in config) return yield* config
-  if (config.sink._tag !== "Stdout") {
-    return yield* new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${config.sink._tag === "File" ? "file:" : "http"} sinks come with the next release; use stdout` })
+  if (config.sink._tag === "Http") {
+    return yield* new RunConfig.ConfigInvalid({ option: "sink", message: "--sink: the http sink comes with the next release; use stdout or file:PATH" })
   }
   let url = config.databaseUrl
   let tables = config.tables
@@ -74,7 +75,9 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   }
   if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
   const redacted = Redacted.make(url)
-  const sink = Sink.stdout
+  // file: the file is also where the durable position lives (read back on start, repaired if torn)
+  const file = config.sink._tag === "File" ? yield* FileSink.make(config.sink.path) : undefined
+  const sink = file?.sink ?? Sink.stdout
   const ownership = StreamOwnership.layer({ streamId: config.streamId, instanceId: config.instanceId, url: redacted, mode: config.lock })
   const stream = Layer.unwrap(Effect.gen(function*() {
     const owned = yield* StreamOwnership.StreamOwnershipService
@@ -87,17 +90,29 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       schema: owned.config.schema,
       publication: owned.identity.publicationName,
       mode: config.slotMode,
-      subscriptions: tables.map((t) => ({ id: `${t.schema}.${t.name}`, table: t }))
+      subscriptions: tables.map((t) => ({ id: `${t.schema}.${t.name}`, table: t })),
+      ...(file === undefined ? {} : { checkpoint: file.checkpoint })
     }, (connection) => {
       let batch: Array<string> = []
       return Stream.runForEach(connection.events, (event) => {
         const text = Ndjson.line(event)
         if (text !== undefined) batch.push(text)
         if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
-          const lines = batch
-          batch = []
-          const position = event._tag === "Commit" ? event.endLsn : event.ackPosition
-          return sink.write(lines).pipe(Effect.andThen(sink.commit), Effect.andThen(connection.acknowledge(position)))
+          return Effect.gen(function*() {
+            const lines = batch
+            batch = []
+            const position = event._tag === "Commit" ? event.endLsn : event.ackPosition
+            if (file !== undefined) {
+              // the file's own record of how far it is: read back on the next start
+              const identity = yield* connection.durable
+              lines.push(event._tag === "Commit"
+                ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
+                : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
+            }
+            yield* sink.write(lines)
+            yield* sink.commit
+            yield* connection.acknowledge(position)
+          })
         }
         if (batch.length < 1000) return Effect.void
         const lines = batch
