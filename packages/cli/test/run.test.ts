@@ -3,6 +3,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -48,6 +49,28 @@ const until = <A>(probe: () => A | undefined, timeoutMs: number, what: string) =
       if (a !== undefined) return a
       if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
       yield* Effect.sleep("20 millis")
+    }
+  })
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port
+      server.close(() => resolve(port))
+    })
+  })
+
+const get = (port: number, path: string) =>
+  Effect.promise(() => fetch(`http://127.0.0.1:${port}${path}`).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown })))
+
+const untilEffect = <A, E>(probe: Effect.Effect<A | undefined, E>, timeoutMs: number, what: string) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const a = yield* probe
+      if (a !== undefined) return a
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      yield* Effect.sleep("50 millis")
     }
   })
 
@@ -117,14 +140,22 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       assert.deepStrictEqual(ids(second), [4, 5])
     }))
 
-  it.live("rolling deploy: B waits while A runs; SIGTERM to A; B takes over; nothing lost, nothing acknowledged repeated", () =>
+  it.live("rolling deploy: B waits (healthy, not the owner) while A runs; SIGTERM to A; B takes over; nothing lost, nothing acknowledged repeated; /health, /health/owner, /metrics through it", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })
       yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-      const args = (name: string) => ["--database-url", pg.url, "--table", "items", "--instance-id", name]
-      const a = yield* start(args("a"))
+      const [portA, portB] = [yield* Effect.promise(freePort), yield* Effect.promise(freePort)]
+      const args = (name: string, port: number) => ["--database-url", pg.url, "--table", "items", "--instance-id", name, "--http-port", String(port)]
+      const a = yield* start(args("a", portA))
       yield* streaming(pg)
-      const b = yield* start(args("b"))
+      const b = yield* start(args("b", portB))
+      // health through the phases: a active and the owner, b healthy while it waits, not the owner
+      yield* until(() => (/serving GET \/health/.test(b.stderr()) ? true : undefined), 30_000, "b's http server")
+      assert.deepStrictEqual(yield* get(portA, "/health"), { status: 200, body: { state: "active" } })
+      assert.deepStrictEqual(yield* get(portA, "/health/owner"), { status: 200, body: { state: "active", owner: true } })
+      const waiting = yield* untilEffect(Effect.map(get(portB, "/health"), (r) => ((r.body as { state: string }).state === "waiting" ? r : undefined)), 10_000, "b waiting")
+      assert.strictEqual(waiting.status, 200)
+      assert.strictEqual((yield* get(portB, "/health/owner")).status, 503)
       // a writer, one row per transaction, throughout
       const written = { next: 1 }
       yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
@@ -133,11 +164,17 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         yield* Effect.sleep("10 millis")
       })))
       yield* until(() => (ids(a).length >= 30 ? true : undefined), 30_000, "a delivering")
+      const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${portA}/metrics`).then((r) => r.text()))
+      assert.include(metrics, 'slotkeeper_state{stream="default",state="active"} 1')
+      assert.match(metrics, /slotkeeper_ownership_epoch\{stream="default"\} 1/)
+      assert.match(metrics, /slotkeeper_changes_delivered_total\{stream="default"\} [1-9]\d*/)
+      assert.match(metrics, /slotkeeper_slot_wal_status\{stream="default",slot="slotkeeper_default_1",wal_status="reserved"\} 1/)
       a.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => a.exited), 0)
       // where a's acknowledgements were saved when it let go: b must not repeat anything at or below it
       const [saved] = yield* pg.query<{ lsn: string }>("SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = 'default'")
       yield* until(() => (/ownership of stream default acquired/.test(b.stderr()) ? true : undefined), 10_000, "b owning")
+      assert.deepStrictEqual(yield* get(portB, "/health/owner"), { status: 200, body: { state: "active", owner: true } })
       yield* until(() => (ids(b).length >= 30 ? true : undefined), 30_000, "b delivering")
       const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
       yield* until(() => (committed.every((id) => ids(a).includes(id) || ids(b).includes(id)) ? true : undefined), 30_000, "every committed row delivered")

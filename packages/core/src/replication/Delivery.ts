@@ -89,6 +89,8 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
   /** Tables to subscribe to when ownership is taken (the publication manager keeps the publication for them). */
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
   readonly publicationManager?: PublicationManager.PublicationManagerOptions
+  /** Where the slot's state and health go (for a status page or metrics); a fresh one by default. */
+  readonly slotState?: SlotManager.SlotManagerState
 }
 
 /**
@@ -114,7 +116,7 @@ export const layer = <E, R>(
         )
         yield* Effect.forEach(options.subscriptions, (s) => manager.add(s), { discard: true, concurrency: "unbounded" })
       }
-      return yield* run(options, consume)
+      return yield* run(options, consume, options.slotState)
     })
     yield* stream.supervisor.run(owned)
   }))

@@ -48,6 +48,8 @@ export interface Assessment {
   readonly retainedBytes: bigint | undefined
   /** Bytes between the slot's confirmed position and the current position. */
   readonly flushLagBytes: bigint | undefined
+  /** `reserved`, `extended`, `unreserved`, `lost` (PostgreSQL 13+); `undefined` when the slot is missing. */
+  readonly walStatus: string | undefined
 }
 
 const mib = (bytes: bigint) => `${(Number(bytes) / 1048576).toFixed(1)} MiB`
@@ -58,7 +60,8 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
       level: "error",
       findings: [{ level: "error", code: "SlotMissing", message: `replication slot ${slotName} does not exist` }],
       retainedBytes: undefined,
-      flushLagBytes: undefined
+      flushLagBytes: undefined,
+      walStatus: undefined
     }
   }
   const findings: Array<Finding> = []
@@ -85,5 +88,5 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
     findings.push({ level: "warn", code: "NotFailover", message: `replication slot ${slotName} is not a failover slot: a standby cannot carry it through a failover` })
   }
   const level: Level = findings.some((f) => f.level === "error") ? "error" : findings.length > 0 ? "warn" : "ok"
-  return { level, findings, retainedBytes, flushLagBytes }
+  return { level, findings, retainedBytes, flushLagBytes, walStatus: row.walStatus }
 }

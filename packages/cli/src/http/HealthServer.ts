@@ -1,0 +1,96 @@
+/**
+ * HealthServer: `--http-port` — what a probe or a scraper asks a running instance.
+ *
+ * - `GET /health`: 200 with `{"state": ...}` while `starting`, `waiting` or `active` (a waiting instance is healthy:
+ *   that is what a rolling deploy starts); 503 when `failed` or `stopping`.
+ * - `GET /health/owner`: 200 only while this instance owns the stream, else 503 (for a service that should route
+ *   to the owner).
+ * - `GET /metrics`: Prometheus text — state, ownership epoch, acknowledged LSN, slot lag and `wal_status`, changes
+ *   and transactions delivered, errors.
+ *
+ * The answers are pure functions of a snapshot (`health`, `metrics`), served by a small `node:http` server that
+ * lives as long as the command's scope.
+ */
+import { createServer } from "node:http"
+import type { Health, OwnershipStatus } from "@slotkeeper/core"
+import { Effect, type Scope } from "effect"
+
+export interface Snapshot {
+  readonly streamId: string
+  readonly status: OwnershipStatus
+  readonly slotName: string | undefined
+  readonly slot: Health.Assessment | undefined
+  readonly acknowledgedLsn: bigint | undefined
+  readonly changes: number
+  readonly transactions: number
+  readonly errors: number
+}
+
+export type State = "starting" | "waiting" | "active" | "stopping" | "failed"
+
+export const state = (status: OwnershipStatus): State =>
+  status._tag === "Starting" ? "starting" : status._tag === "Waiting" ? "waiting" : status._tag === "Active" ? "active" : status._tag === "Stopping" ? "stopping" : "failed"
+
+export interface Answer {
+  readonly status: number
+  readonly contentType: string
+  readonly body: string
+}
+
+export const health = (s: Snapshot): Answer => {
+  const st = state(s.status)
+  return { status: st === "failed" || st === "stopping" ? 503 : 200, contentType: "application/json", body: JSON.stringify({ state: st }) }
+}
+
+export const owner = (s: Snapshot): Answer => {
+  const st = state(s.status)
+  return { status: st === "active" ? 200 : 503, contentType: "application/json", body: JSON.stringify({ state: st, owner: st === "active" }) }
+}
+
+const label = (value: string) => value.replaceAll("\\", "\\\\").replaceAll("\"", "\\\"").replaceAll("\n", "\\n")
+
+export const metrics = (s: Snapshot): Answer => {
+  const stream = `stream="${label(s.streamId)}"`
+  const out: Array<string> = []
+  const metric = (name: string, help: string, type: "gauge" | "counter", samples: ReadonlyArray<[string, number | bigint]>) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+    for (const [labels, value] of samples) out.push(`${name}{${labels}} ${value.toString()}`)
+  }
+  const current = state(s.status)
+  metric("slotkeeper_state", "1 for this instance's current state", "gauge",
+    (["starting", "waiting", "active", "stopping", "failed"] as const).map((st) => [`${stream},state="${st}"`, st === current ? 1 : 0]))
+  metric("slotkeeper_ownership_epoch", "the fencing epoch this instance holds (0 when it holds none)", "gauge", [[stream, s.status._tag === "Active" ? s.status.epoch : 0]])
+  if (s.acknowledgedLsn !== undefined) metric("slotkeeper_acknowledged_lsn", "the durable, acknowledged position (WAL bytes)", "gauge", [[stream, s.acknowledgedLsn]])
+  if (s.slotName !== undefined && s.slot !== undefined) {
+    const slot = `${stream},slot="${label(s.slotName)}"`
+    if (s.slot.retainedBytes !== undefined) metric("slotkeeper_slot_retained_bytes", "WAL the slot retains behind the current position", "gauge", [[slot, s.slot.retainedBytes]])
+    if (s.slot.flushLagBytes !== undefined) metric("slotkeeper_slot_lag_bytes", "bytes between the slot's confirmed position and the current position", "gauge", [[slot, s.slot.flushLagBytes]])
+    metric("slotkeeper_slot_wal_status", "1 for the slot's wal_status", "gauge",
+      (["reserved", "extended", "unreserved", "lost"] as const).map((w) => [`${slot},wal_status="${w}"`, s.slot!.walStatus === w ? 1 : 0]))
+  }
+  metric("slotkeeper_changes_delivered_total", "changes written to the sink", "counter", [[stream, s.changes]])
+  metric("slotkeeper_transactions_delivered_total", "transactions written to the sink and acknowledged", "counter", [[stream, s.transactions]])
+  metric("slotkeeper_errors_total", "errors logged by the stream (retried or fatal)", "counter", [[stream, s.errors]])
+  return { status: 200, contentType: "text/plain; version=0.0.4", body: `${out.join("\n")}\n` }
+}
+
+/** Serves `health`, `owner` and `metrics` of `snapshot` on `port` (all interfaces), until the scope closes. */
+export const serve = (port: number, snapshot: Effect.Effect<Snapshot>): Effect.Effect<void, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<ReturnType<typeof createServer>, Error>((resume) => {
+      const server = createServer((request, response) => {
+        const route = request.method === "GET" ? ({ "/health": health, "/health/owner": owner, "/metrics": metrics } as Record<string, (s: Snapshot) => Answer>)[request.url ?? ""] : undefined
+        if (route === undefined) {
+          response.writeHead(404, { "content-type": "text/plain" }).end("not found: GET /health, /health/owner or /metrics\n")
+          return
+        }
+        Effect.runPromise(snapshot).then((s) => {
+          const answer = route(s)
+          response.writeHead(answer.status, { "content-type": answer.contentType }).end(answer.body)
+        }, () => response.writeHead(500).end())
+      })
+      server.once("error", (e) => resume(Effect.fail(new Error(`--http-port ${port}: ${e.message}`))))
+      server.listen(port, () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+  ).pipe(Effect.asVoid)

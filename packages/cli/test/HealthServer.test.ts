@@ -1,0 +1,52 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { OwnershipStatus } from "@slotkeeper/core"
+import * as HealthServer from "../src/http/HealthServer.ts"
+import * as Redact from "../src/Redact.ts"
+
+const snapshot = (status: OwnershipStatus): HealthServer.Snapshot => ({
+  streamId: "orders",
+  status,
+  slotName: "slotkeeper_orders_1",
+  slot: { level: "ok", findings: [], retainedBytes: 100n, flushLagBytes: 40n, walStatus: "extended" },
+  acknowledgedLsn: 0x16b3748n,
+  changes: 12,
+  transactions: 3,
+  errors: 1
+})
+
+describe("HealthServer (pure)", () => {
+  it("/health is 200 while starting, waiting or active, 503 when stopping or failed; /health/owner only while active", () => {
+    const cases: Array<[OwnershipStatus, number, number]> = [
+      [{ _tag: "Starting" }, 200, 503],
+      [{ _tag: "Waiting", since: 0, holder: undefined, lastError: undefined }, 200, 503],
+      [{ _tag: "Active", since: 0, epoch: 3 }, 200, 200],
+      [{ _tag: "Stopping", reason: "SIGTERM", at: 0 }, 503, 503],
+      [{ _tag: "Failed", error: "x" }, 503, 503]
+    ]
+    for (const [status, health, owner] of cases) {
+      assert.strictEqual(HealthServer.health(snapshot(status)).status, health, status._tag)
+      assert.strictEqual(HealthServer.owner(snapshot(status)).status, owner, status._tag)
+    }
+  })
+  it("/metrics is Prometheus text with the state, epoch, position, slot lag and wal_status, counters", () => {
+    const body = HealthServer.metrics(snapshot({ _tag: "Active", since: 0, epoch: 3 })).body
+    for (const line of [
+      "slotkeeper_state{stream=\"orders\",state=\"active\"} 1",
+      "slotkeeper_state{stream=\"orders\",state=\"waiting\"} 0",
+      "slotkeeper_ownership_epoch{stream=\"orders\"} 3",
+      "slotkeeper_acknowledged_lsn{stream=\"orders\"} 23803720",
+      "slotkeeper_slot_retained_bytes{stream=\"orders\",slot=\"slotkeeper_orders_1\"} 100",
+      "slotkeeper_slot_wal_status{stream=\"orders\",slot=\"slotkeeper_orders_1\",wal_status=\"extended\"} 1",
+      "# TYPE slotkeeper_changes_delivered_total counter",
+      "slotkeeper_errors_total{stream=\"orders\"} 1"
+    ]) assert.include(body, line)
+  })
+})
+
+describe("Redact (pure)", () => {
+  it("never shows a password, in the user part or in the query", () => {
+    assert.strictEqual(Redact.url("postgres://app:s3cret@db:5432/orders"), "postgres://app:***@db:5432/orders")
+    assert.strictEqual(Redact.url("postgres://db/orders?password=s3cret&sslmode=require"), "postgres://db/orders?password=***&sslmode=require")
+    assert.notInclude(Redact.url("not a url s3cret"), "s3cret")
+  })
+})
