@@ -186,7 +186,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       // commit_lsn is where a commit starts: below the saved end position means acknowledged (DeliveryCheck: <= start)
       const report = DeliveryCheck.check({ committed, delivered, sessionStarts: new Map([[2, lsn(saved!.lsn) - 1n]]) })
       assert.deepStrictEqual({ lost: report.lost, duplicated: report.duplicatedAfterAcknowledgement }, { lost: [], duplicated: [] })
-      assert.isAbove(committed.length, 60)
+      assert.isAtLeast(committed.length, 60) // at least 30 delivered by each
     }))
 
   it.live("file: sink: SIGKILL mid-write leaves no torn line after the restart, and every committed change is in the file exactly once", () =>
