@@ -1,0 +1,49 @@
+/**
+ * `slotkeeper check`: preflight of a server for a stream (`Preflight`): wal_level, slot and wal sender headroom,
+ * privileges, the configured tables' replica identity, failover readiness (17+). Each failure is printed with its
+ * fix; the exit code is 0 only if nothing failed (1 otherwise, 2 for invalid options). Reads only.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Preflight, StreamId } from "@slotkeeper/core"
+import { Config, Console, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Command, Flag } from "effect/cli"
+import { SqlClient } from "effect/sql"
+import * as RunConfig from "../config/RunConfig.ts"
+import * as Redact from "../Redact.ts"
+import { runFlags } from "./run.ts"
+
+export const check = Command.make("check", {
+  databaseUrl: runFlags.databaseUrl,
+  streamId: runFlags.streamId,
+  tables: runFlags.tables,
+  lock: runFlags.lock,
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
+}, Effect.fn("slotkeeper.check")(function*(flags) {
+  const url = Option.getOrUndefined(flags.databaseUrl)
+  if (url === undefined) return yield* new RunConfig.ConfigInvalid({ option: "database-url", message: "--database-url: name the server to check (or set DATABASE_URL)" })
+  const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: flags.lock, slotMode: "temporary", instanceId: "check", sink: "stdout", httpPort: undefined })
+  if ("_tag" in config) return yield* config
+  const identity = StreamId.identity("", config.streamId)
+  const checks = yield* Effect.gen(function*() {
+    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: `slotkeeper:${config.streamId}:check:admin`, connectTimeout: "5 seconds" }))
+    const sql = Context.get(context, SqlClient.SqlClient)
+    // the stream's current slot, when slotkeeper's catalog knows it
+    const [slot] = yield* sql.unsafe<{ slot_name: string }>(
+      `SELECT slot_name FROM slotkeeper.slots WHERE stream_id = $1 AND state = 'active' AND to_regclass('slotkeeper.slots') IS NOT NULL`,
+      [config.streamId]
+    ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string }>))
+    return yield* Preflight.run(sql, { tables: config.tables, lock: config.lock, slotName: slot?.slot_name, publication: identity.publicationName })
+  }).pipe(
+    Effect.catchCause(() => Effect.succeed([{ name: "connect", level: "error", message: `cannot connect to ${Redact.url(url)}: check the URL and that the server accepts connections` }] as ReadonlyArray<Preflight.Check>))
+  )
+  if (flags.json) yield* Console.log(JSON.stringify({ ok: checks.every((c) => c.level !== "error"), checks }, null, 2))
+  else {
+    for (const c of checks) yield* Console.log(`${{ ok: "ok   ", info: "info ", warn: "WARN ", error: "FAIL " }[c.level]} ${c.name}: ${c.message}`)
+  }
+  if (checks.some((c) => c.level === "error")) {
+    yield* Console.error(`slotkeeper check: ${checks.filter((c) => c.level === "error").length} check(s) failed`)
+    yield* Effect.sync(() => process.exit(1))
+  }
+}, Effect.scoped)).pipe(
+  Command.withDescription("Check that a server can carry the stream (wal_level, slots, wal senders, privileges, tables, failover); exit 0 only if all pass")
+)
