@@ -227,4 +227,32 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const ids = parsed.filter((l) => l.type === "change").map((l) => l.new!.id)
       assert.deepStrictEqual([...ids].sort((x, y) => x - y), committed, "each committed change exactly once")
     }))
+
+  it.live("status shows the owner, the slot with wal_status and lag, the publication's tables and the position; no owner after it stops", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const a = yield* start(["--database-url", pg.url, "--table", "items", "--instance-id", "a"])
+      yield* streaming(pg)
+      yield* pg.query("INSERT INTO items VALUES (1, 'x')")
+      yield* until(() => (ids(a).length >= 1 ? true : undefined), 20_000, "a row")
+      const status = () =>
+        Effect.promise(() =>
+          new Promise<string>((resolve) => {
+            const child = spawn(process.execPath, [bin, "status", "--database-url", pg.url, "--json"], { stdio: ["ignore", "pipe", "inherit"] })
+            let out = ""
+            child.stdout!.on("data", (d: Buffer) => (out += d.toString()))
+            child.on("exit", () => resolve(out))
+          })
+        ).pipe(Effect.map((out) => (JSON.parse(out) as { streams: Array<Record<string, any>> }).streams))
+      const [running] = yield* status()
+      assert.include(running!.owner, { instance: "a", mode: "advisory", epoch: 1 })
+      assert.deepStrictEqual(running!.publication, { name: "slotkeeper_default", tables: ["public.items"] })
+      assert.include(running!.slots[0], { slot: "slotkeeper_default_1", state: "active", exists: true, walStatus: "reserved", invalidation: null })
+      a.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => a.exited), 0)
+      const [stopped] = yield* status()
+      assert.isNull(stopped!.owner)
+      assert.match(stopped!.position as string, /^[0-9A-F]+\/[0-9A-F]+$/)
+    }))
 })

@@ -1,0 +1,112 @@
+/**
+ * `slotkeeper status`: who owns each stream and since when, its slots with lag, `wal_status` and invalidation, its
+ * publication's tables, and its durable position — read from slotkeeper's tables and PostgreSQL's catalogs, changing
+ * nothing. A human table by default, `--json` for machines.
+ *
+ * **Details**: an advisory-mode owner is live only while its lock session exists (`holder_pid` with the recorded
+ * `backend_start` in `pg_stat_activity`); a lease-mode owner while its lease has not run out. A row whose holder is
+ * gone is shown as `none` (the row keeps the last epoch for fencing).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Health, Lsn, SlotInspector } from "@slotkeeper/core"
+import { Console, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Command, Flag } from "effect/cli"
+import { SqlClient } from "effect/sql"
+import * as RunConfig from "../config/RunConfig.ts"
+import * as Redact from "../Redact.ts"
+import { runFlags } from "./run.ts"
+
+interface StreamStatus {
+  readonly stream: string
+  readonly owner: { readonly instance: string; readonly pid: number | null; readonly epoch: number; readonly since: string; readonly mode: string } | null
+  readonly epoch: number
+  readonly slots: ReadonlyArray<{
+    readonly slot: string
+    readonly state: string
+    readonly exists: boolean
+    readonly active: boolean
+    readonly walStatus: string | null
+    readonly retainedBytes: string | null
+    readonly lagBytes: string | null
+    readonly invalidation: string | null
+    readonly findings: ReadonlyArray<string>
+  }>
+  readonly publication: { readonly name: string; readonly tables: ReadonlyArray<string> } | null
+  readonly position: string | null
+}
+
+export const status = Command.make("status", {
+  databaseUrl: runFlags.databaseUrl,
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
+}, Effect.fn("slotkeeper.status")(function*(flags) {
+  const url = Option.getOrUndefined(flags.databaseUrl)
+  if (url === undefined) return yield* new RunConfig.ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL)" })
+  const checked = RunConfig.make({ databaseUrl: url, streamId: "default", tables: [], lock: "advisory", slotMode: "temporary", instanceId: "status", sink: "stdout", httpPort: undefined })
+  if ("_tag" in checked) return yield* checked
+  const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: "slotkeeper:status", connectTimeout: "5 seconds" }))
+  const sql = Context.get(context, SqlClient.SqlClient)
+  const streams = yield* Effect.gen(function*() {
+    const [has] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass('slotkeeper.ownership') IS NOT NULL AS ok")
+    if (!has?.ok) return [] as Array<StreamStatus>
+    const owners = yield* sql.unsafe<{ stream_id: string; epoch: string; mode: string; holder: string; holder_pid: number | null; acquired_at: string; live: boolean }>(
+      `SELECT o.stream_id, o.epoch::text AS epoch, o.mode, o.holder, o.holder_pid, o.acquired_at::text AS acquired_at,
+              CASE WHEN o.mode = 'advisory'
+                THEN EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = o.holder_pid AND a.backend_start = o.holder_backend_start)
+                ELSE EXISTS (SELECT 1 FROM slotkeeper.leases l WHERE l.stream_id = o.stream_id AND l.epoch = o.epoch AND l.lease_until > clock_timestamp())
+              END AS live
+         FROM slotkeeper.ownership o ORDER BY o.stream_id`
+    )
+    const out: Array<StreamStatus> = []
+    for (const o of owners) {
+      const slots = yield* sql.unsafe<{ slot_name: string; state: string }>(
+        "SELECT slot_name, state FROM slotkeeper.slots WHERE stream_id = $1 AND to_regclass('slotkeeper.slots') IS NOT NULL ORDER BY incarnation", [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string; state: string }>))
+      const slotStatus: Array<StreamStatus["slots"][number]> = []
+      for (const s of slots) {
+        const seen = yield* SlotInspector.inspect(sql, s.slot_name).pipe(Effect.orElseSucceed(() => undefined))
+        const assessment = seen === undefined ? undefined : Health.assess(s.slot_name, seen.row, seen.currentLsn, { retainedWarnBytes: 1n << 30n, safeWalWarnBytes: 256n << 20n, wantFailover: false })
+        slotStatus.push({
+          slot: s.slot_name,
+          state: s.state,
+          exists: seen?.row !== undefined,
+          active: seen?.row?.active ?? false,
+          walStatus: seen?.row?.walStatus ?? null,
+          retainedBytes: assessment?.retainedBytes?.toString() ?? null,
+          lagBytes: assessment?.flushLagBytes?.toString() ?? null,
+          invalidation: seen?.row?.invalidationReason ?? null,
+          findings: assessment?.findings.map((f) => f.message) ?? []
+        })
+      }
+      const publication = `slotkeeper_${o.stream_id}`
+      const tables = yield* sql.unsafe<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", [publication])
+      const exists = yield* sql.unsafe<{ n: number }>("SELECT count(*)::int AS n FROM pg_publication WHERE pubname = $1", [publication])
+      const [position] = yield* sql.unsafe<{ lsn: string }>(
+        "SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = $1 AND to_regclass('slotkeeper.checkpoints') IS NOT NULL", [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
+      out.push({
+        stream: o.stream_id,
+        owner: o.live ? { instance: o.holder, pid: o.holder_pid, epoch: Number(o.epoch), since: o.acquired_at, mode: o.mode } : null,
+        epoch: Number(o.epoch),
+        slots: slotStatus,
+        publication: (exists[0]?.n ?? 0) > 0 ? { name: publication, tables: tables.map((t) => t.t) } : null,
+        position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn))
+      })
+    }
+    return out
+  }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(new Error(`reading the status from ${Redact.url(url)}: ${e.message}`))))
+  if (flags.json) return yield* Console.log(JSON.stringify({ streams }, null, 2))
+  if (streams.length === 0) return yield* Console.log("no slotkeeper streams in this database")
+  for (const s of streams) {
+    yield* Console.log(`stream ${s.stream}: ${s.owner === null ? "no owner" : `owned by ${s.owner.instance} (pid ${s.owner.pid ?? "?"}, ${s.owner.mode}, epoch ${s.owner.epoch}) since ${s.owner.since}`}`)
+    yield* Console.log(`  position     ${s.position ?? "none yet"}`)
+    yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
+    for (const slot of s.slots) {
+      const detail = slot.exists
+        ? `${slot.active ? "streaming" : "idle"}, wal_status ${slot.walStatus ?? "?"}, retains ${slot.retainedBytes ?? "?"} bytes, lag ${slot.lagBytes ?? "?"} bytes${slot.invalidation ? `, INVALIDATED (${slot.invalidation})` : ""}`
+        : "does not exist"
+      yield* Console.log(`  slot         ${slot.slot} [${slot.state}]: ${detail}`)
+    }
+  }
+}, Effect.scoped)).pipe(
+  Command.withDescription("Show who owns each stream, its slots with lag and wal_status, its publication's tables and its position")
+)
