@@ -2,7 +2,7 @@
  * The `slotkeeper` command line.
  *
  * `run` owns a stream and writes its changes; `check` is a server's preflight; `embedded` starts the embedded default
- * database; `status` shows who owns each stream and how its slots are. `slots` comes next (see the issues). Every option also reads an environment variable, named in `--help`.
+ * database; `status` shows who owns each stream and how its slots are; `slots list|drop` cleans up stale slots. Every option also reads an environment variable, named in `--help`.
  *
  * Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for invalid options or input (one line that names the
  * option, printed before any database is touched), 1 for a fatal runtime condition, with its explanation. Logs go to
@@ -15,6 +15,7 @@ import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
 import { check } from "./commands/check.ts"
 import { run } from "./commands/run.ts"
+import { slots } from "./commands/slots.ts"
 import { status } from "./commands/status.ts"
 
 export const version: string = packageJson.version
@@ -23,7 +24,7 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withDescription(
     "Exclusive, fenced ownership of a PostgreSQL logical replication stream, shared safely by many instances."
   ),
-  Command.withSubcommands([run, status, check, embedded])
+  Command.withSubcommands([run, status, check, slots, embedded])
 )
 
 slotkeeper.pipe(

@@ -23,7 +23,7 @@ describe("slotkeeper --help / --version", () => {
     const r = cli("--help")
     assert.strictEqual(r.status, 0)
     assert.match(r.stdout, /logical replication stream/)
-    assert.match(r.stdout, /SUBCOMMANDS[\s\S]*run[\s\S]*status[\s\S]*check[\s\S]*embedded/)
+    assert.match(r.stdout, /SUBCOMMANDS[\s\S]*run[\s\S]*status[\s\S]*check[\s\S]*slots[\s\S]*embedded/)
   })
 
   it("a bad flag value is rejected with a message that says what to change", () => {
