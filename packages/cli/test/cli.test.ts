@@ -8,6 +8,7 @@ import { PgConnection } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import packageJson from "../package.json" with { type: "json" }
+import { freePort } from "./cli-helpers.ts"
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
 const cli = (...args: Array<string>) => spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" })
@@ -32,14 +33,6 @@ describe("slotkeeper --help / --version", () => {
     assert.match(r.stdout + r.stderr, /--port 70000 is not a TCP port: use 1\.\.65535/)
   })
 })
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
 
 /** Starts `slotkeeper embedded`, resolving with the DATABASE_URL it prints; killed with SIGTERM on release. */
 const startEmbedded = (dir: string, port: number) =>

@@ -3,15 +3,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join } from "node:path"
 import { DeliveryCheck, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
+import { bin, freePort, until, untilEffect } from "./cli-helpers.ts"
 
-const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
 
 interface Running {
   readonly child: ChildProcess
@@ -41,38 +39,8 @@ const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
     (r) => Effect.promise(() => (r.child.exitCode === null && r.child.signalCode === null ? (r.child.kill("SIGTERM"), r.exited) : r.exited))
   )
 
-const until = <A>(probe: () => A | undefined, timeoutMs: number, what: string) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const a = probe()
-      if (a !== undefined) return a
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      yield* Effect.sleep("20 millis")
-    }
-  })
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port
-      server.close(() => resolve(port))
-    })
-  })
-
 const get = (port: number, path: string) =>
   Effect.promise(() => fetch(`http://127.0.0.1:${port}${path}`).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown })))
-
-const untilEffect = <A, E>(probe: Effect.Effect<A | undefined, E>, timeoutMs: number, what: string) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const a = yield* probe
-      if (a !== undefined) return a
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      yield* Effect.sleep("50 millis")
-    }
-  })
 
 /** Changes committed before the stream's slot exists are not the stream's: wait for its connection. */
 const streaming = (pg: { query: (sql: string) => Effect.Effect<ReadonlyArray<unknown>, unknown> }) =>

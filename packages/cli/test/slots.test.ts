@@ -1,23 +1,7 @@
-import { spawn } from "node:child_process"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-
-const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
-
-const cli = (...args: Array<string>) =>
-  Effect.promise(() =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-      child.on("exit", (code) => resolve({ code, stdout, stderr }))
-    })
-  )
+import { cli } from "./cli-helpers.ts"
 
 describe("slotkeeper slots (the CLI as a child process, real PostgreSQL 18)", () => {
   it.live("lists the stream's slots; drops a stale incarnation as the owner; refuses the current slot without --force", () =>

@@ -2,7 +2,7 @@
  * Helpers for the real-PostgreSQL ownership tests: start an instance (StreamOwnership + a running supervisor) whose
  * owned work records when it started and when it was interrupted, in wall-clock milliseconds.
  */
-import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
+import { FaultProxy, PgCluster, Wait } from "@slotkeeper/testkit"
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
 import type { OwnershipService, OwnershipStatus } from "../src/ownership/Ownership.ts"
 import { Ownership } from "../src/ownership/Ownership.ts"
@@ -85,17 +85,8 @@ export const overlaps = (intervals: ReadonlyArray<Interval>): Array<string> => {
   return problems
 }
 
-/** Waits (real time, polling) until `predicate` holds, or fails after `timeoutMs`. */
-export const eventually = <A, E>(probe: Effect.Effect<A | undefined, E>, timeoutMs: number, what: string) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const a = yield* probe
-      if (a !== undefined) return a
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      yield* Effect.sleep("10 millis")
-    }
-  })
+/** Waits (real time, polling) until `probe` gives a value, or dies after `timeoutMs`. */
+export const eventually = Wait.eventually
 
 export const activeOf = (intervals: ReadonlyArray<Interval>, instance: string) =>
   Effect.sync(() => intervals.find((i) => i.instance === instance && i.end === undefined))

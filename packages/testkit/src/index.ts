@@ -9,6 +9,7 @@
  * - `PgVersions`: run a test file against several major versions (`SLOTKEEPER_PG_VERSIONS`, default 18).
  * - `EmbeddedPostgres`: a server whose data survives restarts (the CLI's default database).
  * - `DeliveryCheck`: the lost and the wrongly duplicated changes of a consumer's deliveries.
+ * - `Wait`: polling in wall-clock time until something holds.
  * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
  */
 export * as DeliveryCheck from "./DeliveryCheck.ts"
@@ -22,3 +23,4 @@ export * as PgVersions from "./PgVersions.ts"
 export * as ProcessControl from "./ProcessControl.ts"
 export * as ServerUser from "./ServerUser.ts"
 export * as Standby from "./Standby.ts"
+export * as Wait from "./Wait.ts"
