@@ -39,6 +39,7 @@ import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-log
 import { Assembler, heartbeatPrefix, type ReplicationEvent } from "./Assembler.ts"
 import { DecodeError, Decoder, type Message } from "./Pgoutput.ts"
 import { Spool } from "./Spool.ts"
+import * as Rounds from "../internal/rounds.ts"
 import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
@@ -304,18 +305,10 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       watermark = Watermark.saved(watermark, position)
       sendStatus()
     })
-    // A save (or heartbeat) that fails is said once and tried again next round: nothing is reported to the server that
-    // was not saved, so a failing save only holds positions back. Whether ownership was lost is the supervisor's
-    // to decide (it closes this scope).
-    const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>, what: string) => {
-      let failing = false
-      const round = effect.pipe(
-        Effect.tap(() => Effect.sync(() => { failing = false })),
-        Effect.catch((e) =>
-          Effect.andThen(failing ? Effect.void : Effect.logWarning(`stream ${options.streamId}: ${what}: ${e.message}; trying again`), Effect.sync(() => { failing = true })))
-      )
-      return Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), round)))
-    }
+    // A save (or heartbeat) that fails is tried again next round (`Rounds.every`): nothing is reported to the server
+    // that was not saved, so a failing save only holds positions back.
+    const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>, what: string) =>
+      Effect.forkScoped(Rounds.every(interval, effect, `stream ${options.streamId}: ${what}`))
     // One last save when the connection closes (shutdown or handover), while the guard may still prove ownership.
     yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
     yield* every(options.saveInterval ?? "1 second", save, "saving the checkpoint")

@@ -17,6 +17,7 @@
  */
 import { Duration, Effect, Schedule, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
+import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn } from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
@@ -196,20 +197,10 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     yield* Effect.addFinalizer(() => Effect.ignore(advanceOnce))
 
     // A round that fails on something that may pass (a query, the guard's own statements, a server restarting) is
-    // said once and tried again next round; whether ownership was lost is the supervisor's to decide, and it closes
-    // this scope when it was. Only a lost slot is fatal.
-    const every = (interval: Duration.Input | undefined, fallback: Duration.Input, effect: Effect.Effect<void, SlotFailure>, what: string) => {
-      let failing = false
-      const round = effect.pipe(
-        Effect.tap(() => Effect.sync(() => { failing = false })),
-        Effect.catchIf(isTransient, (e) =>
-          Effect.andThen(failing ? Effect.void : Effect.logWarning(`stream ${options.streamId}: ${what}: ${e.message}; trying again`), Effect.sync(() => { failing = true })))
-      )
-      return Effect.forever(Effect.andThen(Effect.sleep(interval ?? fallback), round))
-    }
+    // tried again next round (see `Rounds.every`); only a lost slot is fatal.
     yield* checkHealth.pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))
     return yield* Effect.all([
-      every(options.healthInterval, "10 seconds", checkHealth, "checking the slot"),
-      every(options.advanceInterval, "1 second", advanceOnce, "advancing the slot")
+      Rounds.every(options.healthInterval ?? "10 seconds", checkHealth, `stream ${options.streamId}: checking the slot`, isTransient),
+      Rounds.every(options.advanceInterval ?? "1 second", advanceOnce, `stream ${options.streamId}: advancing the slot`, isTransient)
     ], { concurrency: "unbounded" }).pipe(Effect.andThen(Effect.never))
   }).pipe(Effect.scoped)
