@@ -119,10 +119,10 @@ export const make = (
     // Start: say what drifted while nobody owned the stream, then reconcile the recovered set as a whole.
     yield* report(yield* backend.inspect([...current.values()]))
     yield* backend.apply({ all: [...current.values()], added: [], removed: [] })
+    // A successful apply leaves the publication as desired (or fails): nothing has drifted right after it.
     const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
-      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined })))
+      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: [] })))
     yield* reconciled
-    yield* report(yield* backend.inspect([...current.values()]))
 
     const mailbox = yield* Queue.unbounded<Request>()
 
@@ -177,7 +177,6 @@ export const make = (
         if (Exit.isSuccess(result)) {
           current = working
           yield* reconciled
-          yield* report(yield* Effect.orElseSucceed(backend.inspect([...current.values()]), () => []))
         } else {
           yield* SubscriptionRef.update(status, (s) => ({ ...s, lastError: String(Exit.isFailure(result) ? result.cause : "") }))
         }
