@@ -2,7 +2,7 @@
  * Ownership against real PostgreSQL (the test kit), in both lock modes.
  */
 import { PgConnection } from "@effect/sql-pg"
-import { FaultProxy, PgCluster, Standby } from "@slotkeeper/testkit"
+import { PgCluster, Standby } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Redacted } from "effect"
 import type { LockMode } from "../src/ownership/OwnershipConfig.ts"
@@ -104,7 +104,7 @@ describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
 
   it.live("dependents are interrupted within 100 ms of the loss being detected", () =>
     Effect.gen(function*() {
-      const { a, intervals, pg, proxy } = yield* holderBehindProxy(timing)
+      const { a, intervals, proxy } = yield* holderBehindProxy(timing)
       yield* proxy.setMode("blackhole")
       const interval = yield* eventually(Effect.sync(() => (intervals[0]?.end !== undefined ? intervals[0] : undefined)), 10_000, "a interrupted")
       const stopping = a.statuses.find((s) => s.status._tag === "Stopping")?.status

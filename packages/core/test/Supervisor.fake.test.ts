@@ -52,7 +52,7 @@ const single = (options: Partial<OwnershipConfig.OwnershipOptions> = {}) =>
 describe("Supervisor timing (TestClock, fake backend)", () => {
   it.effect("three missed heartbeats: ownership is lost exactly at the detection deadline, and the owned work interrupted then", () =>
     Effect.gen(function*() {
-      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
+      const { controls, events, owned, sup } = yield* single({ onLoss: "exit" })
       controls.check = "fail"
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("3499 millis")
@@ -69,7 +69,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a check that hangs is cut off at the deadline: lost exactly then", () =>
     Effect.gen(function*() {
-      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
+      const { controls, events, owned, sup } = yield* single({ onLoss: "exit" })
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       controls.check = "hang" // the path dies right after the acquisition
       yield* TestClock.adjust("3499 millis")
@@ -86,7 +86,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a good check moves the deadline to its start + lossDeadline", () =>
     Effect.gen(function*() {
-      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
+      const { controls, events, owned, sup } = yield* single({ onLoss: "exit" })
       controls.check = "fail"
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("2500 millis") // misses at 1 s and 2 s
@@ -102,7 +102,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("a check that proves the loss ends ownership at once", () =>
     Effect.gen(function*() {
-      const { controls, events, owned, server, sup } = yield* single({ onLoss: "exit" })
+      const { controls, events, owned, sup } = yield* single({ onLoss: "exit" })
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("1 second")
       controls.check = "not-held"
@@ -207,7 +207,7 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
 
   it.effect("interrupting the supervisor (shutdown) interrupts the owned work and releases ownership for the next owner", () =>
     Effect.gen(function*() {
-      const { controls, events, owned, server, sup } = yield* single()
+      const { events, owned, server, sup } = yield* single()
       const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
       yield* TestClock.adjust("2 seconds")
       yield* Fiber.interrupt(run)

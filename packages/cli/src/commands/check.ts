@@ -3,11 +3,10 @@
  * privileges, the configured tables' replica identity, failover readiness (17+). Each failure is printed with its
  * fix; the exit code is 0 only if nothing failed (1 otherwise, 2 for invalid options). Reads only.
  */
-import { PgClient } from "@effect/sql-pg"
 import { Preflight, StreamId } from "@slotkeeper/core"
-import { Config, Console, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { SqlClient } from "effect/sql"
+import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as Redact from "../Redact.ts"
 import { runFlags } from "./run.ts"
@@ -19,14 +18,12 @@ export const check = Command.make("check", {
   lock: runFlags.lock,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.check")(function*(flags) {
-  const url = Option.getOrUndefined(flags.databaseUrl)
-  if (url === undefined) return yield* new RunConfig.ConfigInvalid({ option: "database-url", message: "--database-url: name the server to check (or set DATABASE_URL)" })
+  const url = yield* Database.requiredUrl(flags.databaseUrl)
   const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: flags.lock, slotMode: "temporary", instanceId: "check", sink: "stdout", httpPort: undefined })
   if ("_tag" in config) return yield* config
   const identity = StreamId.identity("", config.streamId)
   const checks = yield* Effect.gen(function*() {
-    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: `slotkeeper:${config.streamId}:check:admin`, connectTimeout: "5 seconds" }))
-    const sql = Context.get(context, SqlClient.SqlClient)
+    const sql = yield* Database.client(url, `slotkeeper:${config.streamId}:check:admin`)
     // the stream's current slot, when slotkeeper's catalog knows it
     const [slot] = yield* sql.unsafe<{ slot_name: string }>(
       `SELECT slot_name FROM slotkeeper.slots WHERE stream_id = $1 AND state = 'active' AND to_regclass('slotkeeper.slots') IS NOT NULL`,

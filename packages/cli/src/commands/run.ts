@@ -8,10 +8,9 @@
  */
 import { Delivery, SlotManager, StreamOwnership } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
-import { PgClient } from "@effect/sql-pg"
-import { Config, Context, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
-import { SqlClient } from "effect/sql"
+import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as HealthServer from "../http/HealthServer.ts"
 import * as Ndjson from "../output/Ndjson.ts"
@@ -38,8 +37,7 @@ const demoSchema = "slotkeeper_demo"
 /** The demo for a newcomer: a table in the embedded database that gets a row every second. */
 const demo = (url: string) =>
   Effect.gen(function*() {
-    const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: "slotkeeper-demo" }))
-    const sql = Context.get(context, SqlClient.SqlClient)
+    const sql = yield* Database.client(url, "slotkeeper-demo")
     yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${demoSchema}`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${demoSchema}.ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), note text)`)
     yield* Effect.forkScoped(Effect.forever(Effect.andThen(

@@ -8,11 +8,11 @@
  * current slot unless `--force` (the stream then fails with `SlotMissing` and needs a resync). When another instance
  * owns the stream, `drop` waits `--wait` for it and then says so instead.
  */
-import { PgClient } from "@effect/sql-pg"
 import { Ownership, SlotCleanup, StreamId, StreamOwnership } from "@slotkeeper/core"
-import { Console, Context, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Console, Duration, Effect, Option, Redacted } from "effect"
 import { Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
+import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import { runFlags } from "./run.ts"
 
@@ -30,13 +30,12 @@ const duration = (option: string, text: string) =>
     return d.value
   })
 
+/** The URL, checked, and a valid stream id: before anything connects. */
 const checkedUrl = (databaseUrl: Option.Option<string>, streamId: string) =>
   Effect.gen(function*() {
-    const url = Option.getOrUndefined(databaseUrl)
-    if (url === undefined) return yield* new RunConfig.ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL)" })
-    const config = RunConfig.make({ databaseUrl: url, streamId, tables: [], lock: "advisory", slotMode: "temporary", instanceId: "slots", sink: "stdout", httpPort: undefined })
-    if ("_tag" in config) return yield* config
-    return url
+    const bad = StreamId.validate(streamId)
+    if (bad !== undefined) return yield* new RunConfig.ConfigInvalid({ option: "stream-id", message: `--stream-id: ${bad.message}` })
+    return yield* Database.requiredUrl(databaseUrl)
   })
 
 const listing = (sql: SqlClient.SqlClient, streamId: string, olderThanMs: number) =>
@@ -44,7 +43,7 @@ const listing = (sql: SqlClient.SqlClient, streamId: string, olderThanMs: number
 
 const list = Command.make("list", common, Effect.fn("slotkeeper.slots.list")(function*(flags) {
   const url = yield* checkedUrl(flags.databaseUrl, flags.streamId)
-  const sql = Context.get(yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: "slotkeeper:slots" })), SqlClient.SqlClient)
+  const sql = yield* Database.client(url, "slotkeeper:slots")
   const { slots } = yield* listing(sql, flags.streamId, Duration.toMillis(yield* duration("older-than", flags.olderThan)))
   if (flags.json) return yield* Console.log(JSON.stringify({ stream: flags.streamId, slots }, null, 2))
   if (slots.length === 0) return yield* Console.log(`stream ${flags.streamId} has no slots on this server`)

@@ -7,12 +7,10 @@
  * `backend_start` in `pg_stat_activity`); a lease-mode owner while its lease has not run out. A row whose holder is
  * gone is shown as `none` (the row keeps the last epoch for fencing).
  */
-import { PgClient } from "@effect/sql-pg"
 import { Health, Lsn, SlotInspector } from "@slotkeeper/core"
-import { Console, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { SqlClient } from "effect/sql"
-import * as RunConfig from "../config/RunConfig.ts"
+import * as Database from "../config/Database.ts"
 import * as Redact from "../Redact.ts"
 import { runFlags } from "./run.ts"
 
@@ -39,12 +37,8 @@ export const status = Command.make("status", {
   databaseUrl: runFlags.databaseUrl,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.status")(function*(flags) {
-  const url = Option.getOrUndefined(flags.databaseUrl)
-  if (url === undefined) return yield* new RunConfig.ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL)" })
-  const checked = RunConfig.make({ databaseUrl: url, streamId: "default", tables: [], lock: "advisory", slotMode: "temporary", instanceId: "status", sink: "stdout", httpPort: undefined })
-  if ("_tag" in checked) return yield* checked
-  const context = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName: "slotkeeper:status", connectTimeout: "5 seconds" }))
-  const sql = Context.get(context, SqlClient.SqlClient)
+  const url = yield* Database.requiredUrl(flags.databaseUrl)
+  const sql = yield* Database.client(url, "slotkeeper:status")
   const streams = yield* Effect.gen(function*() {
     const [has] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass('slotkeeper.ownership') IS NOT NULL AS ok")
     if (!has?.ok) return [] as Array<StreamStatus>

@@ -108,16 +108,22 @@ export const parseSink = (text: string): Sink | ConfigInvalid => {
   return invalid("sink", `${JSON.stringify(text)} is not a sink: use stdout, file:PATH, or an http:// or https:// URL`)
 }
 
+/** Why `url` is not a PostgreSQL URL, or `undefined` when it is one. */
+export const checkDatabaseUrl = (url: string): ConfigInvalid | undefined => {
+  try {
+    const u = new URL(url)
+    return u.protocol === "postgres:" || u.protocol === "postgresql:"
+      ? undefined
+      : invalid("database-url", `must be a postgres:// or postgresql:// URL, not ${u.protocol}//...`)
+  } catch {
+    return invalid("database-url", "is not a URL: write postgres://user:password@host:5432/database")
+  }
+}
+
 export const make = (input: RunInput): RunConfig | ConfigInvalid => {
   if (input.databaseUrl !== undefined) {
-    try {
-      const url = new URL(input.databaseUrl)
-      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-        return invalid("database-url", `must be a postgres:// or postgresql:// URL, not ${url.protocol}//...`)
-      }
-    } catch {
-      return invalid("database-url", "is not a URL: write postgres://user:password@host:5432/database")
-    }
+    const bad = checkDatabaseUrl(input.databaseUrl)
+    if (bad !== undefined) return bad
   }
   const badStream = StreamId.validate(input.streamId)
   if (badStream !== undefined) return invalid("stream-id", badStream.message)

@@ -1,0 +1,24 @@
+/**
+ * Database: the server a read-only command (`status`, `check`, `slots`) talks to — its URL required and checked
+ * before anything connects, and one short-lived pool tagged with the command's `application_name`.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { checkDatabaseUrl, ConfigInvalid } from "./RunConfig.ts"
+
+/** The `--database-url` (or `DATABASE_URL`) of a command that has no embedded default. */
+export const requiredUrl = (databaseUrl: Option.Option<string>): Effect.Effect<string, ConfigInvalid> => {
+  const url = Option.getOrUndefined(databaseUrl)
+  if (url === undefined) return Effect.fail(new ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL)" }))
+  const bad = checkDatabaseUrl(url)
+  return bad === undefined ? Effect.succeed(url) : Effect.fail(bad)
+}
+
+/** A pool on `url` for the life of the scope. */
+export const client = (url: string, applicationName: string): Effect.Effect<SqlClient.SqlClient, SqlError, Scope.Scope> =>
+  Effect.map(
+    Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName, connectTimeout: "5 seconds" })),
+    (context) => Context.get(context, SqlClient.SqlClient)
+  )
