@@ -1,12 +1,11 @@
 /**
  * One reader of the stream benchmark, in a process of its own (so that its peak RSS is its own). Reads from its own
- * slot until a commit ends at or after END_LSN, then prints one JSON line: rows, milliseconds, peak RSS.
+ * slot until a commit ends at or after END_LSN, then prints one JSON line: rows and peak memory (the caller times it, from spawn to exit).
  *
  *   node scripts/bench-stream-reader.ts setup      URL           # creates slotkeeper's stream slot, then exits
  *   node scripts/bench-stream-reader.ts slotkeeper URL END_LSN    # @slotkeeper/core Delivery, consumed in-process
  *   node scripts/bench-stream-reader.ts raw        URL END_LSN    # pg-logical-replication, counting messages only
  */
-import * as v8 from "node:v8"
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication"
 import * as Lsn from "../packages/core/src/Lsn.ts"
@@ -27,19 +26,14 @@ const options = {
 
 // the largest heap and off-heap (Buffer) use seen, sampled: what the peak RSS is made of
 const peak = { heapUsedMB: 0, externalMB: 0 }
-const timeline: Array<string> = []
 setInterval(() => {
   const m = process.memoryUsage()
-  if (process.env.BENCH_TIMELINE) {
-    const spaces = v8.getHeapSpaceStatistics().map((sp) => `${sp.space_name.replace("_space", "")}=${Math.round(sp.space_size / 2 ** 20)}`).join(",")
-    timeline.push(`${Math.round(performance.now())}:rss=${Math.round(m.rss / 2 ** 20)},total=${Math.round(m.heapTotal / 2 ** 20)},ext=${Math.round(m.external / 2 ** 20)},${spaces}`)
-  }
   peak.heapUsedMB = Math.max(peak.heapUsedMB, Math.round(m.heapUsed / 2 ** 20))
   peak.externalMB = Math.max(peak.externalMB, Math.round(m.external / 2 ** 20))
 }, 100).unref()
 
-const report = (rows: number, started: number) =>
-  console.log(JSON.stringify({ rows, ms: Math.round(performance.now() - started), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), ...peak, ...(timeline.length > 0 ? { timeline: timeline.join(" ") } : {}) }))
+// rows and memory; the orchestrator times each reader from spawn to exit
+const report = (rows: number) => console.log(JSON.stringify({ rows, maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), ...peak }))
 
 const slotkeeper = (setupOnly: boolean) =>
   Effect.scoped(Effect.gen(function*() {
@@ -47,7 +41,6 @@ const slotkeeper = (setupOnly: boolean) =>
     const state = yield* SlotManager.makeState
     const done = yield* Deferred.make<number>()
     let rows = 0
-    const started = performance.now() // from the start: connecting, resume checks and all are part of it
     const owned = Delivery.run({ ...options, sql: ownership.sql }, (connection) =>
       Stream.runForEach(connection.events, (event) => {
         if (event._tag === "Change") {
@@ -63,18 +56,17 @@ const slotkeeper = (setupOnly: boolean) =>
       return yield* Fiber.interrupt(fiber)
     }
     const n = yield* Deferred.await(done)
-    report(n, started)
+    report(n)
   }))
 
 const raw = () =>
   new Promise<void>((resolve, reject) => {
     const service = new LogicalReplicationService({ connectionString: url }, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } })
     let rows = 0
-    const started = performance.now()
     service.on("data", (_lsn: string, message: { tag: string; commitEndLsn?: string | null }) => {
       if (message.tag === "insert") rows++
       else if (message.tag === "commit" && Lsn.parseUnsafe(message.commitEndLsn ?? "0/0") >= end) {
-        report(rows, started)
+        report(rows)
         service.destroy().then(() => resolve(), reject)
       }
     })

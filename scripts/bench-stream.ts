@@ -36,17 +36,13 @@ const runReader = (mode: string, url: string, end: string) =>
   Effect.promise(() =>
     new Promise<Result>((resolve, reject) => {
       const started = performance.now() // every reader is timed the same way: from spawning its process to its exit
-      const nodeFlags = (process.env.READER_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
-      const child = spawn(process.execPath, [...nodeFlags, join(here, "bench-stream-reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
+      const child = spawn(process.execPath, [join(here, "bench-stream-reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
       let out = ""
       child.stdout.on("data", (d: Buffer) => (out += d.toString()))
       child.on("exit", (code) => {
         const line = out.split("\n").find((l) => l.startsWith("{"))
         if (code !== 0 || line === undefined) reject(new Error(`${mode} reader exited with ${code}: ${out}`))
-        else {
-          if (process.env.BENCH_TIMELINE) console.error(mode, line)
-          resolve({ ...(JSON.parse(line) as Result), ms: Math.round(performance.now() - started) })
-        }
+        else resolve({ ...(JSON.parse(line) as Omit<Result, "ms">), ms: Math.round(performance.now() - started) })
       })
     })
   )

@@ -4,7 +4,7 @@
  * faults; and the check of both against the table (`DeliveryCheck`).
  */
 import { DeliveryCheck } from "@slotkeeper/testkit"
-import { type Duration, Effect, type Fiber, Redacted, Stream, SubscriptionRef } from "effect"
+import { type Duration, Effect, type Fiber, Redacted, Stream } from "effect"
 import { Ownership } from "../src/ownership/Ownership.ts"
 import * as PgPublication from "../src/publication/PgPublication.ts"
 import * as PublicationManager from "../src/publication/PublicationManager.ts"
@@ -69,9 +69,6 @@ export const recordingConsumer = (
       yield* manager.add({ id: "items", table: { name: "items" } })
       return yield* delivery
     })
-    if (process.env.DEBUG_FAULTS) {
-      yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(ownership.supervisor.status), (s) => Effect.sync(() => console.log("STATUS", Date.now(), JSON.stringify(s)))))
-    }
     const fiber = yield* Effect.forkScoped(ownership.supervisor.run(owned))
     return { delivered, sessionStarts, ownership, managers, fiber } satisfies Recording
   })
