@@ -50,6 +50,35 @@ describe("PublicationManager (TestClock, fake backend)", () => {
       assert.deepStrictEqual((yield* manager.subscriptions).length, 40)
     }))
 
+  it.effect("sync makes a list the whole set in one transaction: unlisted removed, changed replaced, new added; an invalid one changes nothing", () =>
+    Effect.gen(function*() {
+      const { backend, transactions } = fakeBackend({ invalidTables: ["refused"] })
+      const manager = yield* PublicationManager.make(backend, { debounce: "100 millis" })
+      const first = yield* Effect.forkChild(manager.sync([{ id: "a", table: { name: "a" } }, { id: "b", table: { name: "b" } }]), { startImmediately: true })
+      yield* TestClock.adjust("100 millis")
+      yield* Fiber.join(first)
+      // b unchanged, a no longer listed, c new
+      const second = yield* Effect.forkChild(manager.sync([{ id: "b", table: { name: "b" } }, { id: "c", table: { name: "c" }, columns: ["id"] }]), { startImmediately: true })
+      yield* TestClock.adjust("100 millis")
+      yield* Fiber.join(second)
+      const changed = yield* Effect.forkChild(manager.sync([{ id: "b", table: { name: "b" }, where: "id > 0" }, { id: "c", table: { name: "c" }, columns: ["id"] }]), { startImmediately: true })
+      yield* TestClock.adjust("100 millis")
+      yield* Fiber.join(changed)
+      const summary = (t: PublicationManager.Change) => ({ all: t.all.map((s) => s.id).sort(), added: t.added.map((s) => s.id).sort(), removed: [...t.removed].sort() })
+      assert.deepStrictEqual(transactions.slice(1).map(summary), [
+        { all: ["a", "b"], added: ["a", "b"], removed: [] },
+        { all: ["b", "c"], added: ["c"], removed: ["a"] },
+        { all: ["b", "c"], added: ["b"], removed: [] } // b replaced: saved again with the new filter
+      ])
+      assert.strictEqual(transactions[3]!.added[0]!.where, "id > 0")
+      // one invalid subscription: the request fails with its error and nothing is applied, not even the valid part
+      const refused = yield* Effect.forkChild(manager.sync([{ id: "x", table: { name: "x" } }, { id: "r", table: { name: "refused" } }]), { startImmediately: true })
+      yield* TestClock.adjust("100 millis")
+      assert.strictEqual((yield* Effect.flip(Fiber.join(refused)))._tag, "PublicationError")
+      assert.strictEqual(transactions.length, 4)
+      assert.deepStrictEqual((yield* manager.subscriptions).map((s) => s.id).sort(), ["b", "c"])
+    }))
+
   it.effect("a request outside the window opens the next batch", () =>
     Effect.gen(function*() {
       const { backend, transactions } = fakeBackend()

@@ -4,22 +4,22 @@
  * fix; the exit code is 0 only if nothing failed (1 otherwise, 2 for invalid options). Reads only.
  */
 import { Preflight, StreamId } from "@slotkeeper/core"
-import { Console, Effect } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as Redact from "../Redact.ts"
-import { runFlags } from "./run.ts"
+import { runFlags, streamIdFlag } from "./run.ts"
 
 export const check = Command.make("check", {
   databaseUrl: runFlags.databaseUrl,
-  streamId: runFlags.streamId,
+  streamId: streamIdFlag,
   tables: runFlags.tables,
   lock: runFlags.lock,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.check")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
-  const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: flags.lock, slotMode: "temporary", instanceId: "check", sink: "stdout", httpPort: undefined })
+  const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: Option.getOrUndefined(flags.lock), instanceId: "check" })
   if ("_tag" in config) return yield* config
   const identity = StreamId.identity("", config.streamId)
   const checks = yield* Effect.gen(function*() {

@@ -6,6 +6,7 @@
  * touches a database: a bad one exits 2 with one line that names it. SIGTERM/SIGINT drain and release ownership, then
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
+import { readFileSync } from "node:fs"
 import { Delivery, SlotManager, StreamOwnership } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
@@ -16,20 +17,42 @@ import * as HealthServer from "../http/HealthServer.ts"
 import * as Ndjson from "../output/Ndjson.ts"
 import * as Redact from "../Redact.ts"
 import * as FileSink from "../sinks/FileSink.ts"
+import * as HttpSink from "../sinks/HttpSink.ts"
 import * as Sink from "../sinks/Sink.ts"
 
 const env = <A>(flag: Flag.Flag<A>, config: Config.Config<A>, description: string) =>
   flag.pipe(Flag.withFallbackConfig(config), Flag.withDescription(description))
 
+/** A flag with its environment variable, optional: its default is applied after the `--config` file (`RunConfig`). */
+const option = (name: string, variable: string, description: string) =>
+  env(Flag.String(name), Config.String(variable), `${description} (env ${variable})`).pipe(Flag.optional)
+
+/** `--stream-id` with its default, for the commands that have no `--config` file. */
+export const streamIdFlag = env(Flag.String("stream-id"), Config.String("SLOTKEEPER_STREAM_ID"), "the stream (env SLOTKEEPER_STREAM_ID): [a-z0-9_], at most 40").pipe(Flag.withDefault("default"))
+
 export const runFlags = {
-  databaseUrl: env(Flag.String("database-url"), Config.String("DATABASE_URL"), "the database (env DATABASE_URL); default: the embedded PostgreSQL").pipe(Flag.optional),
-  streamId: env(Flag.String("stream-id"), Config.String("SLOTKEEPER_STREAM_ID"), "the stream (env SLOTKEEPER_STREAM_ID): [a-z0-9_], at most 40").pipe(Flag.withDefault("default")),
-  tables: Flag.String("table").pipe(Flag.withDescription("a table to stream, schema.table (repeat for more); names follow PostgreSQL's rules"), Flag.atLeast(0)),
-  lock: env(Flag.String("lock"), Config.String("SLOTKEEPER_LOCK"), "advisory (default) or lease (behind a transaction pooler)").pipe(Flag.withDefault("advisory")),
-  slotMode: env(Flag.String("slot-mode"), Config.String("SLOTKEEPER_SLOT_MODE"), "temporary (default: a copy per connection) or persistent").pipe(Flag.withDefault("temporary")),
-  instanceId: env(Flag.String("instance-id"), Config.String("SLOTKEEPER_INSTANCE_ID"), "this instance's name (default: host and pid)").pipe(Flag.optional),
-  sink: env(Flag.String("sink"), Config.String("SLOTKEEPER_SINK"), "stdout (default), file:PATH or an http(s):// URL").pipe(Flag.withDefault("stdout")),
-  httpPort: env(Flag.Int("http-port"), Config.Int("SLOTKEEPER_HTTP_PORT"), "serve GET /health, /health/owner and /metrics on this port").pipe(Flag.optional)
+  databaseUrl: option("database-url", "DATABASE_URL", "the database; default: the embedded PostgreSQL"),
+  streamId: option("stream-id", "SLOTKEEPER_STREAM_ID", "the stream: [a-z0-9_], at most 40; default default"),
+  tables: Flag.String("table").pipe(
+    Flag.withDescription("a table to stream (repeat for more): schema.table, names by PostgreSQL's rules, optionally with (columns) and WHERE filter as in CREATE PUBLICATION"),
+    Flag.atLeast(0)
+  ),
+  config: option("config", "SLOTKEEPER_CONFIG", "a JSON file of options (camelCase names, e.g. {\"tables\": [...]}); flags and environment win"),
+  lock: option("lock", "SLOTKEEPER_LOCK", "advisory (default) or lease (behind a transaction pooler)"),
+  slotMode: option("slot-mode", "SLOTKEEPER_SLOT_MODE", "temporary (default: a copy per connection) or persistent"),
+  instanceId: option("instance-id", "SLOTKEEPER_INSTANCE_ID", "this instance's name; default: host and pid"),
+  sink: option("sink", "SLOTKEEPER_SINK", "stdout (default), file:PATH or an http(s):// URL"),
+  httpPort: env(Flag.Int("http-port"), Config.Int("SLOTKEEPER_HTTP_PORT"), "serve GET /health, /health/owner and /metrics on this port (env SLOTKEEPER_HTTP_PORT)").pipe(Flag.optional),
+  acquireInterval: option("acquire-interval", "SLOTKEEPER_ACQUIRE_INTERVAL", "while waiting, try to take ownership this often; default 500ms"),
+  heartbeatInterval: option("heartbeat-interval", "SLOTKEEPER_HEARTBEAT_INTERVAL", "advisory: confirm the lock this often; default 1s"),
+  lossDeadline: option("loss-deadline", "SLOTKEEPER_LOSS_DEADLINE", "advisory: give up ownership after this long without a confirmed heartbeat; default 5s"),
+  serverReleaseBound: option("server-release-bound", "SLOTKEEPER_SERVER_RELEASE_BOUND", "advisory: the server frees the lock of a holder silent this long (idle_session_timeout); default 10s, at least loss deadline + 2s"),
+  leaseDuration: option("lease-duration", "SLOTKEEPER_LEASE_DURATION", "lease: how long a renewal holds the lease, by the database's clock; default 10s"),
+  renewInterval: option("renew-interval", "SLOTKEEPER_RENEW_INTERVAL", "lease: renew this often, less than half the lease; default 3s"),
+  onLoss: option("on-loss", "SLOTKEEPER_ON_LOSS", "after losing ownership: wait (default) to compete again, or exit 1 for the orchestrator to restart"),
+  walHeartbeatInterval: option("wal-heartbeat-interval", "SLOTKEEPER_WAL_HEARTBEAT_INTERVAL", "write a heartbeat message to the WAL after this long without traffic, so an idle stream's slot moves; default 30s"),
+  onSlotLost: option("on-slot-lost", "SLOTKEEPER_ON_SLOT_LOST", "an invalidated slot: fail (default, exit 1) or recreate it and report a resync"),
+  onSinkRejected: option("on-sink-rejected", "SLOTKEEPER_ON_SINK_REJECTED", "the http sink refused a batch with a 4xx: fail (default, exit 1) or skip it")
 }
 
 const demoSchema = "slotkeeper_demo"
@@ -46,21 +69,44 @@ const demo = (url: string) =>
     )))
   })
 
-export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
-  const config = RunConfig.make({
-    databaseUrl: Option.getOrUndefined(flags.databaseUrl),
-    streamId: flags.streamId,
-    tables: flags.tables,
-    lock: flags.lock,
-    slotMode: flags.slotMode,
-    instanceId: Option.getOrUndefined(flags.instanceId),
-    sink: flags.sink,
-    httpPort: Option.getOrUndefined(flags.httpPort)
+/** The options as given: flags and environment, then the `--config` file. */
+const input = (flags: typeof runFlags extends infer F ? { readonly [K in keyof F]: F[K] extends Flag.Flag<infer A> ? A : never } : never) =>
+  Effect.gen(function*() {
+    const given = (o: Option.Option<string>) => Option.getOrUndefined(o)
+    const fromFlags: RunConfig.RunInput = {
+      databaseUrl: given(flags.databaseUrl),
+      streamId: given(flags.streamId),
+      tables: flags.tables,
+      lock: given(flags.lock),
+      slotMode: given(flags.slotMode),
+      instanceId: given(flags.instanceId),
+      sink: given(flags.sink),
+      httpPort: Option.getOrUndefined(flags.httpPort),
+      acquireInterval: given(flags.acquireInterval),
+      heartbeatInterval: given(flags.heartbeatInterval),
+      lossDeadline: given(flags.lossDeadline),
+      serverReleaseBound: given(flags.serverReleaseBound),
+      leaseDuration: given(flags.leaseDuration),
+      renewInterval: given(flags.renewInterval),
+      onLoss: given(flags.onLoss),
+      walHeartbeatInterval: given(flags.walHeartbeatInterval),
+      onSlotLost: given(flags.onSlotLost),
+      onSinkRejected: given(flags.onSinkRejected)
+    }
+    const path = given(flags.config)
+    if (path === undefined) return fromFlags
+    const text = yield* Effect.try({
+      try: () => readFileSync(path, "utf8"),
+      catch: (e) => new RunConfig.ConfigInvalid({ option: "config", message: `--config: cannot read ${path}: ${(e as Error).message}` })
+    })
+    const file = RunConfig.fromFile(path, text)
+    if ("_tag" in file) return yield* file
+    return RunConfig.merge(fromFlags, file)
   })
+
+export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
+  const config = RunConfig.make(yield* input(flags))
   if ("_tag" in config) return yield* config
-  if (config.sink._tag === "Http") {
-    return yield* new RunConfig.ConfigInvalid({ option: "sink", message: "--sink: the http sink comes with the next release; use stdout or file:PATH" })
-  }
   let url = config.databaseUrl
   let tables = config.tables
   if (url === undefined) {
@@ -77,8 +123,15 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   const redacted = Redacted.make(url)
   // file: the file is also where the durable position lives (read back on start, repaired if torn)
   const file = config.sink._tag === "File" ? yield* FileSink.make(config.sink.path) : undefined
-  const sink = file?.sink ?? Sink.stdout
-  const owned = yield* StreamOwnership.make({ streamId: config.streamId, instanceId: config.instanceId, url: redacted, mode: config.lock })
+  const sink = file?.sink ??
+    (config.sink._tag === "Http" ? HttpSink.make({ url: config.sink.url, streamId: config.streamId, onRejected: config.onSinkRejected }) : Sink.stdout)
+  const owned = yield* StreamOwnership.make({
+    streamId: config.streamId,
+    instanceId: config.instanceId,
+    url: redacted,
+    mode: config.lock,
+    ...config.ownership
+  })
   const slotState = yield* SlotManager.makeState
   const counters = { changes: 0, transactions: 0, errors: 0, acknowledged: undefined as bigint | undefined }
   if (config.httpPort !== undefined) {
@@ -108,47 +161,57 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     publication: owned.identity.publicationName,
     mode: config.slotMode,
     slotState,
-    subscriptions: tables.map((t) => ({ id: `${t.schema}.${t.name}`, table: t })),
+    onSlotLost: config.onSlotLost,
+    ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
+    // the configured tables are the whole set: ones a previous configuration had are removed from the publication
+    subscriptions: tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } })),
     ...(file === undefined ? {} : { checkpoint: file.checkpoint })
-  }, (connection) => {
-    let batch: Array<string> = []
-    return Stream.runForEach(connection.events, (event) => {
-      const text = Ndjson.line(event)
-      if (text !== undefined) {
-        batch.push(text)
-        counters.changes++
-      }
-      if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
-        return Effect.gen(function*() {
-          const lines = batch
-          batch = []
-          const position = event._tag === "Commit" ? event.endLsn : event.ackPosition
-          if (file !== undefined) {
-            // the file's own record of how far it is: read back on the next start
-            const identity = yield* connection.durable
-            lines.push(event._tag === "Commit"
-              ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
-              : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
+  }, (connection) =>
+    // Events come in arrays of what has arrived: their lines are written, and the sink is made durable and the last
+    // commit in the array acknowledged once per array, not once per transaction (many small ones share one fsync or
+    // one POST). A transaction still open at the end of an array is acknowledged with a later array.
+    Stream.runForEachArray(connection.events, (events) =>
+      Effect.gen(function*() {
+        const lines: Array<string> = []
+        let position: bigint | undefined
+        let transactions = 0
+        for (const event of events) {
+          const text = Ndjson.line(event)
+          if (text !== undefined) {
+            lines.push(text)
+            counters.changes++
           }
-          yield* sink.write(lines)
+          if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
+            position = event._tag === "Commit" ? event.endLsn : event.ackPosition
+            transactions++
+            if (file !== undefined) {
+              // the file's own record of how far it is: read back on the next start
+              const identity = yield* connection.durable
+              lines.push(event._tag === "Commit"
+                ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
+                : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
+            }
+          }
+          if (lines.length >= 1000) yield* sink.write(lines.splice(0))
+        }
+        yield* sink.write(lines)
+        if (position !== undefined) {
           yield* sink.commit
           yield* connection.acknowledge(position)
-          counters.transactions++
+          counters.transactions += transactions
           counters.acknowledged = position
-        })
-      }
-      if (batch.length < 1000) return Effect.void
-      const lines = batch
-      batch = []
-      return sink.write(lines)
-    })
-  }).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
+        }
+      }))).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
   // warnings and errors of the stream, counted for /metrics
   const counting = Logger.make((options) => {
     if (LogLevel.isGreaterThanOrEqualTo(options.logLevel, "Warn")) counters.errors++
   })
   yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
-  return yield* Layer.launch(stream).pipe(Effect.provide(Logger.layer([counting], { mergeWithExisting: true })))
+  return yield* Layer.launch(stream).pipe(
+    Effect.provide(Logger.layer([counting], { mergeWithExisting: true })),
+    // a table the server refuses (missing, a filter it rejects, no replica identity for it) is bad input: exit 2
+    Effect.catchTag("SubscriptionInvalid", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` })))
+  )
 }, Effect.scoped)).pipe(
   Command.withDescription("Own a replication stream and write its changes (NDJSON) to a sink until stopped")
 )

@@ -9,25 +9,24 @@
  * owns the stream, `drop` waits `--wait` for it and then says so instead.
  */
 import { Ownership, SlotCleanup, StreamId, StreamOwnership } from "@slotkeeper/core"
-import { Console, Duration, Effect, Option, Redacted } from "effect"
+import { Console, Effect, Option, Redacted } from "effect"
 import { Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
-import { runFlags } from "./run.ts"
+import { runFlags, streamIdFlag } from "./run.ts"
 
 const common = {
   databaseUrl: runFlags.databaseUrl,
-  streamId: runFlags.streamId,
+  streamId: streamIdFlag,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print as JSON"), Flag.withDefault(false)),
   olderThan: Flag.String("older-than").pipe(Flag.withDescription("a stale slot must have been inactive this long (17+), e.g. 1 hour"), Flag.withDefault("1 hour"))
 }
 
 const duration = (option: string, text: string) =>
-  Effect.gen(function*() {
-    const d = Duration.fromInput(text as Duration.Input)
-    if (Option.isNone(d)) return yield* new RunConfig.ConfigInvalid({ option, message: `--${option}: ${JSON.stringify(text)} is not a duration, e.g. 30 minutes` })
-    return d.value
+  Effect.suspend(() => {
+    const millis = RunConfig.parseDuration(option, text, true)
+    return typeof millis === "number" ? Effect.succeed(millis) : Effect.fail(millis)
   })
 
 /** The URL, checked, and a valid stream id: before anything connects. */
@@ -44,7 +43,7 @@ const listing = (sql: SqlClient.SqlClient, streamId: string, olderThanMs: number
 const list = Command.make("list", common, Effect.fn("slotkeeper.slots.list")(function*(flags) {
   const url = yield* checkedUrl(flags.databaseUrl, flags.streamId)
   const sql = yield* Database.client(url, "slotkeeper:slots")
-  const { slots } = yield* listing(sql, flags.streamId, Duration.toMillis(yield* duration("older-than", flags.olderThan)))
+  const { slots } = yield* listing(sql, flags.streamId, yield* duration("older-than", flags.olderThan))
   if (flags.json) return yield* Console.log(JSON.stringify({ stream: flags.streamId, slots }, null, 2))
   if (slots.length === 0) return yield* Console.log(`stream ${flags.streamId} has no slots on this server`)
   for (const s of slots) {
@@ -65,7 +64,7 @@ const drop = Command.make("drop", {
   let result: ReadonlyArray<string> = [] // what the owned work dropped (supervisor.run returns nothing)
   const owned = Effect.gen(function*() {
     const own = yield* Ownership
-    const { candidates, slots } = yield* listing(stream.sql, flags.streamId, Duration.toMillis(olderThan))
+    const { candidates, slots } = yield* listing(stream.sql, flags.streamId, olderThan)
     let chosen = candidates
     if (Option.isSome(flags.slot)) {
       const name = flags.slot.value
@@ -80,7 +79,7 @@ const drop = Command.make("drop", {
     return yield* SlotCleanup.drop(own, stream.sql, "slotkeeper", chosen)
   })
   const dropped = yield* stream.supervisor.run(Effect.flatMap(owned, (names) => Effect.sync(() => (result = names)))).pipe(
-    Effect.timeoutOption(wait),
+    Effect.timeoutOption(`${wait} millis`),
     Effect.flatMap((o) => (Option.isNone(o) ? Effect.fail(`another instance owns stream ${flags.streamId} and did not let go within ${flags.wait}: stop it, or drop from it`) : Effect.succeed(result))),
     Effect.catch((e) => Effect.andThen(Console.error(`slotkeeper slots drop: ${typeof e === "string" ? e : String((e as { message?: string }).message ?? e)}`), Effect.sync(() => process.exit(1))))
   )

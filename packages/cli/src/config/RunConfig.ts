@@ -2,13 +2,21 @@
  * RunConfig: `slotkeeper run`'s options, checked before anything touches a database — each problem is one
  * `ConfigInvalid` naming the option and what to change (the command exits 2 with it).
  *
+ * **Where options come from**, first wins: the flag, its environment variable, the `--config` file, the default.
+ * The file is JSON with the flags' names in camelCase (`streamId`, `lossDeadline`, ...); its `tables` are added to
+ * the `--table` ones. Unknown keys are an error, so a misspelt option is never silently ignored.
+ *
  * **Table names** follow PostgreSQL's rules: `schema.table`, each part unquoted (folded to lower case) or in double
  * quotes (exact, `""` for a quote); without a schema, `public`. So `--table Orders` is `public.orders`, and
- * `--table '"Sales"."Orders"'` is exactly that.
+ * `--table '"Sales"."Orders"'` is exactly that. A column list and a row filter are written as in
+ * `CREATE PUBLICATION` (PostgreSQL 15+): `--table "public.orders (id, status, total) WHERE status <> 'draft'"`. In the
+ * file a table is that string or `{"table": "public.orders", "columns": ["id"], "where": "...", "replicaIdentityFull": true}`.
+ *
+ * **Durations** are `500ms`, `5s`, `2m`, `1h` or Effect's `5 seconds`.
  */
 import { hostname } from "node:os"
-import { Schema } from "effect"
-import { StreamId, Subscription } from "@slotkeeper/core"
+import { Duration, Option, Schema } from "effect"
+import { OwnershipConfig, StreamId, Subscription } from "@slotkeeper/core"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
   option: Schema.String,
@@ -20,15 +28,44 @@ export type Sink =
   | { readonly _tag: "File"; readonly path: string }
   | { readonly _tag: "Http"; readonly url: string }
 
+/** A table as written: `schema.table [(columns)] [WHERE filter]`, or the file's object form. */
+export type TableInput =
+  | string
+  | { readonly table: string; readonly columns?: ReadonlyArray<string>; readonly where?: string; readonly replicaIdentityFull?: boolean }
+
+/** What the flags, the environment and the `--config` file gave; `undefined` when none did. */
 export interface RunInput {
-  readonly databaseUrl: string | undefined
-  readonly streamId: string
-  readonly tables: ReadonlyArray<string>
-  readonly lock: string
-  readonly slotMode: string
-  readonly instanceId: string | undefined
-  readonly sink: string
-  readonly httpPort: number | undefined
+  readonly databaseUrl?: string | undefined
+  readonly streamId?: string | undefined
+  readonly tables?: ReadonlyArray<TableInput> | undefined
+  readonly lock?: string | undefined
+  readonly slotMode?: string | undefined
+  readonly instanceId?: string | undefined
+  readonly sink?: string | undefined
+  readonly httpPort?: number | undefined
+  readonly acquireInterval?: string | undefined
+  readonly heartbeatInterval?: string | undefined
+  readonly lossDeadline?: string | undefined
+  readonly serverReleaseBound?: string | undefined
+  readonly leaseDuration?: string | undefined
+  readonly renewInterval?: string | undefined
+  readonly onLoss?: string | undefined
+  readonly walHeartbeatInterval?: string | undefined
+  readonly onSlotLost?: string | undefined
+  readonly onSinkRejected?: string | undefined
+}
+
+/** The options that are durations (milliseconds once checked). */
+const durationOptions = ["acquireInterval", "heartbeatInterval", "lossDeadline", "serverReleaseBound", "leaseDuration", "renewInterval", "walHeartbeatInterval"] as const
+const fileKeys: ReadonlyArray<keyof RunInput> = [
+  "databaseUrl", "streamId", "tables", "lock", "slotMode", "instanceId", "sink", "httpPort", ...durationOptions, "onLoss", "onSlotLost", "onSinkRejected"
+]
+
+export interface TableSpec extends Subscription.TableRef {
+  readonly schema: string
+  readonly columns?: ReadonlyArray<string>
+  readonly where?: string
+  readonly replicaIdentityFull?: boolean
 }
 
 export interface RunConfig {
@@ -36,57 +73,180 @@ export interface RunConfig {
   readonly databaseUrl: string | undefined
   readonly streamId: string
   readonly instanceId: string
-  readonly tables: ReadonlyArray<Subscription.TableRef & { readonly schema: string }>
+  readonly tables: ReadonlyArray<TableSpec>
   readonly lock: "advisory" | "lease"
   readonly slotMode: "temporary" | "persistent"
   readonly sink: Sink
   readonly httpPort: number | undefined
+  /** The ownership timing, checked by the core's rules (`OwnershipConfig`); milliseconds, only what was given. */
+  readonly ownership: Pick<OwnershipConfig.OwnershipOptions, "acquireInterval" | "heartbeatInterval" | "lossDeadline" | "serverReleaseBound" | "leaseDuration" | "renewInterval" | "onLoss">
+  readonly walHeartbeatIntervalMs: number | undefined
+  readonly onSlotLost: "fail" | "recreate"
+  /** The http sink, on a 4xx that retrying cannot fix: stop with the error (default) or skip the batch. */
+  readonly onSinkRejected: "fail" | "skip"
 }
 
 const invalid = (option: string, message: string) => new ConfigInvalid({ option, message: `--${option}: ${message}` })
 
-/** Splits `schema.table` by PostgreSQL's identifier rules; see the module comment. */
-export const parseTable = (text: string): { readonly schema: string; readonly name: string } | ConfigInvalid => {
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+
+/**
+ * Reads one identifier at `at` by PostgreSQL's rules (quoted: exact; unquoted: folded to lower case), stopping at
+ * any character in `stops` outside quotes. The name, where it ended, or why it is not a name.
+ */
+const identifier = (text: string, at: number, stops: string): { readonly name: string; readonly end: number } | string => {
+  let i = at
+  if (text[i] === "\"") {
+    let name = ""
+    i++
+    for (;;) {
+      if (i >= text.length) return "has an unterminated quoted name"
+      if (text[i] === "\"") {
+        if (text[i + 1] === "\"") {
+          name += "\""
+          i += 2
+          continue
+        }
+        i++
+        break
+      }
+      name += text[i]
+      i++
+    }
+    if (name.length === 0) return "has an empty quoted name"
+    return { name, end: i }
+  }
+  let end = i
+  while (end < text.length && !stops.includes(text[end]!) && !/\s/.test(text[end]!)) end++
+  const name = text.slice(i, end)
+  if (!/^[A-Za-z_][A-Za-z0-9_$]*$/.test(name)) {
+    return name.length === 0 ? "has an empty name" : `has ${JSON.stringify(name)}, which is not a name without quotes (letters, digits, _ and $, not first a digit)`
+  }
+  return { name: name.toLowerCase(), end }
+}
+
+/** `schema.table [(column, ...)] [WHERE filter]`, by PostgreSQL's identifier rules; see the module comment. */
+export const parseTable = (text: string): TableSpec | ConfigInvalid => {
+  const bad = (why: string) =>
+    invalid("table", `${JSON.stringify(text)} ${why}; write schema.table, e.g. public.orders or "Sales"."Orders", optionally followed by (columns) and WHERE filter`)
   const parts: Array<string> = []
   let i = 0
-  const bad = (why: string) => invalid("table", `${JSON.stringify(text)} ${why}; write schema.table, e.g. public.orders or "Sales"."Orders"`)
-  while (i <= text.length) {
-    if (text[i] === "\"") {
-      let name = ""
-      i++
-      for (;;) {
-        if (i >= text.length) return bad("has an unterminated quoted name")
-        if (text[i] === "\"") {
-          if (text[i + 1] === "\"") {
-            name += "\""
-            i += 2
-            continue
-          }
-          i++
-          break
-        }
-        name += text[i]
-        i++
-      }
-      if (name.length === 0) return bad("has an empty quoted name")
-      parts.push(name)
-    } else {
-      let end = i
-      while (end < text.length && text[end] !== ".") end++
-      const name = text.slice(i, end)
-      if (!/^[A-Za-z_][A-Za-z0-9_$]*$/.test(name)) {
-        return bad(name.length === 0 ? "has an empty name" : `has ${JSON.stringify(name)}, which is not a name without quotes (letters, digits, _ and $, not first a digit)`)
-      }
-      parts.push(name.toLowerCase())
-      i = end
-    }
-    if (i === text.length) break
-    if (text[i] !== ".") return bad("has something after a quoted name")
+  for (;;) {
+    const id = identifier(text, i, ".(")
+    if (typeof id === "string") return bad(id)
+    parts.push(id.name)
+    i = id.end
+    if (text[i] !== ".") break
     i++
   }
   if (parts.length > 2) return bad("has more than two parts")
   const [schema, name] = parts.length === 2 ? parts : ["public", parts[0]]
-  return { schema: schema!, name: name! }
+  let rest = text.slice(i).trimStart()
+  let columns: Array<string> | undefined
+  if (rest.startsWith("(")) {
+    columns = []
+    let j = 1
+    for (;;) {
+      while (/\s/.test(rest[j] ?? "")) j++
+      const id = identifier(rest, j, ",)")
+      if (typeof id === "string") return bad(`: its column list ${id}`)
+      columns.push(id.name)
+      j = id.end
+      while (/\s/.test(rest[j] ?? "")) j++
+      if (rest[j] === ",") {
+        j++
+        continue
+      }
+      if (rest[j] === ")") break
+      return bad(": its column list is not closed with )")
+    }
+    rest = rest.slice(j + 1).trimStart()
+  }
+  let where: string | undefined
+  if (rest.length > 0) {
+    const keyword = /^where\s+/i.exec(rest)
+    if (keyword === null) return bad(`has ${JSON.stringify(rest)} after the name, where only (columns) and WHERE filter may follow`)
+    where = rest.slice(keyword[0].length).trim()
+    const problem = Subscription.filterProblem(where)
+    if (problem !== undefined) return invalid("table", `${JSON.stringify(text)}: ${problem}`)
+  }
+  return { schema: schema!, name: name!, ...(columns === undefined ? {} : { columns }), ...(where === undefined ? {} : { where }) }
+}
+
+/** A table from the `--config` file: the string form, or the object form with exact column names. */
+const parseFileTable = (t: unknown): TableSpec | ConfigInvalid => {
+  if (typeof t === "string") return parseTable(t)
+  const bad = (why: string) => invalid("config", `tables: ${JSON.stringify(t)} ${why}`)
+  if (typeof t !== "object" || t === null || Array.isArray(t)) return bad("is neither a string nor an object")
+  const o = t as Record<string, unknown>
+  for (const key of Object.keys(o)) if (!["table", "columns", "where", "replicaIdentityFull"].includes(key)) return bad(`has an unknown key ${JSON.stringify(key)}: use table, columns, where, replicaIdentityFull`)
+  if (typeof o.table !== "string") return bad("needs \"table\": \"schema.table\"")
+  const base = parseTable(o.table)
+  if ("_tag" in base) return base
+  if (base.columns !== undefined || base.where !== undefined) return bad("has a column list or filter inside \"table\": use \"columns\" and \"where\"")
+  if (o.columns !== undefined && (!Array.isArray(o.columns) || !o.columns.every((c) => typeof c === "string"))) return bad("has \"columns\" that is not a list of names")
+  if (o.where !== undefined && typeof o.where !== "string") return bad("has \"where\" that is not a string")
+  if (o.replicaIdentityFull !== undefined && typeof o.replicaIdentityFull !== "boolean") return bad("has \"replicaIdentityFull\" that is not true or false")
+  if (typeof o.where === "string") {
+    const problem = Subscription.filterProblem(o.where)
+    if (problem !== undefined) return bad(problem)
+  }
+  return {
+    ...base,
+    ...(o.columns === undefined ? {} : { columns: o.columns as Array<string> }),
+    ...(o.where === undefined ? {} : { where: (o.where as string).trim() }),
+    ...(o.replicaIdentityFull === undefined ? {} : { replicaIdentityFull: o.replicaIdentityFull as boolean })
+  }
+}
+
+/** `500ms`, `5s`, `2m`, `1h`, or Effect's `5 seconds`: milliseconds, or why not. Zero only when `zero` allows it. */
+export const parseDuration = (option: string, text: string, zero = false): number | ConfigInvalid => {
+  const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(text.trim())
+  const millis = short !== null
+    ? Number(short[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[short[2] as "ms" | "s" | "m" | "h"]
+    : Option.match(Duration.fromInput(text as Duration.Input), { onNone: () => Number.NaN, onSome: Duration.toMillis })
+  if (!Number.isFinite(millis) || millis < 0 || (millis === 0 && !zero)) {
+    return invalid(option, `${JSON.stringify(text)} is not a ${zero ? "" : "positive "}duration: write e.g. 500ms, 5s or 2m`)
+  }
+  return millis
+}
+
+/**
+ * The `--config` file's contents (`text`, read from `path`), as options. Values keep their flag form (strings,
+ * a number for `httpPort`); `make` checks them like flags.
+ */
+export const fromFile = (path: string, text: string): RunInput | ConfigInvalid => {
+  const bad = (why: string) => invalid("config", `${path}: ${why}`)
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (e) {
+    return bad(`is not JSON (${(e as Error).message})`)
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return bad("must be a JSON object of options, e.g. {\"tables\": [\"public.orders\"]}")
+  const o = value as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!fileKeys.includes(key as keyof RunInput)) return bad(`unknown option ${JSON.stringify(key)}; the options are ${fileKeys.join(", ")}`)
+    const v = o[key]
+    if (key === "tables") {
+      if (!Array.isArray(v)) return bad("\"tables\" must be a list")
+    } else if (key === "httpPort") {
+      if (typeof v !== "number") return bad("\"httpPort\" must be a number")
+    } else if (typeof v !== "string" && !(durationOptions.includes(key as typeof durationOptions[number]) && typeof v === "number")) {
+      return bad(`${JSON.stringify(key)} must be a string${durationOptions.includes(key as typeof durationOptions[number]) ? " (or milliseconds)" : ""}`)
+    }
+  }
+  const input: Record<string, unknown> = { ...o }
+  for (const key of durationOptions) if (typeof o[key] === "number") input[key] = `${o[key]}ms`
+  return input as RunInput
+}
+
+/** Flags and environment first, then the file; the file's tables are added to the flags' ones. */
+export const merge = (flags: RunInput, file: RunInput): RunInput => {
+  const merged: Record<string, unknown> = { ...file }
+  for (const [key, value] of Object.entries(flags)) if (value !== undefined && key !== "tables") merged[key] = value
+  merged.tables = [...(flags.tables ?? []), ...(file.tables ?? [])]
+  return merged as RunInput
 }
 
 export const parseSink = (text: string): Sink | ConfigInvalid => {
@@ -125,35 +285,68 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
     const bad = checkDatabaseUrl(input.databaseUrl)
     if (bad !== undefined) return bad
   }
-  const badStream = StreamId.validate(input.streamId)
+  const streamId = input.streamId ?? "default"
+  const badStream = StreamId.validate(streamId)
   if (badStream !== undefined) return invalid("stream-id", badStream.message)
   // default: the host (a pod's name on Kubernetes) and the process, so two instances on one host differ
   const instanceId = input.instanceId ?? `${hostname().replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 50)}-${process.pid}`
   const badInstance = StreamId.validateInstanceId(instanceId)
   if (badInstance !== undefined) return invalid("instance-id", badInstance.message)
-  if (input.lock !== "advisory" && input.lock !== "lease") return invalid("lock", `${JSON.stringify(input.lock)}: use advisory or lease`)
-  if (input.slotMode !== "temporary" && input.slotMode !== "persistent") {
-    return invalid("slot-mode", `${JSON.stringify(input.slotMode)}: use temporary or persistent`)
-  }
-  const tables: Array<{ schema: string; name: string }> = []
-  for (const text of input.tables) {
-    const t = parseTable(text)
+  const lock = input.lock ?? "advisory"
+  if (lock !== "advisory" && lock !== "lease") return invalid("lock", `${JSON.stringify(lock)}: use advisory or lease`)
+  const slotMode = input.slotMode ?? "temporary"
+  if (slotMode !== "temporary" && slotMode !== "persistent") return invalid("slot-mode", `${JSON.stringify(slotMode)}: use temporary or persistent`)
+  const tables: Array<TableSpec> = []
+  for (const text of input.tables ?? []) {
+    const t = typeof text === "string" ? parseTable(text) : parseFileTable(text)
     if ("_tag" in t) return t
-    if (!tables.some((x) => x.schema === t.schema && x.name === t.name)) tables.push(t)
+    const same = tables.find((x) => x.schema === t.schema && x.name === t.name)
+    if (same === undefined) tables.push(t)
+    else if (JSON.stringify(same) !== JSON.stringify(t)) {
+      return invalid("table", `${t.schema}.${t.name} is given twice with different column lists or filters: give it once`)
+    }
   }
-  const sink = parseSink(input.sink)
+  const sink = parseSink(input.sink ?? "stdout")
   if ("_tag" in sink && sink._tag === "ConfigInvalid") return sink
   if (input.httpPort !== undefined && (!Number.isInteger(input.httpPort) || input.httpPort < 1 || input.httpPort > 65535)) {
     return invalid("http-port", `${input.httpPort} is not a TCP port: use 1..65535`)
   }
+  const durations: Partial<Record<typeof durationOptions[number], number>> = {}
+  for (const key of durationOptions) {
+    const text = input[key]
+    if (text === undefined) continue
+    const millis = parseDuration(kebab(key), text)
+    if (typeof millis !== "number") return millis
+    durations[key] = millis
+  }
+  const choice = <A extends string>(option: string, value: string | undefined, allowed: ReadonlyArray<A>): A | ConfigInvalid =>
+    value === undefined || allowed.includes(value as A) ? (value ?? allowed[0]) as A : invalid(option, `${JSON.stringify(value)}: use ${allowed.join(" or ")}`)
+  const onLoss = choice("on-loss", input.onLoss, ["wait", "exit"] as const)
+  if (typeof onLoss !== "string") return onLoss
+  const onSlotLost = choice("on-slot-lost", input.onSlotLost, ["fail", "recreate"] as const)
+  if (typeof onSlotLost !== "string") return onSlotLost
+  const onSinkRejected = choice("on-sink-rejected", input.onSinkRejected, ["fail", "skip"] as const)
+  if (typeof onSinkRejected !== "string") return onSinkRejected
+  const { walHeartbeatInterval, ...lockTiming } = durations
+  const ownership = { ...lockTiming, onLoss }
+  // the timing rules are the core's: checked here, before anything connects (a field name becomes its flag)
+  const checked = OwnershipConfig.make({ streamId, instanceId, mode: lock, ...ownership })
+  if ("_tag" in checked) {
+    const field = checked._tag !== "OwnershipConfigError" ? "stream-id" : checked.field === "safetyMargin" ? "lease-duration" : kebab(checked.field)
+    return invalid(field, checked.message.replace(/\b(acquireInterval|heartbeatInterval|lossDeadline|serverReleaseBound|leaseDuration|renewInterval)\b/g, (f) => `--${kebab(f)}`))
+  }
   return {
     databaseUrl: input.databaseUrl,
-    streamId: input.streamId,
+    streamId,
     instanceId,
     tables,
-    lock: input.lock,
-    slotMode: input.slotMode,
+    lock,
+    slotMode,
     sink: sink as Sink,
-    httpPort: input.httpPort
+    httpPort: input.httpPort,
+    ownership,
+    walHeartbeatIntervalMs: walHeartbeatInterval,
+    onSlotLost,
+    onSinkRejected
   }
 }

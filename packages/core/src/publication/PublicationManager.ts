@@ -10,7 +10,8 @@
  * - A subscription that fails its checks (`Subscription.check`, then the server's `Validation`) is refused with its
  *   own `SubscriptionInvalid` and is not part of the batch; the others go ahead.
  * - Subscriptions are reference-counted by table (see `Desired`); adding an id again with the same spec is a no-op,
- *   with another spec a `Conflict`; removing an unknown id is a no-op.
+ *   with another spec a `Conflict`; removing an unknown id is a no-op. `sync` replaces the whole set at once (for
+ *   subscriptions that come from configuration): all of it is validated before any of it is applied.
  * - On start, the subscriptions recovered from the backend are reconciled as a whole: tables nobody needs any more are
  *   removed. Then, on a timer, the publication is compared with the desired one (tables, column lists, filters,
  *   what it publishes, its owner, whether it still exists); drift is reported in `status`, and repaired (policy
@@ -68,6 +69,12 @@ export interface PublicationManager {
   readonly add: (s: Subscription.Subscription) => Effect.Effect<void, RequestError>
   /** Removes a subscription; succeeds once the publication no longer needs to include it for this one. */
   readonly remove: (id: string) => Effect.Effect<void, RequestError>
+  /**
+   * Makes `subscriptions` the whole set: every other subscription is removed, one whose spec changed is replaced (its
+   * table dropped and re-added in the same transaction), new ones are added. All or nothing: if any of them is invalid
+   * the request fails with its error and nothing changes. For a set that comes from configuration.
+   */
+  readonly sync: (subscriptions: ReadonlyArray<Subscription.Subscription>) => Effect.Effect<void, RequestError>
   readonly subscriptions: Effect.Effect<ReadonlyArray<Validated>>
   readonly status: SubscriptionRef.SubscriptionRef<PublicationStatus>
 }
@@ -84,6 +91,7 @@ export interface PublicationManagerOptions {
 type Request =
   | { readonly _tag: "Add"; readonly subscription: Subscription.Subscription; readonly done: Deferred.Deferred<void, RequestError> }
   | { readonly _tag: "Remove"; readonly id: string; readonly done: Deferred.Deferred<void, RequestError> }
+  | { readonly _tag: "Sync"; readonly subscriptions: ReadonlyArray<Subscription.Subscription>; readonly done: Deferred.Deferred<void, RequestError> }
   | { readonly _tag: "Reconcile" }
 
 /** Starts the actor in the current scope: recovers, reconciles, then serves requests and watches for drift. */
@@ -138,9 +146,50 @@ export const make = (
             reconcile = true
             continue
           }
+          const removeId = (id: string) => {
+            if (working.delete(id)) {
+              if (!added.delete(id)) removed.add(id)
+            }
+          }
           if (request._tag === "Remove") {
-            if (working.delete(request.id)) {
-              if (!added.delete(request.id)) removed.add(request.id)
+            removeId(request.id)
+            accepted.push(request.done)
+            continue
+          }
+          if (request._tag === "Sync") {
+            // validate the whole set first: one invalid subscription fails the request, and none of it is applied
+            const checked: Array<Subscription.Checked> = []
+            let refused: Exit.Exit<unknown, RequestError> | undefined
+            for (const s of request.subscriptions) {
+              const c = Subscription.check(s)
+              if ("_tag" in c) {
+                refused = Exit.fail(c)
+                break
+              }
+              checked.push(c)
+            }
+            const kept = new Set(checked.map((c) => c.id))
+            const validated: Array<Validated> = []
+            for (const c of refused === undefined ? checked : []) {
+              const existing = working.get(c.id)
+              if (existing !== undefined && Subscription.sameSpec(existing, c)) continue
+              const v = yield* Effect.exit(backend.validate(c))
+              if (Exit.isFailure(v)) {
+                refused = v
+                break
+              }
+              validated.push(v.value)
+            }
+            if (refused !== undefined) {
+              yield* Deferred.done(request.done, Exit.asVoid(refused))
+              continue
+            }
+            for (const id of [...working.keys()]) if (!kept.has(id)) removeId(id)
+            for (const v of validated) {
+              removeId(v.id) // a changed spec: the table is dropped and re-added in the same transaction
+              working.set(v.id, v)
+              added.set(v.id, v)
+              removed.delete(v.id)
             }
             accepted.push(request.done)
             continue
@@ -209,6 +258,7 @@ export const make = (
     return {
       add: (subscription) => request((done) => ({ _tag: "Add", subscription, done })),
       remove: (id) => request((done) => ({ _tag: "Remove", id, done })),
+      sync: (subscriptions) => request((done) => ({ _tag: "Sync", subscriptions, done })),
       subscriptions: Effect.sync(() => [...current.values()]),
       status
     } satisfies PublicationManager

@@ -86,7 +86,10 @@ export const run = <A, E, R>(
   })
 
 export interface DeliveryLayerOptions extends DeliveryOptions {
-  /** Tables to subscribe to when ownership is taken (the publication manager keeps the publication for them). */
+  /**
+   * The stream's whole set of subscriptions, made so when ownership is taken (`PublicationManager.sync`): ones saved
+   * earlier that are not in it are removed, changed ones replaced. The publication manager keeps the publication for them.
+   */
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
   readonly publicationManager?: PublicationManager.PublicationManagerOptions
   /** Where the slot's state and health go (for a status page or metrics); a fresh one by default. */
@@ -114,7 +117,7 @@ export const layer = <E, R>(
           yield* PgPublication.make(own, options.sql, { publication: options.publication, schema: options.schema }),
           options.publicationManager
         )
-        yield* Effect.forEach(options.subscriptions, (s) => manager.add(s), { discard: true, concurrency: "unbounded" })
+        yield* manager.sync(options.subscriptions)
       }
       return yield* run(options, consume, options.slotState)
     })

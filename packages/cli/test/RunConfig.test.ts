@@ -1,0 +1,101 @@
+/**
+ * `slotkeeper run`'s options (pure): the table syntax, the `--config` file and its precedence, durations, and the
+ * ownership timing rules, each refusal naming its option.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as RunConfig from "../src/config/RunConfig.ts"
+
+const ok = (input: RunConfig.RunInput) => {
+  const c = RunConfig.make({ instanceId: "i", ...input })
+  if ("_tag" in c) throw new Error(c.message)
+  return c
+}
+const refused = (input: RunConfig.RunInput) => {
+  const c = RunConfig.make({ instanceId: "i", ...input })
+  if (!("_tag" in c)) throw new Error(`accepted: ${JSON.stringify(input)}`)
+  return c
+}
+
+describe("RunConfig (pure)", () => {
+  it("tables: names by PostgreSQL's rules, a column list and a row filter as in CREATE PUBLICATION", () => {
+    assert.deepStrictEqual(ok({ tables: ["Orders"] }).tables, [{ schema: "public", name: "orders" }])
+    assert.deepStrictEqual(ok({ tables: ['"Sales"."Or.ders"'] }).tables, [{ schema: "Sales", name: "Or.ders" }])
+    assert.deepStrictEqual(ok({ tables: [`shop.orders (id, "Status" ,total) WHERE status <> 'draft' AND total > 0`] }).tables, [
+      { schema: "shop", name: "orders", columns: ["id", "Status", "total"], where: "status <> 'draft' AND total > 0" }
+    ])
+    assert.deepStrictEqual(ok({ tables: ["orders where (id % 2) = 0"] }).tables, [{ schema: "public", name: "orders", where: "(id % 2) = 0" }])
+    const cases: Array<[string, RegExp]> = [
+      ["orders (id, status", /column list is not closed/],
+      ["orders ()", /column list has an empty name/],
+      ["orders (1d)", /"1d", which is not a name/],
+      ["orders LIMIT 5", /has "LIMIT 5" after the name/],
+      ["orders WHERE id > 0; DROP TABLE orders", /contains ';'/],
+      ["orders WHERE (id > 0", /leaves a parenthesis open/],
+      ["orders WHERE id > 0 -- x", /contains a comment/]
+    ]
+    for (const [text, message] of cases) {
+      const e = refused({ tables: [text] })
+      assert.strictEqual(e.option, "table", text)
+      assert.match(e.message, message, text)
+      assert.match(e.message, /^--table: /)
+    }
+    assert.match(refused({ tables: ["orders (id)", "public.orders"] }).message, /public\.orders is given twice with different/)
+    assert.strictEqual(ok({ tables: ["orders", "public.orders"] }).tables.length, 1)
+  })
+
+  it("durations and the ownership timing rules, checked before anything connects, in the flags' names", () => {
+    assert.deepStrictEqual(ok({ heartbeatInterval: "200ms", lossDeadline: "1s", serverReleaseBound: "3 seconds" }).ownership, {
+      heartbeatInterval: 200, lossDeadline: 1000, serverReleaseBound: 3000, onLoss: "wait"
+    })
+    assert.strictEqual(ok({ walHeartbeatInterval: "2m" }).walHeartbeatIntervalMs, 120_000)
+    const e = refused({ lossDeadline: "soon" })
+    assert.deepStrictEqual([e.option, e.message], ["loss-deadline", '--loss-deadline: "soon" is not a positive duration: write e.g. 500ms, 5s or 2m'])
+    const order = refused({ lossDeadline: "9s" })
+    assert.strictEqual(order.option, "server-release-bound")
+    assert.match(order.message, /--loss-deadline 9s\) plus the safety margin .* must not exceed .*--server-release-bound 10s/)
+    const lease = refused({ lock: "lease", renewInterval: "6s" })
+    assert.strictEqual(lease.option, "renew-interval")
+    assert.match(lease.message, /--renew-interval \(6s\) must be less than half of --lease-duration/)
+    assert.deepStrictEqual([refused({ onLoss: "panic" }).message, refused({ onSinkRejected: "retry" }).message, refused({ onSlotLost: "ignore" }).message], [
+      '--on-loss: "panic": use wait or exit',
+      '--on-sink-rejected: "retry": use fail or skip',
+      '--on-slot-lost: "ignore": use fail or recreate'
+    ])
+  })
+
+  it("--config: JSON with the flags' names; flags and environment win, tables are added; unknown keys refused", () => {
+    const file = RunConfig.fromFile("c.json", JSON.stringify({
+      streamId: "orders",
+      lock: "lease",
+      lossDeadline: 4000,
+      tables: ["public.a", { table: "public.b", columns: ["id", "Name"], where: "id > 0", replicaIdentityFull: true }]
+    }))
+    if ("_tag" in file) throw new Error(file.message)
+    const c = ok(RunConfig.merge({ lock: "advisory", tables: ["public.c"] }, file))
+    assert.strictEqual(c.streamId, "orders")
+    assert.strictEqual(c.lock, "advisory")
+    assert.strictEqual(c.ownership.lossDeadline, 4000)
+    assert.deepStrictEqual(c.tables, [
+      { schema: "public", name: "c" },
+      { schema: "public", name: "a" },
+      { schema: "public", name: "b", columns: ["id", "Name"], where: "id > 0", replicaIdentityFull: true }
+    ])
+    const bad: Array<[string, RegExp]> = [
+      ["{", /--config: c\.json: is not JSON/],
+      ["[]", /must be a JSON object of options/],
+      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, streamId, tables/],
+      ['{"httpPort": "80"}', /"httpPort" must be a number/],
+      ['{"tables": "public.a"}', /"tables" must be a list/]
+    ]
+    for (const [text, message] of bad) {
+      const e = RunConfig.fromFile("c.json", text)
+      assert.isTrue("_tag" in e && e.option === "config", text)
+      assert.match((e as RunConfig.ConfigInvalid).message, message)
+    }
+    const table = (t: unknown) => refused(RunConfig.merge({}, { tables: [t as RunConfig.TableInput] }))
+    assert.match(table({ table: "a", cols: ["id"] }).message, /--config: tables: .* unknown key "cols"/)
+    assert.match(table({ table: "a (id)" }).message, /use "columns" and "where"/)
+    assert.match(table({ table: "a", where: "1; drop" }).message, /contains ';'/)
+    assert.match(table(42).message, /neither a string nor an object/)
+  })
+})
