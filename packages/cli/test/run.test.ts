@@ -1,58 +1,15 @@
 /**
  * `slotkeeper run`, driven as a child process (the built CLI, as a user runs it) against test-kit clusters.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { DeliveryCheck, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { bin, freePort, until, untilEffect } from "./cli-helpers.ts"
+import { bin, freePort, get, ids, start, streaming, until, untilEffect } from "./cli-helpers.ts"
 
-
-interface Running {
-  readonly child: ChildProcess
-  readonly lines: Array<Record<string, unknown>>
-  readonly stderr: () => string
-  readonly exited: Promise<number | null>
-}
-
-/** Starts `slotkeeper run` with `args`; stopped with SIGTERM when the scope closes (if still running). */
-const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
-  Effect.acquireRelease(
-    Effect.sync((): Running => {
-      const child = spawn(process.execPath, [bin, "run", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
-      const lines: Array<Record<string, unknown>> = []
-      let pending = ""
-      let err = ""
-      child.stdout!.on("data", (d: Buffer) => {
-        pending += d.toString()
-        const parts = pending.split("\n")
-        pending = parts.pop()!
-        for (const p of parts) if (p.length > 0) lines.push(JSON.parse(p) as Record<string, unknown>)
-      })
-      child.stderr!.on("data", (d: Buffer) => (err += d.toString()))
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-      return { child, lines, stderr: () => err, exited }
-    }),
-    (r) => Effect.promise(() => (r.child.exitCode === null && r.child.signalCode === null ? (r.child.kill("SIGTERM"), r.exited) : r.exited))
-  )
-
-const get = (port: number, path: string) =>
-  Effect.promise(() => fetch(`http://127.0.0.1:${port}${path}`).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown })))
-
-/** Changes committed before the stream's slot exists are not the stream's: wait for its connection. */
-const streaming = (pg: { query: (sql: string) => Effect.Effect<ReadonlyArray<unknown>, unknown> }) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + 30_000
-    while ((yield* pg.query("SELECT 1 FROM pg_replication_slots WHERE temporary AND active")).length === 0) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error("no replication connection after 30 s"))
-      yield* Effect.sleep("50 millis")
-    }
-  })
-
-const ids = (r: Running) => r.lines.filter((l) => l.type === "change").map((l) => Number((l.new as { id: number }).id))
 
 describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () => {
   it.live("each bad input exits 2 with one line that names the option, before touching a database", () =>

@@ -9,6 +9,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
+import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import * as StreamId from "../StreamId.ts"
 import * as AdvisoryLock from "./AdvisoryLock.ts"
@@ -41,12 +42,13 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const config = OwnershipConfig.make(options)
     if ("_tag" in config) return yield* Effect.fail(config)
 
-    const pool = yield* Layer.build(PgClient.layer({
+    // closed at the end within the detection deadline, even with a query stuck on a dead connection (`Bounded`)
+    const pool = yield* Bounded.buildClosingWithin(PgClient.layer({
       url: options.url,
       applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
       maxConnections: 4,
       connectTimeout: `${config.lossDeadlineMs} millis`
-    })).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
+    }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
     const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean }>(

@@ -19,6 +19,7 @@
  * and fails `run` with that error.
  */
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
+import * as Bounded from "../internal/bounded.ts"
 import * as Liveness from "./Liveness.ts"
 import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
@@ -133,6 +134,20 @@ export const make = (
         }
       })
 
+    /**
+     * Interrupts the owned work and waits for it to stop, at most the detection deadline (see `Bounded`: a query stuck
+     * on a dead connection must keep neither ownership from being given up nor the process from stopping). Once.
+     */
+    const stopWork = (work: Fiber.Fiber<unknown, unknown>, stopping: { requested: boolean }) =>
+      Effect.gen(function*() {
+        if (stopping.requested) return
+        stopping.requested = true
+        yield* Effect.sync(() => work.interruptUnsafe())
+        if (!(yield* Bounded.awaitAtMost(work, config.lossDeadlineMs))) {
+          yield* Effect.logWarning(`stream ${config.streamId}: the owned work did not stop within ${config.lossDeadlineMs} ms (a query stuck on a dead connection); leaving it to end in the background`)
+        }
+      })
+
     const run = <E, R>(owned: Effect.Effect<unknown, E, R>) => {
       // One holding period: open a session, acquire, run `owned` until it ends or ownership is lost.
       const period = Effect.scoped(Effect.gen(function*() {
@@ -142,7 +157,14 @@ export const make = (
         let releasable = true
         // Bounded: over a dead path the release cannot complete, and the server's bound releases us anyway.
         yield* Effect.addFinalizer(() =>
-          releasable ? withDeadline(session.release(held), config.checkIntervalMs, () => undefined, outer) : Effect.void
+          releasable
+            ? withDeadline(
+              Effect.andThen(session.release(held), Effect.logInfo(`ownership of stream ${config.streamId} released (epoch ${held.epoch})`)),
+              config.checkIntervalMs,
+              () => undefined,
+              outer
+            )
+            : Effect.void
         )
         const since = yield* Clock.currentTimeMillis
         yield* setStatus({ _tag: "Active", since, epoch: held.epoch })
@@ -158,13 +180,20 @@ export const make = (
           guarded: guards.guarded(held),
           guardedSlotChange: guards.guardedSlotChange(held)
         })
-        const work = yield* Effect.forkChild(
-          Effect.scoped(owned).pipe(Effect.provideService(Ownership, service)),
-          { startImmediately: true }
-        )
         // However the period ends (loss, shutdown, handover), the owned work stops — its finalizers done — *before*
         // ownership is released: finalizers run in reverse order, and the release was registered first.
-        yield* Effect.addFinalizer(() => Fiber.interrupt(work))
+        // The period owns the work explicitly, through that finalizer, rather than as a child fiber: a child that is
+        // still stopping (a query stuck on a dead connection, see `stopWork`) would hold up every fiber above it on
+        // exit, and the process with them. Forked and given its finalizer in one uninterruptible step, so never leaked.
+        const stopping = { requested: false }
+        const work = yield* Effect.uninterruptible(Effect.gen(function*() {
+          const fiber = yield* Effect.forkDetach(
+            Effect.scoped(owned).pipe(Effect.provideService(Ownership, service)),
+            { startImmediately: true }
+          )
+          yield* Effect.addFinalizer(() => stopWork(fiber, stopping))
+          return fiber
+        }))
         const ended = yield* Effect.raceFirst(
           Effect.map(Fiber.await(work), (exit) => ({ _tag: "WorkEnded", exit }) as const),
           Effect.map(Deferred.await(loss), (l) => ({ _tag: "Lost", loss: l }) as const)
@@ -172,10 +201,10 @@ export const make = (
         if (ended._tag === "Lost") {
           const message = Liveness.describe(ended.loss.reason)
           yield* setStatus({ _tag: "Stopping", reason: message, at: ended.loss.detectedAt })
-          // Structural: the owned scope closes now, interrupting every fiber in it.
-          yield* Fiber.interrupt(work)
-          releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
           yield* Effect.logWarning(`ownership of stream ${config.streamId} lost (epoch ${held.epoch}): ${message}`)
+          // Structural: the owned scope closes now, interrupting every fiber in it.
+          yield* stopWork(work, stopping)
+          releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
           return new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
         }
         yield* setStatus({ _tag: "Stopping", reason: "the owned work ended", at: yield* Clock.currentTimeMillis })

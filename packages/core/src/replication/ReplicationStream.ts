@@ -287,6 +287,9 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       Effect.tapError((e) => (e.reason === "SlotActive" && refusals++ % 30 === 0 ? Effect.logWarning(e.message) : Effect.void)),
       Effect.retry({ while: (e) => e.reason === "SlotActive" && mode === "persistent", schedule: options.slotActiveRetry ?? Schedule.spaced("1 second") })
     )
+    // where this connection resumes: the durable position every change below it was acknowledged at (said for operators,
+    // and what a delivery check judges a session's redeliveries by)
+    yield* Effect.logInfo(`stream ${options.streamId}: streaming from ${Lsn.format(startedAt)} (slot ${streamedSlot}, ${mode})`)
 
     // Saves what was acknowledged, then reports it. The save is the only way the reported position moves.
     // Progress from keepalives alone is saved at most once per heartbeat interval: a save writes WAL, which moves the
