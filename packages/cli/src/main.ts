@@ -10,7 +10,7 @@
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Command } from "effect/cli"
-import { Cause, Console, Effect, Exit, Logger, Runtime } from "effect"
+import { Cause, Console, Effect, Exit, Logger, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
 import { check } from "./commands/check.ts"
@@ -27,13 +27,26 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withSubcommands([run, status, check, slots, embedded])
 )
 
+/** A fatal cause in one line per error: a typed error's tag and message (its own explanation); a defect in full. */
+const fatal = (cause: Cause.Cause<unknown>): string => {
+  const typed = Cause.findErrorOption(cause)
+  if (Option.isSome(typed)) {
+    const e = typed.value as { readonly _tag?: string; readonly reason?: string; readonly message?: string }
+    return `${[e._tag, e.reason].filter((x) => x !== undefined).join("/")}: ${e.message ?? String(typed.value)}`
+  }
+  return Cause.pretty(cause)
+}
+
 slotkeeper.pipe(
   Command.run({ version }),
   Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${e.message}`), Effect.sync(() => process.exit(2)))),
+  // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
+  Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Console.error(`slotkeeper: ${fatal(cause)}`))),
   Effect.provideService(Logger.LogToStderr, true),
   Effect.provide(NodeServices.layer),
   // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
   NodeRuntime.runMain({
+    disableErrorReporting: true,
     teardown: (exit, onExit) => (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit))
   })
 )

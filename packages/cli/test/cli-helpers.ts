@@ -21,7 +21,7 @@ export const cli = (...args: Array<string>) =>
       let stderr = ""
       child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
       child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-      child.on("exit", (code) => resolve({ code, stdout, stderr }))
+      child.on("close", (code) => resolve({ code, stdout, stderr }))
     })
   )
 
@@ -62,7 +62,8 @@ export const start = (args: ReadonlyArray<string>, env: Record<string, string> =
         for (const p of parts) if (p.length > 0) lines.push(JSON.parse(p) as Record<string, unknown>)
       })
       child.stderr!.on("data", (d: Buffer) => (err += d.toString()))
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      // "close", not "exit": stdout and stderr are read to their end by then
+      const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
       return { child, lines, stderr: () => err, exited }
     }),
     // a process that does not stop within 30 s of SIGTERM is a bug (shutdown is bounded): killed, and the test dies
