@@ -7,7 +7,7 @@ import { createServer } from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Lsn } from "@slotkeeper/core"
-import { type DeliveryCheck, Wait } from "@slotkeeper/testkit"
+import { DeliveryCheck, Wait } from "@slotkeeper/testkit"
 import { Effect } from "effect"
 
 export const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
@@ -128,3 +128,30 @@ export const loggedAt = (r: Running, pattern: RegExp): number | undefined => {
   }
   return undefined
 }
+
+/**
+ * After ownership went from `a` to `b` while a writer commits rows into `items`: waits until `b` delivered 30 rows
+ * that `a` never did (its first lines may be `a`'s unacknowledged tail again), runs `stopWriter`, waits until every
+ * committed row was delivered by one of them, and judges both processes' deliveries against the table.
+ */
+export const judgeHandover = <E>(
+  pg: { query: <Row>(sql: string) => Effect.Effect<ReadonlyArray<Row>, E> },
+  a: Running,
+  b: Running,
+  stopWriter: Effect.Effect<void> = Effect.void
+) =>
+  Effect.gen(function*() {
+    const lastOfA = Math.max(...ids(a))
+    yield* until(() => (ids(b).filter((id) => id > lastOfA).length >= 30 ? true : undefined), 30_000, "b delivering")
+    yield* stopWriter
+    const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
+    yield* until(() => (committed.every((id) => ids(a).includes(id) || ids(b).includes(id)) ? true : undefined), 30_000, "every committed row delivered")
+    const fromA = sessions(a, 1)
+    const fromB = sessions(b, fromA.next)
+    const report = DeliveryCheck.check({
+      committed,
+      delivered: [...fromA.delivered, ...fromB.delivered],
+      sessionStarts: new Map([...fromA.sessionStarts, ...fromB.sessionStarts])
+    })
+    return { committed, report }
+  })

@@ -6,10 +6,10 @@
  * again. `/health` and `/health/owner` are checked through each phase, and for the partition that the old owner gave
  * up (its own log) before the new one took over (its log).
  */
-import { DeliveryCheck, FaultProxy, PgCluster } from "@slotkeeper/testkit"
+import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { freePort, get, ids, loggedAt, sessions, start, streaming, until, untilEffect } from "./cli-helpers.ts"
+import { freePort, get, ids, judgeHandover, loggedAt, start, streaming, until, untilEffect } from "./cli-helpers.ts"
 
 /** Short but safe timings (the same rules as the defaults, checked by the CLI) so a handover takes seconds. */
 const timing = {
@@ -62,19 +62,7 @@ const handover = (lock: "advisory" | "lease", fault: "crash" | "partition") =>
       assert.isBelow(lostAt!, acquiredAt!, "a gave up before b took over")
       assert.strictEqual(yield* owner(portA), 503)
     }
-    // 30 rows a never delivered (b's first lines may be a's unacknowledged tail again)
-    const lastOfA = Math.max(...ids(a))
-    yield* until(() => (ids(b).filter((id) => id > lastOfA).length >= 30 ? true : undefined), 30_000, "b delivering")
-    yield* Fiber.interrupt(writer)
-    const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
-    yield* until(() => (committed.every((id) => ids(a).includes(id) || ids(b).includes(id)) ? true : undefined), 30_000, "every committed row delivered")
-    const fromA = sessions(a, 1)
-    const fromB = sessions(b, fromA.next)
-    const report = DeliveryCheck.check({
-      committed,
-      delivered: [...fromA.delivered, ...fromB.delivered],
-      sessionStarts: new Map([...fromA.sessionStarts, ...fromB.sessionStarts])
-    })
+    const { committed, report } = yield* judgeHandover(pg, a, b, Fiber.interrupt(writer))
     assert.deepStrictEqual({ lost: report.lost, duplicated: report.duplicatedAfterAcknowledgement }, { lost: [], duplicated: [] })
     assert.isAtLeast(committed.length, 60)
     if (fault === "partition") {

@@ -6,10 +6,10 @@ import { createServer } from "node:http"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { DeliveryCheck, PgCluster } from "@slotkeeper/testkit"
+import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { bin, freePort, get, ids, loggedAt, sessions, start, streaming, until, untilEffect } from "./cli-helpers.ts"
+import { bin, freePort, get, ids, judgeHandover, loggedAt, start, streaming, until, untilEffect } from "./cli-helpers.ts"
 
 
 describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () => {
@@ -110,18 +110,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       assert.isDefined(released, a.stderr())
       assert.isBelow(acquired! - released!, 1000)
       assert.deepStrictEqual(yield* get(portB, "/health/owner"), { status: 200, body: { state: "active", owner: true } })
-      // 30 rows a never delivered (b's first lines may be a's unacknowledged tail again)
-      const lastOfA = Math.max(...ids(a))
-      yield* until(() => (ids(b).filter((id) => id > lastOfA).length >= 30 ? true : undefined), 30_000, "b delivering")
-      const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
-      yield* until(() => (committed.every((id) => ids(a).includes(id) || ids(b).includes(id)) ? true : undefined), 30_000, "every committed row delivered")
-      const fromA = sessions(a, 1)
-      const fromB = sessions(b, fromA.next)
-      const report = DeliveryCheck.check({
-        committed,
-        delivered: [...fromA.delivered, ...fromB.delivered],
-        sessionStarts: new Map([...fromA.sessionStarts, ...fromB.sessionStarts])
-      })
+      const { committed, report } = yield* judgeHandover(pg, a, b)
       assert.deepStrictEqual({ lost: report.lost, duplicated: report.duplicatedAfterAcknowledgement }, { lost: [], duplicated: [] })
       assert.isAtLeast(committed.length, 60) // at least 30 delivered by each
     }))

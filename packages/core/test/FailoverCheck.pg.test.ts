@@ -36,7 +36,8 @@ describe("FailoverCheck (real PostgreSQL)", () => {
       const primary = yield* PgCluster.make({ major: 18 })
       const p = yield* clientFor(primary.url)
       yield* primary.query("SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_orders_1', 'pgoutput', false, false, true)")
-      assert.deepStrictEqual(codes(yield* FailoverCheck.primary(p, "slotkeeper_orders_1")), ["NoSynchronizedStandbySlots"])
+      // no standby attached: said, but not a warning
+      assert.deepStrictEqual((yield* FailoverCheck.primary(p, "slotkeeper_orders_1")).findings.map((f) => [f.code, f.level]), [["NoSynchronizedStandbySlots", "info"]])
       yield* primary.setConfig("synchronized_standby_slots", "gone_slot")
       const missing = yield* FailoverCheck.primary(p, "slotkeeper_orders_1")
       assert.deepStrictEqual({ ok: missing.ok, codes: codes(missing) }, { ok: false, codes: ["StandbySlotMissing"] })
@@ -44,6 +45,8 @@ describe("FailoverCheck (real PostgreSQL)", () => {
       yield* primary.query("SELECT slot_name FROM pg_create_physical_replication_slot('gone_slot')")
       assert.deepStrictEqual(codes(yield* FailoverCheck.primary(p, "slotkeeper_orders_1")), ["StandbySlotInactive"])
       yield* primary.setConfig("synchronized_standby_slots", null)
+      // a standby's physical slot exists, and nothing keeps the stream behind it: a warning
+      assert.deepStrictEqual((yield* FailoverCheck.primary(p, "slotkeeper_orders_1")).findings.map((f) => [f.code, f.level]), [["NoSynchronizedStandbySlots", "warn"]])
     }))
 
   it.live("15: failover slots are reported unavailable, not failed", () =>

@@ -4,7 +4,7 @@
  *
  * **On the primary**
  * - `synchronized_standby_slots` names the standbys' physical slots. Empty: a consumer can get ahead of the standbys,
- *   and after a promotion changes it received may not exist there. Each named slot must exist, be active and valid:
+ *   and after a promotion changes it received may not exist there (a warning where a standby is attached, else info). Each named slot must exist, be active and valid:
  *   a missing or inactive one makes logical decoding *wait* — a silent stall, not an error.
  * - The stream's slot exists and is a failover slot.
  *
@@ -67,12 +67,24 @@ export const primary = (sql: SqlClient, slotName: string): Effect.Effect<Report,
     const [setting] = yield* sql.unsafe<{ v: string }>("SELECT current_setting('synchronized_standby_slots') AS v")
     const names = (setting?.v ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     if (names.length === 0) {
-      findings.push({
-        level: "warn",
-        code: "NoSynchronizedStandbySlots",
-        message: "synchronized_standby_slots is empty: the stream can get ahead of the standbys, and after a promotion changes it delivered may " +
-          "be missing there. Set it to the standbys' physical slots (e.g. ALTER SYSTEM SET synchronized_standby_slots = 'standby1_slot')"
-      })
+      // a risk only where there is a standby to fail over to: a physical slot, or a walsender that is not a logical one
+      const [standbys] = yield* sql.unsafe<{ n: number }>(
+        `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')
+              + (SELECT count(*) FROM pg_stat_replication r
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical'))::int AS n`
+      )
+      const fix = "Set it to the standbys' physical slots (e.g. ALTER SYSTEM SET synchronized_standby_slots = 'standby1_slot')"
+      findings.push((standbys?.n ?? 0) > 0
+        ? {
+          level: "warn",
+          code: "NoSynchronizedStandbySlots",
+          message: `synchronized_standby_slots is empty: the stream can get ahead of the standbys, and after a promotion changes it delivered may be missing there. ${fix}`
+        }
+        : {
+          level: "info",
+          code: "NoSynchronizedStandbySlots",
+          message: `synchronized_standby_slots is empty, and no standby is attached. When one is, the stream could get ahead of it: ${fix}`
+        })
     }
     for (const name of names) {
       const [s] = yield* sql.unsafe<{ active: boolean; slot_type: string; invalid: string | null }>(
