@@ -67,11 +67,11 @@ export const primary = (sql: SqlClient, slotName: string): Effect.Effect<Report,
     const [setting] = yield* sql.unsafe<{ v: string }>("SELECT current_setting('synchronized_standby_slots') AS v")
     const names = (setting?.v ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     if (names.length === 0) {
-      // a risk only where there is a standby to fail over to: a physical slot, or a walsender that is not a logical one
+      // a risk only where there is a standby to fail over to: a physical slot, or a physical walsender (one that is not
+      // connected to a database; a logical walsender always is, even before its slot shows it as active)
       const [standbys] = yield* sql.unsafe<{ n: number }>(
-        `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')
-              + (SELECT count(*) FROM pg_stat_replication r
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical'))::int AS n`
+        `SELECT ((SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')
+              + (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND datid IS NULL))::int AS n`
       )
       const fix = "Set it to the standbys' physical slots (e.g. ALTER SYSTEM SET synchronized_standby_slots = 'standby1_slot')"
       findings.push((standbys?.n ?? 0) > 0
