@@ -6,17 +6,18 @@
  *
  * Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for invalid options or input (one line that names the
  * option, printed before any database is touched), 1 for a fatal runtime condition, with its explanation. Logs go to
- * stderr; stdout carries only data.
+ * stderr (`Logging`: text, logfmt or JSON); stdout carries only data.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Command } from "effect/cli"
-import { Cause, Console, Effect, Exit, Logger, Option, Runtime } from "effect"
+import { Cause, Console, Effect, Exit, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
 import { check } from "./commands/check.ts"
 import { run } from "./commands/run.ts"
 import { slots } from "./commands/slots.ts"
 import { status } from "./commands/status.ts"
+import * as Logging from "./config/Logging.ts"
 
 export const version: string = packageJson.version
 
@@ -37,12 +38,14 @@ const fatal = (cause: Cause.Cause<unknown>): string => {
   return Cause.pretty(cause)
 }
 
-slotkeeper.pipe(
-  Command.run({ version }),
+const logging = Logging.fromEnv(process.env)
+
+const main = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.run({ version }), Effect.provide(logging))
+
+main.pipe(
   Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${e.message}`), Effect.sync(() => process.exit(2)))),
   // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
   Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Console.error(`slotkeeper: ${fatal(cause)}`))),
-  Effect.provideService(Logger.LogToStderr, true),
   Effect.provide(NodeServices.layer),
   // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
   NodeRuntime.runMain({

@@ -43,6 +43,18 @@ describe("RunConfig (pure)", () => {
     assert.strictEqual(ok({ tables: ["orders", "public.orders"] }).tables.length, 1)
   })
 
+  it("SLOTKEEPER_TABLES: commas separate tables, but not inside a column list or quotes", () => {
+    assert.deepStrictEqual(RunConfig.splitTables(` public.a, b (id, "x,y") WHERE id > 1 AND note <> 'a,b' , "c,d"`), [
+      "public.a",
+      `b (id, "x,y") WHERE id > 1 AND note <> 'a,b'`,
+      `"c,d"`
+    ])
+    assert.deepStrictEqual(RunConfig.splitTables(""), [])
+    assert.deepStrictEqual(ok({ tables: RunConfig.splitTables(`b (id, "x,y") WHERE note <> 'a,b'`) }).tables, [
+      { schema: "public", name: "b", columns: ["id", "x,y"], where: "note <> 'a,b'" }
+    ])
+  })
+
   it("durations and the ownership timing rules, checked before anything connects, in the flags' names", () => {
     assert.deepStrictEqual(ok({ heartbeatInterval: "200ms", lossDeadline: "1s", serverReleaseBound: "3 seconds" }).ownership, {
       heartbeatInterval: 200, lossDeadline: 1000, serverReleaseBound: 3000, onLoss: "wait"

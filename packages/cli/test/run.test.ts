@@ -51,9 +51,10 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })
       yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-      const args = ["--database-url", pg.url, "--table", "public.items", "--instance-id", "a"]
+      const args = ["--database-url", pg.url, "--instance-id", "a"]
+      const env = { SLOTKEEPER_TABLES: "public.items", SLOTKEEPER_LOG_FORMAT: "json" }
       const first = yield* Effect.scoped(Effect.gen(function*() {
-        const a = yield* start(args)
+        const a = yield* start(args, env)
         yield* streaming(pg)
         for (let id = 1; id <= 3; id++) yield* pg.query(`INSERT INTO items VALUES (${id}, 'row ${id}')`)
         yield* until(() => (ids(a).length >= 3 ? true : undefined), 20_000, "three lines")
@@ -65,8 +66,11 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       assert.deepStrictEqual(first.ids, [1, 2, 3])
       assert.include(first.line, { type: "change", op: "insert", schema: "public", table: "items", seq: 1 })
       assert.deepStrictEqual(first.line?.new, { id: 1, body: "row 1" })
+      // SLOTKEEPER_LOG_FORMAT=json: every log line on stderr is a JSON object with its level and message
+      const logs = first.stderr.trim().split("\n").map((l) => JSON.parse(l) as { level: string; message: unknown })
+      assert.isTrue(logs.some((l) => l.level === "INFO" && String(l.message).includes("ownership of stream default acquired")), first.stderr)
       yield* pg.query("INSERT INTO items VALUES (4, 'while stopped'), (5, 'while stopped')")
-      const second = yield* start(args)
+      const second = yield* start(args, env)
       yield* until(() => (ids(second).length >= 2 ? true : undefined), 30_000, "the rows written while stopped")
       yield* Effect.sleep("500 millis")
       assert.deepStrictEqual(ids(second), [4, 5])

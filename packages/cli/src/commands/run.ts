@@ -34,7 +34,7 @@ export const runFlags = {
   databaseUrl: option("database-url", "DATABASE_URL", "the database; default: the embedded PostgreSQL"),
   streamId: option("stream-id", "SLOTKEEPER_STREAM_ID", "the stream: [a-z0-9_], at most 40; default default"),
   tables: Flag.String("table").pipe(
-    Flag.withDescription("a table to stream (repeat for more): schema.table, names by PostgreSQL's rules, optionally with (columns) and WHERE filter as in CREATE PUBLICATION"),
+    Flag.withDescription("a table to stream (repeat for more): schema.table, names by PostgreSQL's rules, optionally with (columns) and WHERE filter as in CREATE PUBLICATION (env SLOTKEEPER_TABLES, comma-separated)"),
     Flag.atLeast(0)
   ),
   config: option("config", "SLOTKEEPER_CONFIG", "a JSON file of options (camelCase names, e.g. {\"tables\": [...]}); flags and environment win"),
@@ -76,7 +76,8 @@ const input = (flags: typeof runFlags extends infer F ? { readonly [K in keyof F
     const fromFlags: RunConfig.RunInput = {
       databaseUrl: given(flags.databaseUrl),
       streamId: given(flags.streamId),
-      tables: flags.tables,
+      // --table, else SLOTKEEPER_TABLES (comma-separated)
+      tables: flags.tables.length > 0 ? flags.tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? ""),
       lock: given(flags.lock),
       slotMode: given(flags.slotMode),
       instanceId: given(flags.instanceId),

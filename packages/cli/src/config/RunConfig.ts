@@ -173,6 +173,31 @@ export const parseTable = (text: string): TableSpec | ConfigInvalid => {
   return { schema: schema!, name: name!, ...(columns === undefined ? {} : { columns }), ...(where === undefined ? {} : { where }) }
 }
 
+/**
+ * `SLOTKEEPER_TABLES`: tables separated by commas — those inside a column list's parentheses or inside quotes
+ * (`'...'` in a filter, `"..."` in a name) do not separate.
+ */
+export const splitTables = (text: string): Array<string> => {
+  const tables: Array<string> = []
+  let depth = 0
+  let quote: string | undefined
+  let from = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!
+    if (quote !== undefined) {
+      if (c === quote) quote = undefined // a doubled quote closes and reopens: same result
+    } else if (c === "'" || c === "\"") quote = c
+    else if (c === "(") depth++
+    else if (c === ")") depth--
+    else if (c === "," && depth === 0) {
+      tables.push(text.slice(from, i))
+      from = i + 1
+    }
+  }
+  tables.push(text.slice(from))
+  return tables.map((t) => t.trim()).filter((t) => t.length > 0)
+}
+
 /** A table from the `--config` file: the string form, or the object form with exact column names. */
 const parseFileTable = (t: unknown): TableSpec | ConfigInvalid => {
   if (typeof t === "string") return parseTable(t)
