@@ -63,6 +63,7 @@ export const run = <A, E, R>(
     const slots = state ?? (yield* SlotManager.makeState)
     const store = options.checkpoint ?? (yield* Checkpoint.sourceTable(own, options.sql, options.schema))
     let connection: ReplicationStream.ReplicationStream | undefined
+    let failures = 0 // connection failures since the last connection that opened
     const acknowledged = Effect.suspend(() =>
       connection === undefined ? Effect.succeed(undefined) : Effect.map(connection.durable, (d) => ({ lsn: d.lsn, slotName: d.slotName, savedAt: d.walPosition }))
     )
@@ -71,14 +72,20 @@ export const run = <A, E, R>(
       const slot = yield* SubscriptionRef.changes(slots.slot).pipe(Stream.filter((s) => s !== undefined), Stream.runHead)
       if (slot._tag === "None") return yield* Effect.never
       connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store })
+      failures = 0
       return yield* consume(connection)
     }).pipe(Effect.scoped)
     // A replication connection that fails or ends is opened again (with the resume checks) after a capped backoff;
     // everything else — a refused resume, a failed save, the consumer's own errors — fails the owned work.
+    // Said as a warning at the first failure of a streak and every 12th after it (about a minute apart at the cap);
+    // the others at debug level, so that a long outage does not flood the log.
     const streaming = connect.pipe(
-      Effect.tapError((e) =>
-        isConnectionError(e) ? Effect.logWarning(`stream ${options.streamId}: ${e.message}; reconnecting`) : Effect.void
-      ),
+      Effect.tapError((e) => {
+        if (!isConnectionError(e)) return Effect.void
+        failures++
+        const message = `stream ${options.streamId}: ${e.message}; reconnecting${failures > 1 ? ` (failure ${failures} in a row)` : ""}`
+        return failures === 1 || failures % 12 === 0 ? Effect.logWarning(message) : Effect.logDebug(message)
+      }),
       Effect.retry({ while: isConnectionError, schedule: reconnectSchedule })
     )
     // The slot manager never returns; `streaming` ending ends the owned work.
