@@ -86,6 +86,29 @@ describe("slotkeeper embedded", () => {
       }))
     }))
 
+  it.live("after the process is killed (SIGKILL) its server keeps running without it: the next start stops that one first, and the data is there", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const port = yield* Effect.promise(freePort)
+      const first = yield* Effect.scoped(Effect.gen(function*() {
+        const { child, url } = yield* startEmbedded(dir, port)
+        yield* query(url, "CREATE TABLE kept (note text)")
+        yield* query(url, "INSERT INTO kept VALUES ('before the kill')")
+        child.kill("SIGKILL")
+        yield* Effect.callback<void>((resume) => void child.once("exit", () => resume(Effect.void)))
+        return url
+      }))
+      // the orphaned server still answers
+      assert.deepStrictEqual((yield* query(first, "SELECT note FROM kept")).rows, [{ note: "before the kill" }])
+      const output = yield* Effect.scoped(Effect.gen(function*() {
+        const { child, url } = yield* startEmbedded(dir, port)
+        assert.deepStrictEqual((yield* query(url, "SELECT note FROM kept")).rows, [{ note: "before the kill" }])
+        return child
+      }))
+      assert.strictEqual(output.exitCode, 0)
+    }))
+
   it.live("a port in use is an error that names it", () =>
     Effect.gen(function*() {
       const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))

@@ -210,6 +210,26 @@ describe("slotkeeper run: fatal conditions and the http sink (the CLI as a child
       assert.deepStrictEqual(second.lines, [])
     }))
 
+  it.live("a reader that goes away (slotkeeper run | head -1): exit 1 with the explanation, through the finalizers; the unread rows come again", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a"]
+      const first = yield* start(args)
+      yield* streaming(pg)
+      yield* pg.query("INSERT INTO items VALUES (1, 'x')")
+      yield* until(() => (ids(first).length >= 1 ? true : undefined), 20_000, "a row")
+      first.child.stdout!.destroy() // the reader is gone: the next write fails with EPIPE
+      yield* pg.query("INSERT INTO items VALUES (2, 'y')")
+      assert.strictEqual(yield* Effect.promise(() => first.exited), 1)
+      const lines = first.stderr().trim().split("\n")
+      assert.match(lines.at(-1)!, /^slotkeeper: SinkError: writing to stdout: .*EPIPE/)
+      assert.isTrue(lines.some((l) => /ownership of stream default released/.test(l)), first.stderr()) // finalizers ran
+      const second = yield* start(args)
+      yield* until(() => (ids(second).includes(2) ? true : undefined), 20_000, "row 2 again")
+      assert.deepStrictEqual(ids(second), [2])
+    }))
+
   it.live("http sink: batches POSTed as NDJSON, acknowledged only after a 2xx; a 400 exits 1 and the rows come again after the endpoint is fixed", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })

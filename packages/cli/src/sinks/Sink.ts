@@ -17,13 +17,23 @@ export interface Sink {
   readonly commit: Effect.Effect<void, SinkError>
 }
 
+let stdoutErrorsHandled = false
+
 /**
  * Standard output: each batch is handed to the pipe, and `commit` waits until it was (the reader's durability is the
  * reader's business). Logs never go here.
+ *
+ * **Details**: a reader that goes away (`slotkeeper run | head`) makes the next write fail with `EPIPE`: that is this
+ * sink's `SinkError`, so the stream stops, unacknowledged, and the process exits 1 through its finalizers (an
+ * embedded server is stopped). Node would otherwise crash on the stream's unhandled `error` event, skipping them.
  */
 export const stdout: Sink = {
   write: (lines) =>
     lines.length === 0 ? Effect.void : Effect.callback<void, SinkError>((resume) => {
+      if (!stdoutErrorsHandled) {
+        stdoutErrorsHandled = true
+        process.stdout.on("error", () => {}) // reported through the write callback below
+      }
       process.stdout.write(`${lines.join("\n")}\n`, (error) =>
         resume(error ? Effect.fail(new SinkError({ message: `writing to stdout: ${error.message}` })) : Effect.void))
     }),
