@@ -2,16 +2,16 @@
  * One reader of the stream benchmark, in a process of its own (so that its peak RSS is its own). Reads from its own
  * slot until a commit ends at or after END_LSN, then prints one JSON line: rows and peak memory (the caller times it, from spawn to exit).
  *
- *   node scripts/bench-stream-reader.ts setup      URL           # creates slotkeeper's stream slot, then exits
- *   node scripts/bench-stream-reader.ts slotkeeper URL END_LSN    # @slotkeeper/core Delivery, consumed in-process
- *   node scripts/bench-stream-reader.ts raw        URL END_LSN    # pg-logical-replication, counting messages only
+ *   node scripts/bench/reader.ts setup      URL           # creates slotkeeper's stream slot, then exits
+ *   node scripts/bench/reader.ts slotkeeper URL END_LSN    # @slotkeeper/core Delivery, consumed in-process
+ *   node scripts/bench/reader.ts raw        URL END_LSN    # pg-logical-replication, counting messages only
  */
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication"
-import * as Lsn from "../packages/core/src/Lsn.ts"
-import * as StreamOwnership from "../packages/core/src/ownership/StreamOwnership.ts"
-import * as Delivery from "../packages/core/src/replication/Delivery.ts"
-import * as SlotManager from "../packages/core/src/slot/SlotManager.ts"
+import * as Lsn from "../../packages/core/src/Lsn.ts"
+import * as StreamOwnership from "../../packages/core/src/ownership/StreamOwnership.ts"
+import * as Delivery from "../../packages/core/src/replication/Delivery.ts"
+import * as SlotManager from "../../packages/core/src/slot/SlotManager.ts"
 
 const [mode, url, endText] = process.argv.slice(2) as [string, string, string | undefined]
 const end = endText === undefined ? 0n : Lsn.parseUnsafe(endText)

@@ -1,0 +1,189 @@
+/**
+ * Throughput and memory: one workload written once, then read by each reader alone, in a process of its own, from
+ * its own copy of the slot (all made before the workload, so each starts at the same position):
+ *
+ * - `pg_recvlogical` writing pgoutput (protocol 2, streaming) to /dev/null: the server's decode rate, the practical
+ *   ceiling. From SLOTKEEPER_PG_RECVLOGICAL or a Debian PostgreSQL client install; skipped, with a note, without one.
+ * - a raw `pg-logical-replication` loop that only counts messages (protocol 1, what the library supports);
+ * - the `@slotkeeper/core` stream (`Delivery`), consumed in-process, acknowledging every commit;
+ * - `slotkeeper run --sink file:...`: the CLI, NDJSON to a file, fsynced before each acknowledgement.
+ *
+ * Each reader is timed from spawning its process until it has everything (its exit; for the CLI, the last change line
+ * in the file): start-up included. Peak RSS: `/usr/bin/time` for pg_recvlogical, the process's own `maxRSS` for the
+ * node readers, `VmHWM` for the CLI.
+ */
+import { execFileSync, spawn } from "node:child_process"
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Effect } from "effect"
+import { PgCluster } from "@slotkeeper/testkit"
+
+const here = dirname(fileURLToPath(import.meta.url))
+const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
+
+export const recvlogical = (() => {
+  if (process.env.SLOTKEEPER_PG_RECVLOGICAL) return process.env.SLOTKEEPER_PG_RECVLOGICAL
+  const base = "/usr/lib/postgresql"
+  if (!existsSync(base)) return undefined
+  return readdirSync(base).map((v) => join(base, v, "bin", "pg_recvlogical")).filter(existsSync).sort().at(-1)
+})()
+
+export const recvlogicalVersion = () => (recvlogical === undefined ? undefined : execFileSync(recvlogical, ["--version"]).toString().trim())
+
+export interface Workload {
+  readonly name: string
+  readonly sql: string
+  readonly rows: number
+}
+
+export const workloads = (rows: number, transactions: number): ReadonlyArray<Workload> => [
+  {
+    name: `${rows.toLocaleString("en")} rows in 100 transactions`,
+    sql: `DO $$ BEGIN FOR t IN 0..99 LOOP INSERT INTO items SELECT g, md5(g::text) FROM generate_series(t * ${rows / 100} + 1, (t + 1) * ${rows / 100}) g; COMMIT; END LOOP; END $$`,
+    rows
+  },
+  { name: `${rows.toLocaleString("en")} rows in one transaction`, sql: `INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`, rows },
+  {
+    name: `${transactions.toLocaleString("en")} one-row transactions`,
+    sql: `DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO items VALUES (i, md5(i::text)); COMMIT; END LOOP; END $$`,
+    rows: transactions
+  }
+]
+
+export const readers = ["pg_recvlogical (protocol 2, streaming)", "raw pg-logical-replication loop", "@slotkeeper/core Delivery, in-process", "slotkeeper run --sink file:"] as const
+export type Reader = typeof readers[number]
+
+export interface Measured {
+  readonly rows: number
+  readonly ms: number
+  readonly rssMB: number | undefined
+}
+
+const nodeReader = (mode: "raw" | "slotkeeper" | "setup", url: string, end: string) =>
+  Effect.promise(() =>
+    new Promise<Measured>((resolve, reject) => {
+      const started = performance.now()
+      const child = spawn(process.execPath, [join(here, "reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
+      let out = ""
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()))
+      child.on("close", (code) => {
+        const line = out.split("\n").find((l) => l.startsWith("{"))
+        if (code !== 0 || (line === undefined && mode !== "setup")) return reject(new Error(`${mode} reader exited with ${code}: ${out}`))
+        const r = line === undefined ? { rows: 0, maxRssMB: undefined } : (JSON.parse(line) as { rows: number; maxRssMB: number })
+        resolve({ rows: r.rows, ms: performance.now() - started, rssMB: r.maxRssMB })
+      })
+    })
+  )
+
+const recvlogicalReader = (url: string, end: string, rows: number) =>
+  Effect.promise(() =>
+    new Promise<Measured>((resolve, reject) => {
+      const u = new URL(url)
+      const started = performance.now()
+      const args = ["-d", u.pathname.slice(1), "-h", u.hostname, "-p", u.port, "-U", decodeURIComponent(u.username), "-S", "bench_recv", "--start",
+        "-o", "proto_version=2", "-o", "publication_names=bench", "-o", "streaming=on", "-E", end, "-f", "/dev/null", "--no-loop"]
+      const child = spawn("/usr/bin/time", ["-f", "%M", recvlogical!, ...args], { stdio: ["ignore", "ignore", "pipe"] })
+      let err = ""
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()))
+      child.on("close", (code) => {
+        const kb = Number(err.trim().split("\n").at(-1))
+        if (code !== 0) reject(new Error(`pg_recvlogical exited with ${code}: ${err}`))
+        else resolve({ rows, ms: performance.now() - started, rssMB: Number.isFinite(kb) ? Math.round(kb / 1024) : undefined })
+      })
+    })
+  )
+
+/** Counts change lines appended to `path` since the last call (incrementally: the file can be hundreds of MB). */
+const lineCounter = (path: string) => {
+  let offset = 0
+  let changes = 0
+  let partial = ""
+  const buffer = Buffer.alloc(1 << 20)
+  return () => {
+    if (!existsSync(path)) return 0
+    const fd = openSync(path, "r")
+    try {
+      for (;;) {
+        const n = readSync(fd, buffer, 0, buffer.length, offset)
+        if (n === 0) break
+        offset += n
+        const text = partial + buffer.toString("utf8", 0, n)
+        const lines = text.split("\n")
+        partial = lines.pop()!
+        for (const l of lines) if (l.startsWith("{\"type\":\"change\"")) changes++
+      }
+    } finally {
+      closeSync(fd)
+    }
+    return changes
+  }
+}
+
+const peakRss = (pid: number) => {
+  try {
+    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
+    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** `slotkeeper run` on stream `cli` until `rows` change lines are in the file (or, with `rows` 0, until it streams). */
+const cliReader = (url: string, path: string, rows: number) =>
+  Effect.promise(() =>
+    new Promise<Measured>((resolve, reject) => {
+      const started = performance.now()
+      const child = spawn(process.execPath, [cli, "run", "--database-url", url, "--stream-id", "cli", "--table", "items", "--sink", `file:${path}`, "--instance-id", "bench"], {
+        stdio: ["ignore", "ignore", "pipe"]
+      })
+      let err = ""
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()))
+      const count = lineCounter(path)
+      let result: Measured | undefined
+      const poll = setInterval(() => {
+        const ready = rows === 0 ? /streaming from/.test(err) : count() >= rows
+        if (!ready) return
+        clearInterval(poll)
+        result = { rows: rows === 0 ? 0 : count(), ms: performance.now() - started, rssMB: peakRss(child.pid!) }
+        child.kill("SIGTERM")
+      }, 20)
+      child.on("close", (code) => {
+        clearInterval(poll)
+        if (result === undefined || code !== 0) reject(new Error(`slotkeeper run exited with ${code} before it had ${rows} rows: ${err.slice(-2000)}`))
+        else resolve(result)
+      })
+    })
+  )
+
+/** One run of `workload`: a fresh server, every reader's slot made, the workload written, then each reader alone. */
+export const run = (workload: Workload) =>
+  Effect.scoped(Effect.gen(function*() {
+    const pg = yield* PgCluster.make({ major: 18 })
+    yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+    yield* pg.query("CREATE PUBLICATION bench FOR TABLE items")
+    const dir = mkdtempSync(join(tmpdir(), "slotkeeper-bench-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    const file = join(dir, "changes.ndjson")
+    // every reader's slot before the workload: the core's and the CLI's own streams, and copies for the others
+    yield* nodeReader("setup", pg.url, "0/0")
+    yield* cliReader(pg.url, file, 0)
+    rmSync(file, { force: true })
+    yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
+    yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv')")
+    const written = performance.now()
+    yield* pg.query(workload.sql)
+    const writeMs = performance.now() - written
+    const [row] = yield* pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")
+    const end = row!.lsn
+    const results = new Map<Reader, Measured | string>()
+    results.set(readers[0], recvlogical !== undefined && existsSync("/usr/bin/time")
+      ? yield* recvlogicalReader(pg.url, end, workload.rows)
+      : "skipped: no pg_recvlogical on this machine (set SLOTKEEPER_PG_RECVLOGICAL)")
+    results.set(readers[1], yield* nodeReader("raw", pg.url, end))
+    results.set(readers[2], yield* nodeReader("slotkeeper", pg.url, end))
+    results.set(readers[3], yield* cliReader(pg.url, file, workload.rows))
+    const fileMB = Math.round(statSync(file).size / 2 ** 20)
+    return { results, writeMs, fileMB, version: pg.version }
+  }))
