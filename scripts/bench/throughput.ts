@@ -11,6 +11,9 @@
  * Each reader is timed from spawning its process until it has everything (its exit; for the CLI, the last change line
  * in the file): start-up included. Peak RSS: `/usr/bin/time` for pg_recvlogical, the process's own `maxRSS` for the
  * node readers, `VmHWM` for the CLI.
+ *
+ * `PROFILE_DIR=/tmp/prof` runs the node readers and the CLI with `--cpu-prof` into that folder (then
+ * `node scripts/bench/profile-summary.ts FILE.cpuprofile` says where the time went).
  */
 import { execFileSync, spawn } from "node:child_process"
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs"
@@ -21,6 +24,7 @@ import { Effect } from "effect"
 import { PgCluster } from "@slotkeeper/testkit"
 
 const here = dirname(fileURLToPath(import.meta.url))
+const profiling = process.env.PROFILE_DIR === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE_DIR]
 const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export const recvlogical = (() => {
@@ -65,7 +69,7 @@ const nodeReader = (mode: "raw" | "slotkeeper" | "setup", url: string, end: stri
   Effect.promise(() =>
     new Promise<Measured>((resolve, reject) => {
       const started = performance.now()
-      const child = spawn(process.execPath, [join(here, "reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
+      const child = spawn(process.execPath, [...(mode === "setup" ? [] : profiling), join(here, "reader.ts"), mode, url, end], { stdio: ["ignore", "pipe", "inherit"] })
       let out = ""
       child.stdout.on("data", (d: Buffer) => (out += d.toString()))
       child.on("close", (code) => {
@@ -135,7 +139,7 @@ const cliReader = (url: string, path: string, rows: number) =>
   Effect.promise(() =>
     new Promise<Measured>((resolve, reject) => {
       const started = performance.now()
-      const child = spawn(process.execPath, [cli, "run", "--database-url", url, "--stream-id", "cli", "--table", "items", "--sink", `file:${path}`, "--instance-id", "bench"], {
+      const child = spawn(process.execPath, [...(rows === 0 ? [] : profiling), cli, "run", "--database-url", url, "--stream-id", "cli", "--table", "items", "--sink", `file:${path}`, "--instance-id", "bench"], {
         stdio: ["ignore", "ignore", "pipe"]
       })
       let err = ""
