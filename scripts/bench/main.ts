@@ -4,15 +4,16 @@
  *
  *   npm run bench                          # everything; writes docs/benchmarks.md
  *   npm run bench -- throughput handover   # some parts; prints them, writes nothing
+ *   PROFILE_DIR=/tmp/prof RUNS=1 npm run bench -- throughput   # with --cpu-prof (see throughput.ts)
  *   RUNS=5 ROWS=1000000 TRANSACTIONS=100000 npm run bench
  *
  * Parts: `throughput` (throughput.ts), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts).
  */
-import { writeFileSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
+import { Effect, Logger } from "effect"
 import { Leftovers } from "@slotkeeper/testkit"
 import * as Detection from "./detection.ts"
 import * as Failover from "./failover.ts"
@@ -83,10 +84,12 @@ const program = Effect.gen(function*() {
   process.stdout.write(document)
   if (all) {
     const path = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "docs", "benchmarks.md")
+    mkdirSync(dirname(path), { recursive: true })
     writeFileSync(path, document)
     log(`written to ${path}`)
   }
 })
 
-await Effect.runPromise(program)
+// the measured components' own logs go to stderr with the progress; stdout carries the document
+await Effect.runPromise(program.pipe(Effect.provideService(Logger.LogToStderr, true)))
 Leftovers.removeRun(Leftovers.runId())
