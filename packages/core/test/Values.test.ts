@@ -13,6 +13,12 @@ describe("Values (pure)", () => {
     assert.strictEqual(Values.timestamp("0044-03-15 12:00:00 BC"), "-0044-03-15T12:00:00")
     assert.strictEqual(isoTime(0n), "2000-01-01T00:00:00.000000Z")
     assert.strictEqual(isoTime(1_500_001n), "2000-01-01T00:00:01.500001Z")
+    // the cached second: the same second twice, the next one, then back; before 1970 (negative Unix time)
+    assert.deepStrictEqual([1_000_000n, 1_999_999n, 2_000_000n, 1_000_001n].map(isoTime), [
+      "2000-01-01T00:00:01.000000Z", "2000-01-01T00:00:01.999999Z", "2000-01-01T00:00:02.000000Z", "2000-01-01T00:00:01.000001Z"
+    ])
+    assert.strictEqual(isoTime(-946_684_800_000_001n), "1969-12-31T23:59:59.999999Z")
+    assert.strictEqual(isoTime(-946_684_800_000_000n), "1970-01-01T00:00:00.000000Z")
   })
   it("arrays: nesting, quoting, NULL, dimension prefixes, element types", () => {
     assert.deepStrictEqual(Values.fromText(1007, "{1,NULL,-3}"), [1, null, -3])

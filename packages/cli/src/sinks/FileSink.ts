@@ -11,7 +11,7 @@
  *   follows it — the lines of a transaction that never committed to the file, or a torn last line after a crash — is
  *   cut off; those changes come again. So the file never holds a torn line, nor a change twice after a restart.
  */
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs"
+import { closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs"
 import { Checkpoint, Lsn } from "@slotkeeper/core"
 import { Deferred, Effect, type Scope } from "effect"
 import { type Sink, SinkError } from "./Sink.ts"
@@ -94,6 +94,11 @@ export const make = (path: string): Effect.Effect<FileSink, SinkError, Scope.Sco
       while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + written)
       offset += bytes.length
     }
+    // fsync off the event loop (libuv's pool): the socket is read meanwhile. Writes stay synchronous, to the page
+    // cache, so every byte before a marker has been handed to the kernel before that marker: a killed process never
+    // leaves a hole before its last line.
+    const sync = <E>(failed: (e: unknown) => E) =>
+      Effect.callback<void, E>((resume) => fsync(fd, (e) => resume(e ? Effect.fail(failed(e)) : Effect.void)))
     const fail = (what: string) => (e: unknown) => new SinkError({ message: `${what} ${path}: ${e instanceof Error ? e.message : String(e)}` })
 
     const sink: Sink = {
@@ -106,7 +111,7 @@ export const make = (path: string): Effect.Effect<FileSink, SinkError, Scope.Sco
           catch: fail("writing to")
         }),
       // the caller has written the commit line last: make it all durable, then let waiting saves go
-      commit: Effect.try({ try: () => fsyncSync(fd), catch: fail("syncing") }).pipe(
+      commit: sync(fail("syncing")).pipe(
         Effect.andThen(Effect.sync(() => {
           inTransaction = false
           return waiting.splice(0)
@@ -127,13 +132,12 @@ export const make = (path: string): Effect.Effect<FileSink, SinkError, Scope.Sco
             waiting.push(ready)
             yield* Deferred.await(ready)
           }
+          const failed = (e: unknown) => new Checkpoint.CheckpointError({ message: `saving the position in ${path}: ${e instanceof Error ? e.message : String(e)}` })
           yield* Effect.try({
-            try: () => {
-              append(`${JSON.stringify({ type: "checkpoint", lsn: Lsn.format(p.lsn), slot: p.slotName, system_id: p.systemId, timeline: p.timeline })}\n`)
-              fsyncSync(fd)
-            },
-            catch: (e) => new Checkpoint.CheckpointError({ message: `saving the position in ${path}: ${e instanceof Error ? e.message : String(e)}` })
+            try: () => append(`${JSON.stringify({ type: "checkpoint", lsn: Lsn.format(p.lsn), slot: p.slotName, system_id: p.systemId, timeline: p.timeline })}\n`),
+            catch: failed
           })
+          yield* sync(failed)
           return { walPosition: undefined }
         })
     }

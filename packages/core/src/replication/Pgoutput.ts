@@ -71,13 +71,21 @@ export class DecodeError extends Error {}
 
 const postgresEpochMicros = 946_684_800_000_000n
 
+// the date-and-time part of the last second formatted: consecutive commits mostly share it (a Date per commit was
+// 4.5% of the CLI's time with 100,000 one-row transactions)
+let cachedSecond: bigint | undefined
+let cachedBase = ""
+
 /** A pgoutput timestamp (microseconds since 2000-01-01 UTC) as ISO 8601 with microseconds. */
 export const isoTime = (micros: bigint): string => {
   const unixMicros = micros + postgresEpochMicros
-  const millis = unixMicros / 1000n
-  const fraction = ((unixMicros % 1_000_000n) + 1_000_000n) % 1_000_000n
-  const base = new Date(Number(millis)).toISOString().slice(0, 19)
-  return `${base}.${fraction.toString().padStart(6, "0")}Z`
+  const floor = unixMicros / 1_000_000n
+  const second = unixMicros < 0n && floor * 1_000_000n !== unixMicros ? floor - 1n : floor
+  if (second !== cachedSecond) {
+    cachedSecond = second
+    cachedBase = new Date(Number(second) * 1000).toISOString().slice(0, 19)
+  }
+  return `${cachedBase}.${(unixMicros - second * 1_000_000n).toString().padStart(6, "0")}Z`
 }
 
 class Reader {
