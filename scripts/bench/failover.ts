@@ -5,32 +5,14 @@
  * primary — by a new consumer started as soon as the promotion returned (as an instance retrying the database's
  * address would), with a writer committing on the new primary from that moment. The tests' short ownership timings.
  */
-import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Fiber, Layer, Redacted } from "effect"
-import { SqlClient } from "effect/sql"
-import { PgCluster, Standby } from "@slotkeeper/testkit"
-import * as FailoverCheck from "../../packages/core/src/slot/FailoverCheck.ts"
-import { deliveredAtLeast, deliveredCount, recordingConsumer, startWriter } from "../../packages/core/test/fault-helpers.ts"
+import { Effect, Fiber } from "effect"
+import { deliveredAtLeast, deliveredCount, recordingConsumer, streamingWithSyncedStandby } from "../../packages/core/test/fault-helpers.ts"
 import { eventually } from "../../packages/core/test/ownership-helpers.ts"
 import { cell, table } from "./stats.ts"
 
 const round = Effect.scoped(Effect.gen(function*() {
-  const primary = yield* PgCluster.make({ major: 18 })
-  yield* primary.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-  yield* primary.query("CREATE PUBLICATION slotkeeper_orders FOR TABLE items")
-  const standby = yield* Standby.make(primary)
-  const a = yield* recordingConsumer("a", primary.url, { delivery: { heartbeatInterval: "300 millis" } })
-  yield* eventually(Effect.map(primary.query("SELECT 1 FROM pg_replication_slots WHERE NOT temporary AND failover"), (r) => (r.length > 0 ? true : undefined)), 20_000, "the failover slot")
-  const writing = yield* Effect.forkScoped(startWriter(primary).pipe(Effect.andThen(Effect.never)))
-  yield* deliveredAtLeast(a, 20)
-  const s = Context.get(yield* Layer.build(PgClient.layer({ url: Redacted.make(standby.url) })), SqlClient.SqlClient)
-  const synced = Effect.gen(function*() {
-    yield* Effect.sleep("200 millis")
-    yield* primary.query("SELECT pg_log_standby_snapshot()::text")
-    return yield* FailoverCheck.standby(s, "slotkeeper_orders_1")
-  })
-  yield* eventually(Effect.map(synced, (r) => (r.ok && r.findings.length === 0 ? true : undefined)), 90_000, "the standby's slot sync-ready")
-  yield* deliveredAtLeast(a, deliveredCount(a) + 20)
+  const { a, primary, standby, writing } = yield* streamingWithSyncedStandby(20)
+  yield* deliveredAtLeast(a, deliveredCount(a) + 20) // the failover happens in the middle of delivery
   yield* primary.stop
   yield* Fiber.interrupt(writing)
   const t0 = performance.now()

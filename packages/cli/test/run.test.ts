@@ -187,16 +187,22 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
     }))
 })
 
+/** A server with table items, `slotkeeper run` streaming it, and row 1 delivered. */
+const streamingOneRow = Effect.gen(function*() {
+  const pg = yield* PgCluster.make({ major: 18 })
+  yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+  const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a"]
+  const first = yield* start(args)
+  yield* streaming(pg)
+  yield* pg.query("INSERT INTO items VALUES (1, 'x')")
+  yield* until(() => (ids(first).length >= 1 ? true : undefined), 20_000, "a row")
+  return { pg, args, first }
+})
+
 describe("slotkeeper run: fatal conditions and the http sink (the CLI as a child process, real PostgreSQL 18)", () => {
   it.live("a gap (the slot was advanced past the saved position behind slotkeeper's back) exits 1 with the explanation and delivers nothing", () =>
     Effect.gen(function*() {
-      const pg = yield* PgCluster.make({ major: 18 })
-      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-      const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a"]
-      const first = yield* start(args)
-      yield* streaming(pg)
-      yield* pg.query("INSERT INTO items VALUES (1, 'x')")
-      yield* until(() => (ids(first).length >= 1 ? true : undefined), 20_000, "a row")
+      const { pg, args, first } = yield* streamingOneRow
       first.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => first.exited), 0)
       // written while nobody runs, then skipped by moving the slot past them: they can never be sent again
@@ -212,13 +218,7 @@ describe("slotkeeper run: fatal conditions and the http sink (the CLI as a child
 
   it.live("a reader that goes away (slotkeeper run | head -1): exit 1 with the explanation, through the finalizers; the unread rows come again", () =>
     Effect.gen(function*() {
-      const pg = yield* PgCluster.make({ major: 18 })
-      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-      const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a"]
-      const first = yield* start(args)
-      yield* streaming(pg)
-      yield* pg.query("INSERT INTO items VALUES (1, 'x')")
-      yield* until(() => (ids(first).length >= 1 ? true : undefined), 20_000, "a row")
+      const { pg, args, first } = yield* streamingOneRow
       first.child.stdout!.destroy() // the reader is gone: the next write fails with EPIPE
       yield* pg.query("INSERT INTO items VALUES (2, 'y')")
       assert.strictEqual(yield* Effect.promise(() => first.exited), 1)

@@ -1,16 +1,19 @@
 /**
  * Helpers for the delivery fault tests: a consumer that records every delivered row with its transaction's end and
  * its session (replication connection) and where each session resumed; a writer that keeps committing rows through
- * faults; and the check of both against the table (`DeliveryCheck`).
+ * faults; the check of both against the table (`DeliveryCheck`); and a stream whose standby is a safe failover target.
  */
-import { DeliveryCheck } from "@slotkeeper/testkit"
-import { type Duration, Effect, type Fiber, Redacted, Stream } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { DeliveryCheck, PgCluster, Standby } from "@slotkeeper/testkit"
+import { Context, type Duration, Effect, type Fiber, Layer, Redacted, Stream } from "effect"
+import { SqlClient } from "effect/sql"
 import { Ownership } from "../src/ownership/Ownership.ts"
 import * as PgPublication from "../src/publication/PgPublication.ts"
 import * as PublicationManager from "../src/publication/PublicationManager.ts"
 import type * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as Delivery from "../src/replication/Delivery.ts"
+import * as FailoverCheck from "../src/slot/FailoverCheck.ts"
 import { deliveryOptions } from "./delivery-helpers.ts"
 import { eventually, fastTiming } from "./ownership-helpers.ts"
 
@@ -103,4 +106,33 @@ export const checkAll = (server: Server, r: Recording, timeoutMs = 30_000) =>
     yield* eventually(Effect.sync(() => (DeliveryCheck.check({ committed, delivered: r.delivered, sessionStarts: r.sessionStarts }).lost.length === 0 ? true : undefined)),
       timeoutMs, "every committed row delivered").pipe(Effect.exit)
     return { committed, report: DeliveryCheck.check({ committed, delivered: r.delivered, sessionStarts: r.sessionStarts }) }
+  })
+
+/**
+ * A primary streaming stream "orders" to consumer "a" while a writer commits, and a standby whose copy of the
+ * failover slot the slot-sync worker has made sync-ready (a safe failover target), with "a" past `delivered` rows.
+ */
+export const streamingWithSyncedStandby = (delivered: number) =>
+  Effect.gen(function*() {
+    const primary = yield* PgCluster.make({ major: 18 })
+    yield* primary.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+    yield* primary.query("CREATE PUBLICATION slotkeeper_orders FOR TABLE items")
+    // The slotsync worker, as in production. (pg_sync_replication_slots() on demand cannot catch up on a busy primary:
+    // each call drops its not-yet-safe copy again, and every checkpoint save takes a new xid past the slot's catalog_xmin.)
+    const standby = yield* Standby.make(primary)
+    const a = yield* recordingConsumer("a", primary.url, { delivery: { heartbeatInterval: "300 millis" } })
+    yield* eventually(Effect.map(primary.query("SELECT 1 FROM pg_replication_slots WHERE NOT temporary AND failover"), (r) => (r.length > 0 ? true : undefined)), 20_000, "the failover slot")
+    const writing = yield* Effect.forkScoped(startWriter(primary).pipe(Effect.andThen(Effect.never)))
+    yield* deliveredAtLeast(a, 20)
+    const s = Context.get(yield* Layer.build(PgClient.layer({ url: Redacted.make(standby.url) })), SqlClient.SqlClient)
+    // A freshly attached standby is a safe target only once the slot's restart_lsn moved past a running-transactions
+    // snapshot the standby has seen. The background writer logs one every 15 s; this logs them itself.
+    const synced = Effect.gen(function*() {
+      yield* Effect.sleep("200 millis")
+      yield* primary.query("SELECT pg_log_standby_snapshot()::text")
+      return yield* FailoverCheck.standby(s, "slotkeeper_orders_1")
+    })
+    yield* eventually(Effect.map(synced, (r) => (r.ok && r.findings.length === 0 ? true : undefined)), 90_000, "the standby's copy of the slot to be sync-ready")
+    yield* deliveredAtLeast(a, delivered)
+    return { primary, standby, a, writing }
   })
