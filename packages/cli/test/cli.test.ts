@@ -62,12 +62,17 @@ const stopChild = (child: ChildProcess) =>
 const query = (url: string, sql: string) =>
   Effect.scoped(Effect.flatMap(PgConnection.make({ url: Redacted.make(url) }), (c) => c.query(sql)))
 
+/** A temporary folder for the server (removed with the scope) and a free port. */
+const folderAndPort = Effect.gen(function*() {
+  const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
+  yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+  return { dir, port: yield* Effect.promise(freePort) }
+})
+
 describe("slotkeeper embedded", () => {
   it.live("starts a logical-replication-ready PostgreSQL whose data survives a restart", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const port = yield* Effect.promise(freePort)
+      const { dir, port } = yield* folderAndPort
 
       const first = yield* Effect.scoped(Effect.gen(function*() {
         const { child, url } = yield* startEmbedded(dir, port)
@@ -88,9 +93,7 @@ describe("slotkeeper embedded", () => {
 
   it.live("after the process is killed (SIGKILL) its server keeps running without it: the next start stops that one first, and the data is there", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const port = yield* Effect.promise(freePort)
+      const { dir, port } = yield* folderAndPort
       const first = yield* Effect.scoped(Effect.gen(function*() {
         const { child, url } = yield* startEmbedded(dir, port)
         yield* query(url, "CREATE TABLE kept (note text)")
@@ -111,9 +114,7 @@ describe("slotkeeper embedded", () => {
 
   it.live("a port in use is an error that names it", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-cli-test-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
-      const port = yield* Effect.promise(freePort)
+      const { dir, port } = yield* folderAndPort
       const blocker = createServer().listen(port, "127.0.0.1")
       yield* Effect.addFinalizer(() => Effect.sync(() => blocker.close()))
       const failed = yield* Effect.flip(Effect.scoped(startEmbedded(dir, port)))
