@@ -27,7 +27,7 @@ const throughFault = (fault: (pg: Effect.Success<typeof prepare>, proxy: FaultPr
     yield* Fiber.interrupt(writer)
     const { committed, report } = yield* checkAll(pg, consumer)
     assert.deepStrictEqual({ lost: report.lost, duplicatedAfterAcknowledgement: report.duplicatedAfterAcknowledgement }, { lost: [], duplicatedAfterAcknowledgement: [] })
-    assert.isAbove(committed.length, 100)
+    assert.isAtLeast(committed.length, 100) // 50 before the fault, 50 more after it
     return report
   })
 

@@ -9,6 +9,8 @@ export interface OpenStream {
   readonly inserts: Array<Record<string, unknown>>
   /** Fails or ends when the replication connection does. */
   readonly ended: Promise<unknown>
+  /** What happened so far, for a failure message: messages received, whether and how the connection ended. */
+  readonly describe: () => string
 }
 
 export const openStream = (url: string, plugin: PgoutputPlugin, slot: string, applicationName = "slotkeeper-test-repl") =>
@@ -19,13 +21,23 @@ export const openStream = (url: string, plugin: PgoutputPlugin, slot: string, ap
         { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } }
       )
       const inserts: Array<Record<string, unknown>> = []
+      const seen = { messages: 0, started: false, end: "still open" }
+      service.on("start", () => {
+        seen.started = true
+      })
       service.on("data", (_lsn: string, message: Pgoutput.Message) => {
+        seen.messages++
         if (message.tag === "insert") inserts.push(message.new)
       })
       service.on("error", () => {})
       const ended = service.subscribe(plugin, slot)
-      ended.catch(() => {})
-      return { service, stream: { inserts, ended } satisfies OpenStream }
+      ended.then(() => {
+        seen.end = "ended"
+      }, (e: unknown) => {
+        seen.end = `failed: ${e instanceof Error ? e.message : String(e)}`
+      })
+      const describe = () => `replication ${seen.started ? "started" : "not started"}, ${seen.messages} messages, connection ${seen.end}`
+      return { service, stream: { inserts, ended, describe } satisfies OpenStream }
     }),
     ({ service }) => Effect.promise(() => service.destroy())
   ).pipe(Effect.map(({ stream }) => stream))
@@ -35,7 +47,9 @@ export const inserts = (stream: OpenStream, n: number, timeoutMs = 10_000) =>
   Effect.gen(function*() {
     const deadline = Date.now() + timeoutMs
     while (stream.inserts.length < n) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`only ${stream.inserts.length} of ${n} inserts after ${timeoutMs} ms`))
+      if (Date.now() > deadline) {
+        return yield* Effect.die(new Error(`only ${stream.inserts.length} of ${n} inserts after ${timeoutMs} ms (${stream.describe()})`))
+      }
       yield* Effect.sleep("10 millis")
     }
     return stream.inserts.slice(0, n)

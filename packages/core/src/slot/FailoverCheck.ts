@@ -4,7 +4,7 @@
  *
  * **On the primary**
  * - `synchronized_standby_slots` names the standbys' physical slots. Empty: a consumer can get ahead of the standbys,
- *   and after a promotion changes it received may not exist there (a warning where a standby is attached, else info). Each named slot must exist, be active and valid:
+ *   and after a promotion changes it received may not exist there (a warning where a standby's physical slot exists, else info). Each named slot must exist, be active and valid:
  *   a missing or inactive one makes logical decoding *wait* — a silent stall, not an error.
  * - The stream's slot exists and is a failover slot.
  *
@@ -67,12 +67,9 @@ export const primary = (sql: SqlClient, slotName: string): Effect.Effect<Report,
     const [setting] = yield* sql.unsafe<{ v: string }>("SELECT current_setting('synchronized_standby_slots') AS v")
     const names = (setting?.v ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0)
     if (names.length === 0) {
-      // a risk only where there is a standby to fail over to: a physical slot, or a physical walsender (one that is not
-      // connected to a database; a logical walsender always is, even before its slot shows it as active)
-      const [standbys] = yield* sql.unsafe<{ n: number }>(
-        `SELECT ((SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')
-              + (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND datid IS NULL))::int AS n`
-      )
+      // a risk only where there is a standby to fail over to. Counted by physical slots: only a standby with one can be
+      // named in the setting at all. (Walsenders are no guide: a logical one starting up is listed without its database.)
+      const [standbys] = yield* sql.unsafe<{ n: number }>("SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_type = 'physical'")
       const fix = "Set it to the standbys' physical slots (e.g. ALTER SYSTEM SET synchronized_standby_slots = 'standby1_slot')"
       findings.push((standbys?.n ?? 0) > 0
         ? {
@@ -83,7 +80,7 @@ export const primary = (sql: SqlClient, slotName: string): Effect.Effect<Report,
         : {
           level: "info",
           code: "NoSynchronizedStandbySlots",
-          message: `synchronized_standby_slots is empty, and no standby is attached. When one is, the stream could get ahead of it: ${fix}`
+          message: `synchronized_standby_slots is empty, and no standby has a physical slot here. When one does, the stream could get ahead of it: ${fix}`
         })
     }
     for (const name of names) {
