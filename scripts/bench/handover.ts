@@ -5,55 +5,26 @@
  * lock modes: the time from the event to the second instance's first delivered change, and the longest gap between
  * two new rows arriving at either process (the outage as a consumer sees it; rows come every 10 ms otherwise).
  */
-import { type ChildProcess, spawn } from "node:child_process"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Fiber, Layer, Redacted, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { FaultProxy, PgCluster, Wait } from "@slotkeeper/testkit"
+import { ids, type Running, start, streaming } from "../../packages/cli/test/cli-helpers.ts"
 import { cell, table } from "./stats.ts"
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "packages", "cli", "bin", "slotkeeper.js")
-
-interface Instance {
-  readonly child: ChildProcess
-  /** Arrival time (performance.now()) of each row id, first arrival only. */
-  readonly arrived: Map<number, number>
-  readonly stderr: () => string
-  readonly exited: Promise<void>
+/** When each row id first arrived at `r` (`performance.now()`). */
+const firstArrivals = (r: Running) => {
+  const arrived = new Map<number, number>()
+  r.lines.forEach((l, i) => {
+    if (l.type !== "change") return
+    const id = Number((l.new as { id: number }).id)
+    if (!arrived.has(id)) arrived.set(id, r.arrivedAt[i]!)
+  })
+  return arrived
 }
 
 const instance = (name: string, url: string, lock: string) =>
-  Effect.acquireRelease(
-    Effect.sync((): Instance => {
-      const child = spawn(process.execPath, [cli, "run", "--database-url", url, "--table", "items", "--instance-id", name, "--lock", lock], {
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      const arrived = new Map<number, number>()
-      let pending = ""
-      let err = ""
-      child.stdout!.on("data", (d: Buffer) => {
-        const now = performance.now()
-        pending += d.toString()
-        const lines = pending.split("\n")
-        pending = lines.pop()!
-        for (const l of lines) {
-          const id = Number((JSON.parse(l) as { new: { id: number } }).new.id)
-          if (!arrived.has(id)) arrived.set(id, now)
-        }
-      })
-      child.stderr!.on("data", (d: Buffer) => (err += d.toString()))
-      const exited = new Promise<void>((resolve) => child.on("close", () => resolve()))
-      return { child, arrived, stderr: () => err, exited }
-    }),
-    (i) =>
-      Effect.promise(() => {
-        if (i.child.exitCode === null && i.child.signalCode === null) i.child.kill("SIGTERM")
-        const force = setTimeout(() => i.child.kill("SIGKILL"), 20_000)
-        return i.exited.then(() => clearTimeout(force))
-      })
-  )
+  start(["--database-url", url, "--table", "items", "--instance-id", name, "--lock", lock])
 
 export type Fault = "graceful" | "crash" | "partition"
 
@@ -63,7 +34,7 @@ const round = (lock: "advisory" | "lease", fault: Fault) =>
     yield* pg.query("CREATE TABLE items (id int PRIMARY KEY)")
     const proxy = yield* FaultProxy.make({ targetPort: pg.port })
     const a = yield* instance("a", pg.urlWith({ host: proxy.host, port: proxy.port }), lock)
-    yield* Wait.eventually(Effect.map(pg.query("SELECT 1 FROM pg_replication_slots WHERE temporary AND active"), (r) => (r.length > 0 ? true : undefined)), 30_000, "a streaming")
+    yield* streaming(pg)
     const b = yield* instance("b", pg.url, lock)
     yield* Wait.eventually(Effect.sync(() => (/competing for ownership/.test(b.stderr()) ? true : undefined)), 30_000, "b waiting")
     const sql = Context.get(yield* Layer.build(PgClient.layer({ url: Redacted.make(pg.url) })), SqlClient.SqlClient)
@@ -73,23 +44,25 @@ const round = (lock: "advisory" | "lease", fault: Fault) =>
         Effect.repeat(Schedule.spaced("10 millis"))
       )
     )
-    yield* Wait.eventually(Effect.sync(() => (a.arrived.size >= 100 ? true : undefined)), 30_000, "a delivering")
+    yield* Wait.eventually(Effect.sync(() => (ids(a).length >= 100 ? true : undefined)), 30_000, "a delivering")
     const t0 = performance.now()
     if (fault === "graceful") a.child.kill("SIGTERM")
     if (fault === "crash") a.child.kill("SIGKILL")
     if (fault === "partition") yield* proxy.setMode("blackhole")
-    const first = yield* Wait.eventually(Effect.sync(() => (b.arrived.size > 0 ? Math.min(...b.arrived.values()) : undefined)), 60_000, "b delivering")
+    const first = yield* Wait.eventually(Effect.sync(() => b.arrivedAt[0]), 60_000, "b delivering")
     // two more seconds of steady delivery by b, then every row written must have arrived somewhere
     yield* Effect.sleep("2 seconds")
     yield* Fiber.interrupt(writer)
     const written = next - 1
     yield* Wait.eventually(Effect.sync(() => {
-      for (let id = 1; id <= written; id++) if (!a.arrived.has(id) && !b.arrived.has(id)) return undefined
+      const delivered = new Set([...ids(a), ...ids(b)])
+      for (let id = 1; id <= written; id++) if (!delivered.has(id)) return undefined
       return true
     }), 60_000, "every row delivered")
     // the outage: the longest wait between new rows arriving, from a second before the event on
-    const arrivals = [...new Set([...a.arrived.keys(), ...b.arrived.keys()])]
-      .map((id) => Math.min(a.arrived.get(id) ?? Infinity, b.arrived.get(id) ?? Infinity))
+    const [fromA, fromB] = [firstArrivals(a), firstArrivals(b)]
+    const arrivals = [...new Set([...fromA.keys(), ...fromB.keys()])]
+      .map((id) => Math.min(fromA.get(id) ?? Infinity, fromB.get(id) ?? Infinity))
       .filter((t) => t >= t0 - 1000)
       .sort((x, y) => x - y)
     let gap = 0

@@ -43,6 +43,8 @@ export interface Running {
   readonly child: ChildProcess
   /** The NDJSON lines on stdout so far. */
   readonly lines: Array<Record<string, unknown>>
+  /** When each of `lines` arrived (`performance.now()`). */
+  readonly arrivedAt: Array<number>
   readonly stderr: () => string
   readonly exited: Promise<number | null>
 }
@@ -53,18 +55,24 @@ export const start = (args: ReadonlyArray<string>, env: Record<string, string> =
     Effect.sync((): Running => {
       const child = spawn(process.execPath, [bin, "run", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
       const lines: Array<Record<string, unknown>> = []
+      const arrivedAt: Array<number> = []
       let pending = ""
       let err = ""
       child.stdout!.on("data", (d: Buffer) => {
+        const now = performance.now()
         pending += d.toString()
         const parts = pending.split("\n")
         pending = parts.pop()!
-        for (const p of parts) if (p.length > 0) lines.push(JSON.parse(p) as Record<string, unknown>)
+        for (const p of parts) {
+          if (p.length === 0) continue
+          lines.push(JSON.parse(p) as Record<string, unknown>)
+          arrivedAt.push(now)
+        }
       })
       child.stderr!.on("data", (d: Buffer) => (err += d.toString()))
       // "close", not "exit": stdout and stderr are read to their end by then
       const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
-      return { child, lines, stderr: () => err, exited }
+      return { child, lines, arrivedAt, stderr: () => err, exited }
     }),
     // a process that does not stop within 30 s of SIGTERM is a bug (shutdown is bounded): killed, and the test dies
     (r) =>

@@ -60,7 +60,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         yield* until(() => (ids(a).length >= 3 ? true : undefined), 20_000, "three lines")
         a.child.kill("SIGTERM")
         const code = yield* Effect.promise(() => a.exited)
-        return { code, ids: ids(a), line: a.lines[0], stderr: a.stderr() }
+        return { code, ids: ids(a), line: a.lines[0], lastCommitLsn: a.lines.at(-1)?.commit_lsn as string, stderr: a.stderr() }
       }))
       assert.strictEqual(first.code, 0, first.stderr)
       assert.deepStrictEqual(first.ids, [1, 2, 3])
@@ -69,6 +69,14 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       // SLOTKEEPER_LOG_FORMAT=json: every log line on stderr is a JSON object with its level and message
       const logs = first.stderr.trim().split("\n").map((l) => JSON.parse(l) as { level: string; message: unknown })
       assert.isTrue(logs.some((l) => l.level === "INFO" && String(l.message).includes("ownership of stream default acquired")), first.stderr)
+      // the drain: the last acknowledgement saved, and the persistent slot advanced exactly to it, before the release
+      const [drained] = yield* pg.query<{ saved: string; slot: string; covers_last: boolean }>(
+        `SELECT c.lsn::text AS saved, s.confirmed_flush_lsn::text AS slot, c.lsn > $1::pg_lsn AS covers_last
+           FROM slotkeeper.checkpoints c, pg_replication_slots s WHERE c.stream_id = 'default' AND s.slot_name = 'slotkeeper_default_1'`,
+        [first.lastCommitLsn]
+      )
+      assert.isTrue(drained!.covers_last, `saved ${drained!.saved}, last commit at ${first.lastCommitLsn}`)
+      assert.strictEqual(drained!.slot, drained!.saved)
       yield* pg.query("INSERT INTO items VALUES (4, 'while stopped'), (5, 'while stopped')")
       const second = yield* start(args, env)
       yield* until(() => (ids(second).length >= 2 ? true : undefined), 30_000, "the rows written while stopped")
@@ -176,7 +184,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
           })
         ).pipe(Effect.map((out) => (JSON.parse(out) as { streams: Array<Record<string, any>> }).streams))
       const [running] = yield* status()
-      assert.include(running!.owner, { instance: "a", mode: "advisory", epoch: 1 })
+      assert.include(running!.owner, { instance: "a", mode: "advisory", epoch: 1, applicationName: "slotkeeper:default:a:lock" })
       assert.deepStrictEqual(running!.publication, { name: "slotkeeper_default", tables: ["public.items"] })
       assert.include(running!.slots[0], { slot: "slotkeeper_default_1", state: "active", exists: true, walStatus: "reserved", invalidation: null })
       a.child.kill("SIGTERM")

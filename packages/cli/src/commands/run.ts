@@ -7,7 +7,7 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Delivery, SlotManager, StreamOwnership } from "@slotkeeper/core"
+import { Delivery, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -69,33 +69,20 @@ const demo = (url: string) =>
     )))
   })
 
-/** The options as given: flags and environment, then the `--config` file. */
-const input = (flags: typeof runFlags extends infer F ? { readonly [K in keyof F]: F[K] extends Flag.Flag<infer A> ? A : never } : never) =>
+/**
+ * The options as given: flags and environment (each `runFlags` key is the `RunInput` option of the same name), then
+ * the `--config` file.
+ */
+const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K] extends Flag.Flag<infer A> ? A : never }) =>
   Effect.gen(function*() {
-    const given = (o: Option.Option<string>) => Option.getOrUndefined(o)
+    const { config, tables, ...options } = flags
     const fromFlags: RunConfig.RunInput = {
-      databaseUrl: given(flags.databaseUrl),
-      streamId: given(flags.streamId),
+      ...Object.fromEntries(Object.entries(options).map(([key, value]) => [key, Option.getOrUndefined(value as Option.Option<unknown>)])),
       // --table, else SLOTKEEPER_TABLES (comma-separated)
-      tables: flags.tables.length > 0 ? flags.tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? ""),
-      lock: given(flags.lock),
-      slotMode: given(flags.slotMode),
-      instanceId: given(flags.instanceId),
-      sink: given(flags.sink),
-      httpPort: Option.getOrUndefined(flags.httpPort),
-      acquireInterval: given(flags.acquireInterval),
-      heartbeatInterval: given(flags.heartbeatInterval),
-      lossDeadline: given(flags.lossDeadline),
-      serverReleaseBound: given(flags.serverReleaseBound),
-      leaseDuration: given(flags.leaseDuration),
-      renewInterval: given(flags.renewInterval),
-      onLoss: given(flags.onLoss),
-      walHeartbeatInterval: given(flags.walHeartbeatInterval),
-      onSlotLost: given(flags.onSlotLost),
-      onSinkRejected: given(flags.onSinkRejected)
+      tables: tables.length > 0 ? tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? "")
     }
-    const path = given(flags.config)
-    if (path === undefined) return fromFlags
+    if (Option.isNone(config)) return fromFlags
+    const path = config.value
     const text = yield* Effect.try({
       try: () => readFileSync(path, "utf8"),
       catch: (e) => new RunConfig.ConfigInvalid({ option: "config", message: `--config: cannot read ${path}: ${(e as Error).message}` })
@@ -152,6 +139,45 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     yield* HealthServer.serve(config.httpPort, snapshot).pipe(Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "http-port", message: e.message })))
     yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
   }
+  const consume = (connection: ReplicationStream.ReplicationStream) =>
+    Effect.gen(function*() {
+      // what the file's commit lines say the position belongs to (slot, system, timeline): one per connection
+      const identity = file === undefined ? undefined : yield* connection.durable
+      // Events come in arrays of what has arrived: their lines are written, and the sink is made durable and the last
+      // commit in the array acknowledged once per array, not once per transaction (many small ones share one fsync or
+      // one POST). A transaction still open at the end of an array is acknowledged with a later array.
+      return yield* Stream.runForEachArray(connection.events, (events) =>
+        Effect.gen(function*() {
+          const lines: Array<string> = []
+          let position: bigint | undefined
+          let transactions = 0
+          for (const event of events) {
+            const text = Ndjson.line(event)
+            if (text !== undefined) {
+              lines.push(text)
+              counters.changes++
+            }
+            if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
+              position = event._tag === "Commit" ? event.endLsn : event.ackPosition
+              transactions++
+              if (file !== undefined && identity !== undefined) {
+                // the file's own record of how far it is: read back on the next start
+                lines.push(event._tag === "Commit"
+                  ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
+                  : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
+              }
+            }
+            if (lines.length >= 1000) yield* sink.write(lines.splice(0))
+          }
+          yield* sink.write(lines)
+          if (position !== undefined) {
+            yield* sink.commit
+            yield* connection.acknowledge(position)
+            counters.transactions += transactions
+            counters.acknowledged = position
+          }
+        }))
+    })
   const stream = Delivery.layer({
     url: redacted,
     streamId: config.streamId,
@@ -167,42 +193,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     // the configured tables are the whole set: ones a previous configuration had are removed from the publication
     subscriptions: tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } })),
     ...(file === undefined ? {} : { checkpoint: file.checkpoint })
-  }, (connection) =>
-    // Events come in arrays of what has arrived: their lines are written, and the sink is made durable and the last
-    // commit in the array acknowledged once per array, not once per transaction (many small ones share one fsync or
-    // one POST). A transaction still open at the end of an array is acknowledged with a later array.
-    Stream.runForEachArray(connection.events, (events) =>
-      Effect.gen(function*() {
-        const lines: Array<string> = []
-        let position: bigint | undefined
-        let transactions = 0
-        for (const event of events) {
-          const text = Ndjson.line(event)
-          if (text !== undefined) {
-            lines.push(text)
-            counters.changes++
-          }
-          if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
-            position = event._tag === "Commit" ? event.endLsn : event.ackPosition
-            transactions++
-            if (file !== undefined) {
-              // the file's own record of how far it is: read back on the next start
-              const identity = yield* connection.durable
-              lines.push(event._tag === "Commit"
-                ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
-                : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
-            }
-          }
-          if (lines.length >= 1000) yield* sink.write(lines.splice(0))
-        }
-        yield* sink.write(lines)
-        if (position !== undefined) {
-          yield* sink.commit
-          yield* connection.acknowledge(position)
-          counters.transactions += transactions
-          counters.acknowledged = position
-        }
-      }))).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
+  }, consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
   // warnings and errors of the stream, counted for /metrics
   const counting = Logger.make((options) => {
     if (LogLevel.isGreaterThanOrEqualTo(options.logLevel, "Warn")) counters.errors++

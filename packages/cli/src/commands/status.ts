@@ -7,7 +7,7 @@
  * `backend_start` in `pg_stat_activity`); a lease-mode owner while its lease has not run out. A row whose holder is
  * gone is shown as `none` (the row keeps the last epoch for fencing).
  */
-import { Health, Lsn, SlotInspector } from "@slotkeeper/core"
+import { Health, Lsn, SlotInspector, StreamId } from "@slotkeeper/core"
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
@@ -16,7 +16,15 @@ import { runFlags } from "./run.ts"
 
 interface StreamStatus {
   readonly stream: string
-  readonly owner: { readonly instance: string; readonly pid: number | null; readonly epoch: number; readonly since: string; readonly mode: string } | null
+  readonly owner: {
+    readonly instance: string
+    readonly pid: number | null
+    /** The lock session's `application_name` (advisory mode), as `pg_stat_activity` shows it. */
+    readonly applicationName: string | null
+    readonly epoch: number
+    readonly since: string
+    readonly mode: string
+  } | null
   readonly epoch: number
   readonly slots: ReadonlyArray<{
     readonly slot: string
@@ -42,13 +50,17 @@ export const status = Command.make("status", {
   const streams = yield* Effect.gen(function*() {
     const [has] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass('slotkeeper.ownership') IS NOT NULL AS ok")
     if (!has?.ok) return [] as Array<StreamStatus>
-    const owners = yield* sql.unsafe<{ stream_id: string; epoch: string; mode: string; holder: string; holder_pid: number | null; acquired_at: string; live: boolean }>(
-      `SELECT o.stream_id, o.epoch::text AS epoch, o.mode, o.holder, o.holder_pid, o.acquired_at::text AS acquired_at,
+    const owners = yield* sql.unsafe<{
+      stream_id: string; epoch: string; mode: string; holder: string; holder_pid: number | null; acquired_at: string; application_name: string | null; live: boolean
+    }>(
+      `SELECT o.stream_id, o.epoch::text AS epoch, o.mode, o.holder, o.holder_pid, o.acquired_at::text AS acquired_at, a.application_name,
               CASE WHEN o.mode = 'advisory'
-                THEN EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = o.holder_pid AND a.backend_start = o.holder_backend_start)
+                THEN a.pid IS NOT NULL
                 ELSE EXISTS (SELECT 1 FROM slotkeeper.leases l WHERE l.stream_id = o.stream_id AND l.epoch = o.epoch AND l.lease_until > clock_timestamp())
               END AS live
-         FROM slotkeeper.ownership o ORDER BY o.stream_id`
+         FROM slotkeeper.ownership o
+         LEFT JOIN pg_stat_activity a ON a.pid = o.holder_pid AND a.backend_start = o.holder_backend_start
+        ORDER BY o.stream_id`
     )
     const out: Array<StreamStatus> = []
     for (const o of owners) {
@@ -58,7 +70,7 @@ export const status = Command.make("status", {
       const slotStatus: Array<StreamStatus["slots"][number]> = []
       for (const s of slots) {
         const seen = yield* SlotInspector.inspect(sql, s.slot_name).pipe(Effect.orElseSucceed(() => undefined))
-        const assessment = seen === undefined ? undefined : Health.assess(s.slot_name, seen.row, seen.currentLsn, { retainedWarnBytes: 1n << 30n, safeWalWarnBytes: 256n << 20n, wantFailover: false })
+        const assessment = seen === undefined ? undefined : Health.assess(s.slot_name, seen.row, seen.currentLsn, { ...Health.defaultThresholds, wantFailover: false })
         slotStatus.push({
           slot: s.slot_name,
           state: s.state,
@@ -71,18 +83,22 @@ export const status = Command.make("status", {
           findings: assessment?.findings.map((f) => f.message) ?? []
         })
       }
-      const publication = `slotkeeper_${o.stream_id}`
-      const tables = yield* sql.unsafe<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", [publication])
-      const exists = yield* sql.unsafe<{ n: number }>("SELECT count(*)::int AS n FROM pg_publication WHERE pubname = $1", [publication])
+      const publication = StreamId.identity("", o.stream_id).publicationName
+      // one row when the publication exists, with its tables (none: an empty list)
+      const [published] = yield* sql.unsafe<{ tables: Array<string> }>(
+        `SELECT coalesce((SELECT array_agg(t.schemaname || '.' || t.tablename ORDER BY 1) FROM pg_publication_tables t WHERE t.pubname = p.pubname), '{}') AS tables
+           FROM pg_publication p WHERE p.pubname = $1`,
+        [publication]
+      )
       const [position] = yield* sql.unsafe<{ lsn: string }>(
         "SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = $1 AND to_regclass('slotkeeper.checkpoints') IS NOT NULL", [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
       out.push({
         stream: o.stream_id,
-        owner: o.live ? { instance: o.holder, pid: o.holder_pid, epoch: Number(o.epoch), since: o.acquired_at, mode: o.mode } : null,
+        owner: o.live ? { instance: o.holder, pid: o.holder_pid, applicationName: o.application_name, epoch: Number(o.epoch), since: o.acquired_at, mode: o.mode } : null,
         epoch: Number(o.epoch),
         slots: slotStatus,
-        publication: (exists[0]?.n ?? 0) > 0 ? { name: publication, tables: tables.map((t) => t.t) } : null,
+        publication: published === undefined ? null : { name: publication, tables: published.tables },
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn))
       })
     }
@@ -91,7 +107,7 @@ export const status = Command.make("status", {
   if (flags.json) return yield* Console.log(JSON.stringify({ streams }, null, 2))
   if (streams.length === 0) return yield* Console.log("no slotkeeper streams in this database")
   for (const s of streams) {
-    yield* Console.log(`stream ${s.stream}: ${s.owner === null ? "no owner" : `owned by ${s.owner.instance} (pid ${s.owner.pid ?? "?"}, ${s.owner.mode}, epoch ${s.owner.epoch}) since ${s.owner.since}`}`)
+    yield* Console.log(`stream ${s.stream}: ${s.owner === null ? "no owner" : `owned by ${s.owner.instance} (pid ${s.owner.pid ?? "?"}${s.owner.applicationName === null ? "" : ` ${s.owner.applicationName}`}, ${s.owner.mode}, epoch ${s.owner.epoch}) since ${s.owner.since}`}`)
     yield* Console.log(`  position     ${s.position ?? "none yet"}`)
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
     for (const slot of s.slots) {

@@ -146,13 +146,20 @@ export const make = (
             reconcile = true
             continue
           }
-          const removeId = (id: string) => {
+          const drop = (id: string) => {
             if (working.delete(id)) {
               if (!added.delete(id)) removed.add(id)
             }
           }
+          // saved with this spec: new, or replacing one removed or changed in this batch (the table is dropped and
+          // re-added in the same transaction)
+          const put = (v: Validated) => {
+            working.set(v.id, v)
+            added.set(v.id, v)
+            removed.delete(v.id)
+          }
           if (request._tag === "Remove") {
-            removeId(request.id)
+            drop(request.id)
             accepted.push(request.done)
             continue
           }
@@ -184,13 +191,8 @@ export const make = (
               yield* Deferred.done(request.done, Exit.asVoid(refused))
               continue
             }
-            for (const id of [...working.keys()]) if (!kept.has(id)) removeId(id)
-            for (const v of validated) {
-              removeId(v.id) // a changed spec: the table is dropped and re-added in the same transaction
-              working.set(v.id, v)
-              added.set(v.id, v)
-              removed.delete(v.id)
-            }
+            for (const id of [...working.keys()]) if (!kept.has(id)) drop(id)
+            for (const v of validated) put(v)
             accepted.push(request.done)
             continue
           }
@@ -216,9 +218,7 @@ export const make = (
             yield* Deferred.failCause(request.done, validated.cause)
             continue
           }
-          working.set(checked.id, validated.value)
-          added.set(checked.id, validated.value)
-          removed.delete(checked.id) // removed and added again in one batch: the new spec is saved
+          put(validated.value)
           accepted.push(request.done)
         }
         if (accepted.length === 0 && !reconcile) return

@@ -16,7 +16,7 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Effect, Layer, type Redacted, Schedule, Stream, SubscriptionRef } from "effect"
+import { Effect, Fiber, Layer, type Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { Ownership } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
@@ -88,9 +88,12 @@ export const run = <A, E, R>(
       }),
       Effect.retry({ while: isConnectionError, schedule: reconnectSchedule })
     )
-    // The slot manager never returns; `streaming` ending ends the owned work.
-    return yield* Effect.raceFirst(streaming, slotManager)
-  })
+    // The slot manager never returns; `streaming` ending ends the owned work. On the way out the connection stops
+    // first — its finalizer makes the last save — and only then the slot manager, whose finalizer advances the slot to
+    // that save: forked in this scope before `streaming` runs, it is interrupted when the scope closes, after it.
+    const manager = yield* Effect.forkScoped(slotManager)
+    return yield* Effect.raceFirst(streaming, Fiber.join(manager))
+  }).pipe(Effect.scoped)
 
 export interface DeliveryLayerOptions extends DeliveryOptions {
   /**

@@ -33,6 +33,9 @@ export interface Thresholds {
   readonly wantFailover: boolean
 }
 
+/** Warn at 1 GiB retained, or under 256 MiB of `safe_wal_size`; expect a failover slot. */
+export const defaultThresholds: Thresholds = { retainedWarnBytes: 1n << 30n, safeWalWarnBytes: 256n << 20n, wantFailover: true }
+
 export type Level = "ok" | "warn" | "error"
 
 export interface Finding {

@@ -100,9 +100,9 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     const own = yield* Ownership
     const { sql } = options
     const thresholds: Health.Thresholds = {
-      retainedWarnBytes: options.thresholds?.retainedWarnBytes ?? 1n << 30n,
-      safeWalWarnBytes: options.thresholds?.safeWalWarnBytes ?? 256n << 20n,
-      wantFailover: options.thresholds?.wantFailover ?? (options.failover ?? true)
+      ...Health.defaultThresholds,
+      wantFailover: options.failover ?? Health.defaultThresholds.wantFailover,
+      ...options.thresholds
     }
 
     // Retires a lost incarnation, drops what is left of it, and creates the next one (policy recreate).
