@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, Layer, Ref, SubscriptionRef } from "effect"
 import { TestClock } from "effect/testing"
-import { Ownership } from "../src/ownership/Ownership.ts"
+import { Ownership, OwnershipLost } from "../src/ownership/Ownership.ts"
 import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 import * as Supervisor from "../src/ownership/Supervisor.ts"
 import { fakeBackend, fakeGuard, makeControls, makeFakeServer } from "./FakeLockBackend.ts"
@@ -109,6 +109,51 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
       yield* TestClock.adjust("1 second")
       yield* Fiber.await(run)
       assert.deepStrictEqual(yield* Ref.get(events), ["start 0 epoch 1", "interrupted 2000"])
+    }))
+
+  it.effect("the owned work proving the loss (OwnershipLost from a sink or another server) ends the holding as a loss: released, then competes again with a new epoch", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const controls = makeControls()
+      const sup = yield* Supervisor.make(config({ rejoinDelay: "1 second" }), fakeBackend(server, "a", controls), fakeGuard(server, "a"))
+      const periods: Array<number> = []
+      const owned = Effect.gen(function*() {
+        const own = yield* Ownership
+        periods.push(own.epoch)
+        if (periods.length === 1) {
+          yield* Effect.sleep("2 seconds")
+          return yield* new OwnershipLost({ streamId: "orders", epoch: own.epoch, message: "fake: the sink answered 409, a newer owner wrote" })
+        }
+        return yield* Effect.never
+      })
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("2 seconds")
+      const stopping = yield* SubscriptionRef.get(sup.status)
+      assert.deepInclude(stopping, { _tag: "Stopping", reason: "fake: the sink answered 409, a newer owner wrote" })
+      assert.isUndefined(server.holder) // released: the next owner need not wait for a release bound
+      yield* TestClock.adjust("1 second") // the rejoin delay, then competes again
+      assert.isUndefined(run.pollUnsafe()) // not a failure of run
+      assert.deepStrictEqual(periods, [1, 2])
+      assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Active", epoch: 2 })
+    }))
+
+  it.effect("assertFresh: succeeds while ownership was confirmed within the deadline, fails from the deadline on (no write after a pause)", () =>
+    Effect.gen(function*() {
+      const { controls, sup } = yield* single()
+      const fresh: Array<string> = []
+      const owned = Effect.gen(function*() {
+        const own = yield* Ownership
+        for (;;) {
+          const exit = yield* Effect.exit(own.assertFresh)
+          fresh.push(`${yield* Clock.currentTimeMillis} ${Exit.isSuccess(exit) ? "ok" : "refused"}`)
+          yield* Effect.sleep("500 millis")
+        }
+      }).pipe(Effect.onInterrupt(() => Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void fresh.push(`${t} interrupted`)))))
+      yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("1100 millis") // confirmed at 1 s: fresh until 4.5 s
+      controls.check = "hang"
+      yield* TestClock.adjust("3400 millis")
+      assert.deepStrictEqual(fresh, ["0 ok", "500 ok", "1000 ok", "1500 ok", "2000 ok", "2500 ok", "3000 ok", "3500 ok", "4000 ok", "4500 interrupted"])
     }))
 
   it.effect("two instances: the second becomes owner only after the server released the first, which gave up a margin earlier", () =>

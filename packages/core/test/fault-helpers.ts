@@ -4,7 +4,7 @@
  * faults; the check of both against the table (`DeliveryCheck`); and a stream whose standby is a safe failover target.
  */
 import { PgClient } from "@effect/sql-pg"
-import { DeliveryCheck, PgCluster, Standby } from "@slotkeeper/testkit"
+import { DeliveryCheck, FaultProxy, PgCluster, Standby } from "@slotkeeper/testkit"
 import { Context, type Duration, Effect, type Fiber, Layer, Redacted, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ownership } from "../src/ownership/Ownership.ts"
@@ -19,8 +19,13 @@ import { eventually, fastTiming } from "./ownership-helpers.ts"
 
 type Server = { readonly query: <A = Record<string, unknown>>(sql: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>, unknown> }
 
+/** A delivered row, with the ownership epoch it was delivered under. */
+export interface RecordedDelivery extends DeliveryCheck.Delivered<number> {
+  readonly epoch: number
+}
+
 export interface Recording {
-  readonly delivered: Array<DeliveryCheck.Delivered<number>>
+  readonly delivered: Array<RecordedDelivery>
   readonly sessionStarts: Map<number, bigint>
   readonly ownership: StreamOwnership.StreamOwnership
   /** The publication managers of each holding period (with `publicationDrift`). */
@@ -44,24 +49,25 @@ export const recordingConsumer = (
   Effect.gen(function*() {
     const redacted = Redacted.make(url)
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: redacted, ...fastTiming.advisory, ...options.ownership })
-    const delivered: Array<DeliveryCheck.Delivered<number>> = []
+    const delivered: Array<RecordedDelivery> = []
     const sessionStarts = new Map<number, bigint>()
     let sessions = (options.firstSession ?? 1) - 1
     const managers: Array<PublicationManager.PublicationManager> = []
-    const delivery = Delivery.run({ ...deliveryOptions, url: redacted, instanceId: name, sql: ownership.sql, ...options.delivery }, (connection) => {
+    const delivery = Delivery.run({ ...deliveryOptions, url: redacted, instanceId: name, sql: ownership.sql, ...options.delivery }, (connection) => Effect.gen(function*() {
+      const { epoch } = yield* Ownership
       const session = ++sessions
       sessionStarts.set(session, connection.startedAt)
       let ids: Array<number> = []
-      return Stream.runForEach(connection.events, (event) => {
+      return yield* Stream.runForEach(connection.events, (event) => {
         if (event._tag === "Begin") ids = []
         else if (event._tag === "Change" && event.op === "insert" && event.table === "items") ids.push(Number(event.new!.id))
         else if (event._tag === "Commit") {
-          for (const key of ids) delivered.push({ key, endLsn: event.endLsn, session })
+          for (const key of ids) delivered.push({ key, endLsn: event.endLsn, session, epoch })
           return connection.acknowledge(event.endLsn)
         }
         return Effect.void
       })
-    })
+    }))
     const owned = options.publicationDrift === undefined ? delivery : Effect.gen(function*() {
       const own = yield* Ownership
       const manager = yield* PublicationManager.make(yield* PgPublication.make(own, ownership.sql, { publication: "slotkeeper_orders", schema: "slotkeeper" }), {
@@ -112,7 +118,14 @@ export const checkAll = (server: Server, r: Recording, timeoutMs = 30_000) =>
  * A primary streaming stream "orders" to consumer "a" while a writer commits, and a standby whose copy of the
  * failover slot the slot-sync worker has made sync-ready (a safe failover target), with "a" past `delivered` rows.
  */
-export const streamingWithSyncedStandby = (delivered: number) =>
+export const streamingWithSyncedStandby = (
+  delivered: number,
+  options: {
+    /** "a" connects through a `FaultProxy` (returned as `proxy`), an address that can fail or move; default: directly. */
+    readonly throughProxy?: boolean
+    readonly ownership?: Partial<OwnershipConfig.OwnershipOptions>
+  } = {}
+) =>
   Effect.gen(function*() {
     const primary = yield* PgCluster.make({ major: 18 })
     yield* primary.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
@@ -120,7 +133,11 @@ export const streamingWithSyncedStandby = (delivered: number) =>
     // The slotsync worker, as in production. (pg_sync_replication_slots() on demand cannot catch up on a busy primary:
     // each call drops its not-yet-safe copy again, and every checkpoint save takes a new xid past the slot's catalog_xmin.)
     const standby = yield* Standby.make(primary)
-    const a = yield* recordingConsumer("a", primary.url, { delivery: { heartbeatInterval: "300 millis" } })
+    const proxy = options.throughProxy === true ? yield* FaultProxy.make({ targetPort: primary.port }) : undefined
+    const a = yield* recordingConsumer("a", proxy === undefined ? primary.url : primary.urlWith({ port: proxy.port }), {
+      delivery: { heartbeatInterval: "300 millis" },
+      ...(options.ownership === undefined ? {} : { ownership: options.ownership })
+    })
     yield* eventually(Effect.map(primary.query("SELECT 1 FROM pg_replication_slots WHERE NOT temporary AND failover"), (r) => (r.length > 0 ? true : undefined)), 20_000, "the failover slot")
     const writing = yield* Effect.forkScoped(startWriter(primary).pipe(Effect.andThen(Effect.never)))
     yield* deliveredAtLeast(a, 20)
@@ -134,5 +151,5 @@ export const streamingWithSyncedStandby = (delivered: number) =>
     })
     yield* eventually(Effect.map(synced, (r) => (r.ok && r.findings.length === 0 ? true : undefined)), 90_000, "the standby's copy of the slot to be sync-ready")
     yield* deliveredAtLeast(a, delivered)
-    return { primary, standby, a, writing }
+    return { primary, standby, a, writing, proxy }
   })

@@ -17,6 +17,9 @@
  * application level — client heartbeat deadlines, `idle_session_timeout`, `wal_sender_timeout`. Dropping packets
  * at the kernel (netem in a network namespace) is needed for the rest.
  *
+ * **A moving address.** `setTarget` points new connections at another server (open ones stay where they are):
+ * with `reset` first, it is a virtual IP or a DNS name moved to a promoted standby.
+ *
  * To pause a process instead of a path (a GC pause, a frozen VM), see `ProcessControl`.
  */
 import { createConnection, createServer, type Server, type Socket } from "node:net"
@@ -42,6 +45,9 @@ export interface FaultProxy {
   readonly setMode: (mode: Mode) => Effect.Effect<void>
   /** Delay added to every chunk and close, in each direction, in milliseconds (0 = none). */
   readonly setLatency: (ms: number) => Effect.Effect<void>
+  /** New connections go to this port from now on (open ones keep theirs): an address moved to another server. */
+  readonly setTarget: (port: number) => Effect.Effect<void>
+  readonly targetPort: Effect.Effect<number>
   /** Connections currently open through the proxy (client side accepted and not yet closed). */
   readonly openConnections: Effect.Effect<number>
   /** Connections accepted since the proxy started. */
@@ -74,6 +80,7 @@ export const make = (options: FaultProxyOptions): Effect.Effect<FaultProxy, Faul
     const targetHost = options.targetHost ?? "127.0.0.1"
     let mode: Mode = "pass"
     let latency = 0
+    let targetPort = options.targetPort
     let accepted = 0
     const pairs = new Set<Pair>()
 
@@ -131,7 +138,7 @@ export const make = (options: FaultProxyOptions): Effect.Effect<FaultProxy, Faul
 
     const connectUpstream = (pair: Pair) => {
       if (pair.upstream !== undefined || pair.done) return
-      const upstream = createConnection({ host: targetHost, port: options.targetPort, allowHalfOpen: true })
+      const upstream = createConnection({ host: targetHost, port: targetPort, allowHalfOpen: true })
       pair.upstream = upstream
       upstream.setNoDelay(true)
       wire(pair, upstream, pair.down)
@@ -201,6 +208,11 @@ export const make = (options: FaultProxyOptions): Effect.Effect<FaultProxy, Faul
         Effect.sync(() => {
           latency = Math.max(0, ms)
         }),
+      setTarget: (port: number) =>
+        Effect.sync(() => {
+          targetPort = port
+        }),
+      targetPort: Effect.sync(() => targetPort),
       openConnections: Effect.sync(() => pairs.size),
       acceptedConnections: Effect.sync(() => accepted)
     }

@@ -97,4 +97,18 @@ describe("FaultProxy", () => {
       yield* proxy.setLatency(0)
       assert.deepStrictEqual((yield* conn.query("SELECT 2 AS two")).rows, [{ two: 2 }])
     }))
+
+  it.live("setTarget: new connections reach the other server, open ones stay with theirs (an address moved)", () =>
+    Effect.gen(function*() {
+      const first = yield* PgCluster.make({ name: "first" })
+      const second = yield* PgCluster.make({ name: "second" })
+      const port = (conn: { query: (sql: string) => Effect.Effect<{ rows: ReadonlyArray<unknown> }, unknown> }) =>
+        Effect.map(conn.query("SELECT current_setting('port')::int AS port"), (r) => (r.rows[0] as { port: number }).port)
+      const proxy = yield* FaultProxy.make({ targetPort: first.port })
+      const before = yield* connectVia(first, proxy, "before-move")
+      yield* proxy.setTarget(second.port)
+      assert.strictEqual(yield* proxy.targetPort, second.port)
+      const after = yield* connectVia(second, proxy, "after-move")
+      assert.deepStrictEqual([yield* port(before), yield* port(after)], [first.port, second.port])
+    }))
 })

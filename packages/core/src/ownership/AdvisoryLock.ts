@@ -37,6 +37,7 @@ import type { AttemptResult, Held, HolderInfo, LockBackend, LockBackendError, Lo
 import { type Guards, OwnershipLost } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
+import * as ServerInstance from "./ServerInstance.ts"
 
 export interface AdvisoryLockOptions {
   readonly url: Redacted.Redacted
@@ -44,6 +45,8 @@ export interface AdvisoryLockOptions {
   readonly identity: StreamIdentity
   /** The pool guarded writes run on. */
   readonly sql: SqlClient
+  /** Whether this role may read the system identifier (`ServerInstance.canReadSystemId`). */
+  readonly systemIdReadable: boolean
 }
 
 /** The lock as `pg_locks l` shows it, in this database. `$1` = classid, `$2` = objid (unsigned). */
@@ -136,7 +139,12 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
           `SELECT holder, epoch::text AS epoch, acquired_at::text AS since FROM ${table} WHERE stream_id = $1`, [config.streamId])
         return { _tag: "Busy", holder: row && { holder: row.holder, epoch: Number(row.epoch), since: row.since } } as const
       }
-      return { _tag: "Acquired", held: { epoch: Number(bumped.epoch), pid: bumped.pid, backendStart: bumped.backend_start } } as const
+      // the server the lock is held on: the stream is read from this one only (see ServerInstance)
+      const [server] = yield* query<ServerInstance.Row>(`SELECT ${ServerInstance.columns(options.systemIdReadable)}`)
+      return {
+        _tag: "Acquired",
+        held: { epoch: Number(bumped.epoch), pid: bumped.pid, backendStart: bumped.backend_start, server: server && ServerInstance.fromRow(server) }
+      } as const
     }).pipe(Effect.mapError(backendError("acquire")))
 
     const check = (_held: Held): Effect.Effect<CheckOutcome> =>

@@ -32,12 +32,15 @@ import type { AttemptResult, Held, LockBackend, LockBackendError, LockSession } 
 import { type Guards, OwnershipLost } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
+import * as ServerInstance from "./ServerInstance.ts"
 
 export interface LeaseLockOptions {
   readonly config: OwnershipConfig
   readonly identity: StreamIdentity
   /** The pool every lease statement and guarded write runs on. */
   readonly sql: SqlClient
+  /** Whether this role may read the system identifier (`ServerInstance.canReadSystemId`). */
+  readonly systemIdReadable: boolean
 }
 
 export const make = (options: LeaseLockOptions): LockBackend & Guards => {
@@ -52,7 +55,7 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
     yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
     // One statement: take the stream only if no lease is live and no advisory holder has it, bump the epoch, and
     // write our lease. (The write lock above orders it against other acquisitions and guarded writes.)
-    const taken = yield* sql.unsafe<{ epoch: string }>(
+    const taken = yield* sql.unsafe<{ epoch: string } & ServerInstance.Row>(
       `WITH free AS (
          SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${leases} WHERE stream_id = $1 AND lease_until > now())
            AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE ${advisoryLockGranted("$4", "$5")})
@@ -67,10 +70,10 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
        INSERT INTO ${leases} AS l (stream_id, holder, epoch, lease_until)
        SELECT $1, $2, epoch, now() + make_interval(secs => $3::float8 / 1000) FROM bumped
        ON CONFLICT (stream_id) DO UPDATE SET holder = EXCLUDED.holder, epoch = EXCLUDED.epoch, lease_until = EXCLUDED.lease_until
-       RETURNING l.epoch::text AS epoch`,
+       RETURNING l.epoch::text AS epoch, ${ServerInstance.columns(options.systemIdReadable)}`,
       [config.streamId, config.instanceId, leaseMs, asOid(own.namespace), asOid(own.key)]
     )
-    if (taken[0] !== undefined) return { _tag: "Acquired", held: { epoch: Number(taken[0].epoch) } } as const
+    if (taken[0] !== undefined) return { _tag: "Acquired", held: { epoch: Number(taken[0].epoch), server: ServerInstance.fromRow(taken[0]) } } as const
     const [row] = yield* sql.unsafe<{ holder: string; epoch: string; since: string; held_ms: number }>(
       `SELECT holder, epoch::text AS epoch, acquired_at::text AS since,
               (extract(epoch FROM (now() - acquired_at)) * 1000)::float8 AS held_ms
@@ -84,16 +87,18 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   })).pipe(Effect.mapError(backendError("acquire")))
 
   // The lease row only: a renewal never waits for guarded writes, which hold the ownership row FOR SHARE.
+  // It says which server it ran on: through a pool that reconnected after a failover, the lease (replicated with the
+  // database) is renewed on the promoted server, and the stream may then be read from there.
   const renew = (held: Held): Effect.Effect<CheckOutcome> =>
-    sql.unsafe<{ epoch: string }>(
+    sql.unsafe<{ epoch: string } & ServerInstance.Row>(
       `UPDATE ${leases} SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
         WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()
-        RETURNING epoch::text AS epoch`,
+        RETURNING epoch::text AS epoch, ${ServerInstance.columns(options.systemIdReadable)}`,
       [config.streamId, config.instanceId, held.epoch, leaseMs]
     ).pipe(
       Effect.map((rows): CheckOutcome =>
         rows.length === 1
-          ? { _tag: "Confirmed" }
+          ? { _tag: "Confirmed", server: ServerInstance.fromRow(rows[0]!) }
           : { _tag: "NotHeld", detail: `the lease of stream ${config.streamId} with epoch ${held.epoch} has expired or was taken over` }
       ),
       Effect.catch((e): Effect.Effect<CheckOutcome> => Effect.succeed({ _tag: "Miss", detail: SqlErrors.describe(e) }))

@@ -13,11 +13,14 @@
  * - A check that errors in a way that may pass, or does not answer, is a miss: nothing changes, and the deadline
  *   decides. A check that started before the last success cannot extend the deadline.
  *
- * Times are milliseconds on one monotonic clock (Effect's Clock, so TestClock drives it in tests).
+ * Times are milliseconds on one monotonic clock (Effect's `Clock.monotonicTimeNanos`, so TestClock drives it in
+ * tests): a wall clock stepped by NTP must not move a deadline.
  */
+import type { ServerInstance } from "./ServerInstance.ts"
 
 export type CheckOutcome =
-  | { readonly _tag: "Confirmed" }
+  /** `server`: the server the check ran on, when it can differ from the acquisition's (a lease renewed through a pool). */
+  | { readonly _tag: "Confirmed"; readonly server?: ServerInstance | undefined }
   | { readonly _tag: "NotHeld"; readonly detail: string }
   | { readonly _tag: "SessionGone"; readonly detail: string }
   | { readonly _tag: "Miss"; readonly detail: string }

@@ -8,6 +8,7 @@
 import type { Effect, Scope } from "effect"
 import { Schema } from "effect"
 import type { CheckOutcome } from "./Liveness.ts"
+import type { ServerInstance } from "./ServerInstance.ts"
 
 /** Who holds the stream, as far as a waiting instance can see. */
 export interface HolderInfo {
@@ -30,6 +31,8 @@ export interface Held {
   /** Advisory: the lock session's backend pid and its backend_start (a pid can be reused by a new backend). */
   readonly pid?: number | undefined
   readonly backendStart?: string | undefined
+  /** The server the stream was acquired on; the replication connection must reach the same one. */
+  readonly server?: ServerInstance | undefined
 }
 
 export type AttemptResult =

@@ -10,6 +10,7 @@
 import { Context, type Effect, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Held, HolderInfo, LockBackendError } from "./LockBackend.ts"
+import type { ServerInstance } from "./ServerInstance.ts"
 
 export class OwnershipLost extends Schema.TaggedError<OwnershipLost>()("OwnershipLost", {
   streamId: Schema.String,
@@ -43,6 +44,25 @@ export interface OwnershipService {
    * slot call must be the last step of `effect`.
    */
   readonly guardedSlotChange: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OwnershipLost | LockBackendError | SqlError, R>
+  /**
+   * Succeeds only while ownership was confirmed within the loss deadline, by this process's monotonic clock, and no
+   * loss was detected; else fails with `OwnershipLost`. For side effects PostgreSQL cannot fence (a sink write):
+   * call it right before each one.
+   *
+   * **Details**
+   *
+   * A paused process (SIGSTOP, a frozen VM, a long GC) wakes with its fibers ready to run in any order: the write
+   * that was about to happen may run before the watch that would notice the loss. This check reads the clock at the
+   * write itself, so a process that wakes after its deadline does not write, whatever ran first. It narrows the
+   * window to the instant between the check and the write; the epoch carried with every write (see `FencedSink`)
+   * lets the receiver close it.
+   */
+  readonly assertFresh: Effect.Effect<void, OwnershipLost>
+  /**
+   * The server ownership was last confirmed on (acquisition, or a lease renewal); the replication connection streams
+   * only from that one. `undefined` for a backend that does not report it.
+   */
+  readonly server: Effect.Effect<ServerInstance | undefined>
 }
 
 /** What a lock backend provides for fencing: the two guards, given what is held. */

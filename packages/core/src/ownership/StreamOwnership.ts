@@ -16,6 +16,7 @@ import * as AdvisoryLock from "./AdvisoryLock.ts"
 import * as LeaseLock from "./LeaseLock.ts"
 import * as OwnershipConfig from "./OwnershipConfig.ts"
 import * as OwnershipTable from "./OwnershipTable.ts"
+import * as ServerInstance from "./ServerInstance.ts"
 import * as Supervisor from "./Supervisor.ts"
 
 export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions {
@@ -72,11 +73,14 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       })
     }
     yield* OwnershipTable.ensure(sql, config.schema)
+    const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
+      new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}` })
+    ))
 
     const identity = StreamId.identity(server.db, config.streamId)
     const backend = config.mode === "advisory"
-      ? AdvisoryLock.make({ url: options.url, config, identity, sql })
-      : LeaseLock.make({ config, identity, sql })
+      ? AdvisoryLock.make({ url: options.url, config, identity, sql, systemIdReadable })
+      : LeaseLock.make({ config, identity, sql, systemIdReadable })
     const supervisor = yield* Supervisor.make(config, backend, backend)
     return { config, identity, supervisor, sql }
   })

@@ -13,6 +13,12 @@
  * - While waiting, the status names the current holder. Acquisition polls (jittered), it never blocks in the server.
  * - After a loss it stays out for `rejoinDelay` (healthy waiters get the first chance, no flapping), then waits to
  *   acquire again (default) — or fails with `OwnershipLost` (`onLoss: "exit"`), for an orchestrator to restart it.
+ * - The owned work may prove a loss itself: failing with `OwnershipLost` (a sink that answered "a newer owner wrote
+ *   here", a replication connection that reached another server than the one ownership is held on) ends the period
+ *   as a loss, exactly like a failed check — never as a fatal error.
+ * - `Ownership.assertFresh` lets the owned work refuse a side effect once the deadline has passed by this process's
+ *   monotonic clock, even before the watch has run (a process waking from a pause). Deadlines are never measured
+ *   with the wall clock, which NTP may step.
  *
  * **How it fails**: backend errors that may pass (connection refused, server restarting) are retried with a capped
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
@@ -25,6 +31,7 @@ import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { type Guards, Ownership, OwnershipLost, type OwnershipStatus } from "./Ownership.ts"
+import type { ServerInstance } from "./ServerInstance.ts"
 
 export interface Supervisor {
   readonly status: SubscriptionRef.SubscriptionRef<OwnershipStatus>
@@ -45,10 +52,27 @@ export interface Supervisor {
   ) => Effect.Effect<void, E | OwnershipLost | LockBackendError, Exclude<R, Ownership | Scope.Scope>>
 }
 
-/** The loss that ended a holding period, with when it was detected (Clock millis). */
+/** The loss that ended a holding period, with when it was detected (wall-clock millis, for the status). */
 export interface Loss {
   readonly reason: Liveness.LossReason
   readonly detectedAt: number
+}
+
+/** Milliseconds on the monotonic clock: what every deadline is measured with. */
+const monotonicMillis = Effect.map(Clock.monotonicTimeNanos, (n) => Number(n / 1_000_000n))
+
+/** What a holding period knows of its own liveness, shared by the watch (writer) and `assertFresh` (reader). */
+interface Live {
+  state: Liveness.State
+  server: ServerInstance | undefined
+  /** A loss was detected (by the watch) or proven (by the owned work). */
+  lost: boolean
+}
+
+/** The owned work's own proof that ownership is gone, if that is how it failed. */
+const lostByWork = (cause: Cause.Cause<unknown>): OwnershipLost | undefined => {
+  const error = Cause.findErrorOption(cause)
+  return Option.isSome(error) && error.value instanceof OwnershipLost ? error.value : undefined
 }
 
 /** Bounded wait for `effect`, run in a fiber of `scope`: on timeout the fiber is interrupted in the background. */
@@ -83,7 +107,7 @@ export const make = (
       Effect.gen(function*() {
         const waitingSince = yield* Clock.currentTimeMillis
         for (;;) {
-          const startedAt = yield* Clock.currentTimeMillis
+          const startedAt = yield* monotonicMillis
           // Bounded: a waiting session on a half-open path would otherwise wait forever. A fault or a timeout ends
           // this period, and `run` retries with a new session (capped backoff).
           const attempt = yield* withDeadline(
@@ -107,29 +131,34 @@ export const make = (
 
     /**
      * Checks one interval after acquisition and every interval after that; completes with the loss — at the latest
-     * exactly at the detection deadline, whether checks fail, hang or are never started.
+     * exactly at the detection deadline, whether checks fail, hang or are never started. Keeps `live` current.
      */
-    const watch = (session: LockSession, held: Held, acquiredAt: number) =>
+    const watch = (session: LockSession, held: Held, live: Live) =>
       Effect.gen(function*() {
-        let state = Liveness.initial(acquiredAt, config.lossDeadlineMs)
-        let nextCheck = acquiredAt + config.checkIntervalMs
+        const lost = (reason: Liveness.LossReason) =>
+          Effect.map(Clock.currentTimeMillis, (detectedAt): Loss => {
+            live.lost = true
+            return { reason, detectedAt }
+          })
+        let nextCheck = live.state.confirmedAt + config.checkIntervalMs
         for (;;) {
-          const before = yield* Clock.currentTimeMillis
-          const wakeAt = Math.min(nextCheck, Liveness.lostAt(state))
+          const before = yield* monotonicMillis
+          const wakeAt = Math.min(nextCheck, Liveness.lostAt(live.state))
           if (wakeAt > before) yield* Effect.sleep(Duration.millis(wakeAt - before))
-          const startedAt = yield* Clock.currentTimeMillis
-          const due = Liveness.at(state, startedAt)
-          if (due._tag === "Lost") return { reason: due.reason, detectedAt: startedAt } satisfies Loss
+          const startedAt = yield* monotonicMillis
+          const due = Liveness.at(live.state, startedAt)
+          if (due._tag === "Lost") return yield* lost(due.reason)
           const outcome = yield* withDeadline(
             session.check(held),
-            Liveness.lostAt(state) - startedAt,
+            Liveness.lostAt(live.state) - startedAt,
             (): Liveness.CheckOutcome => ({ _tag: "Miss", detail: "the check did not answer before the detection deadline" }),
             outer
           )
-          const now = yield* Clock.currentTimeMillis
-          const verdict = Liveness.onCheck(state, startedAt, outcome, now)
-          if (verdict._tag === "Lost") return { reason: verdict.reason, detectedAt: now } satisfies Loss
-          state = verdict.state
+          const now = yield* monotonicMillis
+          const verdict = Liveness.onCheck(live.state, startedAt, outcome, now)
+          if (verdict._tag === "Lost") return yield* lost(verdict.reason)
+          live.state = verdict.state
+          if (outcome._tag === "Confirmed" && outcome.server !== undefined) live.server = outcome.server
           nextCheck = startedAt + config.checkIntervalMs
         }
       })
@@ -171,14 +200,26 @@ export const make = (
         yield* Effect.logInfo(`ownership of stream ${config.streamId} acquired (epoch ${held.epoch})`)
 
         const loss = yield* Deferred.make<Loss>()
-        yield* Effect.forkScoped(Effect.flatMap(watch(session, held, acquiredAt), (l) => Deferred.succeed(loss, l)))
+        const live: Live = { state: Liveness.initial(acquiredAt, config.lossDeadlineMs), server: held.server, lost: false }
+        yield* Effect.forkScoped(Effect.flatMap(watch(session, held, live), (l) => Deferred.succeed(loss, l)))
+        const stale = (message: string) => new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
         const service = Ownership.of({
           streamId: config.streamId,
           instanceId: config.instanceId,
           epoch: held.epoch,
           held,
           guarded: guards.guarded(held),
-          guardedSlotChange: guards.guardedSlotChange(held)
+          guardedSlotChange: guards.guardedSlotChange(held),
+          // the watch's own decision, taken at the write: a paused process wakes past its deadline before the watch runs
+          assertFresh: Effect.flatMap(monotonicMillis, (now) => {
+            if (live.lost) return Effect.fail(stale(`ownership of stream ${config.streamId} (epoch ${held.epoch}) was lost: not writing`))
+            const verdict = Liveness.at(live.state, now)
+            return verdict._tag === "Held" ? Effect.void : Effect.fail(stale(
+              `ownership of stream ${config.streamId} (epoch ${held.epoch}) was last confirmed ${now - live.state.confirmedAt} ms ago, ` +
+                `past the ${config.lossDeadlineMs} ms deadline (was this process paused?): not writing`
+            ))
+          }),
+          server: Effect.sync(() => live.server)
         })
         // However the period ends (loss, shutdown, handover), the owned work stops — its finalizers done — *before*
         // ownership is released: finalizers run in reverse order, and the release was registered first.
@@ -206,6 +247,14 @@ export const make = (
           yield* stopWork(work, stopping)
           releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
           return new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
+        }
+        const proven = Exit.isFailure(ended.exit) ? lostByWork(ended.exit.cause) : undefined
+        if (proven !== undefined) {
+          // the owned work proved the loss (a sink saw a newer owner, another server was reached): a loss, not a failure
+          live.lost = true
+          yield* setStatus({ _tag: "Stopping", reason: proven.message, at: yield* Clock.currentTimeMillis })
+          yield* Effect.logWarning(`ownership of stream ${config.streamId} lost (epoch ${held.epoch}): ${proven.message}`)
+          return proven
         }
         yield* setStatus({ _tag: "Stopping", reason: "the owned work ended", at: yield* Clock.currentTimeMillis })
         if (Exit.isFailure(ended.exit)) return yield* Effect.failCause(ended.exit.cause)

@@ -10,6 +10,11 @@
  * - Resume checks first (`Resume.decide`): the slot exists, is valid, is the incarnation the durable position belongs
  *   to, is not ahead of it, and the server is the same system on an acceptable timeline. Otherwise `ResumeRefused`,
  *   before anything is streamed.
+ * - Only from the server ownership is held on: the server the replication connection reaches (system identifier,
+ *   timeline, postmaster start; see `ServerInstance`) must be the one the lock session or the last lease renewal ran
+ *   on, checked again on the streaming connection itself right before `START_REPLICATION`. Another server (a standby
+ *   promoted behind the same address while the lock session still hangs on the old primary) is `OwnershipLost`:
+ *   the owner scope closes, and the instance competes again on the server it can reach.
  * - Streaming starts at the durable position, explicitly (never a position remembered from an earlier connection).
  *   Transactions committed below it are skipped (the server skips them too; checked here again).
  * - At-least-once: the position saved and reported to the server as flushed is one the consumer acknowledged (see
@@ -42,7 +47,8 @@ import { Spool } from "./Spool.ts"
 import * as Rounds from "../internal/rounds.ts"
 import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
-import type { OwnershipLost } from "../ownership/Ownership.ts"
+import { Ownership, OwnershipLost } from "../ownership/Ownership.ts"
+import * as ServerInstance from "../ownership/ServerInstance.ts"
 import type { SlotError } from "../slot/PersistentSlot.ts"
 import * as Resume from "../slot/Resume.ts"
 import * as ServerIdentity from "../slot/ServerIdentity.ts"
@@ -124,16 +130,28 @@ const resumeState = (slotName: string, seen: SlotInspector.Observation): Resume.
   synced: seen.row?.synced
 })
 
-type OpenError = ReplicationError | Resume.ResumeRefused | CheckpointError | SlotError
+type OpenError = ReplicationError | Resume.ResumeRefused | CheckpointError | SlotError | OwnershipLost
 
-export const open = (options: ReplicationStreamOptions): Effect.Effect<ReplicationStream, OpenError, Scope.Scope> =>
+export const open = (options: ReplicationStreamOptions): Effect.Effect<ReplicationStream, OpenError, Scope.Scope | Ownership> =>
   Effect.gen(function*() {
+    const own = yield* Ownership
     const mode = options.mode ?? "temporary"
     const applicationName = StreamId.applicationName(options.streamId, options.instanceId, "repl")
 
     // Resume checks: the durable position, the slot, the server — every start and reconnect.
     const stored = yield* options.checkpoint.load
     const server = yield* ServerIdentity.read(options.url, applicationName)
+    // ... and the server must be the one ownership is held on
+    const ownedOn = yield* own.server
+    if (ownedOn !== undefined && !ServerInstance.same(ownedOn, server.instance)) {
+      return yield* new OwnershipLost({
+        streamId: options.streamId,
+        epoch: own.epoch,
+        message: `the replication connection reached another server (${ServerInstance.describe(server.instance)}) than the one ` +
+          `ownership of stream ${options.streamId} is held on (${ServerInstance.describe(ownedOn)}): not streaming from it ` +
+          `(a failover or a restart behind the same address?)`
+      })
+    }
     const seen = yield* SlotInspector.inspect(options.sql, options.slotName)
     const decision = Resume.decide(stored, resumeState(options.slotName, seen), server)
     if (decision._tag === "Refuse") return yield* Effect.fail(decision.error)
@@ -171,6 +189,12 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     class Plugin extends PgoutputPlugin {
       override async start(c: Client, _slot: string, _lsn: string): Promise<unknown> {
         client = c
+        // this very connection must reach the server checked above (and so the one ownership is held on)
+        const reached = await ServerIdentity.identify(c)
+        if (!ServerInstance.same(reached, server.instance)) {
+          throw new Error(`the server changed between connections: reached ${ServerInstance.describe(reached)}, expected ` +
+            `${ServerInstance.describe(server.instance)}`)
+        }
         if (mode === "temporary") {
           // slotkeeper's own names ([a-z0-9_], checked by PersistentSlot and cloneName); the session is simple-query only
           await c.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${options.slotName}', '${streamedSlot}', true)`)
@@ -282,6 +306,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       )
     })
     let refusals = 0
+    yield* own.assertFresh
     yield* connectOnce.pipe(
       // said at the first refusal, then every 30th: the wait can be long (until the server notices the old connection)
       Effect.tapError((e) => (e.reason === "SlotActive" && refusals++ % 30 === 0 ? Effect.logWarning(e.message) : Effect.void)),

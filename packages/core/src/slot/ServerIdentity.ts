@@ -10,6 +10,7 @@
 import { Effect, Redacted } from "effect"
 import pg from "pg"
 import * as Lsn from "../Lsn.ts"
+import type * as ServerInstance from "../ownership/ServerInstance.ts"
 import type { ServerIdentity as ResumeIdentity } from "./Resume.ts"
 import { SlotError } from "./PersistentSlot.ts"
 
@@ -17,6 +18,8 @@ export interface ServerIdentity extends ResumeIdentity {
   /** The server's current WAL flush position. */
   readonly xlogpos: Lsn.Lsn
   readonly database: string
+  /** The running server, as ownership sees it: compared with the one ownership is held on. */
+  readonly instance: ServerInstance.ServerInstance
 }
 
 /** Parses a timeline history file: `<parent tli>\t<switch point>\t<reason>` per line. */
@@ -29,6 +32,26 @@ export const parseHistory = (content: string): Map<number, Lsn.Lsn> => {
     if (typeof lsn === "bigint") points.set(Number(fields[0]), lsn)
   }
   return points
+}
+
+/**
+ * `IDENTIFY_SYSTEM` and the postmaster's start on a replication connection (which takes SQL too): the running server
+ * it reached. Used on the connection that streams, right before `START_REPLICATION`.
+ */
+export const identify = async (client: pg.Client): Promise<ServerInstance.ServerInstance & { readonly xlogpos: Lsn.Lsn; readonly database: string }> => {
+  const system = await client.query<{ systemid: string; timeline: number; xlogpos: string; dbname: string }>("IDENTIFY_SYSTEM")
+  const row = system.rows[0]
+  if (row === undefined) throw new Error("IDENTIFY_SYSTEM returned no row")
+  const started = await client.query<{ started_at: string }>(
+    "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text AS started_at"
+  )
+  return {
+    systemId: String(row.systemid),
+    timeline: Number(row.timeline),
+    startedAt: String(started.rows[0]?.started_at),
+    xlogpos: Lsn.parseUnsafe(row.xlogpos),
+    database: row.dbname
+  }
 }
 
 export const read = (url: Redacted.Redacted, applicationName: string): Effect.Effect<ServerIdentity, SlotError> =>
@@ -52,17 +75,21 @@ export const read = (url: Redacted.Redacted, applicationName: string): Effect.Ef
     (client) =>
       Effect.tryPromise({
         try: async () => {
-          const system = await client.query<{ systemid: string; timeline: number; xlogpos: string; dbname: string }>("IDENTIFY_SYSTEM")
-          const row = system.rows[0]
-          if (row === undefined) throw new Error("IDENTIFY_SYSTEM returned no row")
-          const timeline = Number(row.timeline)
+          const instance = await identify(client)
           let switchPoints = new Map<number, Lsn.Lsn>()
-          if (timeline > 1) {
-            const history = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${Math.trunc(timeline)}`)
+          if (instance.timeline > 1) {
+            const history = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${Math.trunc(instance.timeline)}`)
             const content = history.rows[0]?.content
             switchPoints = parseHistory(Buffer.isBuffer(content) ? content.toString("utf8") : String(content ?? ""))
           }
-          return { systemId: String(row.systemid), timeline, switchPoints, xlogpos: Lsn.parseUnsafe(row.xlogpos), database: row.dbname }
+          return {
+            systemId: instance.systemId!,
+            timeline: instance.timeline,
+            switchPoints,
+            xlogpos: instance.xlogpos,
+            database: instance.database,
+            instance: { systemId: instance.systemId, timeline: instance.timeline, startedAt: instance.startedAt }
+          }
         },
         catch: (e) => new SlotError({ reason: "Query", message: `identifying the server: ${e instanceof Error ? e.message : String(e)}` })
       }),
