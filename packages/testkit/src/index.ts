@@ -9,12 +9,15 @@
  * - `PgVersions`: run a test file against several major versions (`SLOTKEEPER_PG_VERSIONS`, default 18).
  * - `EmbeddedPostgres`: a server whose data survives restarts (the CLI's default database).
  * - `DeliveryCheck`: the lost and the wrongly duplicated changes of a consumer's deliveries.
+ * - `FencingReceiver`: a reference HTTP receiver for slotkeeper's http sink that enforces the fencing token (409 for
+ *   a deposed owner) and records what it accepted and refused.
  * - `Wait`: polling in wall-clock time until something holds.
  * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
  */
 export * as DeliveryCheck from "./DeliveryCheck.ts"
 export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 export * as FaultProxy from "./FaultProxy.ts"
+export * as FencingReceiver from "./FencingReceiver.ts"
 export * as Leftovers from "./Leftovers.ts"
 export * as PgBinaries from "./PgBinaries.ts"
 export * as PgCluster from "./PgCluster.ts"

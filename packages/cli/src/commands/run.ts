@@ -7,7 +7,7 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Delivery, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
+import { Checkpoint, Delivery, Ownership, type OwnershipService, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -109,10 +109,12 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   }
   if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
   const redacted = Redacted.make(url)
-  // file: the file is also where the durable position lives (read back on start, repaired if torn)
+  // file: the file is also where the durable position lives (read back at every connection, repaired if torn)
   const file = config.sink._tag === "File" ? yield* FileSink.make(config.sink.path) : undefined
-  const sink = file?.sink ??
-    (config.sink._tag === "Http" ? HttpSink.make({ url: config.sink.url, streamId: config.streamId, onRejected: config.onSinkRejected }) : Sink.stdout)
+  const http = config.sink._tag === "Http" ? HttpSink.make({ url: config.sink.url, onRejected: config.onSinkRejected }) : undefined
+  // the file as this holding period has it open (locked), while it lasts
+  let period: FileSink.FilePeriod | undefined
+  const fenceOf = (own: OwnershipService): Sink.Fence => ({ streamId: config.streamId, epoch: own.epoch, assertFresh: own.assertFresh })
   const owned = yield* StreamOwnership.make({
     streamId: config.streamId,
     instanceId: config.instanceId,
@@ -139,41 +141,52 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     yield* HealthServer.serve(config.httpPort, snapshot).pipe(Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "http-port", message: e.message })))
     yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
   }
+  // One replication connection's events, written to a sink opened for it (nothing half sent carries over), under the
+  // holding period's epoch. Events come in arrays of what has arrived: their lines are written, and the sink is made
+  // durable and the last commit in the array acknowledged once per array, not once per transaction (many small ones
+  // share one fsync or one POST). A transaction still open at the end of an array is acknowledged with a later array.
+  // Counted as delivered only once acknowledged.
   const consume = (connection: ReplicationStream.ReplicationStream) =>
     Effect.gen(function*() {
+      const own = yield* Ownership
+      const fence = fenceOf(own)
+      const sink = period?.sink ?? (http !== undefined ? http.open(fence) : Sink.stdout(fence))
       // what the file's commit lines say the position belongs to (slot, system, timeline): one per connection
-      const identity = file === undefined ? undefined : yield* connection.durable
-      // Events come in arrays of what has arrived: their lines are written, and the sink is made durable and the last
-      // commit in the array acknowledged once per array, not once per transaction (many small ones share one fsync or
-      // one POST). A transaction still open at the end of an array is acknowledged with a later array.
+      const identity = period === undefined ? undefined : yield* connection.durable
+      let inTransaction = false
+      let changes = 0
       return yield* Stream.runForEachArray(connection.events, (events) =>
         Effect.gen(function*() {
           const lines: Array<string> = []
           let position: bigint | undefined
           let transactions = 0
           for (const event of events) {
-            const text = Ndjson.line(event)
+            if (event._tag === "Begin") inTransaction = true
+            const text = Ndjson.line(event, own.epoch)
             if (text !== undefined) {
               lines.push(text)
-              counters.changes++
+              changes++
             }
             if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
+              inTransaction = false
               position = event._tag === "Commit" ? event.endLsn : event.ackPosition
               transactions++
-              if (file !== undefined && identity !== undefined) {
-                // the file's own record of how far it is: read back on the next start
+              if (period !== undefined && identity !== undefined) {
+                // the file's own record of how far it is: read back at the next connection
                 lines.push(event._tag === "Commit"
-                  ? file.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
-                  : file.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
+                  ? period.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
+                  : period.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
               }
             }
-            if (lines.length >= 1000) yield* sink.write(lines.splice(0))
+            if (lines.length >= 1000) yield* sink.write(lines.splice(0), !inTransaction)
           }
-          yield* sink.write(lines)
+          yield* sink.write(lines, !inTransaction)
           if (position !== undefined) {
             yield* sink.commit
             yield* connection.acknowledge(position)
             counters.transactions += transactions
+            counters.changes += changes
+            changes = 0
             counters.acknowledged = position
           }
         }))
@@ -192,7 +205,18 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     // the configured tables are the whole set: ones a previous configuration had are removed from the publication
     subscriptions: tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } })),
-    ...(file === undefined ? {} : { checkpoint: file.checkpoint })
+    // the file is opened (and locked) for each holding period, in the owned scope
+    ...(file === undefined ? {} : {
+      checkpoint: Effect.gen(function*() {
+        const own = yield* Ownership
+        const opened = yield* file.open(fenceOf(own)).pipe(
+          Effect.catchTag("SinkError", (e) => Effect.fail(new Checkpoint.CheckpointError({ message: e.message })))
+        )
+        period = opened
+        yield* Effect.addFinalizer(() => Effect.sync(() => { period = undefined }))
+        return opened.checkpoint
+      })
+    })
   }, consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
   // warnings and errors of the stream, counted for /metrics
   const counting = Logger.make((options) => {

@@ -1,8 +1,11 @@
 /**
  * Ndjson: the CLI's output contract — one JSON object per line, one line per change, in commit order:
  *
- * `{"type":"change","op":"insert|update|delete","schema":...,"table":...,"xid":...,"commit_lsn":"X/Y","seq":N,
- *   "commit_time":...,"new":{...}|null,"old":{...}|null,"old_is_key":bool,"unchanged":[...]}`
+ * `{"type":"change","epoch":E,"op":"insert|update|delete","schema":...,"table":...,"xid":...,"commit_lsn":"X/Y",
+ *   "seq":N,"commit_time":...,"new":{...}|null,"old":{...}|null,"old_is_key":bool,"unchanged":[...]}`
+ *
+ * `epoch` is the ownership epoch the line was written under (the fencing token): a receiver that keeps the highest it
+ * has seen refuses a deposed owner's lines.
  *
  * `truncate` lines carry `tables`, `cascade`, `restart_identity`; `message` lines `prefix`, `content` (UTF-8 text, or
  * `content_base64` when it is not valid UTF-8) and `transactional`. Values are mapped as `@slotkeeper/core`'s
@@ -15,12 +18,13 @@ const replacer = (_key: string, value: unknown): unknown =>
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
-/** The line for `event`, or `undefined` for events that have no line (Begin, Commit). */
-export const line = (event: ReplicationStream.ReplicationEvent): string | undefined => {
+/** The line for `event` written under `epoch`, or `undefined` for events that have no line (Begin, Commit). */
+export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): string | undefined => {
   switch (event._tag) {
     case "Change":
       return JSON.stringify({
         type: "change",
+        epoch,
         op: event.op,
         schema: event.schema,
         table: event.table,
@@ -36,6 +40,7 @@ export const line = (event: ReplicationStream.ReplicationEvent): string | undefi
     case "Truncate":
       return JSON.stringify({
         type: "truncate",
+        epoch,
         tables: event.tables.map((t) => ({ schema: t.schema, table: t.table })),
         cascade: event.cascade,
         restart_identity: event.restartIdentity,
@@ -53,6 +58,7 @@ export const line = (event: ReplicationStream.ReplicationEvent): string | undefi
       }
       return JSON.stringify({
         type: "message",
+        epoch,
         prefix: event.prefix,
         ...content,
         transactional: event.transactional,

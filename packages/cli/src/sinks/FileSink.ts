@@ -3,18 +3,28 @@
  * position (its `CheckpointStore`), so that a restart neither loses nor repeats an acknowledged change.
  *
  * **What it guarantees**
- * - A transaction's lines are appended as they come, then a `{"type":"commit",...}` line (its `end_lsn` and what the
- *   position belongs to: `slot`, `system_id`, `timeline`), then `fsync` — and only then is it acknowledged.
- * - Positions saved without a transaction of their own (idle progress) are `{"type":"checkpoint",...}` lines, also
- *   fsynced before the save returns; never in the middle of a transaction's lines (a save waits for its commit line).
- * - On start the tail is read back: the durable position is that of the last `commit` or `checkpoint` line. What
- *   follows it — the lines of a transaction that never committed to the file, or a torn last line after a crash — is
- *   cut off; those changes come again. So the file never holds a torn line, nor a change twice after a restart.
+ * - A transaction's lines are appended as they come, then a `{"type":"commit",...}` line (its `end_lsn`, the epoch it
+ *   was written under, and what the position belongs to: `slot`, `system_id`, `timeline`), then `fsync` — and only
+ *   then is it acknowledged.
+ * - Positions saved without a transaction of their own (idle progress) are `{"type":"checkpoint",...}` lines, fsynced
+ *   before the save returns, and only where no transaction is half written; a position the file's commit lines
+ *   already hold is not written again.
+ * - At every connection's start the tail is read back: the durable position is that of the last `commit` or
+ *   `checkpoint` line. What follows it — the lines of a transaction that never committed to the file, or a torn last
+ *   line after a crash — is cut off; those changes come again. So the file never holds a torn line, nor a change
+ *   twice after a restart or a reconnect.
+ * - One writer: the file's lock (`FileLock`) is held for the holding period, and a file whose last line was written
+ *   under a higher epoch than this instance's is refused with `OwnershipLost`: a newer owner has written there.
+ *
+ * **Details**: a save that cannot be placed now (lines of a transaction half written, and a position past the file's
+ * last commit line) is `deferred` and tried again at the next round; it never waits. So a connection's last save,
+ * in a finalizer, ends at once.
  */
 import { closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs"
-import { Checkpoint, Lsn } from "@slotkeeper/core"
-import { Deferred, Effect, type Scope } from "effect"
-import { type Sink, SinkError } from "./Sink.ts"
+import { Checkpoint, Lsn, OwnershipLost } from "@slotkeeper/core"
+import { Effect, type Scope } from "effect"
+import * as FileLock from "./FileLock.ts"
+import { type Fence, type Sink, SinkError } from "./Sink.ts"
 
 interface Marker {
   readonly type: "commit" | "checkpoint"
@@ -22,6 +32,8 @@ interface Marker {
   readonly slot: string
   readonly system_id: string
   readonly timeline: number
+  /** Absent in files written before epochs were recorded: 0. */
+  readonly epoch?: number
 }
 
 /** Reads backwards from the end for the last complete marker line; returns it and the byte offset just after it. */
@@ -56,95 +68,145 @@ const lastMarker = (fd: number): { readonly marker: Marker | undefined; readonly
   return { marker: undefined, keep: 0 }
 }
 
-export interface FileSink {
-  readonly sink: Sink
+/** One holding period's use of the file: its lock, the checkpoint store, and the sink. */
+export interface FilePeriod {
   readonly checkpoint: Checkpoint.CheckpointStoreService
-  /** The transaction's identity for its commit line (set by the caller from the stream). */
-  readonly commitLine: (fields: { readonly xid: number; readonly commitLsn: Lsn.Lsn; readonly endLsn: Lsn.Lsn; readonly commitTime: string; readonly position: Checkpoint.DurablePosition }) => string
+  readonly sink: Sink
+  /** The line that ends a transaction (or records a non-transactional message's position) in the file. */
+  readonly commitLine: (fields: {
+    readonly xid: number
+    readonly commitLsn: Lsn.Lsn
+    readonly endLsn: Lsn.Lsn
+    readonly commitTime: string
+    readonly position: Checkpoint.DurablePosition
+  }) => string
 }
 
-export const make = (path: string): Effect.Effect<FileSink, SinkError, Scope.Scope> =>
+export interface FileSink {
+  readonly path: string
+  /** Opens the file for a holding period (lock, descriptor); closed with the scope. */
+  readonly open: (fence: Fence) => Effect.Effect<FilePeriod, SinkError | OwnershipLost, Scope.Scope>
+}
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/** Checks that `path` can be written (creating it when missing), before anything connects. */
+export const make = (path: string): Effect.Effect<FileSink, SinkError> =>
+  Effect.try({
+    try: () => {
+      closeSync(openSync(path, existsSync(path) ? "r+" : "a+"))
+      return { path, open: (fence: Fence) => open(path, fence) }
+    },
+    catch: (e) => new SinkError({ message: `opening ${path}: ${message(e)}` })
+  })
+
+const open = (path: string, fence: Fence): Effect.Effect<FilePeriod, SinkError | OwnershipLost, Scope.Scope> =>
   Effect.gen(function*() {
+    yield* FileLock.acquire(path, fence)
     const fd = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => openSync(path, existsSync(path) ? "r+" : "w+"),
-        catch: (e) => new SinkError({ message: `opening ${path}: ${e instanceof Error ? e.message : String(e)}` })
-      }),
+      Effect.try({ try: () => openSync(path, "r+"), catch: (e) => new SinkError({ message: `opening ${path}: ${message(e)}` }) }),
       (fd) => Effect.sync(() => closeSync(fd))
     )
-    // repair: cut what follows the last marker (an uncommitted transaction's lines, a torn line)
-    const { keep, marker } = yield* Effect.try({
-      try: () => {
-        const found = lastMarker(fd)
-        if (found.keep < fstatSync(fd).size) {
-          ftruncateSync(fd, found.keep)
-          fsyncSync(fd)
-        }
-        return found
-      },
-      catch: (e) => new SinkError({ message: `reading back ${path}: ${e instanceof Error ? e.message : String(e)}` })
-    })
-    let offset = keep
-    let inTransaction = false
-    const waiting: Array<Deferred.Deferred<void>> = []
+    let offset = 0
+    /** No transaction is half written at the end of the file. */
+    let atBoundary = true
+    /** The position of the last marker appended, and of the last one fsynced. */
+    let written = 0n
+    let durable = 0n
+    /** The position of the last commit line built (it is in the next batch written). */
+    let pending = 0n
 
     const append = (text: string) => {
       const bytes = Buffer.from(text)
-      let written = 0
-      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + written)
+      let done = 0
+      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, offset + done)
       offset += bytes.length
     }
     // fsync off the event loop (libuv's pool): the socket is read meanwhile. Writes stay synchronous, to the page
     // cache, so every byte before a marker has been handed to the kernel before that marker: a killed process never
     // leaves a hole before its last line.
     const sync = <E>(failed: (e: unknown) => E) =>
-      Effect.callback<void, E>((resume) => fsync(fd, (e) => resume(e ? Effect.fail(failed(e)) : Effect.void)))
-    const fail = (what: string) => (e: unknown) => new SinkError({ message: `${what} ${path}: ${e instanceof Error ? e.message : String(e)}` })
+      Effect.suspend(() => {
+        const upTo = written
+        return Effect.callback<void, E>((resume) =>
+          fsync(fd, (e) => {
+            if (e) return resume(Effect.fail(failed(e)))
+            if (upTo > durable) durable = upTo
+            resume(Effect.void)
+          }))
+      })
+    const fail = (what: string) => (e: unknown) => new SinkError({ message: `${what} ${path}: ${message(e)}` })
+
+    // Every connection starts from the file as it is: what follows the last marker is cut off (a transaction the last
+    // connection or process left half written, a torn line), and a newer owner's last line is refused.
+    const load: Checkpoint.CheckpointStoreService["load"] = Effect.gen(function*() {
+      const found = yield* Effect.try({
+        try: () => {
+          const last = lastMarker(fd)
+          if (last.keep < fstatSync(fd).size) {
+            ftruncateSync(fd, last.keep)
+            fsyncSync(fd)
+          }
+          return last
+        },
+        catch: (e) => new Checkpoint.CheckpointError({ message: `reading back ${path}: ${message(e)}` })
+      })
+      const epoch = found.marker?.epoch ?? 0
+      if (epoch > fence.epoch) {
+        return yield* new OwnershipLost({
+          streamId: fence.streamId,
+          epoch: fence.epoch,
+          message: `${path} was last written by a newer owner (epoch ${epoch}; this instance holds epoch ${fence.epoch}): not writing to it`
+        })
+      }
+      offset = found.keep
+      atBoundary = true
+      const lsn = found.marker === undefined ? 0n : Lsn.parseUnsafe(found.marker.lsn)
+      written = durable = pending = lsn
+      const marker = found.marker
+      return marker === undefined ? undefined : { lsn, systemId: marker.system_id, timeline: marker.timeline, slotName: marker.slot }
+    })
+
+    const save: Checkpoint.CheckpointStoreService["save"] = (p) =>
+      Effect.gen(function*() {
+        const failed = (e: unknown) => new Checkpoint.CheckpointError({ message: `saving the position in ${path}: ${message(e)}` })
+        if (p.lsn <= durable) return { walPosition: undefined } // the file's commit lines hold it already
+        if (p.lsn <= written) {
+          yield* sync(failed) // written, not yet fsynced: make it durable
+          return { walPosition: undefined }
+        }
+        // never between a transaction's lines: such a position waits for the next round
+        if (!atBoundary) return { walPosition: undefined, deferred: true }
+        yield* Effect.try({
+          try: () => {
+            append(`${JSON.stringify({ type: "checkpoint", epoch: fence.epoch, lsn: Lsn.format(p.lsn), slot: p.slotName, system_id: p.systemId, timeline: p.timeline })}\n`)
+            written = p.lsn
+          },
+          catch: failed
+        })
+        yield* sync(failed)
+        return { walPosition: undefined }
+      })
 
     const sink: Sink = {
-      write: (lines) =>
-        lines.length === 0 ? Effect.void : Effect.try({
+      write: (lines, boundary) =>
+        lines.length === 0 ? Effect.void : Effect.andThen(fence.assertFresh, Effect.try({
           try: () => {
-            inTransaction = true
             append(`${lines.join("\n")}\n`)
+            atBoundary = boundary
+            written = pending
           },
           catch: fail("writing to")
-        }),
-      // the caller has written the commit line last: make it all durable, then let waiting saves go
-      commit: sync(fail("syncing")).pipe(
-        Effect.andThen(Effect.sync(() => {
-          inTransaction = false
-          return waiting.splice(0)
         })),
-        Effect.flatMap((ready) => Effect.forEach(ready, (d) => Deferred.succeed(d, undefined), { discard: true }))
-      )
+      // the caller has written the commit line last: make it all durable
+      commit: Effect.andThen(fence.assertFresh, sync(fail("syncing")))
     }
 
-    const checkpoint: Checkpoint.CheckpointStoreService = {
-      load: Effect.succeed(
-        marker === undefined ? undefined : { lsn: Lsn.parseUnsafe(marker.lsn), systemId: marker.system_id, timeline: marker.timeline, slotName: marker.slot }
-      ),
-      save: (p) =>
-        Effect.gen(function*() {
-          if (inTransaction) {
-            // never inside a transaction's lines: after its commit line
-            const ready = yield* Deferred.make<void>()
-            waiting.push(ready)
-            yield* Deferred.await(ready)
-          }
-          const failed = (e: unknown) => new Checkpoint.CheckpointError({ message: `saving the position in ${path}: ${e instanceof Error ? e.message : String(e)}` })
-          yield* Effect.try({
-            try: () => append(`${JSON.stringify({ type: "checkpoint", lsn: Lsn.format(p.lsn), slot: p.slotName, system_id: p.systemId, timeline: p.timeline })}\n`),
-            catch: failed
-          })
-          yield* sync(failed)
-          return { walPosition: undefined }
-        })
-    }
-
-    const commitLine: FileSink["commitLine"] = ({ commitLsn, commitTime, endLsn, position, xid }) =>
-      JSON.stringify({
+    const commitLine: FilePeriod["commitLine"] = ({ commitLsn, commitTime, endLsn, position, xid }) => {
+      pending = endLsn
+      return JSON.stringify({
         type: "commit",
+        epoch: fence.epoch,
         xid,
         commit_lsn: Lsn.format(commitLsn),
         lsn: Lsn.format(endLsn),
@@ -153,6 +215,7 @@ export const make = (path: string): Effect.Effect<FileSink, SinkError, Scope.Sco
         system_id: position.systemId,
         timeline: position.timeline
       })
+    }
 
-    return { sink, checkpoint, commitLine }
+    return { checkpoint: { load, save }, sink, commitLine }
   })

@@ -10,6 +10,12 @@
  * - Bounded memory: lines are buffered up to `maxBatchLines` / `maxBatchBytes`, then sent (a huge transaction goes
  *   out in several batches before its commit).
  *
+ * - Fenced: every request carries `Slotkeeper-Stream` and `Slotkeeper-Epoch` (the ownership epoch, also on every
+ *   line), and is sent only after `assertFresh` (ownership confirmed within its deadline by the monotonic clock). An
+ *   answer `409 Conflict` means "a newer owner has written here" (see `FencingReceiver` in the test kit for a receiver
+ *   that enforces it): that is `OwnershipLost` — nothing is acknowledged, nothing retried, and the instance gives the
+ *   stream up and competes again.
+ *
  * **Details**
  * - Retried (capped exponential backoff, for as long as it takes, a warning every few attempts): connection errors,
  *   timeouts, 5xx, and the 4xx that mean "later" (408, 425, 429). The stream waits meanwhile, and its slot's lag
@@ -18,16 +24,21 @@
  *   Policy `fail` (default) stops the stream with the status and the start of the response body, so the process
  *   exits 1 and the changes stay in the slot. Policy `skip` logs the batch's first and last position as an error and
  *   goes on: those changes are lost for this endpoint, by choice.
+ * - Redirects are not followed: a client following a 301, 302 or 303 turns the POST into a GET, whose 2xx would count
+ *   a batch as delivered that never was. A 3xx stops the stream with the status and where it pointed; the fix is the
+ *   final URL in `--sink`.
  * - Credentials in the URL (`https://user:password@host/...`) are sent as HTTP Basic authentication and never logged.
- * - Each request carries `Content-Type: application/x-ndjson` and `Slotkeeper-Stream: <stream id>`.
+ * - Each request carries `Content-Type: application/x-ndjson`.
+ * - A sink is opened per replication connection: a batch half sent by one connection (its lines buffered, or a
+ *   request refused) is never sent by the next, which starts again from the durable position.
  */
+import { OwnershipLost } from "@slotkeeper/core"
 import { Duration, Effect, Schedule } from "effect"
 import * as Redact from "../Redact.ts"
-import { type Sink, SinkError } from "./Sink.ts"
+import { type Fence, type Sink, SinkError } from "./Sink.ts"
 
 export interface HttpSinkOptions {
   readonly url: string
-  readonly streamId: string
   /** What to do on a 4xx that retrying cannot fix. Default `fail`. */
   readonly onRejected?: "fail" | "skip"
   /** Lines buffered before a batch is sent without waiting for a commit (default 5,000). */
@@ -55,12 +66,19 @@ class Attempt {
 /** Statuses that ask to come back later. */
 const later = new Set([408, 425, 429])
 
-export const make = (options: HttpSinkOptions): Sink & { readonly requests: () => number } => {
+export interface HttpSink {
+  /** The sink of one replication connection, under `fence`. */
+  readonly open: (fence: Fence) => Sink
+  /** Requests sent so far (all connections). */
+  readonly requests: () => number
+}
+
+export const make = (options: HttpSinkOptions): HttpSink => {
   const parsed = new URL(options.url)
-  const headers: Record<string, string> = { "content-type": "application/x-ndjson", "slotkeeper-stream": options.streamId }
+  const baseHeaders: Record<string, string> = { "content-type": "application/x-ndjson" }
   if (parsed.username !== "" || parsed.password !== "") {
     const credentials = `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`
-    headers.authorization = `Basic ${Buffer.from(credentials).toString("base64")}`
+    baseHeaders.authorization = `Basic ${Buffer.from(credentials).toString("base64")}`
     parsed.username = ""
     parsed.password = ""
   }
@@ -73,71 +91,93 @@ export const make = (options: HttpSinkOptions): Sink & { readonly requests: () =
     Schedule.exponential(options.retryBase ?? "200 millis", 2),
     Schedule.spaced(options.retryCap ?? "10 seconds")
   ]).pipe(Schedule.jittered)
-  let buffer: Array<string> = []
-  let bytes = 0
   let requests = 0
 
-  const post = (body: string) =>
-    Effect.tryPromise({
-      try: async (signal) => {
-        requests++
-        const response = await fetch(target, {
-          method: "POST",
-          headers,
-          body,
-          signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
-        })
-        const text = await response.text().catch(() => "")
-        return { status: response.status, text }
-      },
-      catch: (e) => new Attempt(`POST ${shown}: ${(e as Error).name === "TimeoutError" ? `no answer within ${timeoutMs} ms` : (e as Error).message}`, false)
-    }).pipe(
-      Effect.flatMap(({ status, text }) => {
-        if (status >= 200 && status < 300) return Effect.void
-        const message = `POST ${shown}: ${status}${text.length > 0 ? ` ${JSON.stringify(text.slice(0, 200))}` : ""}`
-        return Effect.fail(new Attempt(message, status >= 400 && status < 500 && !later.has(status)))
-      })
-    )
+  const open = (fence: Fence): Sink => {
+    const headers = { ...baseHeaders, "slotkeeper-stream": fence.streamId, "slotkeeper-epoch": String(fence.epoch) }
+    let buffer: Array<string> = []
+    let bytes = 0
 
-  /** Sends `lines` until accepted; a final refusal is the policy's business. */
-  const send = (lines: ReadonlyArray<string>) =>
-    Effect.gen(function*() {
-      let attempts = 0
-      const body = `${lines.join("\n")}\n`
-      yield* post(body).pipe(
-        Effect.tapError((e) =>
-          e.final ? Effect.void : Effect.suspend(() => ++attempts % 5 === 1 ? Effect.logWarning(`http sink: ${e.message}; retrying (attempt ${attempts})`) : Effect.void)
-        ),
-        Effect.retry({ schedule, while: (e) => !e.final }),
-        Effect.catch((e) => {
-          if ((options.onRejected ?? "fail") === "fail") {
-            return Effect.fail(new SinkError({ message: `${e.message}: the endpoint refused a batch of ${lines.length} line(s), and sending it again cannot help. Fix the endpoint or the data and restart (the changes stay in the slot), or run with --on-sink-rejected skip to drop such batches` }))
+    const post = (body: string) =>
+      Effect.tryPromise({
+        try: async (signal) => {
+          requests++
+          const response = await fetch(target, {
+            method: "POST",
+            headers,
+            body,
+            redirect: "manual",
+            signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
+          })
+          const text = await response.text().catch(() => "")
+          return { status: response.status, text, location: response.headers.get("location") }
+        },
+        catch: (e) => new Attempt(`POST ${shown}: ${(e as Error).name === "TimeoutError" ? `no answer within ${timeoutMs} ms` : (e as Error).message}`, false)
+      }).pipe(
+        Effect.flatMap(({ location, status, text }): Effect.Effect<void, Attempt | SinkError | OwnershipLost> => {
+          if (status >= 200 && status < 300) return Effect.void
+          const answer = `${status}${text.length > 0 ? ` ${JSON.stringify(text.slice(0, 200))}` : ""}`
+          if (status === 409) {
+            return Effect.fail(new OwnershipLost({
+              streamId: fence.streamId,
+              epoch: fence.epoch,
+              message: `the sink answered ${answer} to epoch ${fence.epoch}: a newer owner has written there`
+            }))
           }
-          const first = lines[0]?.match(/"commit_lsn":"([^"]+)"/)?.[1]
-          const last = lines.at(-1)?.match(/"commit_lsn":"([^"]+)"/)?.[1]
-          return Effect.logError(`http sink: ${e.message}; skipped a batch of ${lines.length} line(s) (commit_lsn ${first ?? "?"} to ${last ?? "?"}) by policy skip`)
+          if (status >= 300 && status < 400) {
+            return Effect.fail(new SinkError({
+              message: `POST ${shown}: ${status} redirect${location === null ? "" : ` to ${Redact.url(new URL(location, target).toString())}`}: ` +
+                `redirects are not followed (a redirected POST can become a GET, and the batch would be counted as delivered); ` +
+                `set --sink to the URL that answers the POST itself`
+            }))
+          }
+          return Effect.fail(new Attempt(`POST ${shown}: ${answer}`, status >= 400 && status < 500 && !later.has(status)))
         })
       )
+
+    /** Sends `lines` until accepted; a final refusal is the policy's business. */
+    const send = (lines: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        let attempts = 0
+        const body = `${lines.join("\n")}\n`
+        yield* Effect.andThen(fence.assertFresh, post(body)).pipe(
+          Effect.tapError((e) =>
+            e instanceof Attempt && !e.final
+              ? Effect.suspend(() => ++attempts % 5 === 1 ? Effect.logWarning(`http sink: ${e.message}; retrying (attempt ${attempts})`) : Effect.void)
+              : Effect.void
+          ),
+          Effect.retry({ schedule, while: (e) => e instanceof Attempt && !e.final }),
+          Effect.catchIf((e): e is Attempt => e instanceof Attempt, (e) => {
+            if ((options.onRejected ?? "fail") === "fail") {
+              return Effect.fail(new SinkError({ message: `${e.message}: the endpoint refused a batch of ${lines.length} line(s), and sending it again cannot help. Fix the endpoint or the data and restart (the changes stay in the slot), or run with --on-sink-rejected skip to drop such batches` }))
+            }
+            const first = lines[0]?.match(/"commit_lsn":"([^"]+)"/)?.[1]
+            const last = lines.at(-1)?.match(/"commit_lsn":"([^"]+)"/)?.[1]
+            return Effect.logError(`http sink: ${e.message}; skipped a batch of ${lines.length} line(s) (commit_lsn ${first ?? "?"} to ${last ?? "?"}) by policy skip`)
+          })
+        )
+      })
+
+    const flush = Effect.suspend(() => {
+      if (buffer.length === 0) return Effect.void
+      const lines = buffer
+      buffer = []
+      bytes = 0
+      return send(lines)
     })
 
-  const flush = Effect.suspend(() => {
-    if (buffer.length === 0) return Effect.void
-    const lines = buffer
-    buffer = []
-    bytes = 0
-    return send(lines)
-  })
-
-  return {
-    write: (lines) =>
-      Effect.suspend(() => {
-        for (const line of lines) {
-          buffer.push(line)
-          bytes += line.length + 1
-        }
-        return buffer.length >= maxLines || bytes >= maxBytes ? flush : Effect.void
-      }),
-    commit: flush,
-    requests: () => requests
+    return {
+      write: (lines) =>
+        Effect.suspend(() => {
+          for (const line of lines) {
+            buffer.push(line)
+            bytes += line.length + 1
+          }
+          return buffer.length >= maxLines || bytes >= maxBytes ? flush : Effect.void
+        }),
+      commit: flush
+    }
   }
+
+  return { open, requests: () => requests }
 }

@@ -35,8 +35,12 @@ export type { DurablePosition }
 export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", { message: Schema.String }) {}
 
 export interface CheckpointStoreService {
-  /** The durable position, or `undefined` before the first save. */
-  readonly load: Effect.Effect<DurablePosition | undefined, CheckpointError>
+  /**
+   * The durable position, or `undefined` before the first save. Read at the start of every replication connection
+   * (a store may also put itself in order then, e.g. cut what a previous connection left half written), so it is
+   * never a position remembered from an earlier one. `OwnershipLost`: the store shows that a newer owner wrote to it.
+   */
+  readonly load: Effect.Effect<DurablePosition | undefined, CheckpointError | OwnershipLost>
   /** Saves `position` durably; never moves the same slot's position backwards. */
   readonly save: (position: DurablePosition) => Effect.Effect<SaveReceipt, CheckpointError | OwnershipLost | LockBackendError>
 }
@@ -48,6 +52,11 @@ export interface SaveReceipt {
    * copy of the slot is never ahead of the checkpoint the standby has. `undefined` for a store elsewhere.
    */
   readonly walPosition: Lsn.Lsn | undefined
+  /**
+   * Nothing was saved: the store cannot place the position now (e.g. a file in the middle of a transaction's lines)
+   * and the save is tried again later. The position stays unsaved, and is not reported to the server.
+   */
+  readonly deferred?: true | undefined
 }
 
 export class CheckpointStore extends Context.Service<CheckpointStore, CheckpointStoreService>()("@slotkeeper/core/CheckpointStore") {}

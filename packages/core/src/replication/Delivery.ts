@@ -16,9 +16,9 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Effect, Fiber, Layer, type Redacted, Schedule, Stream, SubscriptionRef } from "effect"
+import { Effect, Fiber, Layer, type Redacted, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
-import { Ownership } from "../ownership/Ownership.ts"
+import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
 import * as PgPublication from "../publication/PgPublication.ts"
 import * as PublicationManager from "../publication/PublicationManager.ts"
@@ -36,8 +36,13 @@ export interface DeliveryOptions
   readonly url: Redacted.Redacted
   readonly instanceId: string
   readonly sql: SqlClient
-  /** Where the durable position lives (default: slotkeeper's `checkpoints` table in the source database). */
-  readonly checkpoint?: Checkpoint.CheckpointStoreService
+  /**
+   * Where the durable position lives (default: slotkeeper's `checkpoints` table in the source database): a store, or
+   * how to open one for a holding period (run in the owned scope, e.g. to take a lock on a file for as long as it).
+   */
+  readonly checkpoint?:
+    | Checkpoint.CheckpointStoreService
+    | Effect.Effect<Checkpoint.CheckpointStoreService, Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope>
 }
 
 /** What a new connection may overcome: the connection failed or ended, or a read of the resume checks failed. */
@@ -61,7 +66,9 @@ export const run = <A, E, R>(
   Effect.gen(function*() {
     const own = yield* Ownership
     const slots = state ?? (yield* SlotManager.makeState)
-    const store = options.checkpoint ?? (yield* Checkpoint.sourceTable(own, options.sql, options.schema))
+    const store = options.checkpoint === undefined
+      ? yield* Checkpoint.sourceTable(own, options.sql, options.schema)
+      : Effect.isEffect(options.checkpoint) ? yield* options.checkpoint : options.checkpoint
     let connection: ReplicationStream.ReplicationStream | undefined
     let failures = 0 // connection failures since the last connection that opened
     const acknowledged = Effect.suspend(() =>

@@ -327,9 +327,11 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       const position = Watermark.toSave(watermark)
       if (position === undefined) return
       if (!consumerAcknowledged && Date.now() - lastSaveAt < heartbeatMillis) return
+      const saved = yield* options.checkpoint.save({ lsn: position.lsn, inTransaction: position.inside, ...identity })
+      if (saved.deferred === true) return // not saved: the next round tries again
       consumerAcknowledged = false
       lastSaveAt = Date.now()
-      receipt = yield* options.checkpoint.save({ lsn: position.lsn, inTransaction: position.inside, ...identity })
+      receipt = saved
       watermark = Watermark.saved(watermark, position)
       sendStatus()
     })
