@@ -3,9 +3,12 @@ import type { OwnershipStatus } from "@slotkeeper/core"
 import * as HealthServer from "../src/http/HealthServer.ts"
 import * as Redact from "../src/Redact.ts"
 
-const snapshot = (status: OwnershipStatus): HealthServer.Snapshot => ({
+const capture = { epoch: 3, slotName: "slotkeeper_orders_1", origin: 0x1600000n, from: 0x16b3748n, since: 0 }
+
+const snapshot = (status: OwnershipStatus, capturing = true): HealthServer.Snapshot => ({
   streamId: "orders",
   status,
+  capture: capturing ? capture : undefined,
   slotName: "slotkeeper_orders_1",
   slot: { level: "ok", findings: [], retainedBytes: 100n, flushLagBytes: 40n, walStatus: "extended" },
   acknowledgedLsn: 0x16b3748n,
@@ -15,6 +18,22 @@ const snapshot = (status: OwnershipStatus): HealthServer.Snapshot => ({
 })
 
 describe("HealthServer (pure)", () => {
+  it("an owner is active only while it captures (its replication connection streams): before that /health says starting and /health/owner is 503", () => {
+    const owning = { _tag: "Active", since: 0, epoch: 3 } as const
+    assert.strictEqual(HealthServer.owner(snapshot(owning, false)).status, 503)
+    assert.deepStrictEqual(JSON.parse(HealthServer.health(snapshot(owning, false)).body), {
+      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null
+    })
+    assert.deepStrictEqual(JSON.parse(HealthServer.owner(snapshot(owning)).body), {
+      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748"
+    })
+    // a capture of an earlier holding period does not count
+    assert.strictEqual(HealthServer.owner({ ...snapshot(owning), status: { ...owning, epoch: 4 } }).status, 503)
+    const metrics = HealthServer.metrics(snapshot(owning, false)).body
+    assert.include(metrics, "slotkeeper_capturing{stream=\"orders\"} 0")
+    assert.include(HealthServer.metrics(snapshot(owning)).body, "slotkeeper_capture_start_lsn{stream=\"orders\"} 23068672")
+  })
+
   it("/health is 200 while starting, waiting or active, 503 when stopping or failed; /health/owner only while active", () => {
     const cases: Array<[OwnershipStatus, number, number]> = [
       [{ _tag: "Starting" }, 200, 503],

@@ -123,6 +123,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     ...config.ownership
   })
   const slotState = yield* SlotManager.makeState
+  const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
   const counters = { changes: 0, transactions: 0, errors: 0, acknowledged: undefined as bigint | undefined }
   if (config.httpPort !== undefined) {
     const snapshot = Effect.gen(function*() {
@@ -130,6 +131,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       return {
         streamId: config.streamId,
         status: yield* SubscriptionRef.get(owned.supervisor.status),
+        capture: yield* SubscriptionRef.get(capture),
         slotName: slot?.slotName,
         slot: yield* SubscriptionRef.get(slotState.status),
         acknowledgedLsn: counters.acknowledged,
@@ -201,6 +203,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     publication: owned.identity.publicationName,
     mode: config.slotMode,
     slotState,
+    capture,
     onSlotLost: config.onSlotLost,
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     // the configured tables are the whole set: ones a previous configuration had are removed from the publication

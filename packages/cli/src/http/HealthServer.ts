@@ -2,22 +2,27 @@
  * HealthServer: `--http-port` — what a probe or a scraper asks a running instance.
  *
  * - `GET /health`: 200 with `{"state": ...}` while `starting`, `waiting` or `active` (a waiting instance is healthy:
- *   that is what a rolling deploy starts); 503 when `failed` or `stopping`.
- * - `GET /health/owner`: 200 only while this instance owns the stream, else 503 (for a service that should route
- *   to the owner).
- * - `GET /metrics`: Prometheus text — state, ownership epoch, acknowledged LSN, slot lag and `wal_status`, changes
- *   and transactions delivered, errors.
+ *   that is what a rolling deploy starts); 503 when `failed` or `stopping`. `active` means capturing: this instance
+ *   owns the stream *and* its replication connection streams; an owner still setting up (publication, slot,
+ *   connection) or reconnecting is `starting`. The body names the epoch, the capture start (where the stream's slot
+ *   was created: every transaction that commits after it is delivered) and where the connection streams from.
+ * - `GET /health/owner`: 200 only while `active`, else 503 (for a service that should route to the owner, or wait
+ *   for capture to have begun before it writes).
+ * - `GET /metrics`: Prometheus text — state, capturing, capture start, ownership epoch, acknowledged LSN, slot lag
+ *   and `wal_status`, changes and transactions delivered, errors.
  *
  * The answers are pure functions of a snapshot (`health`, `metrics`), served by a small `node:http` server that
  * lives as long as the command's scope.
  */
 import { createServer } from "node:http"
-import type { Health, OwnershipStatus } from "@slotkeeper/core"
+import { type Delivery, type Health, Lsn, type OwnershipStatus } from "@slotkeeper/core"
 import { Effect, type Scope } from "effect"
 
 export interface Snapshot {
   readonly streamId: string
   readonly status: OwnershipStatus
+  /** Set while a replication connection of this instance streams. */
+  readonly capture: Delivery.Capture | undefined
   readonly slotName: string | undefined
   readonly slot: Health.Assessment | undefined
   readonly acknowledgedLsn: bigint | undefined
@@ -28,8 +33,21 @@ export interface Snapshot {
 
 export type State = "starting" | "waiting" | "active" | "stopping" | "failed"
 
-export const state = (status: OwnershipStatus): State =>
-  status._tag === "Starting" ? "starting" : status._tag === "Waiting" ? "waiting" : status._tag === "Active" ? "active" : status._tag === "Stopping" ? "stopping" : "failed"
+/** `active` only while capturing: an owner that is not streaming (yet, or while it reconnects) is `starting`. */
+export const state = (s: Pick<Snapshot, "status" | "capture">): State => {
+  switch (s.status._tag) {
+    case "Starting":
+      return "starting"
+    case "Waiting":
+      return "waiting"
+    case "Active":
+      return (s.capture !== undefined && s.capture.epoch === s.status.epoch) ? "active" : "starting"
+    case "Stopping":
+      return "stopping"
+    case "Failed":
+      return "failed"
+  }
+}
 
 export interface Answer {
   readonly status: number
@@ -37,14 +55,24 @@ export interface Answer {
   readonly body: string
 }
 
+/** The JSON both health answers carry. */
+const body = (s: Snapshot, st: State) => JSON.stringify({
+  state: st,
+  owner: s.status._tag === "Active",
+  capturing: st === "active",
+  epoch: s.status._tag === "Active" ? s.status.epoch : null,
+  capture_start_lsn: s.capture?.origin === undefined ? null : Lsn.format(s.capture.origin),
+  streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from)
+})
+
 export const health = (s: Snapshot): Answer => {
-  const st = state(s.status)
-  return { status: st === "failed" || st === "stopping" ? 503 : 200, contentType: "application/json", body: JSON.stringify({ state: st }) }
+  const st = state(s)
+  return { status: st === "failed" || st === "stopping" ? 503 : 200, contentType: "application/json", body: body(s, st) }
 }
 
 export const owner = (s: Snapshot): Answer => {
-  const st = state(s.status)
-  return { status: st === "active" ? 200 : 503, contentType: "application/json", body: JSON.stringify({ state: st, owner: st === "active" }) }
+  const st = state(s)
+  return { status: st === "active" ? 200 : 503, contentType: "application/json", body: body(s, st) }
 }
 
 const label = (value: string) => value.replaceAll("\\", "\\\\").replaceAll("\"", "\\\"").replaceAll("\n", "\\n")
@@ -56,9 +84,13 @@ export const metrics = (s: Snapshot): Answer => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
     for (const [labels, value] of samples) out.push(`${name}{${labels}} ${value.toString()}`)
   }
-  const current = state(s.status)
+  const current = state(s)
   metric("slotkeeper_state", "1 for this instance's current state", "gauge",
     (["starting", "waiting", "active", "stopping", "failed"] as const).map((st) => [`${stream},state="${st}"`, st === current ? 1 : 0]))
+  metric("slotkeeper_capturing", "1 while this instance owns the stream and its replication connection streams", "gauge", [[stream, current === "active" ? 1 : 0]])
+  if (s.capture?.origin !== undefined) {
+    metric("slotkeeper_capture_start_lsn", "where the stream's slot was created: every transaction committing after it is delivered (WAL bytes)", "gauge", [[stream, s.capture.origin]])
+  }
   metric("slotkeeper_ownership_epoch", "the fencing epoch this instance holds (0 when it holds none)", "gauge", [[stream, s.status._tag === "Active" ? s.status.epoch : 0]])
   if (s.acknowledgedLsn !== undefined) metric("slotkeeper_acknowledged_lsn", "the durable, acknowledged position (WAL bytes)", "gauge", [[stream, s.acknowledgedLsn]])
   if (s.slotName !== undefined && s.slot !== undefined) {

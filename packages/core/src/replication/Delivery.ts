@@ -16,7 +16,8 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Effect, Fiber, Layer, type Redacted, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Effect, Fiber, Layer, type Redacted, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import type * as Lsn from "../Lsn.ts"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
@@ -36,6 +37,8 @@ export interface DeliveryOptions
   readonly url: Redacted.Redacted
   readonly instanceId: string
   readonly sql: SqlClient
+  /** Set while a replication connection streams (see `Capture`), cleared when it ends. */
+  readonly capture?: SubscriptionRef.SubscriptionRef<Capture | undefined>
   /**
    * Where the durable position lives (default: slotkeeper's `checkpoints` table in the source database): a store, or
    * how to open one for a holding period (run in the owned scope, e.g. to take a lock on a file for as long as it).
@@ -43,6 +46,25 @@ export interface DeliveryOptions
   readonly checkpoint?:
     | Checkpoint.CheckpointStoreService
     | Effect.Effect<Checkpoint.CheckpointStoreService, Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope>
+}
+
+/**
+ * Capture: the stream is being read — a replication connection of this holding period has started streaming. Only
+ * then does an instance report itself active (`/health/owner`): a change committed after that is delivered.
+ */
+export interface Capture {
+  readonly epoch: number
+  /** The stream's persistent slot. */
+  readonly slotName: string
+  /**
+   * Where that slot was created: every transaction that commits after it is delivered (the stream's capture start;
+   * `undefined` for a slot created before slotkeeper recorded it).
+   */
+  readonly origin: Lsn.Lsn | undefined
+  /** Where the current connection streams from (the durable position). */
+  readonly from: Lsn.Lsn
+  /** When it started streaming (wall-clock millis). */
+  readonly since: number
 }
 
 /** What a new connection may overcome: the connection failed or ended, or a read of the resume checks failed. */
@@ -80,6 +102,17 @@ export const run = <A, E, R>(
       if (slot._tag === "None") return yield* Effect.never
       connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store })
       failures = 0
+      if (options.capture !== undefined) {
+        const capture = options.capture
+        yield* SubscriptionRef.set(capture, {
+          epoch: own.epoch,
+          slotName: slot.value.slotName,
+          origin: slot.value.consistentPoint,
+          from: connection.startedAt,
+          since: yield* Clock.currentTimeMillis
+        })
+        yield* Effect.addFinalizer(() => SubscriptionRef.set(capture, undefined))
+      }
       return yield* consume(connection)
     }).pipe(Effect.scoped)
     // A replication connection that fails or ends is opened again (with the resume checks) after a capped backoff;

@@ -24,7 +24,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
-import { format as formatLsn } from "../Lsn.ts"
+import { format as formatLsn, type Lsn, parseUnsafe as parseLsn } from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
 
@@ -46,6 +46,11 @@ export interface PersistentSlotOptions {
 export interface Slot {
   readonly slotName: string
   readonly incarnation: number
+  /**
+   * Where the slot was created (its consistent point): every transaction that commits after it is delivered; one
+   * already running then is not decodable. `undefined` for a slot created before slotkeeper recorded it.
+   */
+  readonly consistentPoint: Lsn | undefined
   /** True when this call created it; false when it was adopted. */
   readonly created: boolean
   readonly failover: boolean
@@ -58,14 +63,28 @@ export const catalogTable = (schema: string) => qualified(schema, "slots")
 const queryError = (e: SqlError) => new SlotError({ reason: "Query", message: SqlErrors.describe(e) })
 
 export const ensureCatalog = (sql: SqlClient, schema: string): Effect.Effect<void, SlotError> =>
-  ensureTable(sql, schema, "slots", `
-    stream_id   text NOT NULL,
-    incarnation integer NOT NULL,
-    slot_name   text NOT NULL UNIQUE,
-    state       text NOT NULL CHECK (state IN ('creating', 'active', 'abandoned', 'retired')),
-    failover    boolean NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (stream_id, incarnation)`, (message) => new SlotError({ reason: "Setup", message }))
+  Effect.gen(function*() {
+    const setup = (message: string) => new SlotError({ reason: "Setup", message })
+    yield* ensureTable(sql, schema, "slots", `
+      stream_id   text NOT NULL,
+      incarnation integer NOT NULL,
+      slot_name   text NOT NULL UNIQUE,
+      state       text NOT NULL CHECK (state IN ('creating', 'active', 'abandoned', 'retired')),
+      failover    boolean NOT NULL,
+      created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+      consistent_point pg_lsn,
+      PRIMARY KEY (stream_id, incarnation)`, setup)
+    // a catalog created by an earlier version lacks the slot's consistent point: added (nullable) once
+    const [has] = yield* sql.unsafe<{ ok: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'consistent_point' AND NOT attisdropped) AS ok`,
+      [catalogTable(schema)]
+    ).pipe(Effect.mapError(queryError))
+    if (has?.ok !== true) {
+      yield* sql.unsafe(`ALTER TABLE ${catalogTable(schema)} ADD COLUMN IF NOT EXISTS consistent_point pg_lsn`).pipe(
+        Effect.mapError((e) => setup(`could not add column consistent_point to ${catalogTable(schema)} (run slotkeeper once as the table's owner): ${SqlErrors.describe(e)}`))
+      )
+    }
+  })
 
 /** Creates the stream's slot on the first run, adopts it afterwards; see the module comment. Run it as the owner. */
 export const ensure = (
@@ -89,8 +108,9 @@ export const ensure = (
       own.guarded(sql.unsafe(`UPDATE ${table} SET state = $3 WHERE stream_id = $1 AND incarnation = $2`, [options.streamId, incarnation, state]))
         .pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
 
-    const rows = yield* sql.unsafe<{ incarnation: number; slot_name: string; state: string; failover: boolean }>(
-      `SELECT incarnation, slot_name, state, failover FROM ${table} WHERE stream_id = $1 ORDER BY incarnation DESC`, [options.streamId]
+    const rows = yield* sql.unsafe<{ incarnation: number; slot_name: string; state: string; failover: boolean; consistent_point: string | null }>(
+      `SELECT incarnation, slot_name, state, failover, consistent_point::text AS consistent_point FROM ${table} WHERE stream_id = $1 ORDER BY incarnation DESC`,
+      [options.streamId]
     ).pipe(Effect.mapError(queryError))
     // What exists under a name: only a persistent pgoutput slot of this database is ours to adopt.
     const slotKind = (name: string) =>
@@ -113,7 +133,14 @@ export const ensure = (
       }
       if (exists) {
         if (current.state === "creating") yield* setState(current.incarnation, "active")
-        return { slotName: current.slot_name, incarnation: current.incarnation, created: false, failover: current.failover, failoverUnavailable }
+        return {
+          slotName: current.slot_name,
+          incarnation: current.incarnation,
+          consistentPoint: current.consistent_point === null ? undefined : parseLsn(current.consistent_point),
+          created: false,
+          failover: current.failover,
+          failoverUnavailable
+        }
       }
       if (current.state === "active") {
         return yield* new SlotError({
@@ -143,13 +170,17 @@ export const ensure = (
       `INSERT INTO ${table} (stream_id, incarnation, slot_name, state, failover) VALUES ($1, $2, $3, 'creating', $4)`,
       [options.streamId, incarnation, slotName, failover]
     )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
-    yield* own.guardedSlotChange(
+    const [created] = yield* own.guardedSlotChange(
       failover
-        ? sql.unsafe("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)", [slotName])
-        : sql.unsafe("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slotName])
+        ? sql.unsafe<{ lsn: string }>("SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)", [slotName])
+        : sql.unsafe<{ lsn: string }>("SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slotName])
     ).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
-    yield* setState(incarnation, "active")
-    return { slotName, incarnation, created: true, failover, failoverUnavailable }
+    const consistentPoint = created === undefined ? undefined : parseLsn(created.lsn)
+    yield* own.guarded(sql.unsafe(
+      `UPDATE ${table} SET state = 'active', consistent_point = $3::pg_lsn WHERE stream_id = $1 AND incarnation = $2`,
+      [options.streamId, incarnation, created?.lsn ?? null]
+    )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
+    return { slotName, incarnation, consistentPoint, created: true, failover, failoverUnavailable }
   })
 
 /**

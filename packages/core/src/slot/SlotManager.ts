@@ -124,6 +124,12 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       Effect.retry({ while: isTransient, schedule: transientRetry })
     )
     yield* SubscriptionRef.set(state.slot, initial)
+    if (initial.created && initial.consistentPoint !== undefined) {
+      yield* Effect.logInfo(
+        `stream ${options.streamId}: slot ${initial.slotName} created; capture starts at ${formatLsn(initial.consistentPoint)}: every ` +
+          `transaction that commits after it is delivered (one already running then cannot be decoded by PostgreSQL)`
+      )
+    }
     if (initial.failoverUnavailable !== undefined) yield* Effect.logWarning(initial.failoverUnavailable)
 
     const checkHealth = Effect.gen(function*() {
