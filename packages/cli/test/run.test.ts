@@ -187,6 +187,8 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       assert.include(running!.owner, { instance: "a", mode: "advisory", epoch: 1, applicationName: "slotkeeper:default:a:lock" })
       assert.deepStrictEqual(running!.publication, { name: "slotkeeper_default", tables: ["public.items"] })
       assert.include(running!.slots[0], { slot: "slotkeeper_default_1", state: "active", exists: true, walStatus: "reserved", invalidation: null })
+      const [created] = yield* pg.query<{ point: string }>("SELECT consistent_point::text AS point FROM slotkeeper.slots")
+      assert.strictEqual(running!.captureStart, created!.point)
       a.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => a.exited), 0)
       const [stopped] = yield* status()

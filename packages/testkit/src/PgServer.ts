@@ -96,6 +96,8 @@ export interface PgServer {
   readonly restart: Effect.Effect<void, PgServerError>
   /** SIGKILL the postmaster and all its children, then start again (crash recovery). */
   readonly crash: Effect.Effect<void, PgServerError>
+  /** SIGKILL the postmaster and all its children, and leave it down (a host that died); `start` brings it back. */
+  readonly kill: Effect.Effect<void, PgServerError>
   /** `pg_terminate_backend(pid)`, waiting up to 5 s for the backend to exit. True when it was terminated. */
   readonly terminateBackend: (pid: number) => Effect.Effect<boolean, PgServerError>
   /**
@@ -320,7 +322,7 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       child = undefined
     }).pipe(Effect.uninterruptible)
 
-    const crash: Effect.Effect<void, PgServerError> = Effect.gen(function*() {
+    const kill: Effect.Effect<void, PgServerError> = Effect.gen(function*() {
       const proc = child
       if (proc?.pid === undefined || proc.exitCode !== null) return yield* fail("crash", "the server is not running")
       const pid = proc.pid
@@ -338,8 +340,9 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       yield* Effect.promise(() => runToEnd(proc))
       child = undefined
       yield* waitGone(children, "crash")
-      yield* start
     }).pipe(Effect.uninterruptible)
+
+    const crash: Effect.Effect<void, PgServerError> = Effect.andThen(kill, start).pipe(Effect.uninterruptible)
 
     const postmasterPid = Effect.suspend(() =>
       child?.pid !== undefined && child.exitCode === null && child.signalCode === null
@@ -433,6 +436,7 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       stop,
       restart: Effect.andThen(stop, start),
       crash,
+      kill,
       terminateBackend,
       setConfig,
       logTail

@@ -46,6 +46,8 @@ export interface StandbyOptions {
   readonly synchronizedStandbySlots?: boolean
   /** Extra settings for the standby (appended to its postgresql.auto.conf). */
   readonly settings?: Readonly<Record<string, PgServer.SettingValue>>
+  /** Reach the primary through this port on 127.0.0.1 (a `FaultProxy`, to freeze or cut the standby's link) instead of its own. */
+  readonly primaryPort?: number
 }
 
 export interface Standby extends PgServer.PgServer {
@@ -122,7 +124,7 @@ export const make = (
     rmSync(join(dataDir, "postmaster.opts"), { force: true })
     const conninfo = [
       "host=127.0.0.1",
-      `port=${primary.port}`,
+      `port=${options.primaryPort ?? primary.port}`,
       "user=postgres",
       "dbname=postgres",
       `application_name=${name}`,

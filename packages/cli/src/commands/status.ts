@@ -39,6 +39,8 @@ interface StreamStatus {
   }>
   readonly publication: { readonly name: string; readonly tables: ReadonlyArray<string> } | null
   readonly position: string | null
+  /** Where the current slot was created: every transaction that commits after it is delivered. */
+  readonly captureStart: string | null
 }
 
 export const status = Command.make("status", {
@@ -64,9 +66,11 @@ export const status = Command.make("status", {
     )
     const out: Array<StreamStatus> = []
     for (const o of owners) {
-      const slots = yield* sql.unsafe<{ slot_name: string; state: string }>(
-        "SELECT slot_name, state FROM slotkeeper.slots WHERE stream_id = $1 AND to_regclass('slotkeeper.slots') IS NOT NULL ORDER BY incarnation", [o.stream_id]
-      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string; state: string }>))
+      // consistent_point through to_jsonb: a catalog of an earlier version has no such column
+      const slots = yield* sql.unsafe<{ slot_name: string; state: string; consistent_point: string | null }>(
+        `SELECT slot_name, state, to_jsonb(s) ->> 'consistent_point' AS consistent_point
+           FROM slotkeeper.slots s WHERE stream_id = $1 AND to_regclass('slotkeeper.slots') IS NOT NULL ORDER BY incarnation`, [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string; state: string; consistent_point: string | null }>))
       const slotStatus: Array<StreamStatus["slots"][number]> = []
       for (const s of slots) {
         const seen = yield* SlotInspector.inspect(sql, s.slot_name).pipe(Effect.orElseSucceed(() => undefined))
@@ -99,7 +103,8 @@ export const status = Command.make("status", {
         epoch: Number(o.epoch),
         slots: slotStatus,
         publication: published === undefined ? null : { name: publication, tables: published.tables },
-        position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn))
+        position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
+        captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null
       })
     }
     return out
@@ -109,6 +114,7 @@ export const status = Command.make("status", {
   for (const s of streams) {
     yield* Console.log(`stream ${s.stream}: ${s.owner === null ? "no owner" : `owned by ${s.owner.instance} (pid ${s.owner.pid ?? "?"}${s.owner.applicationName === null ? "" : ` ${s.owner.applicationName}`}, ${s.owner.mode}, epoch ${s.owner.epoch}) since ${s.owner.since}`}`)
     yield* Console.log(`  position     ${s.position ?? "none yet"}`)
+    yield* Console.log(`  capture      ${s.captureStart === null ? "start not recorded" : `since ${s.captureStart}: every transaction committing after it is delivered`}`)
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
     for (const slot of s.slots) {
       const detail = slot.exists

@@ -53,6 +53,7 @@ import type { SlotError } from "../slot/PersistentSlot.ts"
 import * as Resume from "../slot/Resume.ts"
 import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
+import * as StandbyGate from "../slot/StandbyGate.ts"
 import { cloneName } from "../slot/TemporaryClone.ts"
 import * as StreamId from "../StreamId.ts"
 import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
@@ -180,6 +181,17 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     }
 
     const streamedSlot = mode === "temporary" ? cloneName() : options.slotName
+    // A temporary copy of a failover slot is not one: its walsender does not wait for the standbys in
+    // synchronized_standby_slots, so the wait is made here (see StandbyGate). A persistent failover slot's walsender
+    // waits by itself.
+    const gate = mode === "temporary" && seen.serverVersion >= 170000 && seen.row?.failover === true
+      ? yield* StandbyGate.make(options.sql)
+      : undefined
+    /** A position the consumer may take as idle progress (a keepalive's, a heartbeat's), once the standbys have it. */
+    const idleAt = (position: Lsn.Lsn) => {
+      if (gate === undefined) watermark = Watermark.keepalive(watermark, position)
+      else void gate.reached(position).then(() => void (watermark = Watermark.keepalive(watermark, position)))
+    }
     // Protocol 2 (PostgreSQL 14+) with in-progress streaming: a huge transaction is sent as it is decoded, spooled
     // here on disk, instead of being collected by the server until its commit.
     const protocol = seen.serverVersion >= 140000 ? 2 : 1
@@ -229,9 +241,8 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
             break
           case "message":
             if (!message.transactional) {
-              watermark = message.prefix.startsWith(heartbeatPrefix)
-                ? Watermark.keepalive(watermark, message.lsn + 1n)
-                : Watermark.message(watermark, message.lsn)
+              if (message.prefix.startsWith(heartbeatPrefix)) idleAt(message.lsn + 1n)
+              else watermark = Watermark.message(watermark, message.lsn)
             }
             break
         }
@@ -256,23 +267,46 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // Offered in batches (a transaction replayed from the spool is many events): one hand-over per batch, not per event.
     const offerAll = (events: ReadonlyArray<ReplicationEvent>) => Effect.runPromiseExit(Queue.offerAll(queue, events))
     const batchSize = 256
+    /** Offers `events` in batches; false once the queue is shut down. */
+    const offerBatched = async (events: Iterable<ReplicationEvent>): Promise<boolean> => {
+      let batch: Array<ReplicationEvent> = []
+      for (const event of events) {
+        batch.push(event)
+        if (batch.length < batchSize) continue
+        if ((await offerAll(batch))._tag === "Failure") return false
+        batch = []
+      }
+      return batch.length === 0 || (await offerAll(batch))._tag === "Success"
+    }
+    // With a gate, the events of a transaction sent at its commit are held until the standbys have that commit (its
+    // end is known only then). One that grows past `holdLimit` events is let through once the standbys have the
+    // primary's current flush position, which is past its commit (decoded before it was sent).
+    const holdLimit = 4096
+    let held: Array<ReplicationEvent> | undefined
     service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
+      const message = decoded as unknown as Message
       try {
-        let batch: Array<ReplicationEvent> = []
-        for (const event of assembler.push(decoded as unknown as Message)) {
-          batch.push(event)
-          if (batch.length < batchSize) continue
-          const exit = await offerAll(batch)
-          if (exit._tag === "Failure") return
-          batch = []
+        if (gate !== undefined) {
+          // a streamed transaction is replayed from the spool at its commit: it waits before the replay
+          if (message.tag === "streamCommit") await gate.reached(message.endLsn)
+          else if (message.tag === "message" && !message.transactional && !message.prefix.startsWith(heartbeatPrefix)) await gate.reached(await gate.flushNow())
+          else if (message.tag === "begin") held = []
         }
-        if (batch.length > 0) await offerAll(batch)
+        const events = assembler.push(message)
+        if (held === undefined) return void (await offerBatched(events))
+        for (const event of events) held.push(event)
+        if (message.tag === "commit") await gate!.reached(message.endLsn)
+        else if (held.length >= holdLimit) await gate!.reached(await gate!.flushNow())
+        else return
+        const release = held
+        held = undefined
+        await offerBatched(release)
       } catch (e) {
         fail(new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
       }
     })
     service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
-      watermark = Watermark.keepalive(watermark, Lsn.parseUnsafe(lsn))
+      idleAt(Lsn.parseUnsafe(lsn))
       if (shouldRespond) sendStatus()
     })
     service.on("error", (e: unknown) =>

@@ -27,6 +27,7 @@ import * as FailoverCheck from "./FailoverCheck.ts"
 import * as Health from "./Health.ts"
 import * as PersistentSlot from "./PersistentSlot.ts"
 import * as SlotInspector from "./SlotInspector.ts"
+import * as StandbyGate from "./StandbyGate.ts"
 
 /** A durable, acknowledged position, and the slot it was read from: positions of one slot mean nothing in another. */
 export interface Acknowledged {
@@ -164,19 +165,11 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     })
 
     // Whether every standby in synchronized_standby_slots has flushed `lsn` (true when none is named: then nothing
-    // synchronizes the slot safely anyway, and FailoverCheck says so). A physical slot's restart_lsn is its standby's
-    // flush position.
+    // synchronizes the slot safely anyway, and FailoverCheck says so).
     const standbysHave = (lsn: Lsn) =>
-      Effect.map(
-        sql.unsafe<{ ok: boolean }>(
-          `SELECT coalesce(bool_and(s.restart_lsn IS NOT NULL AND s.restart_lsn >= $1::pg_lsn), true) AND count(s.slot_name) = count(n.name) AS ok
-             FROM (SELECT btrim(name) AS name FROM unnest(string_to_array(current_setting('synchronized_standby_slots', true), ',')) AS name
-                    WHERE btrim(name) <> '') n
-             LEFT JOIN pg_replication_slots s ON s.slot_name = n.name`,
-          [formatLsn(lsn)]
-        ),
-        (rows) => rows[0]?.ok ?? false
-      ).pipe(Effect.mapError((e) => new PersistentSlot.SlotError({ reason: "Query", message: `reading the standbys' positions: ${SqlErrors.describe(e)}` })))
+      Effect.map(StandbyGate.read(sql), (flushed) => StandbyGate.covers(flushed, lsn)).pipe(
+        Effect.mapError((e) => new PersistentSlot.SlotError({ reason: "Query", message: `reading the standbys' positions: ${SqlErrors.describe(e)}` }))
+      )
 
     // The acknowledgement last acted on: while it does not move, a round reads nothing from the server.
     let actedOn: Acknowledged | undefined
