@@ -3,7 +3,7 @@
  */
 import { spawn } from "node:child_process"
 import { createServer } from "node:http"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgCluster } from "@slotkeeper/testkit"
@@ -164,6 +164,45 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const parsed = lines.map((l) => JSON.parse(l) as { type: string; new?: { id: number } })
       const ids = parsed.filter((l) => l.type === "change").map((l) => l.new!.id)
       assert.deepStrictEqual([...ids].sort((x, y) => x - y), committed, "each committed change exactly once")
+    }))
+
+  it.live("file: sink: the replication connection is cut again and again mid-stream; the process goes on (no false gap), and the file holds every committed change exactly once", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const dir = mkdtempSync(join(tmpdir(), "slotkeeper-file-reconnect-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const path = join(dir, "changes.ndjson")
+      const a = yield* start(["--database-url", pg.url, "--table", "items", "--instance-id", "a", "--sink", `file:${path}`])
+      yield* streaming(pg)
+      // transactions of 300 rows (an arrival of events often ends inside one), written throughout
+      const written = { next: 1 }
+      const writer = yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+        const from = written.next
+        const ok = yield* pg.query(`INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series(${from}, ${from + 299}) g ON CONFLICT DO NOTHING`).pipe(Effect.as(true), Effect.orElseSucceed(() => false))
+        if (ok) written.next += 300
+        yield* Effect.sleep("50 millis")
+      })))
+      // the walsender is terminated five times, each time once the connection after the last cut streams and has
+      // written more (the file's size: cheap to read while it grows)
+      const size = () => (existsSync(path) ? statSync(path).size : 0)
+      const connections = () => (a.stderr().match(/streaming from/g) ?? []).length
+      for (let cut = 1; cut <= 5; cut++) {
+        yield* until(() => (connections() >= cut ? true : undefined), 60_000, `connection ${cut}`)
+        const target = size() + 200_000
+        yield* until(() => (size() >= target ? true : undefined), 60_000, `${target} bytes`)
+        yield* pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'slotkeeper:default:a:repl'")
+      }
+      yield* until(() => (connections() >= 6 ? true : undefined), 60_000, "the connection after the last cut")
+      yield* Fiber.interrupt(writer)
+      const committed = (yield* pg.query<{ id: number }>("SELECT id FROM items ORDER BY id")).map((r) => r.id)
+      const fileIds = () =>
+        readFileSync(path, "utf8").split("\n").filter((l) => l.startsWith("{\"type\":\"change\"")).map((l) => (JSON.parse(l) as { new: { id: number } }).new.id)
+      yield* until(() => (fileIds().length >= committed.length ? true : undefined), 60_000, "every committed row in the file")
+      assert.strictEqual(a.child.exitCode, null, a.stderr())
+      a.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => a.exited), 0)
+      assert.deepStrictEqual(fileIds().sort((x, y) => x - y), committed, "each committed change exactly once")
     }))
 
   it.live("status shows the owner, the slot with wal_status and lag, the publication's tables and the position; no owner after it stops", () =>
