@@ -166,4 +166,16 @@ describe("HttpSink (a real HTTP server in the test process)", () => {
       assert.strictEqual(error._tag, "OwnershipLost")
       assert.strictEqual(e.received.length, 1)
     }))
+
+  it.live("a batch half sent by one connection is not sent by the next: each connection's sink starts empty", () =>
+    Effect.gen(function*() {
+      const e = yield* endpoint([])
+      const made = HttpSink.make({ url: e.url, ...fast })
+      const first = made.open(fence("s", 1))
+      yield* first.write([line("0/C0", 1)], false) // the connection ends inside this transaction
+      const second = made.open(fence("s", 1))
+      yield* second.write([line("0/C0", 1), line("0/C0", 2)], true)
+      yield* second.commit
+      assert.deepStrictEqual(e.received.map((r) => r.body), [`${line("0/C0", 1)}\n${line("0/C0", 2)}\n`])
+    }))
 })

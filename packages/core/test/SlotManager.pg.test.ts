@@ -1,6 +1,7 @@
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Redacted, Ref, SubscriptionRef } from "effect"
+import pg from "pg"
 import * as Lsn from "../src/Lsn.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as SlotInspector from "../src/slot/SlotInspector.ts"
@@ -20,6 +21,19 @@ const setup = (settings: Record<string, string> = {}) =>
     const currentLsn = Effect.map(pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn"), (r) => Lsn.parseUnsafe(r[0]!.lsn))
     return { pg, stream, acked, state, confirmed, currentLsn }
   })
+
+/** A transaction on its own connection that has written (so it has an xid) and stays open until the scope closes. */
+const openTransaction = (url: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const client = new pg.Client({ connectionString: url })
+      await client.connect()
+      await client.query("BEGIN")
+      await client.query("INSERT INTO items VALUES (-1, 'a long transaction') ON CONFLICT DO NOTHING")
+      return client
+    }),
+    (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end(), () => client.end()))
+  )
 
 describe("SlotManager (real PostgreSQL 18)", () => {
   it.live("the slot follows acknowledgements, minus the window, never past an unacknowledged change; a last advance at shutdown", () =>
@@ -109,5 +123,61 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       const report = yield* eventually(SubscriptionRef.get(state.failover), 5_000, "the failover report in the status")
       assert.deepInclude(report.findings.map((f) => f.code), "StandbySlotInactive")
       yield* pg.setConfig("synchronized_standby_slots", null)
+    }))
+
+  it.live("a backlog that one advance cannot decode within the guard's deadline (a long transaction keeps restart_lsn back): advanced anyway, in steps", () =>
+    Effect.gen(function*() {
+      const { acked, confirmed, currentLsn, pg: server, state, stream } = yield* setup()
+      // the slot is created by a first instance, which then stops
+      const first = yield* Effect.forkChild(stream.supervisor.run(SlotManager.run({ ...slotOptions, sql: stream.sql, acknowledged: Ref.get(acked) }, state)), { startImmediately: true })
+      yield* eventually(SubscriptionRef.get(state.slot), 10_000, "the slot")
+      yield* Fiber.interrupt(first)
+      // a transaction left open from before the backlog: every advance decodes from before it
+      yield* openTransaction(server.url)
+      yield* server.query("CREATE TABLE backlog (id int, v text)")
+      // The backlog grows until one advance over it, with its WAL already cached, takes at least twice the guard's
+      // deadline given below (timed on a scratch copy of the slot): machines differ in speed, the test must not.
+      const deadlineMs = 250
+      let target = 0n
+      for (let round = 1; ; round++) {
+        yield* server.query(`INSERT INTO backlog SELECT g, 'x' FROM generate_series(1, 3000000) g`)
+        target = yield* currentLsn
+        let warm = 0
+        for (let pass = 1; pass <= 2; pass++) {
+          yield* server.query("SELECT slot_name FROM pg_copy_logical_replication_slot('slotkeeper_orders_1', 'scratch')")
+          const started = Date.now()
+          yield* server.query("SELECT end_lsn::text FROM pg_replication_slot_advance('scratch', $1::pg_lsn)", [Lsn.format(target)])
+          warm = Date.now() - started
+          yield* server.query("SELECT pg_drop_replication_slot('scratch')::text")
+        }
+        console.log(`backlog round ${round}: warm advance ${warm} ms`)
+        if (warm >= 2 * deadlineMs) break
+        assert.isBelow(round, 6, `one advance over ${round * 3} million rows still takes only ${warm} ms`)
+      }
+      // an owner whose guard gives a statement 250 ms: one advance over the backlog takes at least twice that
+      const short = yield* StreamOwnership.make({
+        streamId: "orders", instanceId: "b", url: Redacted.make(server.url),
+        mode: "advisory", heartbeatInterval: "100 millis", lossDeadline: `${deadlineMs} millis`, serverReleaseBound: "1 second", safetyMargin: "500 millis",
+        acquireInterval: "100 millis"
+      })
+      yield* Ref.set(acked, { lsn: target, slotName: "slotkeeper_orders_1" })
+      yield* Effect.forkChild(short.supervisor.run(SlotManager.run({ ...slotOptions, sql: short.sql, acknowledged: Ref.get(acked) }, yield* SlotManager.makeState)), { startImmediately: true })
+      yield* eventually(Effect.map(confirmed, (c) => (c === target ? true : undefined)), 60_000, "the slot at the acknowledged position past the backlog")
+    }))
+
+  it.live("slot creation waits behind transactions that outlast the guard's deadline, and succeeds", () =>
+    Effect.gen(function*() {
+      const { acked, state, stream, pg: server } = yield* setup()
+      // overlapping transactions, each open 3 s (three times the loss deadline), a new one every 500 ms: a slot can be
+      // consistent only once the ones running at its start have ended
+      const holding = yield* Effect.forkChild(Effect.forever(Effect.gen(function*() {
+        yield* Effect.forkChild(Effect.scoped(Effect.andThen(openTransaction(server.url), Effect.sleep("3 seconds"))))
+        yield* Effect.sleep("500 millis")
+      })))
+      yield* Effect.sleep("1 second")
+      yield* Effect.forkChild(stream.supervisor.run(SlotManager.run({ ...slotOptions, sql: stream.sql, acknowledged: Ref.get(acked) }, state)), { startImmediately: true })
+      const slot = yield* eventually(SubscriptionRef.get(state.slot), 30_000, "the slot")
+      assert.isTrue(slot.created)
+      yield* Fiber.interrupt(holding)
     }))
 })

@@ -46,6 +46,25 @@ export const boundTransaction = (sql: SqlClient, deadlineMs: number): Effect.Eff
 }
 
 /**
+ * Lifts the server-side bounds of the current (guarded) transaction to `ms`, for one long step that must not be cut at
+ * the holder's detection deadline: creating a slot waits for every transaction running when it starts, and an advance
+ * decodes everything it passes over.
+ *
+ * **Details**: the guard's write lock is held meanwhile, so no new owner becomes effective before the step ends
+ * (fencing holds); what is traded is how soon a successor can take over. A holder that dies releases it at once:
+ * `client_connection_check_interval` (PostgreSQL 14+) makes the server notice a client that went away during a long
+ * statement and cancel it. Only a half-open path keeps it, for at most `ms`.
+ */
+export const lengthenTransaction = (sql: SqlClient, ms: number, serverVersion: number): Effect.Effect<void, SqlError> => {
+  const bound = Math.trunc(ms)
+  return Effect.all([
+    sql.unsafe(`SET LOCAL lock_timeout = ${bound}`),
+    sql.unsafe(`SET LOCAL statement_timeout = ${bound}`),
+    ...(serverVersion >= 140000 ? [sql.unsafe("SET LOCAL client_connection_check_interval = 1000")] : [])
+  ], { discard: true })
+}
+
+/**
  * A mode's proof, run after the bounds and the write lock: succeeds when `held` still owns the stream, else fails
  * with `OwnershipLost`. `rowLock` is `"FOR SHARE OF o"` or `""`, to end its query on the ownership row `o`.
  */

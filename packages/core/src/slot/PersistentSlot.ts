@@ -19,17 +19,19 @@
  * `SlotMismatch`, never adopted. A slot that exists under our next name without being in the catalog is
  * `SlotNameTaken`.
  */
-import { Effect, Schema } from "effect"
+import { Duration, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn, parseUnsafe as parseLsn } from "../Lsn.ts"
+import * as Fencing from "../ownership/Fencing.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
 
 export class SlotError extends Schema.TaggedError<SlotError>()("SlotError", {
-  reason: Schema.Literals(["SlotMissing", "SlotInvalidated", "SlotNameTaken", "SlotMismatch", "Setup", "Query"]),
+  /** `Timeout`: a step the server cancelled at the guard's deadline (a query that may pass with less to do). */
+  reason: Schema.Literals(["SlotMissing", "SlotInvalidated", "SlotNameTaken", "SlotMismatch", "Setup", "Query", "Timeout"]),
   slotName: Schema.optional(Schema.String),
   message: Schema.String
 }) {}
@@ -41,6 +43,11 @@ export interface PersistentSlotOptions {
   readonly schema: string
   /** Create a failover slot on PostgreSQL 17+ (default true). */
   readonly failover?: boolean
+  /**
+   * How long creating the slot may wait for the transactions running when it starts (it cannot be consistent before
+   * they end). Default 10 minutes; not the holder's detection deadline (see `Fencing.lengthenTransaction`).
+   */
+  readonly createTimeout?: Duration.Input
 }
 
 export interface Slot {
@@ -170,11 +177,13 @@ export const ensure = (
       `INSERT INTO ${table} (stream_id, incarnation, slot_name, state, failover) VALUES ($1, $2, $3, 'creating', $4)`,
       [options.streamId, incarnation, slotName, failover]
     )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
-    const [created] = yield* own.guardedSlotChange(
+    const createTimeoutMs = Duration.toMillis(Duration.fromInputUnsafe(options.createTimeout ?? "10 minutes"))
+    const [created] = yield* own.guardedSlotChange(Effect.andThen(
+      Fencing.lengthenTransaction(sql, createTimeoutMs, server?.version ?? 0),
       failover
         ? sql.unsafe<{ lsn: string }>("SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)", [slotName])
         : sql.unsafe<{ lsn: string }>("SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", [slotName])
-    ).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
+    )).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError(e))))
     const consistentPoint = created === undefined ? undefined : parseLsn(created.lsn)
     yield* own.guarded(sql.unsafe(
       `UPDATE ${table} SET state = 'active', consistent_point = $3::pg_lsn WHERE stream_id = $1 AND incarnation = $2`,
@@ -186,20 +195,29 @@ export const ensure = (
 /**
  * Moves the persistent slot forward to `target` (an `AdvanceTarget`), as the owner. Never backwards: the server
  * refuses that, and `AdvanceTarget` never asks. The advance is not transactional, so it is the guarded effect's only
- * step. On a failover slot it waits for the standbys named in `synchronized_standby_slots`.
+ * step. On a failover slot it waits for the standbys named in `synchronized_standby_slots`. It decodes all the WAL it
+ * passes over, under the guard's deadline: a step the server cancels for that is `Timeout` (see `SlotManager`, which
+ * advances a large backlog in smaller steps).
  */
 export const advance = (
   own: OwnershipService,
   sql: SqlClient,
   slotName: string,
-  target: bigint
+  target: bigint,
+  /** Lift the guard's deadline for this step (see `Fencing.lengthenTransaction`). */
+  longer?: { readonly timeoutMs: number; readonly serverVersion: number }
 ): Effect.Effect<string, SlotError | OwnershipLost | LockBackendError> =>
-  own.guarded(sql.unsafe<{ end_lsn: string }>(
-    "SELECT end_lsn::text AS end_lsn FROM pg_replication_slot_advance($1, $2::pg_lsn)",
-    [slotName, formatLsn(target)]
+  own.guarded(Effect.andThen(
+    longer === undefined ? Effect.void : Fencing.lengthenTransaction(sql, longer.timeoutMs, longer.serverVersion),
+    sql.unsafe<{ end_lsn: string }>("SELECT end_lsn::text AS end_lsn FROM pg_replication_slot_advance($1, $2::pg_lsn)", [slotName, formatLsn(target)])
   )).pipe(
     Effect.map((rows) => rows[0]?.end_lsn ?? formatLsn(target)),
-    Effect.catchTag("SqlError", (e) => Effect.fail(new SlotError({ reason: "Query", slotName, message: `advancing ${slotName}: ${SqlErrors.describe(e)}` })))
+    Effect.catchTag("SqlError", (e) =>
+      Effect.fail(new SlotError({
+        reason: e.reason._tag === "StatementTimeoutError" || SqlErrors.sqlState(e) === "57014" ? "Timeout" : "Query",
+        slotName,
+        message: `advancing ${slotName}: ${SqlErrors.describe(e)}`
+      })))
   )
 
 /** Marks an incarnation `retired` in the catalog, as the owner (after a loss and re-creation, or a cleanup). */

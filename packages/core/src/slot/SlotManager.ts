@@ -15,7 +15,7 @@
  *   explanation of what was lost. With `recreate`, the old incarnation is retired, a new one is created (never under
  *   the old name), and `resyncRequired` says so: consumers must resync, because changes between were lost.
  */
-import { Duration, Effect, Schedule, SubscriptionRef } from "effect"
+import { Cause, Duration, Effect, Schedule, SubscriptionRef } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -50,6 +50,11 @@ export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions
   /** Bytes of WAL kept behind the acknowledged position (default 0). */
   readonly windowBytes?: bigint
   readonly advanceInterval?: Duration.Input
+  /**
+   * How long one advance step may take once it did not fit in the guard's deadline (default 1 minute): a long
+   * transaction keeps the slot's restart_lsn back, and every step then decodes from there.
+   */
+  readonly advanceTimeout?: Duration.Input
   readonly healthInterval?: Duration.Input
   readonly thresholds?: Partial<Health.Thresholds>
   /** What to do when the slot is invalidated or gone (default `fail`). */
@@ -90,7 +95,12 @@ type SlotFailure = PersistentSlot.SlotError | OwnershipLost | LockBackendError
 
 /** Failures that may pass: retried, never fatal (a lost slot is not among them). */
 const isTransient = (e: SlotFailure): boolean =>
-  e._tag === "LockBackendError" || e._tag === "OwnershipLost" || (e._tag === "SlotError" && (e.reason === "Query" || e.reason === "Setup"))
+  e._tag === "LockBackendError" || e._tag === "OwnershipLost" ||
+  (e._tag === "SlotError" && (e.reason === "Query" || e.reason === "Setup" || e.reason === "Timeout"))
+
+/** The first advance step, and the smallest: a step the server cancels at the guard's deadline is halved. */
+const firstStepBytes = 256n << 20n
+const smallestStepBytes = 1n << 20n
 
 // 200 ms, 400 ms, ... at most 5 s apart.
 const transientRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
@@ -173,6 +183,9 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
 
     // The acknowledgement last acted on: while it does not move, a round reads nothing from the server.
     let actedOn: Acknowledged | undefined
+    let stepBytes = firstStepBytes
+    const advanceTimeout = Duration.fromInputUnsafe(options.advanceTimeout ?? "1 minute")
+    const serverVersion = (yield* SlotInspector.inspect(sql, initial.slotName).pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))).serverVersion
     const advanceOnce = Effect.gen(function*() {
       if (options.slotMode === "persistent") return
       const acknowledged = yield* options.acknowledged
@@ -188,7 +201,25 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
         return
       }
       if (slot.failover && acknowledged.savedAt !== undefined && !(yield* standbysHave(acknowledged.savedAt))) return // next round
-      yield* PersistentSlot.advance(own, sql, slot.slotName, target)
+      // In steps, each a guarded transaction under the holder's deadline: an advance decodes all the WAL it passes
+      // over (from the slot's restart_lsn), and a large backlog in one statement would be cancelled at the deadline,
+      // every round, for ever. A step the server cancels is done again at once with the longer `advanceTimeout`
+      // (a long transaction keeps restart_lsn back, and then no step is short), and the steps after it are halved.
+      // Every step ends at or below the target, which was acknowledged: skipping anything below it is right.
+      let at = current
+      while (at < target) {
+        const to = target - at > stepBytes ? at + stepBytes : target
+        const step = yield* Effect.exit(PersistentSlot.advance(own, sql, slot.slotName, to))
+        if (step._tag === "Failure") {
+          const error = Cause.squash(step.cause)
+          if (!(error instanceof PersistentSlot.SlotError && error.reason === "Timeout")) return yield* Effect.failCause(step.cause)
+          if (stepBytes > smallestStepBytes) stepBytes /= 2n
+          yield* Effect.logDebug(`stream ${options.streamId}: advancing ${slot.slotName} by one step took longer than the guard's deadline; ` +
+            `done again with ${Duration.format(advanceTimeout)}, and steps of ${stepBytes} bytes from now on`)
+          yield* PersistentSlot.advance(own, sql, slot.slotName, to, { timeoutMs: Duration.toMillis(advanceTimeout), serverVersion })
+        }
+        at = to
+      }
       actedOn = acknowledged
     })
 
