@@ -95,8 +95,10 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const b = yield* start(args("b", portB))
       // health through the phases: a active and the owner, b healthy while it waits, not the owner
       yield* until(() => (/serving GET \/health/.test(b.stderr()) ? true : undefined), 30_000, "b's http server")
-      assert.deepStrictEqual(yield* get(portA, "/health"), { status: 200, body: { state: "active" } })
-      assert.deepStrictEqual(yield* get(portA, "/health/owner"), { status: 200, body: { state: "active", owner: true } })
+      const healthA = yield* get(portA, "/health")
+      assert.strictEqual(healthA.status, 200)
+      assert.deepInclude(healthA.body as object, { state: "active", owner: true, capturing: true, epoch: 1 })
+      assert.strictEqual((yield* get(portA, "/health/owner")).status, 200)
       const waiting = yield* untilEffect(Effect.map(get(portB, "/health"), (r) => ((r.body as { state: string }).state === "waiting" ? r : undefined)), 10_000, "b waiting")
       assert.strictEqual(waiting.status, 200)
       assert.strictEqual((yield* get(portB, "/health/owner")).status, 503)
@@ -121,7 +123,9 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const acquired = loggedAt(b, /ownership of stream default acquired/)
       assert.isDefined(released, a.stderr())
       assert.isBelow(acquired! - released!, 1000)
-      assert.deepStrictEqual(yield* get(portB, "/health/owner"), { status: 200, body: { state: "active", owner: true } })
+      // active once its replication connection streams (capture has begun)
+      const ownerB = yield* untilEffect(Effect.map(get(portB, "/health/owner"), (r) => (r.status === 200 ? r : undefined)), 10_000, "b active")
+      assert.deepInclude(ownerB.body as object, { state: "active", owner: true, capturing: true, epoch: 2 })
       const { committed, report } = yield* judgeHandover(pg, a, b)
       assert.deepStrictEqual({ lost: report.lost, duplicated: report.duplicatedAfterAcknowledgement }, { lost: [], duplicated: [] })
       assert.isAtLeast(committed.length, 60) // at least 30 delivered by each

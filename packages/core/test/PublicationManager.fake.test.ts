@@ -20,7 +20,9 @@ const fakeBackend = (options: { readonly failApply?: boolean; readonly invalidTa
       options.failApply && transactions.length > 0
         ? Effect.fail(new PublicationError({ reason: "LockTimeout", message: "fake: locked" }))
         : Effect.sync(() => void transactions.push(change)),
-    inspect: () => Effect.succeed([])
+    inspect: () => Effect.succeed([]),
+    missing: () => Effect.succeed([]),
+    configured: Effect.succeed(undefined)
   }
   return { backend, transactions }
 }

@@ -46,3 +46,27 @@ export const ensureTable = <E>(
         return yield* Effect.fail(onError(message))
       }))
   )
+
+/**
+ * Adds `columns` (name and type, nullable) to a table an earlier version created without them. Read first: a role that
+ * does not own the table needs nothing when they exist; when they do not, the error says who must run slotkeeper once.
+ */
+export const ensureColumns = <E>(
+  sql: SqlClient,
+  schema: string,
+  table: string,
+  columns: ReadonlyArray<readonly [name: string, type: string]>,
+  onError: (message: string) => E
+): Effect.Effect<void, E> =>
+  Effect.gen(function*() {
+    const present = yield* sql.unsafe<{ name: string }>(
+      "SELECT attname::text AS name FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+      [qualified(schema, table)]
+    )
+    for (const [name, type] of columns) {
+      if (present.some((c) => c.name === name)) continue
+      yield* sql.unsafe(`ALTER TABLE ${qualified(schema, table)} ADD COLUMN IF NOT EXISTS ${name} ${type}`)
+    }
+  }).pipe(Effect.catchTag("SqlError", (e) =>
+    Effect.fail(onError(`could not add columns ${columns.map(([n]) => n).join(", ")} to ${qualified(schema, table)} (run slotkeeper once as the table's owner): ${SqlErrors.describe(e)}`))))
+

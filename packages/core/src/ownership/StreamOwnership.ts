@@ -30,6 +30,11 @@ export interface StreamOwnership {
   readonly supervisor: Supervisor.Supervisor
   /** The pool guarded writes run on (also usable for reads that need no ownership). */
   readonly sql: SqlClient.SqlClient
+  /**
+   * When this instance started, by the database's clock (microseconds since the Unix epoch, as text): which of two
+   * differently configured instances is the newer (see `Configuration`), whatever the hosts' clocks say.
+   */
+  readonly startedAt: string
 }
 
 export type StreamOwnershipError =
@@ -52,8 +57,9 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
-    const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean }>(
-      "SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery"
+    const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean; started_at: string }>(
+      `SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery,
+              (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS started_at`
     ).pipe(Effect.mapError((e) =>
       new OwnershipTable.OwnershipSetupError({
         message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
@@ -82,7 +88,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       ? AdvisoryLock.make({ url: options.url, config, identity, sql, systemIdReadable })
       : LeaseLock.make({ config, identity, sql, systemIdReadable })
     const supervisor = yield* Supervisor.make(config, backend, backend)
-    return { config, identity, supervisor, sql }
+    return { config, identity, supervisor, sql, startedAt: server.started_at }
   })
 
 /** The stream's ownership as a service, for apps that compose it as a layer. */

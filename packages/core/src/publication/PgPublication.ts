@@ -24,7 +24,7 @@
 import { Effect, Schedule } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { ensureTable, qualified } from "../internal/schemaSetup.ts"
+import { ensureColumns, ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import type { OwnershipService } from "../ownership/Ownership.ts"
 import * as Desired from "./Desired.ts"
@@ -69,10 +69,17 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
       replica_identity_full boolean NOT NULL,
       created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
       PRIMARY KEY (stream_id, id)`, setupError)
+    // with the configuration the set was last made to follow (see Configuration)
     yield* ensureTable(sql, options.schema, "publications", `
       stream_id   text PRIMARY KEY,
       publication text NOT NULL,
-      created_at  timestamptz NOT NULL DEFAULT clock_timestamp()`, setupError)
+      created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+      config_hash text,
+      configured_by text,
+      configured_started_at text,
+      configured_epoch bigint`, setupError)
+    yield* ensureColumns(sql, options.schema, "publications",
+      [["config_hash", "text"], ["configured_by", "text"], ["configured_started_at", "text"], ["configured_epoch", "bigint"]], setupError)
     const subscriptionsTable = qualified(options.schema, "subscriptions")
     const publicationsTable = qualified(options.schema, "publications")
     const pub = quoteIdent(options.publication)
@@ -136,6 +143,15 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         for (const statement of statements.slice(1)) yield* sql.unsafe(statement)
         if (change.removed.length > 0) {
           yield* sql.unsafe(`DELETE FROM ${subscriptionsTable} WHERE stream_id = $1 AND id = ANY($2::text[])`, [own.streamId, change.removed])
+        }
+        if (change.configured !== undefined) {
+          yield* sql.unsafe(
+            `INSERT INTO ${publicationsTable} AS p (stream_id, publication, config_hash, configured_by, configured_started_at, configured_epoch)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (stream_id) DO UPDATE SET publication = excluded.publication, config_hash = excluded.config_hash,
+               configured_by = excluded.configured_by, configured_started_at = excluded.configured_started_at, configured_epoch = excluded.configured_epoch`,
+            [own.streamId, options.publication, change.configured.hash, change.configured.instanceId, change.configured.startedAt, own.epoch]
+          )
         }
         for (const s of change.added) {
           yield* sql.unsafe(
@@ -229,10 +245,34 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         return drift
       })
 
+    const missing: PublicationBackend["missing"] = (all) =>
+      all.length === 0 ? Effect.succeed([]) : Effect.map(
+        sql.unsafe<{ id: string }>(
+          `SELECT s.id FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, schema_name, table_name)
+            WHERE to_regclass(quote_ident(s.schema_name) || '.' || quote_ident(s.table_name)) IS NULL`,
+          [all.map((s) => s.id), all.map((s) => s.schema), all.map((s) => s.name)]
+        ),
+        (rows) => rows.map((r) => r.id)
+      ).pipe(Effect.mapError(PublicationCatalog.queryError("looking up the subscriptions' tables")))
+
+    const configured: PublicationBackend["configured"] = Effect.map(
+      sql.unsafe<{ hash: string | null; instance: string | null; started_at: string | null; epoch: string | null }>(
+        `SELECT config_hash AS hash, configured_by AS instance, configured_started_at AS started_at, configured_epoch::text AS epoch
+           FROM ${publicationsTable} WHERE stream_id = $1`,
+        [own.streamId]
+      ),
+      ([row]) =>
+        row?.hash == null || row.instance === null || row.started_at === null
+          ? undefined
+          : { hash: row.hash, instanceId: row.instance, startedAt: row.started_at, epoch: Number(row.epoch ?? 0) }
+    ).pipe(Effect.mapError(PublicationCatalog.queryError("reading the publication's configuration")))
+
     return {
       validate: (s) => Validation.validate(sql, s, { publishes, lockTimeoutMs }),
       load,
       apply,
-      inspect
+      inspect,
+      missing,
+      configured
     } satisfies PublicationBackend
   })

@@ -12,10 +12,14 @@
  * - Subscriptions are reference-counted by table (see `Desired`); adding an id again with the same spec is a no-op,
  *   with another spec a `Conflict`; removing an unknown id is a no-op. `sync` replaces the whole set at once (for
  *   subscriptions that come from configuration): all of it is validated before any of it is applied.
- * - On start, the subscriptions recovered from the backend are reconciled as a whole: tables nobody needs any more are
- *   removed. Then, on a timer, the publication is compared with the desired one (tables, column lists, filters,
- *   what it publishes, its owner, whether it still exists); drift is reported in `status`, and repaired (policy
- *   `repair`, default) by the same guarded reconcile.
+ * - On start, a saved subscription whose table no longer exists (dropped, or renamed: subscriptions name tables) is
+ *   removed with a warning — never a reason to fail. With `configured` (a set from configuration) that set is made the
+ *   whole set at once, validated first — the saved set is never re-applied before it — unless an instance started
+ *   later has put its own set in place: then that is kept and the disagreement reported (`Configuration`), so that
+ *   instances of two versions taking turns never flip the publication. Otherwise the recovered subscriptions are
+ *   reconciled as a whole. Then, on a timer, the publication is compared with the desired one (tables, column lists,
+ *   filters, what it publishes, its owner, whether it still exists); drift is reported in `status`, and repaired
+ *   (policy `repair`, default) by the same guarded reconcile.
  *
  * The actor's effects are the backend's (`PgPublication` on a real server; a fake in the TestClock tests), so the
  * batching and answering logic is tested without a server.
@@ -24,6 +28,7 @@ import { Deferred, Duration, Effect, Exit, Queue, type Scope, SubscriptionRef } 
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
 import type { PublicationError } from "./PublicationCatalog.ts"
+import * as Configuration from "./Configuration.ts"
 import * as Subscription from "./Subscription.ts"
 import type { Validated } from "./Validation.ts"
 
@@ -37,6 +42,8 @@ export interface Change {
   readonly all: ReadonlyArray<Validated>
   readonly added: ReadonlyArray<Validated>
   readonly removed: ReadonlyArray<string>
+  /** Recorded with the change: the configuration it makes the set (see `Configuration`); the backend adds the epoch. */
+  readonly configured?: Omit<Configuration.Configured, "epoch"> | undefined
 }
 
 export type ApplyError = PublicationError | OwnershipLost | LockBackendError
@@ -50,6 +57,10 @@ export interface PublicationBackend {
   readonly apply: (change: Change) => Effect.Effect<void, ApplyError>
   /** How the publication differs from what `all` needs (empty: it does not). */
   readonly inspect: (all: ReadonlyArray<Validated>) => Effect.Effect<ReadonlyArray<Drift>, PublicationError>
+  /** The ids of `all` whose table no longer exists. */
+  readonly missing: (all: ReadonlyArray<Validated>) => Effect.Effect<ReadonlyArray<string>, PublicationError>
+  /** The configuration the set was last made to follow, if any was recorded. */
+  readonly configured: Effect.Effect<Configuration.Configured | undefined, PublicationError>
 }
 
 export type RequestError = Subscription.SubscriptionInvalid | ApplyError
@@ -62,6 +73,8 @@ export interface PublicationStatus {
   readonly lastError: string | undefined
   /** Set (and kept) once the publication was found dropped behind slotkeeper's back: consumers must resync. */
   readonly resyncRequired: string | undefined
+  /** This instance's configuration differs from the set in place, which an instance started later set (kept). */
+  readonly disagreement: string | undefined
 }
 
 export interface PublicationManager {
@@ -86,23 +99,46 @@ export interface PublicationManagerOptions {
   readonly driftInterval?: Duration.Input
   /** What to do about drift: repair it (default) or only report it. */
   readonly onDrift?: "repair" | "report"
+  /**
+   * The stream's whole set, from this instance's configuration: made so at start (see the module comment) instead of
+   * the saved set being reconciled first.
+   */
+  readonly configured?: {
+    readonly subscriptions: ReadonlyArray<Subscription.Subscription>
+    readonly instanceId: string
+    /** When this instance started, microseconds since the Unix epoch by the database's clock (`StreamOwnership`). */
+    readonly startedAt: string
+  }
 }
 
 type Request =
   | { readonly _tag: "Add"; readonly subscription: Subscription.Subscription; readonly done: Deferred.Deferred<void, RequestError> }
   | { readonly _tag: "Remove"; readonly id: string; readonly done: Deferred.Deferred<void, RequestError> }
-  | { readonly _tag: "Sync"; readonly subscriptions: ReadonlyArray<Subscription.Subscription>; readonly done: Deferred.Deferred<void, RequestError> }
+  | {
+    readonly _tag: "Sync"
+    readonly subscriptions: ReadonlyArray<Subscription.Subscription>
+    readonly done: Deferred.Deferred<void, RequestError>
+    readonly configured?: Change["configured"]
+  }
   | { readonly _tag: "Reconcile" }
 
 /** Starts the actor in the current scope: recovers, reconciles, then serves requests and watches for drift. */
 export const make = (
   backend: PublicationBackend,
   options: PublicationManagerOptions = {}
-): Effect.Effect<PublicationManager, ApplyError, Scope.Scope> =>
+): Effect.Effect<PublicationManager, RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const debounce = options.debounce ?? "100 millis"
     const recovered = yield* backend.load
-    let current = new Map(recovered.map((s) => [s.id, s]))
+    // saved subscriptions of tables that are gone: not live, and deleted from the saved set with the next change
+    const gone = new Set(yield* backend.missing(recovered))
+    for (const s of recovered) {
+      if (gone.has(s.id)) {
+        yield* Effect.logWarning(`subscription ${JSON.stringify(s.id)}: table ${s.schema}.${s.name} no longer exists (dropped, or renamed): removed from the stream`)
+      }
+    }
+    let stale = [...gone]
+    let current = new Map(recovered.filter((s) => !gone.has(s.id)).map((s) => [s.id, s]))
     const tableCount = (subs: Iterable<Validated>) => new Set([...subs].map((s) => `${s.schema}\u0000${s.name}`)).size
     const status = yield* SubscriptionRef.make<PublicationStatus>({
       subscriptions: current.size,
@@ -110,7 +146,8 @@ export const make = (
       reconciledAt: undefined,
       drift: [],
       lastError: undefined,
-      resyncRequired: undefined
+      resyncRequired: undefined,
+      disagreement: undefined
     })
 
     const report = (drift: ReadonlyArray<Drift>) =>
@@ -124,13 +161,9 @@ export const make = (
         yield* SubscriptionRef.update(status, (s) => ({ ...s, drift, resyncRequired: s.resyncRequired ?? dropped?.message }))
       })
 
-    // Start: say what drifted while nobody owned the stream, then reconcile the recovered set as a whole.
-    yield* report(yield* backend.inspect([...current.values()]))
-    yield* backend.apply({ all: [...current.values()], added: [], removed: [] })
     // A successful apply leaves the publication as desired (or fails): nothing has drifted right after it.
     const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
       SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: [] })))
-    yield* reconciled
 
     const mailbox = yield* Queue.unbounded<Request>()
 
@@ -141,6 +174,8 @@ export const make = (
         const removed = new Set<string>()
         const accepted: Array<Deferred.Deferred<void, RequestError>> = []
         let reconcile = false
+        let configured: Change["configured"]
+        for (const id of stale) removed.add(id)
         for (const request of batch) {
           if (request._tag === "Reconcile") {
             reconcile = true
@@ -193,6 +228,7 @@ export const make = (
             }
             for (const id of [...working.keys()]) if (!kept.has(id)) drop(id)
             for (const v of validated) put(v)
+            configured = request.configured ?? configured
             accepted.push(request.done)
             continue
           }
@@ -222,15 +258,51 @@ export const make = (
           accepted.push(request.done)
         }
         if (accepted.length === 0 && !reconcile) return
-        const result = yield* Effect.exit(backend.apply({ all: [...working.values()], added: [...added.values()], removed: [...removed] }))
+        const result = yield* Effect.exit(backend.apply({ all: [...working.values()], added: [...added.values()], removed: [...removed], configured }))
         if (Exit.isSuccess(result)) {
           current = working
+          stale = []
           yield* reconciled
         } else {
           yield* SubscriptionRef.update(status, (s) => ({ ...s, lastError: String(Exit.isFailure(result) ? result.cause : "") }))
         }
         for (const done of accepted) yield* Deferred.done(done, result)
       })
+
+    // Start: say what drifted while nobody owned the stream. Then either the configured set is made the whole set (the
+    // saved one is never applied before it), or — with no configured set, or one of an instance started before the one
+    // whose set is in place — the live saved set is reconciled as a whole.
+    yield* report(yield* backend.inspect([...current.values()]))
+    const reconcileStart = Effect.gen(function*() {
+      const result = yield* Effect.exit(backend.apply({ all: [...current.values()], added: [], removed: stale }))
+      if (Exit.isFailure(result)) return yield* Effect.failCause(result.cause)
+      stale = []
+      yield* reconciled
+    })
+    const mine = options.configured
+    if (mine === undefined) yield* reconcileStart
+    else {
+      const checked = mine.subscriptions.map(Subscription.check)
+      const invalid = checked.find((c): c is Subscription.SubscriptionInvalid => "_tag" in c)
+      if (invalid !== undefined) return yield* invalid
+      const hash = Configuration.hash(checked as Array<Subscription.Checked>)
+      const decision = Configuration.decide(yield* backend.configured, { hash, startedAt: mine.startedAt })
+      if (decision._tag === "Keep") {
+        const message = Configuration.disagreement(decision.recorded, mine)
+        yield* Effect.logWarning(message)
+        yield* SubscriptionRef.update(status, (s) => ({ ...s, disagreement: message }))
+        yield* reconcileStart
+      } else {
+        const done = yield* Deferred.make<void, RequestError>()
+        yield* processBatch([{
+          _tag: "Sync",
+          subscriptions: mine.subscriptions,
+          done,
+          configured: decision._tag === "Apply" ? { hash, instanceId: mine.instanceId, startedAt: mine.startedAt } : undefined
+        }])
+        yield* Deferred.await(done)
+      }
+    }
 
     // The actor: one batch at a time, each after the debounce window that its first request opened.
     yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {

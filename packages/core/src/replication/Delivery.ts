@@ -163,11 +163,11 @@ export const layer = <E, R>(
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
       if (options.subscriptions !== undefined) {
-        const manager = yield* PublicationManager.make(
+        // the configured set is made the whole set as the manager starts (the saved set is never applied first)
+        yield* PublicationManager.make(
           yield* PgPublication.make(own, options.sql, { publication: options.publication, schema: options.schema }),
-          options.publicationManager
+          { ...options.publicationManager, configured: { subscriptions: options.subscriptions, instanceId: own.instanceId, startedAt: stream.startedAt } }
         )
-        yield* manager.sync(options.subscriptions)
       }
       return yield* run(options, consume, options.slotState)
     })

@@ -22,7 +22,7 @@
 import { Duration, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
-import { ensureTable, qualified } from "../internal/schemaSetup.ts"
+import { ensureColumns, ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn, parseUnsafe as parseLsn } from "../Lsn.ts"
 import * as Fencing from "../ownership/Fencing.ts"
@@ -82,15 +82,7 @@ export const ensureCatalog = (sql: SqlClient, schema: string): Effect.Effect<voi
       consistent_point pg_lsn,
       PRIMARY KEY (stream_id, incarnation)`, setup)
     // a catalog created by an earlier version lacks the slot's consistent point: added (nullable) once
-    const [has] = yield* sql.unsafe<{ ok: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'consistent_point' AND NOT attisdropped) AS ok`,
-      [catalogTable(schema)]
-    ).pipe(Effect.mapError(queryError))
-    if (has?.ok !== true) {
-      yield* sql.unsafe(`ALTER TABLE ${catalogTable(schema)} ADD COLUMN IF NOT EXISTS consistent_point pg_lsn`).pipe(
-        Effect.mapError((e) => setup(`could not add column consistent_point to ${catalogTable(schema)} (run slotkeeper once as the table's owner): ${SqlErrors.describe(e)}`))
-      )
-    }
+    yield* ensureColumns(sql, schema, "slots", [["consistent_point", "pg_lsn"]], setup)
   })
 
 /** Creates the stream's slot on the first run, adopts it afterwards; see the module comment. Run it as the owner. */
