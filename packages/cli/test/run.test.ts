@@ -241,16 +241,17 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
 })
 
 /** A server with table items, `slotkeeper run` streaming it, and row 1 delivered. */
-const streamingOneRow = Effect.gen(function*() {
+const streamingOneRowWith = (extra: ReadonlyArray<string>) => Effect.gen(function*() {
   const pg = yield* PgCluster.make({ major: 18 })
   yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-  const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a"]
+  const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a", ...extra]
   const first = yield* start(args)
   yield* streaming(pg)
   yield* pg.query("INSERT INTO items VALUES (1, 'x')")
   yield* until(() => (ids(first).length >= 1 ? true : undefined), 20_000, "a row")
   return { pg, args, first }
 })
+const streamingOneRow = streamingOneRowWith([])
 
 describe("slotkeeper run: fatal conditions and the http sink (the CLI as a child process, real PostgreSQL 18)", () => {
   it.live("a gap (the slot was advanced past the saved position behind slotkeeper's back) exits 1 with the explanation and delivers nothing", () =>
@@ -267,6 +268,31 @@ describe("slotkeeper run: fatal conditions and the http sink (the CLI as a child
       // the last line is the explanation: the error's kind and its own message
       assert.match(second.stderr().trim().split("\n").at(-1)!, /^slotkeeper: ResumeRefused\/SlotAhead: .*will never be sent again/)
       assert.deepStrictEqual(second.lines, [])
+    }))
+
+  it.live("--on-slot-lost recreate: a slot dropped behind slotkeeper's back is replaced once, loudly (a resync line, an error log); the process goes on, and so does the next one", () =>
+    Effect.gen(function*() {
+      const { pg, args, first } = yield* streamingOneRowWith(["--on-slot-lost", "recreate"])
+      yield* pg.query("SELECT pg_drop_replication_slot('slotkeeper_default_1')::text")
+      yield* until(() => (/slotkeeper_default_1 was lost and replaced by slotkeeper_default_2/.test(first.stderr()) ? true : undefined), 40_000, "the resync")
+      yield* pg.query("INSERT INTO items VALUES (2, 'after the replacement')")
+      yield* until(() => (ids(first).includes(2) ? true : undefined), 20_000, "row 2")
+      assert.strictEqual(first.child.exitCode, null, first.stderr())
+      const resync = first.lines.filter((l) => l.type === "resync")
+      assert.deepInclude(resync[0]!, { lost_slot: "slotkeeper_default_1", slot: "slotkeeper_default_2" })
+      assert.isBelow(first.lines.indexOf(resync[0]!), first.lines.findIndex((l) => l.type === "change" && (l.new as { id: number }).id === 2))
+      first.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => first.exited), 0)
+      // the next run is not a crash loop: it goes on with the new incarnation, without announcing it again
+      const second = yield* start(args)
+      yield* pg.query("INSERT INTO items VALUES (3, 'next run')")
+      yield* until(() => (ids(second).includes(3) ? true : undefined), 20_000, "row 3")
+      assert.strictEqual(second.child.exitCode, null, second.stderr())
+      assert.deepStrictEqual(second.lines.filter((l) => l.type === "resync"), [])
+      assert.deepStrictEqual(yield* pg.query("SELECT slot_name, state FROM slotkeeper.slots ORDER BY incarnation"), [
+        { slot_name: "slotkeeper_default_1", state: "retired" },
+        { slot_name: "slotkeeper_default_2", state: "active" }
+      ])
     }))
 
   it.live("a reader that goes away (slotkeeper run | head -1): exit 1 with the explanation, through the finalizers; the unread rows come again", () =>

@@ -8,7 +8,8 @@
  * has seen refuses a deposed owner's lines.
  *
  * `truncate` lines carry `tables`, `cascade`, `restart_identity`; `message` lines `prefix`, `content` (UTF-8 text, or
- * `content_base64` when it is not valid UTF-8) and `transactional`. Values are mapped as `@slotkeeper/core`'s
+ * `content_base64` when it is not valid UTF-8) and `transactional`. A `resync` line (`lost_slot`, `slot`, `from`) says
+ * that the stream's slot was lost and replaced (`--on-slot-lost recreate`): changes in between are gone. Values are mapped as `@slotkeeper/core`'s
  * `Values` documents; what JSON cannot hold is written as a string (`"NaN"`, `"Infinity"`, `"-Infinity"`).
  */
 import { Lsn, type ReplicationStream } from "@slotkeeper/core"
@@ -66,6 +67,15 @@ export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): 
         ...(event.transaction === undefined ? {} : { xid: event.transaction.xid, commit_lsn: Lsn.format(event.transaction.commitLsn), seq: event.transaction.seq })
       })
     }
+    case "Resync":
+      return JSON.stringify({
+        type: "resync",
+        epoch,
+        lost_slot: event.lostSlot,
+        slot: event.slot,
+        from: Lsn.format(event.from),
+        message: `the stream's slot ${event.lostSlot} was lost and replaced by ${event.slot}: changes in between are lost; resync from the source`
+      })
     default:
       return undefined
   }

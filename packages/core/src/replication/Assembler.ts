@@ -69,6 +69,19 @@ export type ReplicationEvent =
   | MessageEvent
   /** Acknowledge `endLsn` once the transaction is durable downstream. */
   | { readonly _tag: "Commit"; readonly xid: number; readonly commitLsn: Lsn; readonly endLsn: Lsn; readonly commitTime: string; readonly changes: number }
+  | ResyncEvent
+
+/**
+ * The stream's slot was lost and replaced by a new incarnation (policy `recreate`): the changes between the last one
+ * delivered from `lostSlot` and `from` (where `slot` was created) are gone, and consumers must resync. Comes before
+ * the new slot's first change; nothing to acknowledge.
+ */
+export interface ResyncEvent {
+  readonly _tag: "Resync"
+  readonly lostSlot: string
+  readonly slot: string
+  readonly from: Lsn
+}
 
 /** What is spooled per change: the event without its place in the transaction (known only at commit). */
 type Spooled =

@@ -32,7 +32,7 @@ import * as ReplicationStream from "./ReplicationStream.ts"
 export interface DeliveryOptions
   extends
     Omit<SlotManager.SlotManagerOptions, "acknowledged" | "sql" | "slotMode">,
-    Omit<ReplicationStream.ReplicationStreamOptions, "slotName" | "checkpoint" | "sql" | "url" | "streamId" | "instanceId">
+    Omit<ReplicationStream.ReplicationStreamOptions, "slotName" | "checkpoint" | "sql" | "url" | "streamId" | "instanceId" | "schema" | "onSlotLost">
 {
   readonly url: Redacted.Redacted
   readonly instanceId: string
@@ -113,7 +113,18 @@ export const run = <A, E, R>(
         })
         yield* Effect.addFinalizer(() => SubscriptionRef.set(capture, undefined))
       }
-      return yield* consume(connection)
+      // A slot replaced while this connection streams (policy recreate) ends it: the next connection streams the new
+      // incarnation (announcing the resync), and the new slot follows the positions saved from then on.
+      const replaced = SubscriptionRef.changes(slots.slot).pipe(
+        Stream.filter((s) => s !== undefined && s.slotName !== slot.value.slotName),
+        Stream.runHead,
+        Effect.flatMap((next) =>
+          Effect.fail(new ReplicationStream.ReplicationError({
+            reason: "Ended",
+            message: `slot ${slot.value.slotName} was replaced by ${next._tag === "Some" ? next.value?.slotName : "another"}`
+          })))
+      )
+      return yield* Effect.raceFirst(consume(connection), replaced)
     }).pipe(Effect.scoped)
     // A replication connection that fails or ends is opened again (with the resume checks) after a capped backoff;
     // everything else — a refused resume, a failed save, the consumer's own errors — fails the owned work.

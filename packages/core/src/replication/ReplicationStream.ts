@@ -49,7 +49,8 @@ import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, OwnershipLost } from "../ownership/Ownership.ts"
 import * as ServerInstance from "../ownership/ServerInstance.ts"
-import type { SlotError } from "../slot/PersistentSlot.ts"
+import { type SlotError, SlotError as SlotErrorClass } from "../slot/PersistentSlot.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
 import * as Resume from "../slot/Resume.ts"
 import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
@@ -64,7 +65,7 @@ export class ReplicationError extends Schema.TaggedError<ReplicationError>()("Re
   message: Schema.String
 }) {}
 
-export type { ChangeEvent, MessageEvent, ReplicationEvent, TruncateEvent } from "./Assembler.ts"
+export type { ChangeEvent, MessageEvent, ReplicationEvent, ResyncEvent, TruncateEvent } from "./Assembler.ts"
 
 export interface ReplicationStreamOptions {
   /** Never logged. */
@@ -90,6 +91,13 @@ export interface ReplicationStreamOptions {
   readonly bufferSize?: number
   /** `persistent` mode: how to wait while another walsender holds the slot (default every 1 s, for ever). */
   readonly slotActiveRetry?: Schedule.Schedule<unknown, ReplicationError>
+  /**
+   * Policy for a lost slot (see `SlotManager`). With `recreate`, a durable position of a retired incarnation of this
+   * stream (in slotkeeper's `slots` catalog, in `schema`) starts the current slot from its creation, with a `Resync`
+   * event first, instead of being refused.
+   */
+  readonly onSlotLost?: "fail" | "recreate"
+  readonly schema?: string
 }
 
 export interface ReplicationStream {
@@ -133,6 +141,16 @@ const resumeState = (slotName: string, seen: SlotInspector.Observation): Resume.
 
 type OpenError = ReplicationError | Resume.ResumeRefused | CheckpointError | SlotError | OwnershipLost
 
+/** Whether `slotName` is a retired incarnation of the stream in slotkeeper's catalog. */
+const isRetired = (sql: SqlClient, schema: string, streamId: string, slotName: string) =>
+  Effect.map(
+    sql.unsafe<{ retired: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM "${schema}".slots WHERE stream_id = $1 AND slot_name = $2 AND state = 'retired') AS retired`,
+      [streamId, slotName]
+    ),
+    (rows) => rows[0]?.retired === true
+  ).pipe(Effect.mapError((e) => new SlotErrorClass({ reason: "Query", slotName, message: `reading the slot catalog: ${SqlErrors.describe(e)}` })))
+
 export const open = (options: ReplicationStreamOptions): Effect.Effect<ReplicationStream, OpenError, Scope.Scope | Ownership> =>
   Effect.gen(function*() {
     const own = yield* Ownership
@@ -154,8 +172,18 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       })
     }
     const seen = yield* SlotInspector.inspect(options.sql, options.slotName)
-    const decision = Resume.decide(stored, resumeState(options.slotName, seen), server)
+    // under policy recreate, a position of a retired incarnation of this stream is a resync, not a refusal
+    const replacedIncarnation = options.onSlotLost === "recreate" && stored !== undefined && stored.slotName !== options.slotName &&
+      options.schema !== undefined && (yield* isRetired(options.sql, options.schema, options.streamId, stored.slotName))
+    const decision = Resume.decide(stored, resumeState(options.slotName, seen), server, { replacedIncarnation })
     if (decision._tag === "Refuse") return yield* Effect.fail(decision.error)
+    const resync = decision._tag === "StartFromSlot" ? decision.resync : undefined
+    if (resync !== undefined) {
+      yield* Effect.logError(
+        `stream ${options.streamId}: slot ${resync.lostSlot} was lost and replaced by ${options.slotName} (policy recreate): the changes ` +
+          `between them are lost to consumers, who must resync; streaming ${options.slotName} from where it was created`
+      )
+    }
     const startedAt = decision._tag === "Resume" ? decision.from : (seen.row?.confirmedFlush ?? 0n)
     const identity = { systemId: server.systemId, timeline: server.timeline, slotName: options.slotName }
     // Saved under this server's identity from now on (a newer timeline after a failover that passed the check).
@@ -168,6 +196,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const queue = yield* Queue.bounded<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError | Cause.Done>(
       options.bufferSize ?? 1024
     )
+    if (resync !== undefined) yield* Queue.offer(queue, { _tag: "Resync", lostSlot: resync.lostSlot, slot: options.slotName, from: startedAt })
     const fail = (error: ReplicationError | CheckpointError | OwnershipLost | LockBackendError) => Queue.failCauseUnsafe(queue, Cause.fail(error))
 
     // The replication session's client, once START_REPLICATION was sent (status updates go through it).

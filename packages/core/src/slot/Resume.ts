@@ -13,6 +13,7 @@
  * | slot missing | `SlotMissing`: the position is lost; never quietly re-created under the same name |
  * | slot invalidated / `wal_status = lost` / conflicting | `SlotInvalidated` |
  * | the slot is not the one the position belongs to (another incarnation) | `SlotIncarnationChanged`: resync required |
+ * | ... and that one is a retired incarnation of this stream, replaced under policy `recreate` | start the new one from its slot, with `resync` (once: the next save names the new slot) |
  * | another system identifier | `SystemMismatch`: this is another cluster |
  * | a lower timeline than the position's | `TimelineBehind`: an old primary; refuse |
  * | a higher timeline, position after the switch point of its timeline | `PositionOnLostTimeline`: the position's transactions were lost at failover |
@@ -74,13 +75,22 @@ export class ResumeRefused extends Data.TaggedError("ResumeRefused")<{
 }> {}
 
 export type Decision =
-  | { readonly _tag: "StartFromSlot" }
+  /** `resync`: the durable position belonged to a lost incarnation; what happened in between is lost to consumers. */
+  | { readonly _tag: "StartFromSlot"; readonly resync?: { readonly lostSlot: string } }
   | { readonly _tag: "Resume"; readonly from: Lsn }
   | { readonly _tag: "Refuse"; readonly error: ResumeRefused }
 
 const refuse = (reason: ResumeRefused["reason"], message: string): Decision => ({ _tag: "Refuse", error: new ResumeRefused({ reason, message }) })
 
-export const decide = (durable: DurablePosition | undefined, slot: SlotState, server: ServerIdentity): Decision => {
+export interface DecideOptions {
+  /**
+   * The slot the durable position belongs to is a retired incarnation of this stream, replaced by policy `recreate`:
+   * start the current one from its slot instead of refusing (the caller said consumers must resync).
+   */
+  readonly replacedIncarnation?: boolean
+}
+
+export const decide = (durable: DurablePosition | undefined, slot: SlotState, server: ServerIdentity, options: DecideOptions = {}): Decision => {
   if (!slot.exists) {
     return refuse("SlotMissing", `replication slot ${slot.slotName} does not exist: the stream's position is lost. It is not re-created under ` +
       `the same name (standbys match slots by name); a new incarnation needs a resync of the consumers`)
@@ -90,6 +100,9 @@ export const decide = (durable: DurablePosition | undefined, slot: SlotState, se
       `the WAL it needed is gone, so changes were lost; a new incarnation needs a resync of the consumers`)
   }
   if (durable === undefined) return { _tag: "StartFromSlot" }
+  if (durable.slotName !== slot.slotName && options.replacedIncarnation === true && durable.systemId === server.systemId) {
+    return { _tag: "StartFromSlot", resync: { lostSlot: durable.slotName } }
+  }
   if (durable.slotName !== slot.slotName) {
     return refuse("SlotIncarnationChanged", `the durable position belongs to slot ${durable.slotName}, the stream now uses ${slot.slotName}: ` +
       `positions of one slot mean nothing in another; consumers must resync`)
