@@ -1,6 +1,8 @@
 /**
- * Redact: connection URLs as they may be shown — in logs, errors and `status` — with the password (and any query parameter that looks like a secret: password, token, key, signature) replaced. Every
- * place that prints a URL goes through `url`.
+ * Redact: connection URLs as they may be shown — in logs, errors and `status` — with the password (and any query
+ * parameter that looks like a secret: password, token, key, signature) replaced. Every place that prints a URL goes
+ * through `url`; text that may hold a URL the parser would refuse (a user's malformed option, an error message)
+ * through `text`, which works on the characters alone. The CLI's last line before an exit goes through `text` too.
  */
 
 /** `postgres://user:secret@host/db` -> `postgres://user:***@host/db`; text that is not a URL is not shown at all. */
@@ -14,3 +16,11 @@ export const url = (text: string): string => {
     return "(a URL that could not be parsed; not shown)"
   }
 }
+
+const secretParameter = /([?&;\s](?:[a-z_]*)(?:pass|token|secret|key|auth|sig)[a-z_]*=)[^&\s"']*/gi
+// up to the last "@" before the path: a password may hold an unencoded "@"
+const userinfo = /([a-z][a-z0-9+.-]*:\/\/[^/@\s:"']*):[^/\s"']*@/gi
+
+/** Any text with URL passwords (`scheme://user:password@`) and secret-looking query parameters replaced by `***`. */
+export const text = (value: string): string => value.replace(userinfo, "$1:***@").replace(secretParameter, "$1***")
+

@@ -18,6 +18,7 @@ import { run } from "./commands/run.ts"
 import { slots } from "./commands/slots.ts"
 import { status } from "./commands/status.ts"
 import * as Logging from "./config/Logging.ts"
+import * as Redact from "./Redact.ts"
 
 export const version: string = packageJson.version
 
@@ -43,9 +44,9 @@ const logging = Logging.fromEnv(process.env)
 const main = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.run({ version }), Effect.provide(logging))
 
 main.pipe(
-  Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${e.message}`), Effect.sync(() => process.exit(2)))),
+  Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
   // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
-  Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Console.error(`slotkeeper: ${fatal(cause)}`))),
+  Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`))),
   Effect.provide(NodeServices.layer),
   // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
   NodeRuntime.runMain({

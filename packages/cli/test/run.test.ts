@@ -23,6 +23,8 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         [["--table", "t", "--lock", "mutex", "--database-url", unreachable], /--lock: "mutex": use advisory or lease/],
         [["--table", "t", "--slot-mode", "shared", "--database-url", unreachable], /--slot-mode: "shared": use temporary or persistent/],
         [["--table", "t", "--sink", "ftp://x", "--database-url", unreachable], /--sink: "ftp:\/\/x" is not a sink/],
+        [["--table", "t", "--sink", "http://ingest:s3cret@bad host/x", "--database-url", unreachable], /--sink: "http:\/\/ingest:\*\*\*@bad host\/x" is not a URL/],
+        [["--table", "t", "--sink", "htp://ingest:s3cret@host/x?token=s3cret", "--database-url", unreachable], /--sink: "htp:\/\/ingest:\*\*\*@host\/x\?token=\*\*\*" is not a sink/],
         [["--table", "t", "--database-url", "mysql://x/y"], /--database-url: must be a postgres:\/\/ or postgresql:\/\/ URL/],
         [["--table", "t", "--instance-id", "a b", "--database-url", unreachable], /--instance-id: instance id "a b" is not valid/],
         [["--database-url", unreachable], /--table: name at least one table/],

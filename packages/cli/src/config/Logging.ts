@@ -4,11 +4,27 @@
  * `json`) and `SLOTKEEPER_LOG_LEVEL` (`debug`, `info`, `warn`, `error`). A bad value is a `ConfigInvalid`.
  */
 import { Layer, Logger, References } from "effect"
+import * as Redact from "../Redact.ts"
 import { ConfigInvalid } from "./RunConfig.ts"
 
 const levels = { debug: "Debug", info: "Info", warn: "Warn", error: "Error" } as const
+
+/** A logger whose messages have URL passwords and secret-looking parameters replaced first (`Redact.text`): a safety net. */
+const redacting = <Output>(logger: Logger.Logger<unknown, Output>): Logger.Logger<unknown, Output> =>
+  Logger.make((options) =>
+    logger.log({
+      ...options,
+      message: Array.isArray(options.message)
+        ? options.message.map((m) => (typeof m === "string" ? Redact.text(m) : m))
+        : typeof options.message === "string" ? Redact.text(options.message) : options.message
+    }))
+
 // the console loggers write to stdout whatever LogToStderr says: formatted here, written with console.error
-const formats = { text: undefined, logfmt: Logger.withConsoleError(Logger.formatLogFmt), json: Logger.withConsoleError(Logger.formatJson) } as const
+const formats = {
+  text: redacting(Logger.defaultLogger),
+  logfmt: Logger.withConsoleError(redacting(Logger.formatLogFmt)),
+  json: Logger.withConsoleError(redacting(Logger.formatJson))
+} as const
 
 /** The logging layer for `env`, or why a setting is not valid. */
 export const fromEnv = (env: Record<string, string | undefined>): Layer.Layer<never> | ConfigInvalid => {
@@ -24,6 +40,6 @@ export const fromEnv = (env: Record<string, string | undefined>): Layer.Layer<ne
   return Layer.mergeAll(
     Layer.succeed(Logger.LogToStderr, true),
     Layer.succeed(References.MinimumLogLevel, levels[level as keyof typeof levels]),
-    logger === undefined ? Layer.empty : Logger.layer([logger])
+    Logger.layer([logger])
   )
 }

@@ -17,6 +17,7 @@
 import { hostname } from "node:os"
 import { Duration, Option, Schema } from "effect"
 import { OwnershipConfig, StreamId, Subscription } from "@slotkeeper/core"
+import * as Redact from "../Redact.ts"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
   option: Schema.String,
@@ -281,16 +282,18 @@ export const parseSink = (text: string): Sink | ConfigInvalid => {
     if (path.length === 0) return invalid("sink", "file: needs a path, e.g. file:./changes.ndjson")
     return { _tag: "File", path }
   }
+  // shown without its password, even when it is too malformed to parse
+  const shown = JSON.stringify(Redact.text(text))
   if (text.startsWith("http://") || text.startsWith("https://")) {
     try {
       const url = new URL(text)
-      if (url.hostname.length === 0) return invalid("sink", `${JSON.stringify(text)} has no host`)
+      if (url.hostname.length === 0) return invalid("sink", `${shown} has no host`)
       return { _tag: "Http", url: url.toString() }
     } catch {
-      return invalid("sink", `${JSON.stringify(text)} is not a URL`)
+      return invalid("sink", `${shown} is not a URL`)
     }
   }
-  return invalid("sink", `${JSON.stringify(text)} is not a sink: use stdout, file:PATH, or an http:// or https:// URL`)
+  return invalid("sink", `${shown} is not a sink: use stdout, file:PATH, or an http:// or https:// URL`)
 }
 
 /** Why `url` is not a PostgreSQL URL, or `undefined` when it is one. */
