@@ -29,14 +29,19 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withSubcommands([run, status, check, slots, embedded])
 )
 
-/** A fatal cause in one line per error: a typed error's tag and message (its own explanation); a defect in full. */
+/**
+ * A fatal cause in one line: a typed error's tag and message (its own explanation), or for a defect (a bug) its
+ * message — the stack goes to the log at debug level, never to the last line — then the exit code.
+ */
 const fatal = (cause: Cause.Cause<unknown>): string => {
   const typed = Cause.findErrorOption(cause)
   if (Option.isSome(typed)) {
     const e = typed.value as { readonly _tag?: string; readonly reason?: string; readonly message?: string }
-    return `${[e._tag, e.reason].filter((x) => x !== undefined).join("/")}: ${e.message ?? String(typed.value)}`
+    return `${[e._tag, e.reason].filter((x) => x !== undefined).join("/")}: ${e.message ?? String(typed.value)} (exit 1)`
   }
-  return Cause.pretty(cause)
+  const defect = Cause.squash(cause)
+  const message = defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect)
+  return `internal error: ${message.split("\n")[0]} (exit 1; a bug: SLOTKEEPER_LOG_LEVEL=debug shows where)`
 }
 
 const logging = Logging.fromEnv(process.env)
@@ -46,7 +51,11 @@ const main = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.
 main.pipe(
   Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
   // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
-  Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`))),
+  Effect.tapCause((cause) =>
+    Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
+      Effect.logDebug(Redact.text(Cause.pretty(cause))),
+      Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`)
+    )),
   Effect.provide(NodeServices.layer),
   // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
   NodeRuntime.runMain({

@@ -82,4 +82,26 @@ describe("handover between two CLI processes (real PostgreSQL 18, FaultProxy for
     it.live(`${lock}: half-open partition of the owner; it gives up before the other takes over; nothing lost, nothing acknowledged repeated`, () =>
       handover(lock, "partition"))
   }
+
+  for (const lock of ["advisory", "lease"] as const) {
+    it.live(`${lock}: the server crashes while the stream is quiet, then is down for 5 s: the instance never exits, competes again, and delivers what comes after`, () =>
+      Effect.gen(function*() {
+        const pg = yield* PgCluster.make({ major: 18 })
+        yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+        const a = yield* start(["--database-url", pg.url, "--table", "items", "--instance-id", "a", "--lock", lock, ...timing[lock]])
+        yield* streaming(pg)
+        yield* Effect.sleep("2 seconds") // quiet
+        yield* pg.crash // every server process killed, crash recovery, back at once
+        yield* until(() => ((a.stderr().match(/streaming from/g) ?? []).length >= 2 ? true : undefined), 30_000, "streaming again after the crash")
+        yield* pg.query("INSERT INTO items VALUES (1, 'after the crash')")
+        yield* until(() => (ids(a).includes(1) ? true : undefined), 30_000, "row 1")
+        yield* pg.kill // down, for a while
+        yield* Effect.sleep("5 seconds")
+        yield* pg.start
+        yield* pg.query("INSERT INTO items VALUES (2, 'after the outage')")
+        yield* until(() => (ids(a).includes(2) ? true : undefined), 60_000, "row 2")
+        assert.strictEqual(a.child.exitCode, null, a.stderr())
+        assert.notMatch(a.stderr(), /SqlError|\n\s+at /, "no raw error, no stack trace")
+      }))
+  }
 })

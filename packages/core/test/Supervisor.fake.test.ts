@@ -4,6 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, Layer, Ref, SubscriptionRef } from "effect"
+import { ConnectionError, SqlError } from "effect/sql/SqlError"
 import { TestClock } from "effect/testing"
 import { Ownership, OwnershipLost } from "../src/ownership/Ownership.ts"
 import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
@@ -135,6 +136,25 @@ describe("Supervisor timing (TestClock, fake backend)", () => {
       assert.isUndefined(run.pollUnsafe()) // not a failure of run
       assert.deepStrictEqual(periods, [1, 2])
       assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Active", epoch: 2 })
+    }))
+
+  it.effect("a connection fault that escapes the owned work (a raw SqlError: the server closed the connection) ends the holding as a loss and competes again, never a failure", () =>
+    Effect.gen(function*() {
+      const server = makeFakeServer(6_000)
+      const sup = yield* Supervisor.make(config({ rejoinDelay: "1 second" }), fakeBackend(server, "a", makeControls()), fakeGuard(server, "a"))
+      const periods: Array<number> = []
+      const owned = Effect.gen(function*() {
+        periods.push((yield* Ownership).epoch)
+        if (periods.length > 1) return yield* Effect.never
+        yield* Effect.sleep("2 seconds")
+        return yield* Effect.die(new SqlError({ reason: new ConnectionError({ cause: new Error("Connection closed"), message: "PgConnection: Connection closed" }) }))
+      })
+      const run = yield* Effect.forkChild(sup.run(owned), { startImmediately: true })
+      yield* TestClock.adjust("2 seconds")
+      assert.deepInclude(yield* SubscriptionRef.get(sup.status), { _tag: "Stopping" })
+      yield* TestClock.adjust("1 second")
+      assert.isUndefined(run.pollUnsafe())
+      assert.deepStrictEqual(periods, [1, 2])
     }))
 
   it.effect("assertFresh: succeeds while ownership was confirmed within the deadline, fails from the deadline on (no write after a pause)", () =>

@@ -25,7 +25,9 @@
  * and fails `run` with that error.
  */
 import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
+import { SqlError } from "effect/sql/SqlError"
 import * as Bounded from "../internal/bounded.ts"
+import * as SqlErrors from "../internal/sqlError.ts"
 import * as Liveness from "./Liveness.ts"
 import type { Held, LockBackend, LockSession } from "./LockBackend.ts"
 import { LockBackendError } from "./LockBackend.ts"
@@ -69,10 +71,19 @@ interface Live {
   lost: boolean
 }
 
-/** The owned work's own proof that ownership is gone, if that is how it failed. */
-const lostByWork = (cause: Cause.Cause<unknown>): OwnershipLost | undefined => {
+/**
+ * How the owned work's failure ends the holding, when it is not fatal: its own proof that ownership is gone, or a
+ * connection fault that escaped it (a session gone, a server restarting — typed or not). Neither is a reason to stop:
+ * the holding ends as a loss, and the instance competes again (or exits, by `onLoss`).
+ */
+const lostByWork = (cause: Cause.Cause<unknown>, streamId: string, epoch: number): OwnershipLost | undefined => {
   const error = Cause.findErrorOption(cause)
-  return Option.isSome(error) && error.value instanceof OwnershipLost ? error.value : undefined
+  if (Option.isSome(error) && error.value instanceof OwnershipLost) return error.value
+  const failure = Option.isSome(error) ? error.value : Cause.squash(cause)
+  const connection = (failure instanceof SqlError && SqlErrors.isRetryable(failure)) || (failure instanceof LockBackendError && failure.retryable)
+  return connection
+    ? new OwnershipLost({ streamId, epoch, message: `the owned work failed on a connection fault (${failure.message}); competing again` })
+    : undefined
 }
 
 /** Bounded wait for `effect`, run in a fiber of `scope`: on timeout the fiber is interrupted in the background. */
@@ -248,7 +259,7 @@ export const make = (
           releasable = ended.loss.reason._tag === "DeadlinePassed" // a proven loss has nothing left to release
           return new OwnershipLost({ streamId: config.streamId, epoch: held.epoch, message })
         }
-        const proven = Exit.isFailure(ended.exit) ? lostByWork(ended.exit.cause) : undefined
+        const proven = Exit.isFailure(ended.exit) ? lostByWork(ended.exit.cause, config.streamId, held.epoch) : undefined
         if (proven !== undefined) {
           // the owned work proved the loss (a sink saw a newer owner, another server was reached): a loss, not a failure
           live.lost = true
