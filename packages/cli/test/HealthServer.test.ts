@@ -22,10 +22,10 @@ describe("HealthServer (pure)", () => {
     const owning = { _tag: "Active", since: 0, epoch: 3 } as const
     assert.strictEqual(HealthServer.owner(snapshot(owning, false)).status, 503)
     assert.deepStrictEqual(JSON.parse(HealthServer.health(snapshot(owning, false)).body), {
-      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null
+      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null, failover_ready: null
     })
     assert.deepStrictEqual(JSON.parse(HealthServer.owner(snapshot(owning)).body), {
-      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748"
+      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748", failover_ready: null
     })
     // a capture of an earlier holding period does not count
     assert.strictEqual(HealthServer.owner({ ...snapshot(owning), status: { ...owning, epoch: 4 } }).status, 503)

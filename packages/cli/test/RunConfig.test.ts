@@ -110,4 +110,22 @@ describe("RunConfig (pure)", () => {
     assert.match(table({ table: "a", where: "1; drop" }).message, /contains ';'/)
     assert.match(table(42).message, /neither a string nor an object/)
   })
+
+  it("a timing flag of the other lock mode is refused, not ignored; standby URLs must be PostgreSQL URLs", () => {
+    for (const [input, option, message] of [
+      [{ lock: "lease", heartbeatInterval: "1s" }, "heartbeat-interval", /applies to --lock advisory only/],
+      [{ lock: "lease", lossDeadline: "4s" }, "loss-deadline", /in lease mode the timing is --lease-duration and --renew-interval/],
+      [{ lock: "lease", serverReleaseBound: "20s" }, "server-release-bound", /applies to --lock advisory only/],
+      [{ leaseDuration: "20s" }, "lease-duration", /applies to --lock lease only/],
+      [{ renewInterval: "2s" }, "renew-interval", /in advisory mode the timing is --heartbeat-interval/],
+      [{ standbyUrls: ["http://standby"] }, "standby-url", /^--standby-url: must be a postgres:\/\/ or postgresql:\/\/ URL/]
+    ] as const) {
+      const e = refused({ tables: ["t"], ...input })
+      assert.strictEqual(e.option, option, JSON.stringify(input))
+      assert.match(e.message, message)
+    }
+    assert.deepStrictEqual(ok({ tables: ["t"], lock: "lease", leaseDuration: "20s", renewInterval: "5s" }).ownership.leaseDuration, 20_000)
+    assert.deepStrictEqual(ok({ tables: ["t"], standbyUrls: ["postgres://standby/db"] }).standbyUrls, ["postgres://standby/db"])
+  })
 })
+

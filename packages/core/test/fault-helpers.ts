@@ -14,6 +14,7 @@ import type * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as Delivery from "../src/replication/Delivery.ts"
 import * as FailoverCheck from "../src/slot/FailoverCheck.ts"
+import type * as SlotManager from "../src/slot/SlotManager.ts"
 import { deliveryOptions } from "./delivery-helpers.ts"
 import { eventually, fastTiming } from "./ownership-helpers.ts"
 
@@ -44,6 +45,8 @@ export const recordingConsumer = (
     readonly ownership?: Partial<OwnershipConfig.OwnershipOptions>
     /** Run the publication manager too (subscribed to `items`), with this drift interval. */
     readonly publicationDrift?: Duration.Input
+    /** Where the slot's state goes (a fresh one by default). */
+    readonly slotState?: SlotManager.SlotManagerState
   } = {}
 ) =>
   Effect.gen(function*() {
@@ -67,7 +70,7 @@ export const recordingConsumer = (
         }
         return Effect.void
       })
-    }))
+    }), options.slotState)
     const owned = options.publicationDrift === undefined ? delivery : Effect.gen(function*() {
       const own = yield* Ownership
       const manager = yield* PublicationManager.make(yield* PgPublication.make(own, ownership.sql, { publication: "slotkeeper_orders", schema: "slotkeeper" }), {

@@ -52,7 +52,11 @@ export const runFlags = {
   onLoss: option("on-loss", "SLOTKEEPER_ON_LOSS", "after losing ownership: wait (default) to compete again, or exit 1 for the orchestrator to restart"),
   walHeartbeatInterval: option("wal-heartbeat-interval", "SLOTKEEPER_WAL_HEARTBEAT_INTERVAL", "write a heartbeat message to the WAL after this long without traffic, so an idle stream's slot moves; default 30s"),
   onSlotLost: option("on-slot-lost", "SLOTKEEPER_ON_SLOT_LOST", "an invalidated slot: fail (default, exit 1) or recreate it and report a resync"),
-  onSinkRejected: option("on-sink-rejected", "SLOTKEEPER_ON_SINK_REJECTED", "the http sink refused a batch with a 4xx: fail (default, exit 1) or skip it")
+  onSinkRejected: option("on-sink-rejected", "SLOTKEEPER_ON_SINK_REJECTED", "the http sink refused a batch with a 4xx: fail (default, exit 1) or skip it"),
+  standbyUrls: Flag.String("standby-url").pipe(
+    Flag.withDescription("a standby to check the failover slot's readiness on (repeat for more; env SLOTKEEPER_STANDBY_URLS, comma-separated): /health and /metrics say whether each has a sync-ready copy"),
+    Flag.atLeast(0)
+  )
 }
 
 const demoSchema = "slotkeeper_demo"
@@ -75,11 +79,13 @@ const demo = (url: string) =>
  */
 const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K] extends Flag.Flag<infer A> ? A : never }) =>
   Effect.gen(function*() {
-    const { config, tables, ...options } = flags
+    const { config, standbyUrls, tables, ...options } = flags
     const fromFlags: RunConfig.RunInput = {
       ...Object.fromEntries(Object.entries(options).map(([key, value]) => [key, Option.getOrUndefined(value as Option.Option<unknown>)])),
       // --table, else SLOTKEEPER_TABLES (comma-separated)
-      tables: tables.length > 0 ? tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? "")
+      tables: tables.length > 0 ? tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? ""),
+      // --standby-url, else SLOTKEEPER_STANDBY_URLS (comma-separated)
+      standbyUrls: standbyUrls.length > 0 ? standbyUrls : (process.env.SLOTKEEPER_STANDBY_URLS ?? "").split(",").map((u) => u.trim()).filter((u) => u.length > 0)
     }
     if (Option.isNone(config)) return fromFlags
     const path = config.value
@@ -132,6 +138,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
         streamId: config.streamId,
         status: yield* SubscriptionRef.get(owned.supervisor.status),
         capture: yield* SubscriptionRef.get(capture),
+        failoverReady: yield* SubscriptionRef.get(slotState.failoverReady),
         slotName: slot?.slotName,
         slot: yield* SubscriptionRef.get(slotState.status),
         acknowledgedLsn: counters.acknowledged,
@@ -205,6 +212,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     slotState,
     capture,
     onSlotLost: config.onSlotLost,
+    standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     // the configured tables are the whole set: ones a previous configuration had are removed from the publication
     subscriptions: tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } })),

@@ -7,10 +7,11 @@
  * `backend_start` in `pg_stat_activity`); a lease-mode owner while its lease has not run out. A row whose holder is
  * gone is shown as `none` (the row keeps the last epoch for fencing).
  */
-import { Health, Lsn, SlotInspector, StreamId } from "@slotkeeper/core"
-import { Console, Effect } from "effect"
+import { FailoverCheck, Health, Lsn, SlotInspector, StreamId } from "@slotkeeper/core"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
+import { ConfigInvalid } from "../config/RunConfig.ts"
 import * as Redact from "../Redact.ts"
 import { runFlags } from "./run.ts"
 
@@ -41,14 +42,21 @@ interface StreamStatus {
   readonly position: string | null
   /** Where the current slot was created: every transaction that commits after it is delivered. */
   readonly captureStart: string | null
+  /** Per standby given (`--standby-url`, shown without its password): whether its copy of the slot is sync-ready. */
+  readonly failover: ReadonlyArray<{ readonly standby: string; readonly ready: boolean; readonly findings: ReadonlyArray<string> }>
 }
 
 export const status = Command.make("status", {
   databaseUrl: runFlags.databaseUrl,
+  standbyUrls: runFlags.standbyUrls,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.status")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
+  const standbyUrls = yield* Effect.forEach(flags.standbyUrls, (u) => Database.requiredUrl(Option.some(u)).pipe(
+    Effect.mapError((e) => new ConfigInvalid({ option: "standby-url", message: e.message.replace(/^--database-url/, "--standby-url") }))
+  ))
   const sql = yield* Database.client(url, "slotkeeper:status")
+  const standbys = yield* Effect.forEach(standbyUrls, (u) => Effect.map(Database.client(u, "slotkeeper:status"), (client) => ({ url: u, client })))
   const streams = yield* Effect.gen(function*() {
     const [has] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass('slotkeeper.ownership') IS NOT NULL AS ok")
     if (!has?.ok) return [] as Array<StreamStatus>
@@ -104,7 +112,17 @@ export const status = Command.make("status", {
         slots: slotStatus,
         publication: published === undefined ? null : { name: publication, tables: published.tables },
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
-        captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null
+        captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null,
+        failover: yield* Effect.forEach(standbys, (standby) =>
+          Effect.gen(function*() {
+            const current = slots.filter((sl) => sl.state === "active").at(-1)?.slot_name
+            const report = current === undefined ? undefined : yield* FailoverCheck.standby(standby.client, current).pipe(Effect.orElseSucceed(() => undefined))
+            return {
+              standby: Redact.url(standby.url),
+              ready: report !== undefined && report.ok && report.findings.every((f) => f.code !== "SlotNotSyncReady"),
+              findings: report === undefined ? ["cannot be read"] : report.findings.map((f) => f.message)
+            }
+          }))
       })
     }
     return out
@@ -115,6 +133,9 @@ export const status = Command.make("status", {
     yield* Console.log(`stream ${s.stream}: ${s.owner === null ? "no owner" : `owned by ${s.owner.instance} (pid ${s.owner.pid ?? "?"}${s.owner.applicationName === null ? "" : ` ${s.owner.applicationName}`}, ${s.owner.mode}, epoch ${s.owner.epoch}) since ${s.owner.since}`}`)
     yield* Console.log(`  position     ${s.position ?? "none yet"}`)
     yield* Console.log(`  capture      ${s.captureStart === null ? "start not recorded" : `since ${s.captureStart}: every transaction committing after it is delivered`}`)
+    for (const f of s.failover) {
+      yield* Console.log(`  failover     ${f.standby}: ${f.ready ? "ready (a sync-ready copy of the slot)" : `NOT READY: ${f.findings.join("; ")}`}`)
+    }
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
     for (const slot of s.slots) {
       const detail = slot.exists

@@ -54,12 +54,15 @@ export interface RunInput {
   readonly walHeartbeatInterval?: string | undefined
   readonly onSlotLost?: string | undefined
   readonly onSinkRejected?: string | undefined
+  /** Standbys to check the failover slot's readiness on (PostgreSQL URLs). */
+  readonly standbyUrls?: ReadonlyArray<string> | undefined
 }
 
 /** The options that are durations (milliseconds once checked). */
 const durationOptions = ["acquireInterval", "heartbeatInterval", "lossDeadline", "serverReleaseBound", "leaseDuration", "renewInterval", "walHeartbeatInterval"] as const
 const fileKeys: ReadonlyArray<keyof RunInput> = [
-  "databaseUrl", "streamId", "tables", "lock", "slotMode", "instanceId", "sink", "httpPort", ...durationOptions, "onLoss", "onSlotLost", "onSinkRejected"
+  "databaseUrl", "streamId", "tables", "lock", "slotMode", "instanceId", "sink", "httpPort", ...durationOptions, "onLoss", "onSlotLost", "onSinkRejected",
+  "standbyUrls"
 ]
 
 export interface TableSpec extends Subscription.TableRef {
@@ -85,6 +88,8 @@ export interface RunConfig {
   readonly onSlotLost: "fail" | "recreate"
   /** The http sink, on a 4xx that retrying cannot fix: stop with the error (default) or skip the batch. */
   readonly onSinkRejected: "fail" | "skip"
+  /** Standbys whose copy of the failover slot is checked for readiness. Never logged as they are. */
+  readonly standbyUrls: ReadonlyArray<string>
 }
 
 const invalid = (option: string, message: string) => new ConfigInvalid({ option, message: `--${option}: ${message}` })
@@ -256,6 +261,8 @@ export const fromFile = (path: string, text: string): RunInput | ConfigInvalid =
     const v = o[key]
     if (key === "tables") {
       if (!Array.isArray(v)) return bad("\"tables\" must be a list")
+    } else if (key === "standbyUrls") {
+      if (!Array.isArray(v) || !v.every((u) => typeof u === "string")) return bad("\"standbyUrls\" must be a list of URLs")
     } else if (key === "httpPort") {
       if (typeof v !== "number") return bad("\"httpPort\" must be a number")
     } else if (typeof v !== "string" && !(durationOptions.includes(key as typeof durationOptions[number]) && typeof v === "number")) {
@@ -270,7 +277,9 @@ export const fromFile = (path: string, text: string): RunInput | ConfigInvalid =
 /** Flags and environment first, then the file; the file's tables are added to the flags' ones. */
 export const merge = (flags: RunInput, file: RunInput): RunInput => {
   const merged: Record<string, unknown> = { ...file }
-  for (const [key, value] of Object.entries(flags)) if (value !== undefined && key !== "tables") merged[key] = value
+  for (const [key, value] of Object.entries(flags)) {
+    if (value !== undefined && key !== "tables" && !(key === "standbyUrls" && (value as ReadonlyArray<string>).length === 0)) merged[key] = value
+  }
   merged.tables = [...(flags.tables ?? []), ...(file.tables ?? [])]
   return merged as RunInput
 }
@@ -355,6 +364,20 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
   if (typeof onSlotLost !== "string") return onSlotLost
   const onSinkRejected = choice("on-sink-rejected", input.onSinkRejected, ["fail", "skip"] as const)
   if (typeof onSinkRejected !== "string") return onSinkRejected
+  // a flag of the other lock mode would be ignored in silence: refused instead
+  const otherMode = lock === "lease"
+    ? (["heartbeatInterval", "lossDeadline", "serverReleaseBound"] as const).find((k) => durations[k] !== undefined)
+    : (["leaseDuration", "renewInterval"] as const).find((k) => durations[k] !== undefined)
+  if (otherMode !== undefined) {
+    return invalid(kebab(otherMode), lock === "lease"
+      ? `applies to --lock advisory only; in lease mode the timing is --lease-duration and --renew-interval`
+      : `applies to --lock lease only; in advisory mode the timing is --heartbeat-interval, --loss-deadline and --server-release-bound`)
+  }
+  const standbyUrls = input.standbyUrls ?? []
+  for (const url of standbyUrls) {
+    const bad = checkDatabaseUrl(url)
+    if (bad !== undefined) return invalid("standby-url", bad.message.replace(/^--database-url: /, ""))
+  }
   const { walHeartbeatInterval, ...lockTiming } = durations
   const ownership = { ...lockTiming, onLoss }
   // the timing rules are the core's: checked here, before anything connects (a field name becomes its flag)
@@ -374,6 +397,7 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
     httpPort: input.httpPort,
     ownership,
     walHeartbeatIntervalMs: walHeartbeatInterval,
+    standbyUrls,
     onSlotLost,
     onSinkRejected
   }

@@ -8,8 +8,8 @@
  *   was created: every transaction that commits after it is delivered) and where the connection streams from.
  * - `GET /health/owner`: 200 only while `active`, else 503 (for a service that should route to the owner, or wait
  *   for capture to have begun before it writes).
- * - `GET /metrics`: Prometheus text — state, capturing, capture start, ownership epoch, acknowledged LSN, slot lag
- *   and `wal_status`, changes and transactions delivered, errors.
+ * - `GET /metrics`: Prometheus text — state, capturing, capture start, failover readiness (with `--standby-url`),
+ *   ownership epoch, acknowledged LSN, slot lag and `wal_status`, changes and transactions delivered, errors.
  *
  * The answers are pure functions of a snapshot (`health`, `metrics`), served by a small `node:http` server that
  * lives as long as the command's scope.
@@ -23,6 +23,8 @@ export interface Snapshot {
   readonly status: OwnershipStatus
   /** Set while a replication connection of this instance streams. */
   readonly capture: Delivery.Capture | undefined
+  /** Whether the standbys given (`--standby-url`) have a sync-ready copy of the failover slot; `undefined`: unknown. */
+  readonly failoverReady?: boolean | undefined
   readonly slotName: string | undefined
   readonly slot: Health.Assessment | undefined
   readonly acknowledgedLsn: bigint | undefined
@@ -62,7 +64,8 @@ const body = (s: Snapshot, st: State) => JSON.stringify({
   capturing: st === "active",
   epoch: s.status._tag === "Active" ? s.status.epoch : null,
   capture_start_lsn: s.capture?.origin === undefined ? null : Lsn.format(s.capture.origin),
-  streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from)
+  streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from),
+  failover_ready: s.failoverReady ?? null
 })
 
 export const health = (s: Snapshot): Answer => {
@@ -90,6 +93,9 @@ export const metrics = (s: Snapshot): Answer => {
   metric("slotkeeper_capturing", "1 while this instance owns the stream and its replication connection streams", "gauge", [[stream, current === "active" ? 1 : 0]])
   if (s.capture?.origin !== undefined) {
     metric("slotkeeper_capture_start_lsn", "where the stream's slot was created: every transaction committing after it is delivered (WAL bytes)", "gauge", [[stream, s.capture.origin]])
+  }
+  if (s.failoverReady !== undefined) {
+    metric("slotkeeper_failover_ready", "1 while every standby given has a sync-ready copy of the failover slot (a safe failover target)", "gauge", [[stream, s.failoverReady ? 1 : 0]])
   }
   metric("slotkeeper_ownership_epoch", "the fencing epoch this instance holds (0 when it holds none)", "gauge", [[stream, s.status._tag === "Active" ? s.status.epoch : 0]])
   if (s.acknowledgedLsn !== undefined) metric("slotkeeper_acknowledged_lsn", "the durable, acknowledged position (WAL bytes)", "gauge", [[stream, s.acknowledgedLsn]])

@@ -32,7 +32,7 @@ import * as ReplicationStream from "./ReplicationStream.ts"
 export interface DeliveryOptions
   extends
     Omit<SlotManager.SlotManagerOptions, "acknowledged" | "sql" | "slotMode">,
-    Omit<ReplicationStream.ReplicationStreamOptions, "slotName" | "checkpoint" | "sql" | "url" | "streamId" | "instanceId" | "schema" | "onSlotLost">
+    Omit<ReplicationStream.ReplicationStreamOptions, "slotName" | "checkpoint" | "sql" | "url" | "streamId" | "instanceId" | "schema" | "onSlotLost" | "settling">
 {
   readonly url: Redacted.Redacted
   readonly instanceId: string
@@ -100,7 +100,7 @@ export const run = <A, E, R>(
     const connect = Effect.gen(function*() {
       const slot = yield* SubscriptionRef.changes(slots.slot).pipe(Stream.filter((s) => s !== undefined), Stream.runHead)
       if (slot._tag === "None") return yield* Effect.never
-      connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store })
+      connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store, settling: SubscriptionRef.get(slots.settling) })
       failures = 0
       if (options.capture !== undefined) {
         const capture = options.capture

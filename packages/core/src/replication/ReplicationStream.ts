@@ -91,6 +91,8 @@ export interface ReplicationStreamOptions {
   readonly bufferSize?: number
   /** `persistent` mode: how to wait while another walsender holds the slot (default every 1 s, for ever). */
   readonly slotActiveRetry?: Schedule.Schedule<unknown, ReplicationError>
+  /** While this says so, the failover slot is settling (`SlotManager`): idle progress is made and saved every second. */
+  readonly settling?: Effect.Effect<boolean>
   /**
    * Policy for a lost slot (see `SlotManager`). With `recreate`, a durable position of a retired incarnation of this
    * stream (in slotkeeper's `slots` catalog, in `schema`) starts the current slot from its creation, with a `Resync`
@@ -382,7 +384,11 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // Saves what was acknowledged, then reports it. The save is the only way the reported position moves.
     // Progress from keepalives alone is saved at most once per heartbeat interval: a save writes WAL, which moves the
     // next keepalive, which would otherwise make an idle stream write a checkpoint every round for ever.
-    const heartbeatMillis = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
+    const configuredHeartbeat = Duration.toMillis(Duration.fromInputUnsafe(options.heartbeatInterval ?? "30 seconds"))
+    // while the failover slot settles (see SlotManager), idle progress is made and saved every second
+    let heartbeatMillis = configuredHeartbeat
+    const settling = options.settling ?? Effect.succeed(false)
+    const refreshHeartbeat = Effect.map(settling, (on) => void (heartbeatMillis = on ? Math.min(1000, configuredHeartbeat) : configuredHeartbeat))
     let consumerAcknowledged = false
     let receipt: SaveReceipt = { walPosition: undefined }
     let lastSaveAt = 0
@@ -416,7 +422,8 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       timeout !== undefined && timeout.ms > 0 ? Math.max(100, Math.floor(timeout.ms / 3)) : Number.POSITIVE_INFINITY
     )
     yield* every(Duration.millis(statusMillis), Effect.sync(() => sendStatus()), "sending a status update")
-    yield* every(Duration.millis(Math.max(100, Math.floor(heartbeatMillis / 4))), Effect.gen(function*() {
+    yield* every(Duration.millis(Math.max(100, Math.min(250, Math.floor(configuredHeartbeat / 4)))), Effect.gen(function*() {
+      yield* refreshHeartbeat
       if (Date.now() - lastReceivedAt < heartbeatMillis || watermark.open || watermark.acknowledged < watermark.received) return
       lastReceivedAt = Date.now()
       yield* options.sql.unsafe("SELECT pg_logical_emit_message(false, $1, '')::text", [heartbeatPrefix + options.streamId]).pipe(

@@ -11,12 +11,20 @@
  *   `AdvanceTarget.target` of the acknowledged position: never backwards, never past what was acknowledged, keeping
  *   the resumable window — and only by acknowledgements of the current slot (an acknowledgement carries its slot).
  * - Its health is polled on a timer into `status`; warnings are logged when they appear.
+ * - A failover slot (PostgreSQL 17+) *settles* first: a standby's synchronized copy becomes usable only once the slot
+ *   has moved past where that standby started, which on a quiet stream would wait for the next idle save (up to a
+ *   minute). While settling, the stream saves idle progress every second (`ReplicationStream`), the slot follows at
+ *   once, and a running-transactions record is logged where the role may (`pg_log_standby_snapshot`), so a new stream
+ *   is a safe failover target within seconds. With `standbys` given, their copies are checked (`FailoverCheck`) into
+ *   `failoverReady`, and settling ends when all are ready; without, it ends after a minute and readiness is unknown.
  * - A slot that is invalidated or gone is a `SlotError` with policy `fail` (default): the owned work fails with an
  *   explanation of what was lost. With `recreate`, the old incarnation is retired, a new one is created (never under
  *   the old name), and `resyncRequired` says so: consumers must resync, because changes between were lost.
  */
-import { Cause, Duration, Effect, Schedule, SubscriptionRef } from "effect"
-import type { SqlClient } from "effect/sql/SqlClient"
+import { randomBytes } from "node:crypto"
+import { PgClient, PgConnection } from "@effect/sql-pg"
+import { Cause, Context, Duration, Effect, Layer, type Redacted, Schedule, SubscriptionRef } from "effect"
+import { SqlClient } from "effect/sql"
 import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn } from "../Lsn.ts"
@@ -41,7 +49,7 @@ export interface Acknowledged {
 }
 
 export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions {
-  readonly sql: SqlClient
+  readonly sql: SqlClient.SqlClient
   /**
    * The consumer's durable, acknowledged position; `undefined` until the first acknowledgement. Only an
    * acknowledgement of the current slot moves it: after a re-creation, acknowledgements of the lost slot are ignored.
@@ -64,6 +72,10 @@ export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions
    * the stream's walsender holds the slot (which refuses SQL advances while held) and its flush feedback moves it.
    */
   readonly slotMode?: "temporary" | "persistent"
+  /** Standbys to ask whether their copy of the failover slot is sync-ready (read-only connections; never logged). */
+  readonly standbys?: ReadonlyArray<Redacted.Redacted>
+  /** The primary, for a connection of its own while the failover slot settles (see `snapshotBySlot`). Never logged. */
+  readonly url?: Redacted.Redacted
 }
 
 export interface ResyncRequired {
@@ -82,14 +94,26 @@ export interface SlotManagerState {
   readonly failover: SubscriptionRef.SubscriptionRef<FailoverCheck.Report | undefined>
   /** Set (and kept) when the slot had to be re-created: consumers must resync. */
   readonly resyncRequired: SubscriptionRef.SubscriptionRef<ResyncRequired | undefined>
+  /**
+   * Whether every standby given (`standbys`) has a sync-ready copy of the failover slot — a safe failover target.
+   * `undefined`: unknown (no standby given, not a failover slot, or not checked yet).
+   */
+  readonly failoverReady: SubscriptionRef.SubscriptionRef<boolean | undefined>
+  /** The failover slot is settling (see the module comment): idle progress is saved and followed eagerly. */
+  readonly settling: SubscriptionRef.SubscriptionRef<boolean>
 }
 
 export const makeState: Effect.Effect<SlotManagerState> = Effect.all({
   slot: SubscriptionRef.make<PersistentSlot.Slot | undefined>(undefined),
   status: SubscriptionRef.make<Health.Assessment | undefined>(undefined),
   failover: SubscriptionRef.make<FailoverCheck.Report | undefined>(undefined),
-  resyncRequired: SubscriptionRef.make<ResyncRequired | undefined>(undefined)
+  resyncRequired: SubscriptionRef.make<ResyncRequired | undefined>(undefined),
+  failoverReady: SubscriptionRef.make<boolean | undefined>(undefined),
+  settling: SubscriptionRef.make(false)
 })
+
+/** How long a failover slot settles when no standby is given to ask. */
+const settleWithoutStandbys = Duration.minutes(1)
 
 type SlotFailure = PersistentSlot.SlotError | OwnershipLost | LockBackendError
 
@@ -104,6 +128,18 @@ const smallestStepBytes = 1n << 20n
 
 // 200 ms, 400 ms, ... at most 5 s apart.
 const transientRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+
+/**
+ * Writes a running-transactions record the way any role with REPLICATION may: creating a logical slot logs one before
+ * it waits for a consistent point. The slot is temporary, on a connection of its own (so it is gone with it, whatever
+ * happens), and the wait is cut short: the record is written already.
+ */
+const snapshotBySlot = (url: Redacted.Redacted, streamId: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const conn = yield* PgConnection.make({ url, applicationName: `slotkeeper:${streamId}:snapshot`, connectTimeout: "2 seconds" })
+    yield* conn.query("SET statement_timeout = 1000")
+    yield* conn.query(`SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_s_${randomBytes(6).toString("hex")}', 'pgoutput', true)`)
+  }))
 
 /** Keeps the slot while the caller owns the stream; never returns (fails on a fatal slot error). */
 export const run = (options: SlotManagerOptions, state: SlotManagerState): Effect.Effect<never, SlotFailure, Ownership> =>
@@ -226,11 +262,60 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     // One last advance when the manager stops (shutdown or handover), while the guard may still prove ownership.
     yield* Effect.addFinalizer(() => Effect.ignore(advanceOnce))
 
+    // Settling a failover slot (see the module comment): until the standbys given say their copy is sync-ready, or
+    // for a minute when none is given.
+    const settle = Effect.gen(function*() {
+      const slot = (yield* SubscriptionRef.get(state.slot))!
+      if (!slot.failover) return
+      yield* SubscriptionRef.set(state.settling, true)
+      // a standby that cannot be reached is tried again every 5 s (not ready meanwhile)
+      const connect = (url: Redacted.Redacted) =>
+        Effect.gen(function*() {
+          for (let said = false; ;) {
+            const built = yield* Effect.exit(Layer.build(PgClient.layer({ url, maxConnections: 1, applicationName: `slotkeeper:${options.streamId}:readiness` })))
+            if (built._tag === "Success") return Context.get(built.value, SqlClient.SqlClient)
+            if (!said) yield* Effect.logWarning(`stream ${options.streamId}: a standby given for the failover check cannot be reached: ${Cause.pretty(built.cause).split("\n")[0]}; trying again`)
+            said = true
+            yield* Effect.sleep("5 seconds")
+          }
+        })
+      const standbys = yield* Effect.forEach(options.standbys ?? [], connect)
+      const deadline = Date.now() + Duration.toMillis(settleWithoutStandbys)
+      let logSnapshots = serverVersion >= 160000
+      for (let round = 0; ; round++) {
+        const current = (yield* SubscriptionRef.get(state.slot))!
+        if (standbys.length > 0) {
+          const reports = yield* Effect.forEach(standbys, (standby) => Effect.option(FailoverCheck.standby(standby, current.slotName)))
+          const ready = reports.every((r) => r._tag === "Some" && r.value.ok && r.value.findings.every((f) => f.code !== "SlotNotSyncReady"))
+          const before = yield* SubscriptionRef.get(state.failoverReady)
+          yield* SubscriptionRef.set(state.failoverReady, ready)
+          if (ready && before !== true) yield* Effect.logInfo(`stream ${options.streamId}: slot ${current.slotName} is sync-ready on every standby given: a safe failover target`)
+          if (!ready && before === true) yield* Effect.logWarning(`stream ${options.streamId}: slot ${current.slotName} is no longer sync-ready on every standby given`)
+          yield* SubscriptionRef.set(state.settling, !ready)
+        } else if (Date.now() >= deadline) {
+          yield* SubscriptionRef.set(state.settling, false)
+          return
+        }
+        // A running-transactions record lets the slot's restart_lsn move at once; the background writer logs one only
+        // every 15 s. pg_log_standby_snapshot() logs one where the role may (a superuser, or granted EXECUTE);
+        // otherwise creating a logical slot does: a temporary one, on a connection of its own that closes with it.
+        if ((yield* SubscriptionRef.get(state.settling)) && round % 2 === 0 && (yield* Effect.exit(own.assertFresh))._tag === "Success") {
+          if (logSnapshots) {
+            const logged = yield* Effect.exit(sql.unsafe("SELECT pg_log_standby_snapshot()::text"))
+            if (logged._tag === "Failure") logSnapshots = false
+          }
+          if (!logSnapshots && options.url !== undefined) yield* Effect.ignore(snapshotBySlot(options.url, options.streamId))
+        }
+        yield* Effect.sleep(standbys.length > 0 && !(yield* SubscriptionRef.get(state.settling)) ? (options.healthInterval ?? "10 seconds") : "1 second")
+      }
+    }).pipe(Effect.ensuring(SubscriptionRef.set(state.settling, false)))
+
     // A round that fails on something that may pass (a query, the guard's own statements, a server restarting) is
     // tried again next round (see `Rounds.every`); only a lost slot is fatal.
     yield* checkHealth.pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))
     return yield* Effect.all([
       Rounds.every(options.healthInterval ?? "10 seconds", checkHealth, `stream ${options.streamId}: checking the slot`, isTransient),
-      Rounds.every(options.advanceInterval ?? "1 second", advanceOnce, `stream ${options.streamId}: advancing the slot`, isTransient)
+      Rounds.every(options.advanceInterval ?? "1 second", advanceOnce, `stream ${options.streamId}: advancing the slot`, isTransient),
+      settle
     ], { concurrency: "unbounded" }).pipe(Effect.andThen(Effect.never))
   }).pipe(Effect.scoped)
