@@ -2,7 +2,7 @@
  * The file sink on a local file: what a connection finds at its start (the tail repaired, the position read back, a
  * newer owner's file refused), where positions may be written, and the file's lock.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import { OwnershipLost } from "@slotkeeper/core"
@@ -134,4 +134,16 @@ describe("FileSink (local file)", () => {
       writeFileSync(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 1, host: hostname(), started: "1", stream: "orders", epoch: 1 }))
       yield* Effect.scoped(period(path, 3))
     }))
+
+  it.effect("a full disk: the write fails with a SinkError that names the file (exit 1 with that line)", () =>
+    Effect.gen(function*() {
+      const path = join(yield* temp, "changes.ndjson")
+      symlinkSync("/dev/full", path) // every write answers ENOSPC
+      const file = yield* period(path)
+      yield* file.checkpoint.load
+      const error = yield* Effect.flip(file.sink.write([change(1)], false))
+      assert.strictEqual(error._tag, "SinkError")
+      assert.match(error.message, new RegExp(`^writing to ${path}: ENOSPC`))
+    }))
 })
+

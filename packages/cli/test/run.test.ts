@@ -49,6 +49,23 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       }
     }))
 
+  it.live("a server that overrides the lock session's idle_session_timeout (the release bound would not hold): exit 2 with the fix, nothing created", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      // as a pooler or a login hook would: every slotkeeper session gets idle_session_timeout = 0
+      yield* pg.query(`CREATE FUNCTION no_idle_timeout() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF current_setting('application_name') LIKE 'slotkeeper:%' THEN PERFORM set_config('idle_session_timeout', '0', false); END IF;
+        END $$`)
+      yield* pg.query("CREATE EVENT TRIGGER no_idle_timeout ON login EXECUTE FUNCTION no_idle_timeout()")
+      const r = yield* start(["--database-url", pg.url, "--table", "items", "--instance-id", "a"])
+      assert.strictEqual(yield* Effect.promise(() => r.exited), 2, r.stderr())
+      const last = r.stderr().trim().split("\n").at(-1)!
+      assert.match(last, /^slotkeeper: --server-release-bound: the lock session's idle_session_timeout reads 0 ms, not the 10000 ms slotkeeper set.*use lease mode/)
+      assert.deepStrictEqual(yield* pg.query("SELECT nspname FROM pg_namespace WHERE nspname = 'slotkeeper'"), [])
+    }))
+
   it.live("streams a table as NDJSON; SIGTERM drains and exits 0; the next run repeats nothing and loses nothing", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })

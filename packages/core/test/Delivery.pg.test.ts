@@ -49,7 +49,14 @@ describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
       const settled = (r: { readonly confirmed: bigint | undefined } | undefined) =>
         r?.confirmed !== undefined && r.confirmed >= lastAcked.endLsn && r.confirmed <= firstUnacked.commitLsn
       yield* eventually(Effect.map(slotRow(pg, "slotkeeper_orders_1"), (r) => (settled(r) ? true : undefined)), 10_000,
-        `confirmed_flush at or past the last acknowledged commit's end ${Lsn.format(lastAcked.endLsn)}`)
+        `confirmed_flush at or past the last acknowledged commit's end ${Lsn.format(lastAcked.endLsn)}`).pipe(
+        // on a timeout, what the slot, the checkpoint and the consumer had
+        Effect.tapCause(() => Effect.gen(function*() {
+          console.log("slot", yield* slotRow(pg, "slotkeeper_orders_1"))
+          console.log("checkpoint", yield* pg.query("SELECT lsn::text, slot_name, epoch::text FROM slotkeeper.checkpoints"))
+          console.log("delivered", a.delivered.map((d) => [d.ids, Lsn.format(d.commitLsn), Lsn.format(d.endLsn), d.acknowledged]))
+        }))
+      )
       // ... and does not move for the unacknowledged ones, however long we wait
       yield* Effect.sleep("600 millis")
       const held = (yield* slotRow(pg, "slotkeeper_orders_1"))!

@@ -127,7 +127,10 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     url: redacted,
     mode: config.lock,
     ...config.ownership
-  })
+  }).pipe(
+    // the options were checked already: what is left is the server not keeping a setting they need
+    Effect.catchTag("OwnershipConfigError", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "server-release-bound", message: `--server-release-bound: ${e.message}` })))
+  )
   const slotState = yield* SlotManager.makeState
   const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
   const counters = { changes: 0, transactions: 0, errors: 0, acknowledged: undefined as bigint | undefined }

@@ -14,7 +14,7 @@
  */
 import { linkSync, readFileSync, unlinkSync, writeFileSync } from "node:fs"
 import { hostname } from "node:os"
-import type { OwnershipLost } from "@slotkeeper/core"
+import { type OwnershipLost, Processes } from "@slotkeeper/core"
 import { Effect, type Scope } from "effect"
 import { type Fence, SinkError } from "./Sink.ts"
 
@@ -27,27 +27,8 @@ interface Holder {
   readonly epoch: number
 }
 
-/** A process's start time as the kernel has it (pids are reused; a pid with another start is another process). */
-const processStart = (pid: number): string | undefined => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    // the command name (field 2) is in parentheses and may contain spaces: count fields after its closing one
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
-  } catch {
-    return undefined
-  }
-}
-
-const alive = (holder: Holder): boolean | "unknown" => {
-  if (holder.host !== hostname()) return "unknown"
-  try {
-    process.kill(holder.pid, 0)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ESRCH") return false
-  }
-  const started = processStart(holder.pid)
-  return started === undefined || holder.started === undefined || started === holder.started
-}
+const alive = (holder: Holder): boolean | "unknown" =>
+  holder.host !== hostname() ? "unknown" : Processes.isRunning(holder.pid, holder.started)
 
 const describeHolder = (h: Holder) => `pid ${h.pid} on ${h.host} (stream ${h.stream}, epoch ${h.epoch})`
 
@@ -57,7 +38,7 @@ const describeHolder = (h: Holder) => `pid ${h.pid} on ${h.host} (stream ${h.str
  */
 export const acquire = (path: string, fence: Fence): Effect.Effect<void, SinkError | OwnershipLost, Scope.Scope> => {
   const lockPath = `${path}.lock`
-  const own: Holder = { pid: process.pid, host: hostname(), started: processStart(process.pid), stream: fence.streamId, epoch: fence.epoch }
+  const own: Holder = { pid: process.pid, host: hostname(), started: Processes.processStart(process.pid), stream: fence.streamId, epoch: fence.epoch }
   const text = JSON.stringify(own)
   const failed = (what: string) => (e: unknown) => new SinkError({ message: `${what} ${lockPath}: ${e instanceof Error ? e.message : String(e)}` })
   let said = false

@@ -29,13 +29,14 @@
 import { PgConnection } from "@effect/sql-pg"
 import { Effect, type Redacted, type Scope } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { applicationName, asOid, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
 import { advisoryLockGranted, backendError, makeGuards, type Proof } from "./Fencing.ts"
-import type { AttemptResult, Held, HolderInfo, LockBackend, LockBackendError, LockSession } from "./LockBackend.ts"
+import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
 import { type Guards, OwnershipLost } from "./Ownership.ts"
-import type { OwnershipConfig } from "./OwnershipConfig.ts"
+import { type OwnershipConfig, OwnershipConfigError } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
 import * as ServerInstance from "./ServerInstance.ts"
 
@@ -52,6 +53,44 @@ export interface AdvisoryLockOptions {
 /** The lock as `pg_locks l` shows it, in this database. `$1` = classid, `$2` = objid (unsigned). */
 const lockPredicate = advisoryLockGranted("$1", "$2")
 
+/** The lock session's server-side bounds, as startup parameters: see the module comment. */
+const sessionParameters = (config: OwnershipConfig) => ({
+  idle_session_timeout: String(Math.trunc(config.serverReleaseBoundMs)),
+  idle_in_transaction_session_timeout: String(Math.trunc(config.serverReleaseBoundMs)),
+  statement_timeout: String(Math.trunc(config.lossDeadlineMs)),
+  lock_timeout: String(Math.trunc(config.lossDeadlineMs))
+})
+
+/**
+ * Why the server's release bound does not hold on a session opened as the lock session is, or `undefined`: the
+ * session's `idle_session_timeout` must read back as set. A server or a pooler that drops or overrides startup
+ * parameters would otherwise keep an unreachable holder's lock for ever, silently.
+ */
+const boundNotHeld = (conn: { readonly query: (text: string) => Effect.Effect<{ readonly rows: ReadonlyArray<unknown> }, SqlError> }, config: OwnershipConfig) =>
+  Effect.map(conn.query("SELECT setting FROM pg_settings WHERE name = 'idle_session_timeout'"), (r): string | undefined => {
+    const got = (r.rows[0] as { setting?: string } | undefined)?.setting
+    return got === String(Math.trunc(config.serverReleaseBoundMs)) ? undefined
+      : `the lock session's idle_session_timeout reads ${got === undefined ? "nothing" : `${got} ms`}, not the ${Math.trunc(config.serverReleaseBoundMs)} ms ` +
+        `slotkeeper set: the server's release bound does not hold (a pooler or a server setting overrides session parameters). ` +
+        `Connect to PostgreSQL directly (or through a session-mode pooler that passes startup parameters), or use lease mode`
+  })
+
+/**
+ * Checks, before the stream is competed for, that a session like the lock session keeps `idle_session_timeout`: an
+ * `OwnershipConfigError` (bad setup, said before anything changes) when it does not.
+ */
+export const checkServerBound = (url: Redacted.Redacted, config: OwnershipConfig): Effect.Effect<void, OwnershipConfigError | LockBackendError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const conn = yield* PgConnection.make({
+      url,
+      applicationName: applicationName(config.streamId, config.instanceId, "admin"),
+      connectTimeout: `${config.lossDeadlineMs} millis`,
+      startupParameters: sessionParameters(config)
+    }).pipe(Effect.mapError(backendError("connect")))
+    const problem = yield* boundNotHeld(conn, config).pipe(Effect.mapError(backendError("check")))
+    if (problem !== undefined) return yield* new OwnershipConfigError({ field: "serverReleaseBound", message: problem })
+  }))
+
 export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)
@@ -67,13 +106,11 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
       connectTimeout: `${config.lossDeadlineMs} millis`,
       // Server-side bounds of the lock session: the server ends it (releasing the lock) once it is idle for the
       // release bound; no statement on it may run longer than the holder's own detection deadline.
-      startupParameters: {
-        idle_session_timeout: String(config.serverReleaseBoundMs),
-        idle_in_transaction_session_timeout: String(config.serverReleaseBoundMs),
-        statement_timeout: String(config.lossDeadlineMs),
-        lock_timeout: String(config.lossDeadlineMs)
-      }
+      startupParameters: sessionParameters(config)
     }).pipe(Effect.mapError(backendError("connect")))
+    // ... and read back: a session that does not keep it must never hold the stream
+    const problem = yield* boundNotHeld(conn, config).pipe(Effect.mapError(backendError("connect")))
+    if (problem !== undefined) return yield* new LockBackendError({ operation: "connect", message: problem, retryable: false })
     const query = <Row>(text: string, params: ReadonlyArray<unknown> = []) =>
       Effect.map(conn.query(text, params), (r) => r.rows as unknown as ReadonlyArray<Row>)
 

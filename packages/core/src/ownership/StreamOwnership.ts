@@ -78,6 +78,12 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
           `holder's lock); this server is ${server.version}. Upgrade, or use lease mode`
       })
     }
+    if (config.mode === "advisory") {
+      // the release bound must hold on the lock session: checked before anything is created
+      yield* AdvisoryLock.checkServerBound(options.url, config).pipe(
+        Effect.catchTag("LockBackendError", (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message })))
+      )
+    }
     yield* OwnershipTable.ensure(sql, config.schema)
     const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
       new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}` })

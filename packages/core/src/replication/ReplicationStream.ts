@@ -43,7 +43,7 @@ import type { Client } from "pg"
 import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
 import { Assembler, heartbeatPrefix, type ReplicationEvent } from "./Assembler.ts"
 import { DecodeError, Decoder, type Message } from "./Pgoutput.ts"
-import { Spool } from "./Spool.ts"
+import { Spool, SpoolError } from "./Spool.ts"
 import * as Rounds from "../internal/rounds.ts"
 import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
@@ -61,7 +61,8 @@ import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveRece
 import * as Watermark from "./Watermark.ts"
 
 export class ReplicationError extends Schema.TaggedError<ReplicationError>()("ReplicationError", {
-  reason: Schema.Literals(["Connect", "SlotActive", "Ended", "Protocol"]),
+  /** `Spool`: the local spool could not be written (a full disk); the message names the file. */
+  reason: Schema.Literals(["Connect", "SlotActive", "Ended", "Protocol", "Spool"]),
   message: Schema.String
 }) {}
 
@@ -333,7 +334,9 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
         held = undefined
         await offerBatched(release)
       } catch (e) {
-        fail(new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
+        fail(e instanceof SpoolError
+          ? new ReplicationError({ reason: "Spool", message: e.message })
+          : new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
       }
     })
     service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
@@ -396,9 +399,16 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       const position = Watermark.toSave(watermark)
       if (position === undefined) return
       if (!consumerAcknowledged && Date.now() - lastSaveAt < heartbeatMillis) return
-      const saved = yield* options.checkpoint.save({ lsn: position.lsn, inTransaction: position.inside, ...identity })
-      if (saved.deferred === true) return // not saved: the next round tries again
+      // acknowledgements that arrive while this save runs are the next save's; a save that fails or is deferred is
+      // tried again at the next round, not only after the heartbeat interval
       consumerAcknowledged = false
+      const saved = yield* options.checkpoint.save({ lsn: position.lsn, inTransaction: position.inside, ...identity }).pipe(
+        Effect.onError(() => Effect.sync(() => void (consumerAcknowledged = true)))
+      )
+      if (saved.deferred === true) {
+        consumerAcknowledged = true
+        return
+      }
       lastSaveAt = Date.now()
       receipt = saved
       watermark = Watermark.saved(watermark, position)

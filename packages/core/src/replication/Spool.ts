@@ -12,12 +12,54 @@
  * - Everything is removed when the spool closes (the connection ended): after a reconnect the server streams the
  *   uncommitted transactions again from their start, so nothing spooled is ever needed twice.
  *
+ * - A spool folder left by a process that was killed (SIGKILL, a crash: no `close`) is removed by the next process that
+ *   spools: each folder names its owner (pid and process start), and one whose owner no longer runs is stale.
+ * - A write that fails (a full disk: ENOSPC) is a `SpoolError` that names the file and what to do.
+ *
  * **Details**: a record is `[length u32][subxid u32][JSON]`. Values JSON cannot hold (`NaN`, `±Infinity`, bytes)
  * are tagged (`{"$f":"NaN"}`, `{"$b":"<base64>"}`) and restored at replay.
  */
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs"
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { isRunning, processStart } from "../Processes.ts"
+
+/** Writing the spool failed (a full disk, a folder that went away): the stream cannot go on. */
+export class SpoolError extends Error {
+  override readonly name = "SpoolError"
+}
+
+const prefix = "slotkeeper-spool-"
+
+/** Removes the spool folders under `base` whose process no longer runs (killed before it could remove them). */
+export const removeStale = (base: string = tmpdir()): ReadonlyArray<string> => {
+  const removed: Array<string> = []
+  let names: Array<string>
+  try {
+    names = readdirSync(base).filter((n) => n.startsWith(prefix))
+  } catch {
+    return removed
+  }
+  for (const name of names) {
+    const dir = join(base, name)
+    try {
+      const owner = JSON.parse(readFileSync(join(dir, "owner.json"), "utf8")) as { pid: number; started?: string }
+      if (isRunning(owner.pid, owner.started)) continue
+    } catch {
+      // no owner file: a folder of an older version, or one being created; removed only once it is a day old
+      try {
+        if (Date.now() - statSync(dir).mtimeMs < 86_400_000) continue
+      } catch {
+        continue
+      }
+    }
+    rmSync(dir, { recursive: true, force: true })
+    removed.push(dir)
+  }
+  return removed
+}
+
+let staleRemoved = false
 
 interface Entry {
   readonly fd: number
@@ -47,16 +89,37 @@ export class Spool {
   /** Whose bytes are in `buffer`, and how many. */
   private buffered: { xid: number; bytes: number } | undefined
 
-  constructor(bufferBytes = 1 << 20) {
-    this.dir = mkdtempSync(join(tmpdir(), "slotkeeper-spool-"))
+  constructor(bufferBytes = 1 << 20, base: string = tmpdir()) {
+    if (!staleRemoved) {
+      staleRemoved = true
+      removeStale(base)
+    }
+    this.dir = this.io(base, () => {
+      const dir = mkdtempSync(join(base, prefix))
+      writeFileSync(join(dir, "owner.json"), JSON.stringify({ pid: process.pid, started: processStart(process.pid) }))
+      return dir
+    })
     this.buffer = Buffer.allocUnsafe(bufferBytes)
+  }
+
+  /** Runs a file operation on `path`; a failure is a `SpoolError` that names it. */
+  private io<A>(path: string, f: () => A): A {
+    try {
+      return f()
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      throw new SpoolError(
+        `spool file ${path}: ${e instanceof Error ? e.message : String(e)}` +
+          (code === "ENOSPC" ? " (the spool holds transactions PostgreSQL streams before their commit: free space there, or point TMPDIR at a larger disk)" : "")
+      )
+    }
   }
 
   private entry(xid: number): Entry {
     let e = this.entries.get(xid)
     if (e === undefined) {
       const path = join(this.dir, `${xid}.spool`)
-      e = { fd: openSync(path, "w+"), path, abortedSubxids: new Set() }
+      e = { fd: this.io(path, () => openSync(path, "w+")), path, abortedSubxids: new Set() }
       this.entries.set(xid, e)
     }
     return e
@@ -67,7 +130,7 @@ export class Spool {
     if (b === undefined) return
     this.buffered = undefined
     const e = this.entries.get(b.xid)
-    if (e !== undefined && b.bytes > 0) writeSync(e.fd, this.buffer, 0, b.bytes)
+    if (e !== undefined && b.bytes > 0) this.io(e.path, () => writeSync(e.fd, this.buffer, 0, b.bytes))
   }
 
   /** Appends `value` (JSON with numbers, strings, arrays, objects, bytes) as a change of `subxid` of `xid`. */
@@ -82,8 +145,10 @@ export class Spool {
       const header = Buffer.alloc(8)
       header.writeUInt32BE(length, 0)
       header.writeUInt32BE(subxid >>> 0, 4)
-      writeSync(e.fd, header)
-      writeSync(e.fd, json)
+      this.io(e.path, () => {
+        writeSync(e.fd, header)
+        writeSync(e.fd, json)
+      })
       return
     }
     let at = this.buffered?.bytes ?? 0
