@@ -24,6 +24,8 @@ export interface Request {
   readonly epoch: number
   readonly status: number
   readonly lines: ReadonlyArray<Record<string, unknown>>
+  /** `Slotkeeper-Resumed-From`: the durable position the sending connection resumed from, if given. */
+  readonly resumedFrom: string | undefined
 }
 
 export interface FencingReceiver {
@@ -72,13 +74,15 @@ export const make = (options: FencingReceiverOptions = {}): Effect.Effect<Fencin
       }
       if (lines.some((l) => l.epoch !== epoch)) return respond(res, 400, `every line must carry the request's epoch ${epoch}\n`)
       const at = performance.now()
+      const resumed = req.headers["slotkeeper-resumed-from"]
+      const resumedFrom = typeof resumed === "string" ? resumed : undefined
       const top = highest.get(stream) ?? 0
       if (epoch < top) {
-        requests.push({ at, stream, epoch, status: 409, lines })
+        requests.push({ at, stream, epoch, status: 409, lines, resumedFrom })
         return respond(res, 409, `stream ${stream}: epoch ${epoch} is older than ${top}, which has written here\n`)
       }
       highest.set(stream, epoch)
-      requests.push({ at, stream, epoch, status: 200, lines })
+      requests.push({ at, stream, epoch, status: 200, lines, resumedFrom })
       respond(res, 200, "")
     }
     const server = createServer((req, res) => {

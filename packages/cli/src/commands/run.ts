@@ -161,7 +161,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   const consume = (connection: ReplicationStream.ReplicationStream) =>
     Effect.gen(function*() {
       const own = yield* Ownership
-      const fence = fenceOf(own)
+      const fence: Sink.Fence = { ...fenceOf(own), resumedFrom: connection.startedAt }
       const sink = period?.sink ?? (http !== undefined ? http.open(fence) : Sink.stdout(fence))
       // what the file's commit lines say the position belongs to (slot, system, timeline): one per connection
       const identity = period === undefined ? undefined : yield* connection.durable

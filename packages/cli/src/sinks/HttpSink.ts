@@ -28,11 +28,13 @@
  *   a batch as delivered that never was. A 3xx stops the stream with the status and where it pointed; the fix is the
  *   final URL in `--sink`.
  * - Credentials in the URL (`https://user:password@host/...`) are sent as HTTP Basic authentication and never logged.
- * - Each request carries `Content-Type: application/x-ndjson`.
+ * - Each request carries `Content-Type: application/x-ndjson`, and `Slotkeeper-Resumed-From: <LSN>`: the durable
+ *   position its connection resumed from (changes committed below it were acknowledged before and are never sent by
+ *   it; a receiver that sees one again from an earlier connection may drop it).
  * - A sink is opened per replication connection: a batch half sent by one connection (its lines buffered, or a
  *   request refused) is never sent by the next, which starts again from the durable position.
  */
-import { OwnershipLost } from "@slotkeeper/core"
+import { Lsn, OwnershipLost } from "@slotkeeper/core"
 import { Duration, Effect, Schedule } from "effect"
 import * as Redact from "../Redact.ts"
 import { type Fence, type Sink, SinkError } from "./Sink.ts"
@@ -94,7 +96,8 @@ export const make = (options: HttpSinkOptions): HttpSink => {
   let requests = 0
 
   const open = (fence: Fence): Sink => {
-    const headers = { ...baseHeaders, "slotkeeper-stream": fence.streamId, "slotkeeper-epoch": String(fence.epoch) }
+    const headers: Record<string, string> = { ...baseHeaders, "slotkeeper-stream": fence.streamId, "slotkeeper-epoch": String(fence.epoch) }
+    if (fence.resumedFrom !== undefined) headers["slotkeeper-resumed-from"] = Lsn.format(fence.resumedFrom)
     let buffer: Array<string> = []
     let bytes = 0
 

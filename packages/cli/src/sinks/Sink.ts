@@ -25,6 +25,11 @@ export interface Fence {
   readonly epoch: number
   /** `Ownership.assertFresh`: fails past the deadline, or once the loss is known. */
   readonly assertFresh: Effect.Effect<void, OwnershipLost>
+  /**
+   * The durable position the connection resumed from: every change committed below it was acknowledged before, and
+   * this connection never sends it (the http sink says it in `Slotkeeper-Resumed-From`).
+   */
+  readonly resumedFrom?: bigint | undefined
 }
 
 export interface Sink {
