@@ -22,6 +22,7 @@
  * intervals as the receiver saw them), refused (409) stale batches, takeovers, and unexpected exits.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { appendFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { FaultProxy, FencingReceiver, PgCluster, type PgServer, ProcessControl, Standby } from "@slotkeeper/testkit"
@@ -37,6 +38,8 @@ export interface Options {
   readonly seed: number
   /** Says what happens, as it happens (default: nothing). */
   readonly log?: (line: string) => void
+  /** Where each instance's stderr is appended (`<name>.log`), for a post-mortem; default: kept in memory only. */
+  readonly logDir?: string
 }
 
 export interface StreamReport {
@@ -129,12 +132,14 @@ export const run = (options: Options) =>
         ...timing[instance.mode]], { stdio: ["ignore", "ignore", "pipe"] })
       instance.child = child
       child.stderr!.on("data", (d: Buffer) => {
+        if (options.logDir !== undefined) appendFileSync(join(options.logDir, `${instance.name}.log`), d)
         instance.stderr += d.toString()
         if (instance.stderr.length > 400_000) instance.stderr = instance.stderr.slice(-200_000)
       })
       child.on("exit", (code, signal) => {
         if (instance.child !== child) return
         instance.child = undefined
+        if (options.logDir !== undefined) appendFileSync(join(options.logDir, `${instance.name}.log`), `--- exited ${code ?? signal} at ${elapsed()} s\n`)
         if (!instance.held) {
           const last = instance.stderr.trim().split("\n").at(-1) ?? ""
           instance.exits.push(`${instance.name} exited ${code ?? signal}: ${last}`)

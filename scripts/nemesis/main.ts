@@ -15,12 +15,13 @@ const arg = (name: string, fallback: string) => {
 const seconds = Number(arg("seconds", "60"))
 const seed = Number(arg("seed", String(Date.now() % 1_000_000)))
 const out = arg("out", "")
+const logDir = arg("logs", "")
 if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isInteger(seed)) {
   process.stderr.write("usage: npm run nemesis -- --seconds N --seed S [--out docs/reliability.md]\n")
   process.exit(2)
 }
 
-const report = await Effect.runPromise(Nemesis.run({ seconds, seed, log: (line) => process.stderr.write(`${line}\n`) }))
+const report = await Effect.runPromise(Nemesis.run({ seconds, seed, log: (line) => process.stderr.write(`${line}\n`), ...(logDir === "" ? {} : { logDir }) }))
 const table = Nemesis.table(report)
 process.stdout.write(`${table}\n`)
 for (const s of report.streams) for (const line of s.exitLines) process.stdout.write(`- ${line}\n`)

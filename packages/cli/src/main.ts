@@ -53,7 +53,8 @@ main.pipe(
   // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
   Effect.tapCause((cause) =>
     Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
-      Effect.logDebug(Redact.text(Cause.pretty(cause))),
+      // where it came from, for a bug report: only when asked for (the last line stays the one-line explanation)
+      process.env.SLOTKEEPER_LOG_LEVEL === "debug" ? Console.error(Redact.text(Cause.pretty(cause))) : Effect.void,
       Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`)
     )),
   Effect.provide(NodeServices.layer),

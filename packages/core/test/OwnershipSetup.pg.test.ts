@@ -4,24 +4,29 @@
  */
 import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Redacted } from "effect"
+import { Deferred, Effect, Fiber, Logger, Redacted } from "effect"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import { activeOf, eventually, fastTiming, type Interval, startInstance } from "./ownership-helpers.ts"
 
 describe("StreamOwnership setup (real PostgreSQL)", () => {
-  it.live("an unreachable database is a typed error naming what to check, without the password", () =>
+  it.live("a database not reachable yet (connections refused) is waited for, saying what to check without the password; it goes on once it is", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make()
       const proxy = yield* FaultProxy.make({ targetPort: pg.port })
       yield* proxy.setMode("reset") // connections are refused
-      const error = yield* Effect.flip(StreamOwnership.make({
+      const logged: Array<string> = []
+      const making = yield* Effect.forkChild(StreamOwnership.make({
         streamId: "orders",
         instanceId: "a",
         url: Redacted.make(pg.urlWith({ port: proxy.port, password: "hunter2-secret" }))
-      }))
-      assert.strictEqual(error._tag, "OwnershipSetupError")
-      assert.match(error.message, /cannot reach the database: .*Check the database URL/)
-      assert.notInclude(error.message, "hunter2-secret")
+      }).pipe(Effect.provide(Logger.layer([Logger.make((o) => void logged.push(String(o.message)))]))), { startImmediately: true })
+      yield* Effect.sleep("1500 millis")
+      assert.isUndefined(making.pollUnsafe(), "gave up instead of waiting")
+      assert.match(logged.join("\n"), /cannot reach the database: .*Check the database URL.*; waiting for the server/)
+      assert.notInclude(logged.join("\n"), "hunter2-secret")
+      yield* proxy.setMode("pass")
+      const ok = yield* Fiber.join(making)
+      assert.strictEqual(ok.identity.publicationName, "slotkeeper_orders")
     }))
 
   it.live("bad configuration fails before anything is created", () =>

@@ -21,12 +21,13 @@ export const ensureTable = <E>(
   schema: string,
   table: string,
   columns: string,
-  onError: (message: string) => E
+  /** `retryable`: the failure may pass (a connection fault), see `SqlErrors.isRetryable`. */
+  onError: (message: string, retryable: boolean) => E
 ): Effect.Effect<void, E> =>
   Effect.gen(function*() {
     const [exists] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass($1) IS NOT NULL AS ok", [qualified(schema, table)])
     if (exists?.ok) return
-    yield* sql.withTransaction(Effect.gen(function*() {
+    yield* SqlErrors.transaction(sql, Effect.gen(function*() {
       yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, 0)", [SCHEMA_LOCK_NAMESPACE])
       const [hasSchema] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regnamespace($1) IS NOT NULL AS ok", [`"${schema}"`])
       if (!hasSchema?.ok) yield* sql.unsafe(`CREATE SCHEMA "${schema}"`)
@@ -43,7 +44,7 @@ export const ensureTable = <E>(
             `CREATE SCHEMA IF NOT EXISTS "${schema}" AUTHORIZATION "${who?.role}" (or GRANT CREATE ON DATABASE to the role), or choose ` +
             `a schema the role owns. (${SqlErrors.describe(e)})`
           : `could not set up ${qualified(schema, table)}: ${SqlErrors.describe(e)}`
-        return yield* Effect.fail(onError(message))
+        return yield* Effect.fail(onError(message, SqlErrors.isRetryable(e)))
       }))
   )
 
@@ -56,7 +57,7 @@ export const ensureColumns = <E>(
   schema: string,
   table: string,
   columns: ReadonlyArray<readonly [name: string, type: string]>,
-  onError: (message: string) => E
+  onError: (message: string, retryable: boolean) => E
 ): Effect.Effect<void, E> =>
   Effect.gen(function*() {
     const present = yield* sql.unsafe<{ name: string }>(
@@ -68,5 +69,5 @@ export const ensureColumns = <E>(
       yield* sql.unsafe(`ALTER TABLE ${qualified(schema, table)} ADD COLUMN IF NOT EXISTS ${name} ${type}`)
     }
   }).pipe(Effect.catchTag("SqlError", (e) =>
-    Effect.fail(onError(`could not add columns ${columns.map(([n]) => n).join(", ")} to ${qualified(schema, table)} (run slotkeeper once as the table's owner): ${SqlErrors.describe(e)}`))))
+    Effect.fail(onError(`could not add columns ${columns.map(([n]) => n).join(", ")} to ${qualified(schema, table)} (run slotkeeper once as the table's owner): ${SqlErrors.describe(e)}`, SqlErrors.isRetryable(e)))))
 

@@ -1,10 +1,13 @@
 /**
- * Reading a `SqlError`: what the server said, and whether the session it happened on is gone.
+ * Reading a `SqlError`: what the server said, and whether the session it happened on is gone; and `transaction`, in
+ * which a connection that breaks is a `SqlError`, never a defect.
  *
  * sql-pg keeps the server's error (message, SQLSTATE, detail, hint) on `reason.cause`. Connection URLs and passwords
  * are never part of these texts.
  */
-import type { SqlError } from "effect/sql/SqlError"
+import { Effect } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlError } from "effect/sql/SqlError"
 
 interface ServerError {
   readonly message: string
@@ -50,3 +53,15 @@ export const isSessionGone = (error: SqlError): boolean => {
 export const isRetryable = (error: SqlError): boolean =>
   isSessionGone(error) || error.reason._tag === "LockTimeoutError" || error.reason._tag === "StatementTimeoutError" ||
   error.reason._tag === "DeadlockError" || error.reason._tag === "SerializationError"
+
+/**
+ * `sql.withTransaction(effect)` whose broken connection is a failure, not a defect. When the connection breaks inside a
+ * transaction (a server restart, a failover), the statement fails with a `SqlError` and then the ROLLBACK on the same
+ * dead connection fails too; Effect's `withTransaction` turns that second failure into a defect (`orDie`), which
+ * would end the process with a stack trace instead of being retried like any connection fault. Here such a defect is
+ * the `SqlError` it carries again.
+ */
+export const transaction = <A, E, R>(sql: SqlClient, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  sql.withTransaction(effect).pipe(
+    Effect.catchDefect((defect) => (defect instanceof SqlError ? Effect.fail(defect) : Effect.die(defect)))
+  )

@@ -78,7 +78,7 @@ export const makeGuards = (sql: SqlClient, deadlineMs: number, writeLock: LockKe
       yield* proof(held, rowLock ? "FOR SHARE OF o" : "")
     }).pipe(Effect.mapError((e) => (e._tag === "SqlError" ? backendError("guard")(e) : e)))
   return {
-    guarded: (held) => (effect) => sql.withTransaction(Effect.andThen(prove(held, true), effect)),
-    guardedSlotChange: (held) => (effect) => sql.withTransaction(Effect.andThen(prove(held, false), effect))
+    guarded: (held) => (effect) => SqlErrors.transaction(sql, Effect.andThen(prove(held, true), effect)),
+    guardedSlotChange: (held) => (effect) => SqlErrors.transaction(sql, Effect.andThen(prove(held, false), effect))
   }
 }

@@ -50,7 +50,7 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const write = identity.writeLock
   const own = identity.ownershipLock
   const leaseMs = Math.trunc(config.leaseDurationMs)
-  const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = sql.withTransaction(Effect.gen(function*() {
+  const tryAcquire: Effect.Effect<AttemptResult, LockBackendError> = SqlErrors.transaction(sql, Effect.gen(function*() {
     yield* boundTransaction(sql, config.lossDeadlineMs)
     yield* sql.unsafe("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [write.namespace, write.key])
     // One statement: take the stream only if no lease is live and no advisory holder has it, bump the epoch, and

@@ -29,7 +29,9 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 
 export class OwnershipSetupError extends Schema.TaggedError<OwnershipSetupError>()("OwnershipSetupError", {
-  message: Schema.String
+  message: Schema.String,
+  /** The server is not reachable now (refused, starting up, shutting down): waited for, not fatal. */
+  retryable: Schema.optional(Schema.Boolean)
 }) {}
 
 /** `"schema".ownership`. */
@@ -45,10 +47,10 @@ export const ensure = (sql: SqlClient, schema: string): Effect.Effect<void, Owne
     holder               text NOT NULL,
     holder_pid           integer,
     holder_backend_start timestamptz,
-    acquired_at          timestamptz NOT NULL`, (message) => new OwnershipSetupError({ message })).pipe(
+    acquired_at          timestamptz NOT NULL`, (message, retryable) => new OwnershipSetupError({ message, retryable })).pipe(
     Effect.andThen(ensureTable(sql, schema, "leases", `
     stream_id   text PRIMARY KEY,
     holder      text NOT NULL,
     epoch       bigint NOT NULL,
-    lease_until timestamptz NOT NULL`, (message) => new OwnershipSetupError({ message })))
+    lease_until timestamptz NOT NULL`, (message, retryable) => new OwnershipSetupError({ message, retryable })))
   )

@@ -2,12 +2,13 @@
  * StreamOwnership: everything needed to own one stream, assembled — configuration checked, a connection pool for
  * guarded writes, the server checked, slotkeeper's ownership table ready, and a `Supervisor` over the chosen lock.
  *
- * Nothing is changed in the database before the configuration has been validated; a database that cannot be reached,
- * a server too old for the lock mode, or a role that may not create the ownership table is an error that says what
- * to change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
+ * Nothing is changed in the database before the configuration has been validated. A database that cannot be reached
+ * yet (refused, starting up, shutting down) is waited for, with a capped backoff and a warning now and then; a server
+ * too old for the lock mode, a standby, a server that does not keep the lock session's bounds, or a role that may not
+ * create the ownership table is an error that says what to change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
+import { Context, Effect, Layer, type Redacted, Schedule, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -43,6 +44,9 @@ export type StreamOwnershipError =
   | StreamId.InvalidInstanceId
   | OwnershipTable.OwnershipSetupError
 
+// 200 ms, 400 ms, ... at most 5 s apart.
+const setupRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+
 export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
   Effect.gen(function*() {
     const config = OwnershipConfig.make(options)
@@ -57,37 +61,52 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
-    const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean; started_at: string }>(
-      `SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery,
-              (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS started_at`
-    ).pipe(Effect.mapError((e) =>
-      new OwnershipTable.OwnershipSetupError({
-        message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
-          `password) and that the server accepts connections`
-      })
-    ))
-    if (server === undefined) return yield* new OwnershipTable.OwnershipSetupError({ message: "the database returned no row for a trivial query" })
-    if (server.recovery) {
-      return yield* new OwnershipTable.OwnershipSetupError({
-        message: `database ${server.db} is a standby (in recovery): ownership and replication need the primary; point the database URL at it`
-      })
-    }
-    if (config.mode === "advisory" && server.version < 140000) {
-      return yield* new OwnershipTable.OwnershipSetupError({
-        message: `advisory mode needs PostgreSQL 14+ (idle_session_timeout bounds how long the server keeps an unreachable ` +
-          `holder's lock); this server is ${server.version}. Upgrade, or use lease mode`
-      })
-    }
-    if (config.mode === "advisory") {
-      // the release bound must hold on the lock session: checked before anything is created
-      yield* AdvisoryLock.checkServerBound(options.url, config).pipe(
-        Effect.catchTag("LockBackendError", (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message })))
-      )
-    }
-    yield* OwnershipTable.ensure(sql, config.schema)
-    const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
-      new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}` })
-    ))
+    // What the server must be, and slotkeeper's tables. A server that is not reachable yet (refused, starting up,
+    // shutting down: a failover or a restart under way) is waited for — a pod started meanwhile must not crash-loop.
+    const setup = Effect.gen(function*() {
+      const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean; started_at: string }>(
+        `SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery,
+                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS started_at`
+      ).pipe(Effect.mapError((e) =>
+        new OwnershipTable.OwnershipSetupError({
+          message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
+            `password) and that the server accepts connections`,
+          retryable: SqlErrors.isRetryable(e)
+        })
+      ))
+      if (server === undefined) return yield* new OwnershipTable.OwnershipSetupError({ message: "the database returned no row for a trivial query" })
+      if (server.recovery) {
+        return yield* new OwnershipTable.OwnershipSetupError({
+          message: `database ${server.db} is a standby (in recovery): ownership and replication need the primary; point the database URL at it`
+        })
+      }
+      if (config.mode === "advisory" && server.version < 140000) {
+        return yield* new OwnershipTable.OwnershipSetupError({
+          message: `advisory mode needs PostgreSQL 14+ (idle_session_timeout bounds how long the server keeps an unreachable ` +
+            `holder's lock); this server is ${server.version}. Upgrade, or use lease mode`
+        })
+      }
+      if (config.mode === "advisory") {
+        // the release bound must hold on the lock session: checked before anything is created
+        yield* AdvisoryLock.checkServerBound(options.url, config).pipe(
+          Effect.catchTag("LockBackendError", (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable })))
+        )
+      }
+      yield* OwnershipTable.ensure(sql, config.schema)
+      const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
+        new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+      ))
+      return { server, systemIdReadable }
+    })
+    let attempts = 0
+    const { server, systemIdReadable } = yield* setup.pipe(
+      Effect.tapError((e) =>
+        e._tag === "OwnershipSetupError" && e.retryable === true && attempts++ % 12 === 0
+          ? Effect.logWarning(`stream ${config.streamId}: ${e.message}; waiting for the server (attempt ${attempts})`)
+          : Effect.void
+      ),
+      Effect.retry({ while: (e) => e._tag === "OwnershipSetupError" && e.retryable === true, schedule: setupRetry })
+    )
 
     const identity = StreamId.identity(server.db, config.streamId)
     const backend = config.mode === "advisory"

@@ -80,9 +80,11 @@ const lostByWork = (cause: Cause.Cause<unknown>, streamId: string, epoch: number
   const error = Cause.findErrorOption(cause)
   if (Option.isSome(error) && error.value instanceof OwnershipLost) return error.value
   const failure = Option.isSome(error) ? error.value : Cause.squash(cause)
-  const connection = (failure instanceof SqlError && SqlErrors.isRetryable(failure)) || (failure instanceof LockBackendError && failure.retryable)
+  // slotkeeper's typed errors made from a SqlError say whether it may pass (`retryable`)
+  const connection = (failure instanceof SqlError && SqlErrors.isRetryable(failure)) ||
+    (typeof failure === "object" && failure !== null && (failure as { readonly retryable?: unknown }).retryable === true)
   return connection
-    ? new OwnershipLost({ streamId, epoch, message: `the owned work failed on a connection fault (${failure.message}); competing again` })
+    ? new OwnershipLost({ streamId, epoch, message: `the owned work failed on a connection fault (${(failure as { readonly message?: string }).message}); competing again` })
     : undefined
 }
 

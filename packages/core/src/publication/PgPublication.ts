@@ -57,7 +57,7 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
   Effect.gen(function*() {
     const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }
     const lockTimeoutMs = options.lockTimeoutMs ?? 2000
-    const setupError = (message: string) => new PublicationError({ reason: "Query", message })
+    const setupError = (message: string, retryable: boolean) => new PublicationError({ reason: "Query", message, retryable })
     yield* ensureTable(sql, options.schema, "subscriptions", `
       stream_id             text NOT NULL,
       id                    text NOT NULL,

@@ -13,10 +13,13 @@ import type { TableSpec } from "./Desired.ts"
 
 export class PublicationError extends Schema.TaggedError<PublicationError>()("PublicationError", {
   reason: Schema.Literals(["Query", "LockTimeout", "OwnedByOther", "Privilege", "Dropped"]),
-  message: Schema.String
+  message: Schema.String,
+  /** A connection fault that may pass (the owner then competes again instead of failing). */
+  retryable: Schema.optional(Schema.Boolean)
 }) {}
 
-export const queryError = (what: string) => (e: SqlError) => new PublicationError({ reason: "Query", message: `${what}: ${SqlErrors.describe(e)}` })
+export const queryError = (what: string) => (e: SqlError) =>
+  new PublicationError({ reason: "Query", message: `${what}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
 
 export interface PublicationRow {
   readonly owner: string

@@ -31,7 +31,7 @@ class Rollback extends Data.TaggedError("Rollback")<{ readonly value: unknown }>
 
 /** Runs `effect` in a transaction that is always rolled back, and returns its result. */
 export const inRolledBackTransaction = <A, E>(sql: SqlClient, effect: Effect.Effect<A, E>): Effect.Effect<A, E | SqlError> =>
-  sql.withTransaction(Effect.flatMap(effect, (value) => Effect.fail(new Rollback({ value })))).pipe(
+  SqlErrors.transaction(sql, Effect.flatMap(effect, (value) => Effect.fail(new Rollback({ value })))).pipe(
     Effect.catch((e) => (e instanceof Rollback ? Effect.succeed(e.value as A) : Effect.fail(e as E | SqlError)))
   )
 

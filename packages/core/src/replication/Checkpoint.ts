@@ -32,7 +32,11 @@ import type { DurablePosition } from "../slot/Resume.ts"
 
 export type { DurablePosition }
 
-export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", { message: Schema.String }) {}
+export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
+  message: Schema.String,
+  /** A connection fault that may pass (the owner then competes again instead of failing). */
+  retryable: Schema.optional(Schema.Boolean)
+}) {}
 
 export interface CheckpointStoreService {
   /**
@@ -75,10 +79,10 @@ export const sourceTable = (own: OwnershipService, sql: SqlClient, schema: strin
       epoch      bigint NOT NULL,
       tx_commit_lsn pg_lsn,
       tx_seq     integer,
-      updated_at timestamptz NOT NULL DEFAULT clock_timestamp()`, (message) => new CheckpointError({ message }))
+      updated_at timestamptz NOT NULL DEFAULT clock_timestamp()`, (message, retryable) => new CheckpointError({ message, retryable }))
     const name = table(schema)
     const failed = (what: string) => (e: Parameters<typeof SqlErrors.describe>[0]) =>
-      new CheckpointError({ message: `${what} the checkpoint of stream ${own.streamId}: ${SqlErrors.describe(e)}` })
+      new CheckpointError({ message: `${what} the checkpoint of stream ${own.streamId}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
 
     const load = sql.unsafe<{ lsn: string; system_id: string; timeline: number; slot_name: string; tx_commit_lsn: string | null; tx_seq: number | null }>(
       `SELECT lsn::text AS lsn, system_id, timeline, slot_name, tx_commit_lsn::text AS tx_commit_lsn, tx_seq FROM ${name} WHERE stream_id = $1`, [own.streamId]
