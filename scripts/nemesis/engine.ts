@@ -55,6 +55,8 @@ export interface StreamReport {
   readonly takeovers: number
   readonly unexpectedExits: number
   readonly exitLines: ReadonlyArray<string>
+  /** The lost rows' ids, as ranges (`12-40`), for a post-mortem. */
+  readonly lostIds: string
 }
 
 export interface Report {
@@ -127,7 +129,8 @@ export const run = (options: Options) =>
     }
     const launch = (instance: Instance) => {
       const url = primary.urlWith({ host: instance.proxy.host, port: instance.proxy.port })
-      const child = spawn(process.execPath, [bin, "run", "--database-url", url, "--table", tableOf(instance.mode), "--stream-id", streamOf(instance.mode),
+      const debug = process.env.SLOTKEEPER_LOG_LEVEL === "debug" ? ["--log-level", "debug"] : []
+      const child = spawn(process.execPath, [bin, ...debug, "run", "--database-url", url, "--table", tableOf(instance.mode), "--stream-id", streamOf(instance.mode),
         "--instance-id", instance.name, "--lock", instance.mode, "--sink", receiver.url, "--acquire-interval", "200ms", "--wal-heartbeat-interval", "2s",
         ...timing[instance.mode]], { stdio: ["ignore", "ignore", "pipe"] })
       instance.child = child
@@ -176,6 +179,14 @@ export const run = (options: Options) =>
     }))))
 
     // -- writers and the checkpoint poll ---------------------------------------------------------------------------
+    // rows are written once both streams capture (their slots exist): what committed before is not theirs
+    for (;;) {
+      const [slots] = yield* primary.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'slotkeeper\\_%' AND NOT temporary"
+      ).pipe(Effect.orElseSucceed(() => [{ n: 0 }]))
+      if ((slots?.n ?? 0) >= 2) break
+      yield* Effect.sleep("200 millis")
+    }
     const written: Record<Mode, { next: number }> = { advisory: { next: 1 }, lease: { next: 1 } }
     const writers = yield* Effect.forEach(["advisory", "lease"] as const, (mode) =>
       Effect.forkScoped(Effect.forever(Effect.gen(function*() {
@@ -355,11 +366,25 @@ export const run = (options: Options) =>
         refused: requests.filter((r) => r.status === 409).length,
         takeovers: new Set(accepted.map((r) => r.epoch)).size - 1,
         unexpectedExits: exits.length,
-        exitLines: exits
+        exitLines: exits,
+        lostIds: ranges([...committed[mode]].filter((id) => !got.has(id)))
       }
     })
     return { seconds: options.seconds, seed: options.seed, faults, streams, settled } satisfies Report
   }))
+
+/** `[1, 2, 3, 7]` as `1-3, 7`. */
+const ranges = (ids: ReadonlyArray<number>): string => {
+  const sorted = [...ids].sort((a, b) => a - b)
+  const out: Array<string> = []
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++
+    out.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`)
+    i = j
+  }
+  return out.join(", ")
+}
 
 /** The report as a markdown table. */
 export const table = (report: Report): string => {

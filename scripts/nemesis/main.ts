@@ -24,7 +24,10 @@ if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isInteger(seed)) {
 const report = await Effect.runPromise(Nemesis.run({ seconds, seed, log: (line) => process.stderr.write(`${line}\n`), ...(logDir === "" ? {} : { logDir }) }))
 const table = Nemesis.table(report)
 process.stdout.write(`${table}\n`)
-for (const s of report.streams) for (const line of s.exitLines) process.stdout.write(`- ${line}\n`)
+for (const s of report.streams) {
+  for (const line of s.exitLines) process.stdout.write(`- ${line}\n`)
+  if (s.lost > 0) process.stdout.write(`- ${s.mode}: lost rows ${s.lostIds}\n`)
+}
 if (out !== "") {
   const begin = "<!-- nemesis:begin -->"
   const end = "<!-- nemesis:end -->"

@@ -170,8 +170,11 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       const { acked, state, stream, pg: server } = yield* setup()
       // overlapping transactions, each open 3 s (three times the loss deadline), a new one every 500 ms: a slot can be
       // consistent only once the ones running at its start have ended
+      // (a slot becomes consistent as it reads running-transactions records: the background writer logs one every
+      // 15 s, the test every 500 ms, as `SlotManager` does while settling)
       const holding = yield* Effect.forkChild(Effect.forever(Effect.gen(function*() {
         yield* Effect.forkChild(Effect.scoped(Effect.andThen(openTransaction(server.url), Effect.sleep("3 seconds"))))
+        yield* server.query("SELECT pg_log_standby_snapshot()::text")
         yield* Effect.sleep("500 millis")
       })))
       yield* Effect.sleep("1 second")

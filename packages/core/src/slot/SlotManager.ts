@@ -211,7 +211,8 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     })
 
     // Whether every standby in synchronized_standby_slots has flushed `lsn` (true when none is named: then nothing
-    // synchronizes the slot safely anyway, and FailoverCheck says so).
+    // synchronizes the slot safely anyway, and FailoverCheck says so). Advancing a failover slot past what they have
+    // would wait for them — holding the guard, and the stream's write lock, for as long.
     const standbysHave = (lsn: Lsn) =>
       Effect.map(StandbyGate.read(sql), (flushed) => StandbyGate.covers(flushed, lsn)).pipe(
         Effect.mapError((e) => new PersistentSlot.SlotError({ reason: "Query", message: `reading the standbys' positions: ${SqlErrors.describe(e)}` }))
@@ -236,7 +237,8 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
         actedOn = acknowledged
         return
       }
-      if (slot.failover && acknowledged.savedAt !== undefined && !(yield* standbysHave(acknowledged.savedAt))) return // next round
+      // (a store outside the source database has no save position: the target itself must be on the standbys)
+      if (slot.failover && !(yield* standbysHave(acknowledged.savedAt ?? target))) return // next round
       // In steps, each a guarded transaction under the holder's deadline: an advance decodes all the WAL it passes
       // over (from the slot's restart_lsn), and a large backlog in one statement would be cancelled at the deadline,
       // every round, for ever. A step the server cancels is done again at once with the longer `advanceTimeout`
