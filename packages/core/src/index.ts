@@ -20,6 +20,8 @@
  *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
  *   runs slot, checkpoint and connection together as a stream's owned work (`Delivery.layer`: all of it as a layer).
  *
+ * - `sink/`: `FencedSink`, the contract of a sink that refuses a deposed owner (the ownership epoch with every write),
+ *   and `PgTargetSink`, a worked example in a PostgreSQL target (fenced, position kept with the data).
  * - `publication/`: `PublicationManager` (the actor: subscriptions in, one debounced guarded reconcile per batch,
  *   drift checks), its real backend `PgPublication`, `Validation` (PostgreSQL checks a subscription before anything
  *   changes), and the pure `Subscription` (lexical checks, quoting) and `Desired` (desired set, minimal plan).
@@ -61,3 +63,5 @@ export * as PublicationManager from "./publication/PublicationManager.ts"
 export * as Subscription from "./publication/Subscription.ts"
 export * as Validation from "./publication/Validation.ts"
 export * as Preflight from "./Preflight.ts"
+export * as FencedSink from "./sink/FencedSink.ts"
+export * as PgTargetSink from "./sink/PgTargetSink.ts"
