@@ -61,22 +61,31 @@ const writer = (pg: { query: (sql: string) => Effect.Effect<unknown, unknown> })
     return fiber
   })
 
+/**
+ * A server, a receiver, instance "a" owning the stream and delivering 30 rows of a writer's, instance "b" waiting;
+ * both with `extra` options.
+ */
+const ownerAndWaiter = (extra: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const pg = yield* PgCluster.make({ major: 18 })
+    yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+    const receiver = yield* FencingReceiver.make()
+    const [portA, portB] = [yield* Effect.promise(freePort), yield* Effect.promise(freePort)]
+    const args = (name: string, port: number) =>
+      ["--database-url", pg.url, "--table", "items", "--instance-id", name, "--http-port", String(port), "--sink", receiver.url, ...extra]
+    const a = yield* start(args("a", portA))
+    yield* untilEffect(Effect.map(owner(portA), (s) => (s === 200 ? true : undefined)), 30_000, "a owning")
+    const b = yield* start(args("b", portB))
+    const writing = yield* writer(pg)
+    yield* until(() => (acceptedIds(receiver).length >= 30 ? true : undefined), 30_000, "a delivering")
+    return { pg, receiver, a, b, portB, writing, epochA: receiver.highest.get("default")! }
+  })
+
 describe("fencing reaches the sink (two CLI processes, one FencingReceiver, real PostgreSQL 18)", () => {
   for (const lock of ["advisory", "lease"] as const) {
     it.live(`${lock}: the owner is paused (SIGSTOP) for 15 s; the other takes over; the receiver accepts no batch of the old owner after the new owner's first; nothing lost`, () =>
       Effect.gen(function*() {
-        const pg = yield* PgCluster.make({ major: 18 })
-        yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-        const receiver = yield* FencingReceiver.make()
-        const [portA, portB] = [yield* Effect.promise(freePort), yield* Effect.promise(freePort)]
-        const args = (name: string, port: number) =>
-          ["--database-url", pg.url, "--table", "items", "--instance-id", name, "--http-port", String(port), "--lock", lock, "--sink", receiver.url, ...timing[lock]]
-        const a = yield* start(args("a", portA))
-        yield* untilEffect(Effect.map(owner(portA), (s) => (s === 200 ? true : undefined)), 30_000, "a owning")
-        yield* start(args("b", portB))
-        const writing = yield* writer(pg)
-        yield* until(() => (acceptedIds(receiver).length >= 30 ? true : undefined), 30_000, "a delivering")
-        const epochA = receiver.highest.get("default")!
+        const { a, epochA, pg, portB, receiver, writing } = yield* ownerAndWaiter(["--lock", lock, ...timing[lock]])
 
         // a freezes mid-stream, well past the server's release bound; b takes over meanwhile
         yield* ProcessControl.whilePaused(a.child.pid!, Effect.gen(function*() {
@@ -152,20 +161,10 @@ describe("fencing reaches the sink (two CLI processes, one FencingReceiver, real
 
   it.live("advisory: an administrator terminates the owner's lock session (the server hands the lock over at once, the owner learns it at its next heartbeat): no batch of the old owner is accepted after the new owner's first; nothing lost", () =>
     Effect.gen(function*() {
-      const pg = yield* PgCluster.make({ major: 18 })
-      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-      const receiver = yield* FencingReceiver.make()
-      const [portA, portB] = [yield* Effect.promise(freePort), yield* Effect.promise(freePort)]
       // a slow heartbeat: the window in which the deposed owner still believes it owns the stream is up to 1 s
-      const args = (name: string, port: number) =>
-        ["--database-url", pg.url, "--table", "items", "--instance-id", name, "--http-port", String(port), "--sink", receiver.url,
-          "--heartbeat-interval", "1s", "--loss-deadline", "3s", "--server-release-bound", "6s", "--acquire-interval", "100ms"]
-      const a = yield* start(args("a", portA))
-      yield* untilEffect(Effect.map(owner(portA), (s) => (s === 200 ? true : undefined)), 30_000, "a owning")
-      const b = yield* start(args("b", portB))
-      const writing = yield* writer(pg)
-      yield* until(() => (acceptedIds(receiver).length >= 30 ? true : undefined), 30_000, "a delivering")
-      const epochA = receiver.highest.get("default")!
+      const { a, b, epochA, pg, receiver, writing } = yield* ownerAndWaiter(
+        ["--heartbeat-interval", "1s", "--loss-deadline", "3s", "--server-release-bound", "6s", "--acquire-interval", "100ms"]
+      )
       const [lock] = yield* pg.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'slotkeeper:default:a:lock'")
       yield* pg.terminateBackend(lock!.pid)
       yield* until(() => ((receiver.highest.get("default") ?? 0) > epochA ? true : undefined), 30_000, "b's first batch")

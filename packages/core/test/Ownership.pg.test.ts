@@ -285,3 +285,28 @@ describe.each(modes)("Ownership across a failover (%s lock, real PostgreSQL 18)"
       }
     }))
 })
+
+describe.each(modes)("guarded writes on a dying connection (%s lock, real PostgreSQL)", (mode) => {
+  // The connection of a guarded transaction dies mid-transaction: the ROLLBACK cannot be sent either. That is a
+  // typed, retryable SqlError (the supervisor treats it as a loss and rejoins), never a defect that kills the process.
+  it.live("the session dies inside the transaction: a typed retryable SqlError, nothing written, the next guarded write goes through", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      yield* pg.query("CREATE TABLE dying (note text)")
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, fastTiming[mode])
+      const own = yield* Deferred.await(a.firstHold)
+      const sql = a.ownership.sql
+      // a defect would fail the test here (Effect.flip turns only typed failures into values)
+      const failure = yield* Effect.flip(own.guarded(Effect.andThen(
+        sql`INSERT INTO dying VALUES ('lost with the session')`,
+        sql`SELECT pg_terminate_backend(pg_backend_pid())`
+      )))
+      assert.strictEqual(failure._tag, "SqlError")
+      assert.isTrue(failure._tag === "SqlError" && SqlErrors.isRetryable(failure))
+      assert.deepStrictEqual(yield* pg.query("SELECT note FROM dying"), [])
+      // the guard's pool reconnects; the lock (a separate session, or the lease) was not touched
+      yield* own.guarded(sql`INSERT INTO dying VALUES ('after the reconnect')`)
+      assert.deepStrictEqual(yield* pg.query("SELECT note FROM dying"), [{ note: "after the reconnect" }])
+    }))
+})
