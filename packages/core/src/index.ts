@@ -2,6 +2,7 @@
  * @slotkeeper/core — exclusive, fenced ownership of a PostgreSQL logical replication stream, as Effect layers.
  *
  * Today: the stream's identity and ownership (see shared/docs/architecture-sketch.md for the whole shape).
+ * - `SessionSettings`: the settings every session pins (values print the same whatever the database says).
  * - `StreamId`: stream id validation, derived names, lock keys, application_name.
  * - `StreamOwnership.make(options)`: checked configuration, pool, ownership table and a `Supervisor` over an
  *   `AdvisoryLock` (default) or a `LeaseLock`.
@@ -35,6 +36,7 @@ export * as OwnershipConfig from "./ownership/OwnershipConfig.ts"
 export * as OwnershipTable from "./ownership/OwnershipTable.ts"
 export * as StreamOwnership from "./ownership/StreamOwnership.ts"
 export * as Supervisor from "./ownership/Supervisor.ts"
+export * as SessionSettings from "./SessionSettings.ts"
 export * as StreamId from "./StreamId.ts"
 export * as Lsn from "./Lsn.ts"
 export * as Processes from "./Processes.ts"

@@ -45,8 +45,8 @@ line ''quoted'' \\ text', 'short', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a"
       assert.deepStrictEqual(change?._tag === "Change" ? change.new : undefined, {
         id: 1, b: true, i2: -32768, i8: "9223372036854775807", n: "12345678901234567890.123456789", f4: 1.5, f8: 0.1, fnan: Number.NaN,
         finf: Number.NEGATIVE_INFINITY, t: "multi\nline 'quoted' \\ text", vc: "short", u: "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        j: { a: [1, 2.5, null] }, jb: { b: { c: true } }, ts: "2026-11-21T07:05:00.123456", tstz: "2026-11-21T01:35:00.5+00:00", d: "2026-11-21",
-        tm: "07:05:00", iv: "1 day 02:03:04", by: "\\x00ff10", ia: [1, null, 3], ta: ["a,b", "q\"uote", null, "NULL"], ja: [{ x: 1 }],
+        j: "{\"a\": [1, 2.5, null]}", jb: "{\"b\": {\"c\": true}}", ts: "2026-11-21T07:05:00.123456", tstz: "2026-11-21T01:35:00.5+00:00", d: "2026-11-21",
+        tm: "07:05:00", iv: "1 day 02:03:04", by: "\\x00ff10", ia: [1, null, 3], ta: ["a,b", "q\"uote", null, "NULL"], ja: ["{\"x\": 1}"],
         na: [["1.5", "2"], ["3", "4"]], m: "sad", nul: null, inet: "10.0.0.1/8"
       })
     }))

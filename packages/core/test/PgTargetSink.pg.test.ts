@@ -77,7 +77,7 @@ describe("PgTargetSink (real PostgreSQL 18 source and target)", () => {
       const stale = yield* Effect.flip(target.sink.write(fences[0]!, {
         events: [
           { _tag: "Begin", xid: 1, commitLsn: 0xFFFF0000n, commitTime: "" },
-          { _tag: "Change", op: "insert", schema: "public", table: "items", xid: 1, commitLsn: 0xFFFF0000n, commitTime: "", seq: 1, new: { id: 999 }, old: undefined, oldIsKey: false, unchanged: [] },
+          { _tag: "Change", op: "insert", schema: "public", table: "items", xid: 1, commitLsn: 0xFFFF0000n, commitTime: "", seq: 1, new: { id: 999 }, old: undefined, oldIsKey: false, unchanged: [], columns: ["id"], plainJson: true },
           { _tag: "Commit", xid: 1, commitLsn: 0xFFFF0000n, endLsn: 0xFFFF0030n, commitTime: "", changes: 1 }
         ],
         identity: { slotName: "slotkeeper_orders_1", systemId: "x", timeline: 1 }

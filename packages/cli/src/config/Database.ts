@@ -3,6 +3,7 @@
  * before anything connects, and one short-lived pool tagged with the command's `application_name`.
  */
 import { PgClient } from "@effect/sql-pg"
+import { SessionSettings } from "@slotkeeper/core"
 import { Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -19,6 +20,6 @@ export const requiredUrl = (databaseUrl: Option.Option<string>): Effect.Effect<s
 /** A pool on `url` for the life of the scope. */
 export const client = (url: string, applicationName: string): Effect.Effect<SqlClient.SqlClient, SqlError, Scope.Scope> =>
   Effect.map(
-    Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName, connectTimeout: "5 seconds" })),
+    Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName, connectTimeout: "5 seconds", startupParameters: SessionSettings.startupParameters })),
     (context) => Context.get(context, SqlClient.SqlClient)
   )

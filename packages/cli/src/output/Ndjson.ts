@@ -10,12 +10,12 @@
  * `truncate` lines carry `tables`, `cascade`, `restart_identity`; `message` lines `prefix`, `content` (UTF-8 text, or
  * `content_base64` when it is not valid UTF-8) and `transactional`. A `resync` line (`lost_slot`, `slot`, `from`) says
  * that the stream's slot was lost and replaced (`--on-slot-lost recreate`): changes in between are gone. Values are mapped as `@slotkeeper/core`'s
- * `Values` documents; what JSON cannot hold is written as a string (`"NaN"`, `"Infinity"`, `"-Infinity"`).
+ * `Values` documents (its table is the README's); `new` and `old` list the columns in the table's order.
  */
-import { Lsn, type ReplicationStream } from "@slotkeeper/core"
+import { Lsn, type ReplicationStream, Values } from "@slotkeeper/core"
 
-const replacer = (_key: string, value: unknown): unknown =>
-  typeof value === "number" && !Number.isFinite(value) ? String(value) : value
+const rowText = (row: Values.Row | undefined, event: ReplicationStream.ChangeEvent): string =>
+  row === undefined ? "null" : event.plainJson ? JSON.stringify(row) : Values.rowJson(row, event.columns)
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
@@ -23,21 +23,10 @@ const utf8 = new TextDecoder("utf-8", { fatal: true })
 export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): string | undefined => {
   switch (event._tag) {
     case "Change":
-      return JSON.stringify({
-        type: "change",
-        epoch,
-        op: event.op,
-        schema: event.schema,
-        table: event.table,
-        xid: event.xid,
-        commit_lsn: Lsn.format(event.commitLsn),
-        seq: event.seq,
-        commit_time: event.commitTime,
-        new: event.new ?? null,
-        old: event.old ?? null,
-        old_is_key: event.oldIsKey,
-        unchanged: event.unchanged
-      }, replacer)
+      // written by hand: rows need Values' exact JSON, and the envelope's fields are known
+      return `{"type":"change","epoch":${epoch},"op":"${event.op}","schema":${JSON.stringify(event.schema)},"table":${JSON.stringify(event.table)},` +
+        `"xid":${event.xid},"commit_lsn":"${Lsn.format(event.commitLsn)}","seq":${event.seq},"commit_time":${JSON.stringify(event.commitTime)},` +
+        `"new":${rowText(event.new, event)},"old":${rowText(event.old, event)},"old_is_key":${event.oldIsKey},"unchanged":${JSON.stringify(event.unchanged)}}`
     case "Truncate":
       return JSON.stringify({
         type: "truncate",

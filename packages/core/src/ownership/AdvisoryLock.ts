@@ -39,6 +39,7 @@ import { type Guards, OwnershipLost } from "./Ownership.ts"
 import { type OwnershipConfig, OwnershipConfigError } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
 import * as ServerInstance from "./ServerInstance.ts"
+import * as SessionSettings from "../SessionSettings.ts"
 
 export interface AdvisoryLockOptions {
   readonly url: Redacted.Redacted
@@ -55,6 +56,7 @@ const lockPredicate = advisoryLockGranted("$1", "$2")
 
 /** The lock session's server-side bounds, as startup parameters: see the module comment. */
 const sessionParameters = (config: OwnershipConfig) => ({
+  ...SessionSettings.startupParameters,
   idle_session_timeout: String(Math.trunc(config.serverReleaseBoundMs)),
   idle_in_transaction_session_timeout: String(Math.trunc(config.serverReleaseBoundMs)),
   statement_timeout: String(Math.trunc(config.lossDeadlineMs)),

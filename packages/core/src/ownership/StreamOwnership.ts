@@ -12,6 +12,7 @@ import { Context, Effect, Layer, type Redacted, Schedule, type Scope } from "eff
 import { SqlClient } from "effect/sql"
 import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
+import * as SessionSettings from "../SessionSettings.ts"
 import * as StreamId from "../StreamId.ts"
 import * as AdvisoryLock from "./AdvisoryLock.ts"
 import * as LeaseLock from "./LeaseLock.ts"
@@ -57,6 +58,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       url: options.url,
       applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
       maxConnections: 4,
+      startupParameters: SessionSettings.startupParameters,
       connectTimeout: `${config.lossDeadlineMs} millis`
     }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
     const sql = Context.get(pool, SqlClient.SqlClient)

@@ -12,9 +12,13 @@
  *   whole — the same rule the server applies, checked here again.
  * - `seq` is a change's position inside its transaction (from 1). A plain LSN is not unique per change; `(commitLsn,
  *   seq)` is, and it is what a partly consumed transaction resumes from.
+ * - What is spooled is what PostgreSQL sent — each tuple's texts, and which Relation message described them — in a
+ *   record format of fixed shape: values are mapped (`Rows`) only when the transaction is replayed, so no value can be
+ *   mistaken for a marker of the spool's own, and a spooled change maps exactly like one sent at commit.
  */
 import type { Lsn } from "../Lsn.ts"
-import type { Message, Row } from "./Pgoutput.ts"
+import type { Message, Relation, Row, Tuple } from "./Pgoutput.ts"
+import { Rows } from "./Rows.ts"
 import type { Spool } from "./Spool.ts"
 import * as Watermark from "./Watermark.ts"
 
@@ -41,6 +45,13 @@ export interface ChangeEvent extends TableName, InTransaction {
   readonly oldIsKey: boolean
   /** Columns whose TOASTed value did not change and was not sent (not faked). */
   readonly unchanged: ReadonlyArray<string>
+  /** The table's columns in its order (`new` and `old` hold those sent; an index-like name is listed first by `Object.keys`). */
+  readonly columns: ReadonlyArray<string>
+  /**
+   * `JSON.stringify` of `new` and `old` is exact and in the table's column order (no float that JSON cannot hold, no
+   * `__proto__` or index-like column name); otherwise use `Values.rowJson`.
+   */
+  readonly plainJson: boolean
 }
 
 export interface TruncateEvent extends InTransaction {
@@ -89,24 +100,21 @@ type Spooled =
   | Omit<TruncateEvent, keyof InTransaction>
   | Omit<MessageEvent, "transaction">
 
+/**
+ * A spool record (JSON of fixed shape; texts are strings or `null`, an unchanged TOASTed value `0`):
+ * `[0, relation, op (0 insert, 1 update, 2 delete), new texts | null, old texts | null, old is key (0/1)]`,
+ * `[1, relations, cascade, restart identity]`, `[2, transactional, prefix, content base64, lsn]`.
+ */
+type SpoolRecord =
+  | readonly [0, number, 0 | 1 | 2, ReadonlyArray<string | null | 0> | null, ReadonlyArray<string | null | 0> | null, 0 | 1]
+  | readonly [1, ReadonlyArray<number>, boolean, boolean]
+  | readonly [2, boolean, string, string, string]
+
 export const heartbeatPrefix = "slotkeeper:heartbeat:"
 
-const changeOf = (m: Message): Spooled | undefined => {
-  switch (m.tag) {
-    case "insert":
-      return { _tag: "Change", op: "insert", schema: m.relation.schema, table: m.relation.name, new: m.new.row, old: undefined, oldIsKey: false, unchanged: m.new.unchanged }
-    case "update":
-      return { _tag: "Change", op: "update", schema: m.relation.schema, table: m.relation.name, new: m.new.row, old: m.old?.row, oldIsKey: m.oldIsKey, unchanged: m.new.unchanged }
-    case "delete":
-      return { _tag: "Change", op: "delete", schema: m.relation.schema, table: m.relation.name, new: undefined, old: m.old.row, oldIsKey: m.oldIsKey, unchanged: [] }
-    case "truncate":
-      return { _tag: "Truncate", tables: m.relations.map((r) => ({ schema: r.schema, table: r.name })), cascade: m.cascade, restartIdentity: m.restartIdentity }
-    case "message":
-      return { _tag: "Message", transactional: m.transactional, prefix: m.prefix, content: m.content, lsn: m.lsn, ackPosition: m.lsn + 1n }
-    default:
-      return undefined
-  }
-}
+const ops = ["insert", "update", "delete"] as const
+const toRecordTexts = (t: Tuple | undefined) => (t === undefined ? null : t.map((v) => (v === undefined ? 0 : v)))
+const fromRecordTexts = (t: ReadonlyArray<string | null | 0> | null): Tuple | undefined => (t === null ? undefined : t.map((v) => (v === 0 ? undefined : v)))
 
 const place = (spooled: Spooled, at: InTransaction): ReplicationEvent =>
   spooled._tag === "Message" ? { ...spooled, transaction: at } : { ...spooled, ...at }
@@ -117,15 +125,96 @@ export class Assembler {
   private readonly start: Lsn
   private readonly spool: Spool
   private readonly resumeInside: Watermark.InTransaction | undefined
+  private readonly rows: Rows
+  /** The relations spooled records refer to, by number (a Relation message inside a streamed block changes them). */
+  private readonly spooledRelations: Array<Relation> = []
+  private readonly spooledIndex = new Map<Relation, number>()
 
   /**
    * `start`: where streaming started (the durable position); transactions committed below it are skipped.
    * `resumeInside`: a transaction consumed up to a change; its changes up to that `seq` are skipped.
    */
-  constructor(start: Lsn, spool: Spool, resumeInside?: Watermark.InTransaction) {
+  constructor(start: Lsn, spool: Spool, resumeInside?: Watermark.InTransaction, rows: Rows = new Rows()) {
     this.start = start
     this.spool = spool
     this.resumeInside = resumeInside
+    this.rows = rows
+  }
+
+  private change(op: ChangeEvent["op"], relation: Relation, newTuple: Tuple | undefined, oldTuple: Tuple | undefined, oldIsKey: boolean): Spooled {
+    const shape = this.rows.shape(relation)
+    const n = newTuple === undefined ? undefined : this.rows.build(relation, newTuple)
+    const o = oldTuple === undefined ? undefined : this.rows.build(relation, oldTuple, oldIsKey)
+    return {
+      _tag: "Change",
+      op,
+      schema: relation.schema,
+      table: relation.name,
+      new: n?.row,
+      old: o?.row,
+      oldIsKey,
+      unchanged: n?.unchanged ?? [],
+      columns: shape.columns,
+      plainJson: shape.plain && !shape.floats
+    }
+  }
+
+  private eventOf(m: Message): Spooled | undefined {
+    switch (m.tag) {
+      case "insert":
+        return this.change("insert", m.relation, m.new, undefined, false)
+      case "update":
+        return this.change("update", m.relation, m.new, m.old, m.oldIsKey)
+      case "delete":
+        return this.change("delete", m.relation, undefined, m.old, m.oldIsKey)
+      case "truncate":
+        return { _tag: "Truncate", tables: m.relations.map((r) => ({ schema: r.schema, table: r.name })), cascade: m.cascade, restartIdentity: m.restartIdentity }
+      case "message":
+        return { _tag: "Message", transactional: m.transactional, prefix: m.prefix, content: m.content, lsn: m.lsn, ackPosition: m.lsn + 1n }
+      default:
+        return undefined
+    }
+  }
+
+  private relationNumber(relation: Relation): number {
+    let n = this.spooledIndex.get(relation)
+    if (n === undefined) {
+      n = this.spooledRelations.push(relation) - 1
+      this.spooledIndex.set(relation, n)
+    }
+    return n
+  }
+
+  private record(m: Message): SpoolRecord | undefined {
+    switch (m.tag) {
+      case "insert":
+        return [0, this.relationNumber(m.relation), 0, toRecordTexts(m.new), null, 0]
+      case "update":
+        return [0, this.relationNumber(m.relation), 1, toRecordTexts(m.new), toRecordTexts(m.old), m.oldIsKey ? 1 : 0]
+      case "delete":
+        return [0, this.relationNumber(m.relation), 2, null, toRecordTexts(m.old), m.oldIsKey ? 1 : 0]
+      case "truncate":
+        return [1, m.relations.map((r) => this.relationNumber(r)), m.cascade, m.restartIdentity]
+      case "message":
+        return [2, m.transactional, m.prefix, Buffer.from(m.content).toString("base64"), m.lsn.toString()]
+      default:
+        return undefined
+    }
+  }
+
+  private fromRecord(r: SpoolRecord): Spooled {
+    switch (r[0]) {
+      case 0:
+        return this.change(ops[r[2]], this.spooledRelations[r[1]]!, fromRecordTexts(r[3]), fromRecordTexts(r[4]), r[5] === 1)
+      case 1: {
+        const relations = r[1].map((n) => this.spooledRelations[n]!)
+        return { _tag: "Truncate", tables: relations.map((x) => ({ schema: x.schema, table: x.name })), cascade: r[2], restartIdentity: r[3] }
+      }
+      case 2: {
+        const lsn = BigInt(r[4])
+        return { _tag: "Message", transactional: r[1], prefix: r[2], content: new Uint8Array(Buffer.from(r[3], "base64")), lsn, ackPosition: lsn + 1n }
+      }
+    }
   }
 
   /** Whether the change at `seq` of the transaction committing at `commitLsn` was consumed before. */
@@ -164,7 +253,7 @@ export class Assembler {
         let seq = 0
         for (const spooled of this.spool.replay(m.xid)) {
           seq++
-          if (!this.consumed(m.commitLsn, seq)) yield place(spooled as Spooled, { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
+          if (!this.consumed(m.commitLsn, seq)) yield place(this.fromRecord(spooled as SpoolRecord), { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
         }
         yield { _tag: "Commit", xid: m.xid, commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime, changes: seq }
         return
@@ -185,14 +274,13 @@ export class Assembler {
       default:
         return // relation, type, origin: the decoder keeps what it needs
     }
-    const change = changeOf(m)!
     if ("xid" in m && m.xid !== undefined && this.streaming !== undefined) {
-      this.spool.append(this.streaming, m.xid, change)
+      this.spool.append(this.streaming, m.xid, this.record(m)!)
       return
     }
     const c = this.current
     if (c === undefined || c.skip) return
     c.seq++
-    if (!this.consumed(c.commitLsn, c.seq)) yield place(change, { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq })
+    if (!this.consumed(c.commitLsn, c.seq)) yield place(this.eventOf(m)!, { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq })
   }
 }

@@ -15,9 +15,13 @@
  * and again whenever the relation changed (a column added, dropped, renamed, retyped), so later changes are decoded
  * with the new columns. Inside a streamed block (between Stream Start and Stream Stop) every change message carries
  * the (sub)transaction id it belongs to.
+ *
+ * A tuple is kept as the texts PostgreSQL sent, column by column: which JavaScript value each becomes depends on the
+ * column's type (`Values`, `Rows`), and a type that is not built in is looked up in `pg_type` before its first row is
+ * mapped — which the decoder, running at the socket, cannot wait for.
  */
 import type { Lsn } from "../Lsn.ts"
-import * as Values from "./Values.ts"
+import type * as Values from "./Values.ts"
 
 export interface Column {
   readonly name: string
@@ -35,13 +39,10 @@ export interface Relation {
   readonly columns: ReadonlyArray<Column>
 }
 
-export type Row = Record<string, Values.Value>
+export type Row = Values.Row
 
-export interface Tuple {
-  readonly row: Row
-  /** Columns whose unchanged TOASTed value was not sent. */
-  readonly unchanged: ReadonlyArray<string>
-}
+/** A tuple's values in PostgreSQL's text form, in column order: `null` for NULL, `undefined` for an unchanged TOASTed value (not sent). */
+export type Tuple = ReadonlyArray<string | null | undefined>
 
 export type Message =
   | { readonly tag: "begin"; readonly finalLsn: Lsn; readonly commitTime: string; readonly xid: number }
@@ -129,6 +130,12 @@ class Reader {
     this.offset = end + 1
     return s
   }
+  text(n: number): string {
+    if (n < 0 || this.offset + n > this.buffer.length) throw new DecodeError("pgoutput: message ends early")
+    const s = this.buffer.toString("utf8", this.offset, this.offset + n)
+    this.offset += n
+    return s
+  }
   bytes(n: number): Buffer {
     if (this.offset + n > this.buffer.length) throw new DecodeError("pgoutput: message ends early")
     const b = this.buffer.subarray(this.offset, this.offset + n)
@@ -191,7 +198,7 @@ export class Decoder {
         let old: Tuple | undefined
         let oldIsKey = false
         if (kind === "K" || kind === "O") {
-          old = this.tuple(r, relation, kind === "K")
+          old = this.tuple(r, relation)
           oldIsKey = kind === "K"
           kind = String.fromCharCode(r.uint8())
         }
@@ -203,7 +210,7 @@ export class Decoder {
         const relation = this.relation(r.uint32())
         const kind = String.fromCharCode(r.uint8())
         if (kind !== "K" && kind !== "O") throw new DecodeError(`pgoutput: delete without an old tuple (${kind})`)
-        return { tag: "delete", xid: x, relation, old: this.tuple(r, relation, kind === "K"), oldIsKey: kind === "K" }
+        return { tag: "delete", xid: x, relation, old: this.tuple(r, relation), oldIsKey: kind === "K" }
       }
       case "T": {
         const x = xid()
@@ -251,27 +258,20 @@ export class Decoder {
     return relation
   }
 
-  /** A tuple; for a key tuple only the key columns are kept (the others are sent as NULL placeholders). */
-  private tuple(r: Reader, relation: Relation, keyOnly = false): Tuple {
+  /** A tuple's texts (in a key tuple, the columns outside the key are sent as NULL placeholders). */
+  private tuple(r: Reader, relation: Relation): Tuple {
     const count = r.int16()
-    const row: Row = {}
-    const unchanged: Array<string> = []
+    if (count > relation.columns.length) throw new DecodeError(`pgoutput: tuple of ${relation.schema}.${relation.name} has more columns than its Relation message`)
+    const texts: Array<string | null | undefined> = new Array(count)
     for (let i = 0; i < count; i++) {
-      const column = relation.columns[i]
-      if (column === undefined) throw new DecodeError(`pgoutput: tuple of ${relation.schema}.${relation.name} has more columns than its Relation message`)
-      const kind = String.fromCharCode(r.uint8())
-      if (kind === "n") {
-        if (!keyOnly || column.key) row[column.name] = null
-      } else if (kind === "u") {
-        unchanged.push(column.name)
-      } else if (kind === "t" || kind === "b") {
-        const bytes = r.bytes(r.int32())
-        if (!keyOnly || column.key) row[column.name] = kind === "t" ? Values.fromText(column.typeOid, bytes.toString("utf8")) : `\\x${bytes.toString("hex")}`
-      } else {
-        throw new DecodeError(`pgoutput: unknown tuple value kind ${JSON.stringify(kind)}`)
-      }
+      const kind = r.uint8()
+      if (kind === 0x74 /* t */) texts[i] = r.text(r.int32())
+      else if (kind === 0x6e /* n */) texts[i] = null
+      else if (kind === 0x75 /* u */) texts[i] = undefined
+      else if (kind === 0x62 /* b: binary, never requested */) texts[i] = `\\x${r.bytes(r.int32()).toString("hex")}`
+      else throw new DecodeError(`pgoutput: unknown tuple value kind ${JSON.stringify(String.fromCharCode(kind))}`)
     }
-    return { row, unchanged }
+    return texts
   }
 }
 

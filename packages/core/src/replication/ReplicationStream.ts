@@ -43,6 +43,8 @@ import type { Client } from "pg"
 import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
 import { Assembler, heartbeatPrefix, type ReplicationEvent } from "./Assembler.ts"
 import { DecodeError, Decoder, type Message } from "./Pgoutput.ts"
+import { Rows } from "./Rows.ts"
+import * as TypeCatalog from "./TypeCatalog.ts"
 import { Spool, SpoolError } from "./Spool.ts"
 import * as Rounds from "../internal/rounds.ts"
 import * as Lsn from "../Lsn.ts"
@@ -56,6 +58,7 @@ import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
 import * as StandbyGate from "../slot/StandbyGate.ts"
 import { cloneName } from "../slot/TemporaryClone.ts"
+import * as SessionSettings from "../SessionSettings.ts"
 import * as StreamId from "../StreamId.ts"
 import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
 import * as Watermark from "./Watermark.ts"
@@ -229,7 +232,9 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const protocol = seen.serverVersion >= 140000 ? 2 : 1
     const decoder = new Decoder()
     const spool = yield* Effect.acquireRelease(Effect.sync(() => new Spool()), (sp) => Effect.sync(() => sp.close()))
-    const assembler = new Assembler(startedAt, spool, resumeInside)
+    // types that are not built in are looked up when a Relation message names them, before its rows are mapped
+    const types = TypeCatalog.make(options.sql)
+    const assembler = new Assembler(startedAt, spool, resumeInside, new Rows(types))
     class Plugin extends PgoutputPlugin {
       override async start(c: Client, _slot: string, _lsn: string): Promise<unknown> {
         client = c
@@ -286,7 +291,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const service = yield* Effect.acquireRelease(
       Effect.sync(() =>
         new LogicalReplicationService(
-          { connectionString: Redacted.value(options.url), application_name: applicationName },
+          { connectionString: SessionSettings.connectionString(Redacted.value(options.url)), application_name: applicationName },
           { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } }
         )),
       (s) => Effect.promise(() => s.destroy().then(() => undefined, () => undefined))
@@ -318,6 +323,13 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
       const message = decoded as unknown as Message
       try {
+        if (message.tag === "relation") {
+          const learnt = await Effect.runPromiseExit(types.learn(message.relation))
+          if (learnt._tag === "Failure") {
+            fail(new ReplicationError({ reason: "Ended", message: `looking up the types of ${message.relation.schema}.${message.relation.name}: ${describe(Cause.squash(learnt.cause))}` }))
+            return
+          }
+        }
         if (gate !== undefined) {
           // a streamed transaction is replayed from the spool at its commit: it waits before the replay
           if (message.tag === "streamCommit") await gate.reached(message.endLsn)

@@ -16,8 +16,9 @@
  *   spools: each folder names its owner (pid and process start), and one whose owner no longer runs is stale.
  * - A write that fails (a full disk: ENOSPC) is a `SpoolError` that names the file and what to do.
  *
- * **Details**: a record is `[length u32][subxid u32][JSON]`. Values JSON cannot hold (`NaN`, `±Infinity`, bytes)
- * are tagged (`{"$f":"NaN"}`, `{"$b":"<base64>"}`) and restored at replay.
+ * **Details**: a record is `[length u32][subxid u32][JSON]`. The JSON is the caller's record, which must be plain
+ * JSON (strings, finite numbers, booleans, `null`, arrays, objects) and read back as it was written: the spool adds no
+ * markers of its own to it (the `Assembler` spools PostgreSQL's texts, not mapped values).
  */
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -65,21 +66,6 @@ interface Entry {
   readonly fd: number
   readonly path: string
   readonly abortedSubxids: Set<number>
-}
-
-const replacer = (_key: string, value: unknown): unknown => {
-  if (typeof value === "number" && !Number.isFinite(value)) return { $f: String(value) }
-  if (value instanceof Uint8Array) return { $b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") }
-  return value
-}
-
-const reviver = (_key: string, value: unknown): unknown => {
-  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
-    const v = value as Record<string, unknown>
-    if (typeof v.$f === "string" && Object.keys(v).length === 1) return Number(v.$f)
-    if (typeof v.$b === "string" && Object.keys(v).length === 1) return new Uint8Array(Buffer.from(v.$b, "base64"))
-  }
-  return value
 }
 
 export class Spool {
@@ -133,11 +119,11 @@ export class Spool {
     if (e !== undefined && b.bytes > 0) this.io(e.path, () => writeSync(e.fd, this.buffer, 0, b.bytes))
   }
 
-  /** Appends `value` (JSON with numbers, strings, arrays, objects, bytes) as a change of `subxid` of `xid`. */
+  /** Appends `value` (plain JSON: see the module comment) as a change of `subxid` of `xid`. */
   append(xid: number, subxid: number, value: unknown): void {
     const e = this.entry(xid)
     if (this.buffered !== undefined && this.buffered.xid !== xid) this.flush()
-    const json = JSON.stringify(value, replacer)
+    const json = JSON.stringify(value)
     const length = Buffer.byteLength(json)
     if (8 + length > this.buffer.length) {
       // a record larger than the buffer goes straight to the file
@@ -202,7 +188,7 @@ export class Spool {
             filePosition += 8 + length - end
             start = 0
             end = 0
-            if (!e.abortedSubxids.has(big.readUInt32BE(4))) yield JSON.parse(big.toString("utf8", 8), reviver)
+            if (!e.abortedSubxids.has(big.readUInt32BE(4))) yield JSON.parse(big.toString("utf8", 8))
             continue
           }
           if (end < 8 + length) return // a torn record cannot happen: the file is ours and written whole
@@ -211,7 +197,7 @@ export class Spool {
         const subxid = block.readUInt32BE(start + 4)
         const json = block.toString("utf8", start + 8, start + 8 + length)
         start += 8 + length
-        if (!e.abortedSubxids.has(subxid)) yield json.includes("\"$") ? JSON.parse(json, reviver) : JSON.parse(json)
+        if (!e.abortedSubxids.has(subxid)) yield JSON.parse(json)
       }
     } finally {
       this.drop(xid)

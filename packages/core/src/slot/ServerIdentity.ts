@@ -10,6 +10,7 @@
 import { Effect, Redacted } from "effect"
 import pg from "pg"
 import * as Lsn from "../Lsn.ts"
+import * as SessionSettings from "../SessionSettings.ts"
 import type * as ServerInstance from "../ownership/ServerInstance.ts"
 import type { ServerIdentity as ResumeIdentity } from "./Resume.ts"
 import { SlotError } from "./PersistentSlot.ts"
@@ -61,7 +62,7 @@ export const read = (url: Redacted.Redacted, applicationName: string): Effect.Ef
         // `replication` is a startup parameter pg passes through (pg-logical-replication relies on it); @types/pg
         // does not declare it.
         const config: pg.ClientConfig & { readonly replication: "database" } = {
-          connectionString: Redacted.value(url),
+          connectionString: SessionSettings.connectionString(Redacted.value(url)),
           replication: "database",
           application_name: applicationName
         }

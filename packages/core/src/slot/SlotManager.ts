@@ -28,6 +28,7 @@ import { SqlClient } from "effect/sql"
 import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn } from "../Lsn.ts"
+import * as SessionSettings from "../SessionSettings.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as AdvanceTarget from "./AdvanceTarget.ts"
@@ -136,7 +137,7 @@ const transientRetry = Schedule.min([Schedule.exponential("200 millis", 2), Sche
  */
 const snapshotBySlot = (url: Redacted.Redacted, streamId: string) =>
   Effect.scoped(Effect.gen(function*() {
-    const conn = yield* PgConnection.make({ url, applicationName: `slotkeeper:${streamId}:snapshot`, connectTimeout: "2 seconds" })
+    const conn = yield* PgConnection.make({ url, applicationName: `slotkeeper:${streamId}:snapshot`, connectTimeout: "2 seconds", startupParameters: SessionSettings.startupParameters })
     yield* conn.query("SET statement_timeout = 1000")
     yield* conn.query(`SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_s_${randomBytes(6).toString("hex")}', 'pgoutput', true)`)
   }))
@@ -274,7 +275,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       const connect = (url: Redacted.Redacted) =>
         Effect.gen(function*() {
           for (let said = false; ;) {
-            const built = yield* Effect.exit(Layer.build(PgClient.layer({ url, maxConnections: 1, applicationName: `slotkeeper:${options.streamId}:readiness` })))
+            const built = yield* Effect.exit(Layer.build(PgClient.layer({ url, maxConnections: 1, applicationName: `slotkeeper:${options.streamId}:readiness`, startupParameters: SessionSettings.startupParameters })))
             if (built._tag === "Success") return Context.get(built.value, SqlClient.SqlClient)
             if (!said) yield* Effect.logWarning(`stream ${options.streamId}: a standby given for the failover check cannot be reached: ${Cause.pretty(built.cause).split("\n")[0]}; trying again`)
             said = true
