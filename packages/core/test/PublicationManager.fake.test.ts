@@ -21,7 +21,7 @@ const fakeBackend = (options: { readonly failApply?: boolean; readonly invalidTa
         ? Effect.fail(new PublicationError({ reason: "LockTimeout", message: "fake: locked" }))
         : Effect.sync(() => void transactions.push(change)),
     inspect: () => Effect.succeed([]),
-    missing: () => Effect.succeed([]),
+    follow: () => Effect.succeed({ renamed: [], dropped: [], identified: [] }),
     configured: Effect.succeed(undefined)
   }
   return { backend, transactions }

@@ -9,6 +9,7 @@ import * as Delivery from "../src/replication/Delivery.ts"
 import * as Desired from "../src/publication/Desired.ts"
 import * as PgPublication from "../src/publication/PgPublication.ts"
 import * as Subscription from "../src/publication/Subscription.ts"
+import * as PublicationCatalog from "../src/publication/PublicationCatalog.ts"
 import * as Validation from "../src/publication/Validation.ts"
 import { activeOf, eventually, type Interval, startInstance, fastTiming } from "./ownership-helpers.ts"
 import { deliveryOptions } from "./delivery-helpers.ts"
@@ -56,7 +57,7 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
         const desired = Desired.desired([...model.values()].map((s) => Subscription.check(s) as Subscription.Checked))
         const expected: Array<string> = []
         for (const t of desired) {
-          const printed = t.where === undefined ? undefined : (yield* Validation.tryClause(sql, t, 2000)).printedWhere
+          const printed = t.where === undefined ? undefined : (yield* Validation.tryClause(sql, { ...t, oid: (yield* PublicationCatalog.table(sql, t.schema, t.name))!.oid }, { lockTimeoutMs: 2000, publish: "insert, update, delete, truncate", replicaIdentityFull: false })).printedWhere
           expected.push(`${t.schema}.${t.name}${t.columns === undefined ? "" : ` [${[...t.columns].sort().join(",")}]`}${printed === undefined ? "" : ` WHERE ${printed}`}`)
         }
         assert.deepStrictEqual(yield* publicationTables(pg), expected.sort(), `round ${round}`)

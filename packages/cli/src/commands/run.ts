@@ -7,7 +7,7 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Checkpoint, Delivery, Ownership, type OwnershipService, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
+import { Checkpoint, Delivery, Ownership, type OwnershipService, PublicationManager, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -132,6 +132,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     Effect.catchTag("OwnershipConfigError", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "server-release-bound", message: `--server-release-bound: ${e.message}` })))
   )
   const slotState = yield* SlotManager.makeState
+  const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
   const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
   const counters = { changes: 0, transactions: 0, errors: 0, acknowledged: undefined as bigint | undefined }
   if (config.httpPort !== undefined) {
@@ -147,7 +148,8 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
         acknowledgedLsn: counters.acknowledged,
         changes: counters.changes,
         transactions: counters.transactions,
-        errors: counters.errors
+        errors: counters.errors,
+        publicationProblems: (yield* SubscriptionRef.get(publicationStatus)).drift
       } satisfies HealthServer.Snapshot
     })
     yield* HealthServer.serve(config.httpPort, snapshot).pipe(Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "http-port", message: e.message })))
@@ -213,6 +215,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     publication: owned.identity.publicationName,
     mode: config.slotMode,
     slotState,
+    publicationStatus,
     capture,
     onSlotLost: config.onSlotLost,
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
@@ -240,7 +243,9 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   return yield* Layer.launch(stream).pipe(
     Effect.provide(Logger.layer([counting], { mergeWithExisting: true })),
     // a table the server refuses (missing, a filter it rejects, no replica identity for it) is bad input: exit 2
-    Effect.catchTag("SubscriptionInvalid", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` })))
+    Effect.catchTag("SubscriptionInvalid", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))),
+    // ... and so is a set of tables whose publication would make PostgreSQL refuse the application's writes
+    Effect.catchTag("WritesWouldBreak", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` })))
   )
 }, Effect.scoped)).pipe(
   Command.withDescription("Own a replication stream and write its changes (NDJSON) to a sink until stopped")

@@ -31,6 +31,8 @@ export interface Snapshot {
   readonly changes: number
   readonly transactions: number
   readonly errors: number
+  /** What is wrong with the publication (drift, renamed or dropped tables, a repair refused for the application's sake). */
+  readonly publicationProblems?: ReadonlyArray<{ readonly code: string; readonly message: string }> | undefined
 }
 
 export type State = "starting" | "waiting" | "active" | "stopping" | "failed"
@@ -65,7 +67,8 @@ const body = (s: Snapshot, st: State) => JSON.stringify({
   epoch: s.status._tag === "Active" ? s.status.epoch : null,
   capture_start_lsn: s.capture?.origin === undefined ? null : Lsn.format(s.capture.origin),
   streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from),
-  failover_ready: s.failoverReady ?? null
+  failover_ready: s.failoverReady ?? null,
+  publication_problems: s.publicationProblems ?? []
 })
 
 export const health = (s: Snapshot): Answer => {
@@ -106,6 +109,9 @@ export const metrics = (s: Snapshot): Answer => {
     metric("slotkeeper_slot_wal_status", "1 for the slot's wal_status", "gauge",
       (["reserved", "extended", "unreserved", "lost"] as const).map((w) => [`${slot},wal_status="${w}"`, s.slot!.walStatus === w ? 1 : 0]))
   }
+  const problems = s.publicationProblems ?? []
+  metric("slotkeeper_publication_problems", "what is wrong with the publication, by kind (TablesDiffer, TableRenamed, TableDropped, WritesWouldBreak, ...)", "gauge",
+    [...new Set(problems.map((p) => p.code))].map((code) => [`${stream},code="${label(code)}"`, problems.filter((p) => p.code === code).length]))
   metric("slotkeeper_changes_delivered_total", "changes written to the sink", "counter", [[stream, s.changes]])
   metric("slotkeeper_transactions_delivered_total", "transactions written to the sink and acknowledged", "counter", [[stream, s.transactions]])
   metric("slotkeeper_errors_total", "errors logged by the stream (retried or fatal)", "counter", [[stream, s.errors]])

@@ -65,3 +65,9 @@ export const transaction = <A, E, R>(sql: SqlClient, effect: Effect.Effect<A, E,
   sql.withTransaction(effect).pipe(
     Effect.catchDefect((defect) => (defect instanceof SqlError ? Effect.fail(defect) : Effect.die(defect)))
   )
+
+/** The server's own words (its message, then its detail) without the driver's prefix; `describe` for other errors. */
+export const serverText = (error: SqlError): string => {
+  const server = serverError(error)
+  return server === undefined ? describe(error) : `${server.message}${server.detail !== undefined ? `: ${server.detail}` : ""}`
+}

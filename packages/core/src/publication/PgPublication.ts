@@ -13,6 +13,10 @@
  *   `PublicationError` (`LockTimeout`) that says the tables are busy.
  * - A publication that is not slotkeeper's to change — owned by another role (and we are not a superuser), or
  *   `FOR ALL TABLES` — is an error (`OwnedByOther`), never altered.
+ * - It never makes the application's UPDATE or DELETE fail: inside the transaction, before committing, PostgreSQL
+ *   itself is asked whether it would still accept them on every table the publication covers (and every table the
+ *   change touched, with their inheritance children and partitions); one it accepted before and would refuse after is
+ *   a `WritesWouldBreak`, and the transaction is rolled back (`WriteSafety`).
  *
  * **Details**
  *
@@ -30,9 +34,10 @@ import type { OwnershipService } from "../ownership/Ownership.ts"
 import * as Desired from "./Desired.ts"
 import * as PublicationCatalog from "./PublicationCatalog.ts"
 import { PublicationError } from "./PublicationCatalog.ts"
-import type { ApplyError, Drift, PublicationBackend } from "./PublicationManager.ts"
+import type { Drift, PublicationBackend } from "./PublicationManager.ts"
 import { qualifiedName, quoteIdent } from "./Subscription.ts"
 import * as Validation from "./Validation.ts"
+import * as WriteSafety from "./WriteSafety.ts"
 
 export interface Publishes {
   readonly insert: boolean
@@ -68,7 +73,10 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
       printed_filter        text,
       replica_identity_full boolean NOT NULL,
       created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+      table_oid             bigint,
       PRIMARY KEY (stream_id, id)`, setupError)
+    // the table's OID: subscriptions follow tables, not names (a column added after the first versions)
+    yield* ensureColumns(sql, options.schema, "subscriptions", [["table_oid", "bigint"]], setupError)
     // with the configuration the set was last made to follow (see Configuration)
     yield* ensureTable(sql, options.schema, "publications", `
       stream_id   text PRIMARY KEY,
@@ -90,8 +98,13 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
     const learn = (all: ReadonlyArray<Validation.Validated>) => {
       for (const s of all) if (s.where !== undefined && s.printedWhere !== undefined) printed.set(printedKey(s.schema, s.name, s.where), s.printedWhere)
     }
-    const planFor = (actual: ReadonlyArray<Desired.TableSpec>, wanted: ReadonlyArray<Desired.TableSpec>) =>
-      Desired.plan({ tables: actual }, wanted, (where, t) => printed.get(printedKey(t.schema, t.name, where)))
+    // an inheritance child PostgreSQL added with its parent is part of the parent's entry, not a table to drop
+    const planFor = (actual: ReadonlyArray<PublicationCatalog.PublishedTable>, wanted: ReadonlyArray<Desired.TableSpec>) =>
+      Desired.plan(
+        { tables: actual.filter((t) => !t.inherited || wanted.some((w) => w.schema === t.schema && w.name === t.name)) },
+        wanted,
+        (where, t) => printed.get(printedKey(t.schema, t.name, where))
+      )
 
     const [me] = yield* sql.unsafe<{ role: string; superuser: boolean }>(
       "SELECT current_user::text AS role, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser"
@@ -110,6 +123,24 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
       }
       return undefined
     }
+
+    /** The OIDs of the tables named (those that exist). */
+    const tableOids = (tables: ReadonlyArray<{ readonly schema: string; readonly name: string }>) =>
+      Effect.map(
+        sql.unsafe<{ oid: string }>(
+          `SELECT to_regclass(quote_ident(s) || '.' || quote_ident(n))::oid::int8::text AS oid FROM unnest($1::text[], $2::text[]) AS t(s, n)`,
+          [tables.map((t) => t.schema), tables.map((t) => t.name)]
+        ),
+        (rows) => rows.filter((r) => r.oid !== null).map((r) => Number(r.oid))
+      )
+    /** The OIDs of the tables in the publication now. */
+    const publishedOids = Effect.map(
+      sql.unsafe<{ oid: string }>(
+        `SELECT pr.prrelid::int8::text AS oid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`,
+        [options.publication]
+      ),
+      (rows) => rows.map((r) => Number(r.oid))
+    )
 
     const applyOnce = (change: Parameters<PublicationBackend["apply"]>[0]) =>
       own.guarded(Effect.gen(function*() {
@@ -132,6 +163,9 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         learn(change.all)
         const wanted = Desired.desired(change.all)
         const plan = planFor(row.tables, wanted)
+        // the tables this change may affect, and which of them PostgreSQL refuses writes on now
+        const touched = yield* tableOids([...row.tables, ...wanted])
+        const before = yield* WriteSafety.probe(sql, [...new Set([...touched, ...(yield* publishedOids)])])
         // opted-in replica identities first: the tables are locked by the plan's first statement anyway
         const full = change.added.filter((s) => s.replicaIdentityFull)
         const statements = Desired.statements(options.publication, plan)
@@ -141,6 +175,14 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
           if (info !== undefined && info.replicaIdentity !== "f") yield* sql.unsafe(`ALTER TABLE ${qualifiedName(s.schema, s.name)} REPLICA IDENTITY FULL`)
         }
         for (const statement of statements.slice(1)) yield* sql.unsafe(statement)
+        // ... and after: nothing that worked may now be refused
+        const refusedAfter = yield* WriteSafety.probe(sql, [...new Set([...touched, ...(yield* publishedOids)])])
+        const broken = WriteSafety.newlyRefused(before, refusedAfter)
+        if (broken.length > 0) {
+          return yield* new WriteSafety.WritesWouldBreak({
+            message: `publication ${options.publication}: not changed, because PostgreSQL would then refuse the application's ${WriteSafety.describe(broken)}`
+          })
+        }
         if (change.removed.length > 0) {
           yield* sql.unsafe(`DELETE FROM ${subscriptionsTable} WHERE stream_id = $1 AND id = ANY($2::text[])`, [own.streamId, change.removed])
         }
@@ -155,11 +197,12 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         }
         for (const s of change.added) {
           yield* sql.unsafe(
-            `INSERT INTO ${subscriptionsTable} (stream_id, id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            `INSERT INTO ${subscriptionsTable} (stream_id, id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full, table_oid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (stream_id, id) DO UPDATE SET schema_name = excluded.schema_name, table_name = excluded.table_name, columns = excluded.columns,
-               filter = excluded.filter, printed_filter = excluded.printed_filter, replica_identity_full = excluded.replica_identity_full`,
-            [own.streamId, s.id, s.schema, s.name, s.columns === undefined ? null : JSON.stringify(s.columns), s.where ?? null, s.printedWhere ?? null, s.replicaIdentityFull]
+               filter = excluded.filter, printed_filter = excluded.printed_filter, replica_identity_full = excluded.replica_identity_full,
+               table_oid = excluded.table_oid`,
+            [own.streamId, s.id, s.schema, s.name, s.columns === undefined ? null : JSON.stringify(s.columns), s.where ?? null, s.printedWhere ?? null, s.replicaIdentityFull, s.oid === undefined ? null : String(s.oid)]
           )
         }
         // learn how the server printed the combined filters
@@ -179,22 +222,25 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
           ))
       )
 
-    const apply: PublicationBackend["apply"] = (change) =>
-      applyOnce(change).pipe(
+    /** A lock timeout is retried with a backoff a few times, then is an error that says the tables are busy. */
+    const retryLocked = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | PublicationError> =>
+      effect.pipe(
         Effect.retry({
-          while: (e: ApplyError) => e._tag === "PublicationError" && e.reason === "LockTimeout",
+          while: (e: E) => e._tag === "PublicationError" && (e as unknown as PublicationError).reason === "LockTimeout",
           schedule: Schedule.exponential("100 millis", 2),
           times: options.lockRetries ?? 4
         }),
-        Effect.mapError((e): ApplyError =>
-          e._tag === "PublicationError" && e.reason === "LockTimeout"
-            ? new PublicationError({ reason: "LockTimeout", message: `${e.message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })
+        Effect.mapError((e): E | PublicationError =>
+          e._tag === "PublicationError" && (e as unknown as PublicationError).reason === "LockTimeout"
+            ? new PublicationError({ reason: "LockTimeout", message: `${(e as unknown as PublicationError).message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })
             : e
         )
       )
 
-    const load = sql.unsafe<{ id: string; schema_name: string; table_name: string; columns: string | null; filter: string | null; printed_filter: string | null; replica_identity_full: boolean }>(
-      `SELECT id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full FROM ${subscriptionsTable} WHERE stream_id = $1 ORDER BY id`,
+    const apply: PublicationBackend["apply"] = (change) => retryLocked(applyOnce(change))
+
+    const load = sql.unsafe<{ id: string; schema_name: string; table_name: string; columns: string | null; filter: string | null; printed_filter: string | null; replica_identity_full: boolean; table_oid: string | null }>(
+      `SELECT id, schema_name, table_name, columns, filter, printed_filter, replica_identity_full, table_oid::text AS table_oid FROM ${subscriptionsTable} WHERE stream_id = $1 ORDER BY id`,
       [own.streamId]
     ).pipe(
       Effect.map((rows) =>
@@ -205,7 +251,8 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
           columns: r.columns === null ? undefined : (JSON.parse(r.columns) as Array<string>),
           where: r.filter ?? undefined,
           printedWhere: r.printed_filter ?? undefined,
-          replicaIdentityFull: r.replica_identity_full
+          replicaIdentityFull: r.replica_identity_full,
+          oid: r.table_oid === null ? undefined : Number(r.table_oid)
         }))
       ),
       Effect.mapError(PublicationCatalog.queryError("loading the subscriptions"))
@@ -245,14 +292,29 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         return drift
       })
 
-    const missing: PublicationBackend["missing"] = (all) =>
-      all.length === 0 ? Effect.succeed([]) : Effect.map(
-        sql.unsafe<{ id: string }>(
-          `SELECT s.id FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, schema_name, table_name)
-            WHERE to_regclass(quote_ident(s.schema_name) || '.' || quote_ident(s.table_name)) IS NULL`,
-          [all.map((s) => s.id), all.map((s) => s.schema), all.map((s) => s.name)]
+    const follow: PublicationBackend["follow"] = (all) =>
+      all.length === 0 ? Effect.succeed({ renamed: [], dropped: [], identified: [] }) : Effect.map(
+        // each subscription's table now: by its OID when one is recorded (else by name, once, to record it)
+        sql.unsafe<{ id: string; oid: string | null; schema: string | null; name: string | null }>(
+          `SELECT s.id, c.oid::int8::text AS oid, n.nspname::text AS schema, c.relname::text AS name
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS s(id, schema_name, table_name, table_oid)
+             LEFT JOIN pg_class c ON c.relkind IN ('r', 'p') AND c.oid = coalesce(s.table_oid::oid, to_regclass(quote_ident(s.schema_name) || '.' || quote_ident(s.table_name)))
+             LEFT JOIN pg_namespace n ON n.oid = c.relnamespace`,
+          [all.map((s) => s.id), all.map((s) => s.schema), all.map((s) => s.name), all.map((s) => (s.oid === undefined ? null : String(s.oid)))]
         ),
-        (rows) => rows.map((r) => r.id)
+        (rows) => {
+          const byId = new Map(all.map((s) => [s.id, s]))
+          const renamed: Array<{ before: Validation.Validated; after: Validation.Validated }> = []
+          const dropped: Array<Validation.Validated> = []
+          const identified: Array<Validation.Validated> = []
+          for (const r of rows) {
+            const s = byId.get(r.id)!
+            if (r.oid === null || r.schema === null || r.name === null) dropped.push(s)
+            else if (r.schema !== s.schema || r.name !== s.name) renamed.push({ before: s, after: { ...s, schema: r.schema, name: r.name, oid: Number(r.oid) } })
+            else if (s.oid === undefined) identified.push({ ...s, oid: Number(r.oid) })
+          }
+          return { renamed, dropped, identified }
+        }
       ).pipe(Effect.mapError(PublicationCatalog.queryError("looking up the subscriptions' tables")))
 
     const configured: PublicationBackend["configured"] = Effect.map(
@@ -268,11 +330,11 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
     ).pipe(Effect.mapError(PublicationCatalog.queryError("reading the publication's configuration")))
 
     return {
-      validate: (s) => Validation.validate(sql, s, { publishes, lockTimeoutMs }),
+      validate: (s) => retryLocked(Validation.validate(sql, s, { publishes, lockTimeoutMs })),
       load,
       apply,
       inspect,
-      missing,
+      follow,
       configured
     } satisfies PublicationBackend
   })

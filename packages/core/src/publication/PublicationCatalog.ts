@@ -28,7 +28,16 @@ export interface PublicationRow {
   readonly delete: boolean
   readonly truncate: boolean
   readonly allTables: boolean
-  readonly tables: ReadonlyArray<TableSpec>
+  readonly tables: ReadonlyArray<PublishedTable>
+}
+
+export interface PublishedTable extends TableSpec {
+  readonly oid: number
+  /**
+   * An inheritance child (not a partition) of another table of the publication: PostgreSQL added it when its parent
+   * was added (`FOR TABLE parent` publishes the children too), so it is part of the parent's entry, not drift.
+   */
+  readonly inherited: boolean
 }
 
 export const serverVersion = (sql: SqlClient): Effect.Effect<number, PublicationError> =>
@@ -46,20 +55,24 @@ export const read = (sql: SqlClient, publication: string): Effect.Effect<Publica
       [publication]
     )
     if (pub === undefined) return undefined
-    const rows = yield* sql.unsafe<{ schema: string; name: string; columns: string | null; filter: string | null }>(
+    const inherited = `EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_publication_rel pp ON pp.prrelid = i.inhparent AND pp.prpubid = pr.prpubid
+                                 WHERE i.inhrelid = pr.prrelid AND NOT c.relispartition) AS inherited`
+    const rows = yield* sql.unsafe<{ oid: string; schema: string; name: string; columns: string | null; filter: string | null; inherited: boolean }>(
       version >= 150000
-        ? `SELECT n.nspname::text AS schema, c.relname::text AS name,
+        ? `SELECT c.oid::int8::text AS oid, n.nspname::text AS schema, c.relname::text AS name, ${inherited},
                   CASE WHEN pr.prattrs IS NULL THEN NULL ELSE
                     (SELECT array_to_json(array_agg(a.attname::text))::text FROM pg_attribute a WHERE a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs)) END AS columns,
                   pg_get_expr(pr.prqual, pr.prrelid) AS filter
              FROM pg_publication_rel pr JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE pr.prpubid = $1::oid`
-        : `SELECT n.nspname::text AS schema, c.relname::text AS name, NULL::text AS columns, NULL::text AS filter
+        : `SELECT c.oid::int8::text AS oid, n.nspname::text AS schema, c.relname::text AS name, ${inherited}, NULL::text AS columns, NULL::text AS filter
              FROM pg_publication_rel pr JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE pr.prpubid = $1::oid`,
       [pub.oid]
     )
-    const tables = rows.map((r): TableSpec => ({
+    const tables = rows.map((r): PublishedTable => ({
+      oid: Number(r.oid),
+      inherited: r.inherited,
       schema: r.schema,
       name: r.name,
       columns: r.columns === null ? undefined : (JSON.parse(r.columns) as Array<string>).sort(),

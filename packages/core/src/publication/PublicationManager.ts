@@ -12,8 +12,10 @@
  * - Subscriptions are reference-counted by table (see `Desired`); adding an id again with the same spec is a no-op,
  *   with another spec a `Conflict`; removing an unknown id is a no-op. `sync` replaces the whole set at once (for
  *   subscriptions that come from configuration): all of it is validated before any of it is applied.
- * - On start, a saved subscription whose table no longer exists (dropped, or renamed: subscriptions name tables) is
- *   removed with a warning — never a reason to fail. With `configured` (a set from configuration) that set is made the
+ * - Subscriptions follow tables, not names (each records its table's OID): on start and before every drift check,
+ *   a table that was renamed (or whose schema was) stays published under its new name, and that is reported
+ *   (`TableRenamed`); a table that was dropped is reported loudly (`TableDropped`, an error) and its subscription
+ *   removed — a new table that took the old name is never published by it (only a configured and checked one is). With `configured` (a set from configuration) that set is made the
  *   whole set at once, validated first — the saved set is never re-applied before it — unless an instance started
  *   later has put its own set in place: then that is kept and the disagreement reported (`Configuration`), so that
  *   instances of two versions taking turns never flip the publication. Otherwise the recovered subscriptions are
@@ -24,17 +26,28 @@
  * The actor's effects are the backend's (`PgPublication` on a real server; a fake in the TestClock tests), so the
  * batching and answering logic is tested without a server.
  */
-import { Deferred, Duration, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
 import type { PublicationError } from "./PublicationCatalog.ts"
 import * as Configuration from "./Configuration.ts"
 import * as Subscription from "./Subscription.ts"
 import type { Validated } from "./Validation.ts"
+import type { WritesWouldBreak } from "./WriteSafety.ts"
 
 export interface Drift {
-  readonly code: "PublicationMissing" | "PublicationDropped" | "TablesDiffer" | "PublishOptions" | "Owner"
+  readonly code: "PublicationMissing" | "PublicationDropped" | "TablesDiffer" | "PublishOptions" | "Owner" | "TableRenamed" | "TableDropped" | "WritesWouldBreak"
   readonly message: string
+}
+
+/** Where the subscriptions' tables are now, found by OID. */
+export interface Followed {
+  /** Subscriptions whose table now has another name (or schema): as they are now. */
+  readonly renamed: ReadonlyArray<{ readonly before: Validated; readonly after: Validated }>
+  /** Subscriptions whose table no longer exists. */
+  readonly dropped: ReadonlyArray<Validated>
+  /** Subscriptions that had no OID recorded, with the one their table has now (to be saved). */
+  readonly identified: ReadonlyArray<Validated>
 }
 
 export interface Change {
@@ -46,7 +59,7 @@ export interface Change {
   readonly configured?: Omit<Configuration.Configured, "epoch"> | undefined
 }
 
-export type ApplyError = PublicationError | OwnershipLost | LockBackendError
+export type ApplyError = PublicationError | OwnershipLost | LockBackendError | WritesWouldBreak
 
 export interface PublicationBackend {
   /** The server's checks of one subscription; changes nothing. */
@@ -57,8 +70,8 @@ export interface PublicationBackend {
   readonly apply: (change: Change) => Effect.Effect<void, ApplyError>
   /** How the publication differs from what `all` needs (empty: it does not). */
   readonly inspect: (all: ReadonlyArray<Validated>) => Effect.Effect<ReadonlyArray<Drift>, PublicationError>
-  /** The ids of `all` whose table no longer exists. */
-  readonly missing: (all: ReadonlyArray<Validated>) => Effect.Effect<ReadonlyArray<string>, PublicationError>
+  /** Where the tables of `all` are now (by OID). */
+  readonly follow: (all: ReadonlyArray<Validated>) => Effect.Effect<Followed, PublicationError>
   /** The configuration the set was last made to follow, if any was recorded. */
   readonly configured: Effect.Effect<Configuration.Configured | undefined, PublicationError>
 }
@@ -75,6 +88,17 @@ export interface PublicationStatus {
   readonly resyncRequired: string | undefined
   /** This instance's configuration differs from the set in place, which an instance started later set (kept). */
   readonly disagreement: string | undefined
+}
+
+/** The status before anything is known. */
+export const initialStatus: PublicationStatus = {
+  subscriptions: 0,
+  tables: 0,
+  reconciledAt: undefined,
+  drift: [],
+  lastError: undefined,
+  resyncRequired: undefined,
+  disagreement: undefined
 }
 
 export interface PublicationManager {
@@ -97,6 +121,8 @@ export interface PublicationManagerOptions {
   readonly debounce?: Duration.Input
   /** How often the publication is compared with the desired one (default 30 s). */
   readonly driftInterval?: Duration.Input
+  /** Where the status goes (a fresh one by default); it is reset as the manager starts. */
+  readonly status?: SubscriptionRef.SubscriptionRef<PublicationStatus>
   /** What to do about drift: repair it (default) or only report it. */
   readonly onDrift?: "repair" | "report"
   /**
@@ -130,32 +156,57 @@ export const make = (
   Effect.gen(function*() {
     const debounce = options.debounce ?? "100 millis"
     const recovered = yield* backend.load
-    // saved subscriptions of tables that are gone: not live, and deleted from the saved set with the next change
-    const gone = new Set(yield* backend.missing(recovered))
-    for (const s of recovered) {
-      if (gone.has(s.id)) {
-        yield* Effect.logWarning(`subscription ${JSON.stringify(s.id)}: table ${s.schema}.${s.name} no longer exists (dropped, or renamed): removed from the stream`)
+    let current = new Map(recovered.map((s) => [s.id, s]))
+    // removed from the saved set with the next change
+    let stale: Array<string> = []
+    // renamed, or newly identified by OID: saved with the next change
+    let unsaved = new Map<string, Validated>()
+    /** Follows the tables by OID: renames kept, drops removed; what happened, as drift to report. */
+    const followTables = Effect.gen(function*() {
+      const followed = yield* backend.follow([...current.values()])
+      const drift: Array<Drift> = []
+      for (const { after, before } of followed.renamed) {
+        current.set(after.id, after)
+        unsaved.set(after.id, after)
+        drift.push({
+          code: "TableRenamed",
+          message: `table ${before.schema}.${before.name} (subscription ${JSON.stringify(before.id)}) is now ${after.schema}.${after.name}: it stays ` +
+            `published under its new name; a table created under the old name is not published unless configured`
+        })
       }
-    }
-    let stale = [...gone]
-    let current = new Map(recovered.filter((s) => !gone.has(s.id)).map((s) => [s.id, s]))
-    const tableCount = (subs: Iterable<Validated>) => new Set([...subs].map((s) => `${s.schema}\u0000${s.name}`)).size
-    const status = yield* SubscriptionRef.make<PublicationStatus>({
-      subscriptions: current.size,
-      tables: tableCount(current.values()),
-      reconciledAt: undefined,
-      drift: [],
-      lastError: undefined,
-      resyncRequired: undefined,
-      disagreement: undefined
+      for (const s of followed.identified) {
+        current.set(s.id, s)
+        unsaved.set(s.id, s)
+      }
+      for (const s of followed.dropped) {
+        current.delete(s.id)
+        unsaved.delete(s.id)
+        stale.push(s.id)
+        drift.push({
+          code: "TableDropped",
+          message: `table ${s.schema}.${s.name} (subscription ${JSON.stringify(s.id)}) was dropped: its changes stopped with it; the subscription ` +
+            `is removed, and a table created under the same name is not published unless configured and checked`
+        })
+      }
+      return drift
     })
+    /** What following the tables found (renames, drops): reported until the process ends, beside what `inspect` finds. */
+    let followed: ReadonlyArray<Drift> = yield* followTables
+    const tableCount = (subs: Iterable<Validated>) => new Set([...subs].map((s) => `${s.schema}\u0000${s.name}`)).size
+    const initial: PublicationStatus = { ...initialStatus, subscriptions: current.size, tables: tableCount(current.values()) }
+    const status = options.status ?? (yield* SubscriptionRef.make<PublicationStatus>(initial))
+    yield* SubscriptionRef.set(status, initial)
 
     const report = (drift: ReadonlyArray<Drift>) =>
       Effect.gen(function*() {
         const before = (yield* SubscriptionRef.get(status)).drift
         for (const d of drift) {
-          if (before.some((b) => b.code === d.code)) continue
-          yield* (d.code === "PublicationDropped" ? Effect.logError(d.message) : d.code === "PublicationMissing" ? Effect.logInfo(d.message) : Effect.logWarning(d.message))
+          if (before.some((b) => b.code === d.code && b.message === d.message)) continue
+          yield* (["PublicationDropped", "TableDropped", "WritesWouldBreak"].includes(d.code)
+            ? Effect.logError(d.message)
+            : d.code === "PublicationMissing"
+            ? Effect.logInfo(d.message)
+            : Effect.logWarning(d.message))
         }
         const dropped = drift.find((d) => d.code === "PublicationDropped")
         yield* SubscriptionRef.update(status, (s) => ({ ...s, drift, resyncRequired: s.resyncRequired ?? dropped?.message }))
@@ -163,7 +214,7 @@ export const make = (
 
     // A successful apply leaves the publication as desired (or fails): nothing has drifted right after it.
     const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
-      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: [] })))
+      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: followed })))
 
     const mailbox = yield* Queue.unbounded<Request>()
 
@@ -176,6 +227,7 @@ export const make = (
         let reconcile = false
         let configured: Change["configured"]
         for (const id of stale) removed.add(id)
+        for (const [id, v] of unsaved) if (working.has(id)) added.set(id, v)
         for (const request of batch) {
           if (request._tag === "Reconcile") {
             reconcile = true
@@ -262,9 +314,20 @@ export const make = (
         if (Exit.isSuccess(result)) {
           current = working
           stale = []
+          unsaved = new Map()
           yield* reconciled
         } else {
-          yield* SubscriptionRef.update(status, (s) => ({ ...s, lastError: String(Exit.isFailure(result) ? result.cause : "") }))
+          const error = Cause.squash(result.cause)
+          const message = error instanceof Error ? error.message : String(error)
+          // a repair that would break the application's writes is not made, and said loudly
+          if (reconcile) yield* Effect.logError(`publication repair not made: ${message}`)
+          yield* SubscriptionRef.update(status, (s) => ({
+            ...s,
+            lastError: message,
+            drift: (error as { _tag?: string })._tag === "WritesWouldBreak" && !s.drift.some((d) => d.code === "WritesWouldBreak")
+              ? [...s.drift, { code: "WritesWouldBreak" as const, message }]
+              : s.drift
+          }))
         }
         for (const done of accepted) yield* Deferred.done(done, result)
       })
@@ -272,11 +335,12 @@ export const make = (
     // Start: say what drifted while nobody owned the stream. Then either the configured set is made the whole set (the
     // saved one is never applied before it), or — with no configured set, or one of an instance started before the one
     // whose set is in place — the live saved set is reconciled as a whole.
-    yield* report(yield* backend.inspect([...current.values()]))
+    yield* report([...followed, ...(yield* backend.inspect([...current.values()]))])
     const reconcileStart = Effect.gen(function*() {
-      const result = yield* Effect.exit(backend.apply({ all: [...current.values()], added: [], removed: stale }))
+      const result = yield* Effect.exit(backend.apply({ all: [...current.values()], added: [...unsaved.values()], removed: stale }))
       if (Exit.isFailure(result)) return yield* Effect.failCause(result.cause)
       stale = []
+      unsaved = new Map()
       yield* reconciled
     })
     const mine = options.configured
@@ -315,9 +379,13 @@ export const make = (
     // Drift: compared on a timer; repaired through the mailbox, like any change.
     yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
       yield* Effect.sleep(options.driftInterval ?? "30 seconds")
+      const now = yield* Effect.orElseSucceed(followTables, () => [] as ReadonlyArray<Drift>)
+      followed = [...followed.filter((d) => !now.some((n) => n.message === d.message)), ...now]
       const drift = yield* Effect.orElseSucceed(backend.inspect([...current.values()]), () => [] as ReadonlyArray<Drift>)
-      yield* report(drift)
-      if (drift.length > 0 && (options.onDrift ?? "repair") === "repair") yield* Queue.offer(mailbox, { _tag: "Reconcile" })
+      const before = (yield* SubscriptionRef.get(status)).drift
+      const unsafe = before.filter((d) => d.code === "WritesWouldBreak")
+      yield* report([...followed, ...drift, ...(drift.length > 0 ? unsafe : [])])
+      if ((drift.length > 0 || now.length > 0) && (options.onDrift ?? "repair") === "repair") yield* Queue.offer(mailbox, { _tag: "Reconcile" })
     })))
 
     const request = (make: (done: Deferred.Deferred<void, RequestError>) => Request) =>

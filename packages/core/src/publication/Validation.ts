@@ -9,9 +9,12 @@
  * - the row filter means something to PostgreSQL: it is checked by PostgreSQL itself, by creating a scratch
  *   publication with it in a transaction that is always rolled back (after `Subscription`'s lexical check made sure
  *   it is one balanced expression). This also yields the filter as PostgreSQL prints it, and the columns it uses;
- * - when updates or deletes are published: the table has a replica identity (else PostgreSQL refuses the
- *   *application's* UPDATE and DELETE on it once it is published), the filter uses only replica-identity columns, and
- *   a column list covers the replica identity — unless the subscription opts in to `REPLICA IDENTITY FULL`.
+ * - the application's UPDATE and DELETE still work once the table is published so (`WriteSafety`): proven by
+ *   PostgreSQL itself in that same rolled-back transaction — with the opted-in `REPLICA IDENTITY FULL` applied — on
+ *   the table and every inheritance child and partition it publishes. PostgreSQL's rules decide, not a copy of them
+ *   (a partitioned table without a key of its own whose partitions have keys is accepted, as PostgreSQL accepts it);
+ *   a refusal says which table, which columns and what to change. A table that PostgreSQL already refused writes on
+ *   before is not slotkeeper's doing and does not count.
  */
 import { randomBytes } from "node:crypto"
 import { Data, Effect } from "effect"
@@ -20,11 +23,14 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "../internal/sqlError.ts"
 import * as Desired from "./Desired.ts"
 import * as PublicationCatalog from "./PublicationCatalog.ts"
-import { type Checked, SubscriptionInvalid } from "./Subscription.ts"
+import { type Checked, qualifiedName, SubscriptionInvalid } from "./Subscription.ts"
+import * as WriteSafety from "./WriteSafety.ts"
 
 export interface Validated extends Checked {
   /** The filter as PostgreSQL prints it. */
   readonly printedWhere: string | undefined
+  /** The table's OID when it was validated: drift repair follows the table, not its name (`undefined`: not known). */
+  readonly oid?: number | undefined
 }
 
 class Rollback extends Data.TaggedError("Rollback")<{ readonly value: unknown }> {}
@@ -35,27 +41,57 @@ export const inRolledBackTransaction = <A, E>(sql: SqlClient, effect: Effect.Eff
     Effect.catch((e) => (e instanceof Rollback ? Effect.succeed(e.value as A) : Effect.fail(e as E | SqlError)))
   )
 
-/** PostgreSQL's own check of a table clause: a scratch publication, rolled back; the printed filter and its columns. */
-export const tryClause = (sql: SqlClient, spec: Desired.TableSpec, lockTimeoutMs: number) =>
+export interface ClauseOptions {
+  readonly lockTimeoutMs: number
+  /** What the scratch publication publishes (as the stream's does). */
+  readonly publish: string
+  /** Set the table's replica identity to FULL first (the subscription opts in). */
+  readonly replicaIdentityFull: boolean
+}
+
+/**
+ * PostgreSQL's own check of a table clause: a scratch publication, rolled back; the printed filter, its columns, and
+ * the UPDATE and DELETE that publishing it would make PostgreSQL refuse (`WriteSafety`).
+ */
+export const tryClause = (sql: SqlClient, spec: Desired.TableSpec & { readonly oid: number }, options: ClauseOptions) =>
   inRolledBackTransaction(sql, Effect.gen(function*() {
-    yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(lockTimeoutMs)}`)
+    yield* sql.unsafe(`SET LOCAL lock_timeout = ${Math.trunc(options.lockTimeoutMs)}`)
     yield* sql.unsafe("SET LOCAL standard_conforming_strings = on") // the lexical check assumes it
+    const before = yield* WriteSafety.probe(sql, [spec.oid])
+    if (options.replicaIdentityFull) yield* sql.unsafe(`ALTER TABLE ${qualifiedName(spec.schema, spec.name)} REPLICA IDENTITY FULL`)
     const scratch = `slotkeeper_check_${randomBytes(6).toString("hex")}`
-    yield* sql.unsafe(`CREATE PUBLICATION "${scratch}" FOR TABLE ${Desired.clause(spec)}`)
-    const [row] = yield* sql.unsafe<{ filter: string | null; used: string | null }>(
+    yield* sql.unsafe(`CREATE PUBLICATION "${scratch}" FOR TABLE ${Desired.clause(spec)} WITH (publish = '${options.publish}')`)
+    // row filters exist from PostgreSQL 15 (before, there is no prqual to read)
+    const [{ v }] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v") as unknown as Effect.Effect<[{ v: number }], SqlError>
+    const [row] = v < 150000 ? [undefined] : yield* sql.unsafe<{ filter: string | null; used: string | null }>(
       `SELECT pg_get_expr(pr.prqual, pr.prrelid) AS filter,
               (SELECT array_to_json(array_agg(DISTINCT a.attname::text))::text FROM pg_attribute a
                 WHERE a.attrelid = pr.prrelid
                   AND a.attnum IN (SELECT m[1]::int FROM regexp_matches(coalesce(pr.prqual::text, ''), ':varattno (\\d+)', 'g') AS m)) AS used
-         FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`,
-      [scratch]
+         FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = $2::oid`,
+      [scratch, String(spec.oid)]
     )
-    return { printedWhere: row?.filter ?? undefined, filterColumns: JSON.parse(row?.used ?? "[]") as Array<string> }
+    const after = yield* WriteSafety.probe(sql, [spec.oid])
+    return {
+      printedWhere: row?.filter ?? undefined,
+      filterColumns: JSON.parse(row?.used ?? "[]") as Array<string>,
+      refused: WriteSafety.newlyRefused(before, after)
+    }
   }))
+
+/** The table's columns that `filter`'s text names (unquoted names fold to lower case), in the table's order. */
+export const namedColumns = (filter: string, columns: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const named = new Set<string>()
+  const code = filter.replace(/'(?:[^']|'')*'/g, " ") // not inside string literals
+  for (const m of code.matchAll(/"((?:[^"]|"")+)"|([A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)/g)) {
+    named.add(m[1] !== undefined ? m[1].replaceAll("\"\"", "\"") : m[2]!.toLowerCase())
+  }
+  return columns.filter((c) => named.has(c))
+}
 
 export interface ValidationOptions {
   /** What the publication publishes; update/delete bring the replica-identity checks. */
-  readonly publishes: { readonly update: boolean; readonly delete: boolean }
+  readonly publishes: { readonly insert?: boolean; readonly update: boolean; readonly delete: boolean; readonly truncate?: boolean }
   readonly lockTimeoutMs: number
 }
 
@@ -80,37 +116,47 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
     const missing = (s.columns ?? []).filter((c) => !table.columns.includes(c))
     if (missing.length > 0) return yield* invalid("ColumnMissing", `no column ${missing.map((c) => JSON.stringify(c)).join(", ")} (it has ${table.columns.join(", ")})`)
 
-    // a plain table needs no clause check (and before 15 there is nothing else to check)
-    const checked = s.where === undefined && s.columns === undefined ? { printedWhere: undefined, filterColumns: [] as Array<string> } : yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where }, options.lockTimeoutMs).pipe(
+    const publish = (["insert", "update", "delete", "truncate"] as const).filter((k) => options.publishes[k] ?? true).join(", ")
+    const checked = yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where, oid: table.oid }, {
+      lockTimeoutMs: options.lockTimeoutMs,
+      publish,
+      replicaIdentityFull: s.replicaIdentityFull && table.replicaIdentity !== "f"
+    }).pipe(
       Effect.catchTag("SqlError", (e): Effect.Effect<never, SubscriptionInvalid | PublicationCatalog.PublicationError> =>
         SqlErrors.sqlState(e) === "55P03"
           ? Effect.fail(new PublicationCatalog.PublicationError({ reason: "LockTimeout", message: `checking subscription ${s.id}: table ${s.schema}.${s.name} is locked by another transaction; try again` }))
+          : SqlErrors.isRetryable(e)
+          ? Effect.fail(PublicationCatalog.queryError(`checking subscription ${s.id}`)(e))
           : Effect.fail(invalid(s.where === undefined ? "ColumnMissing" : "Filter", `PostgreSQL refuses it: ${SqlErrors.describe(e)}`)))
     )
 
-    if (options.publishes.update || options.publishes.delete) {
-      const identity = table.replicaIdentity
-      const covered = s.replicaIdentityFull || identity === "f"
-      const noIdentity = identity === "n" || table.identityColumns.length === 0
-      if (!covered && noIdentity) {
-        return yield* invalid("ReplicaIdentity", `the table has no replica identity (${identity === "n" ? "REPLICA IDENTITY NOTHING" : "no primary key"}): once it is ` +
+    if (checked.refused.length > 0) {
+      // PostgreSQL would refuse the application's writes: say where, why, and what to change
+      const identity = s.replicaIdentityFull ? table.columns : table.identityColumns
+      const own = checked.refused.filter((r) => r.oid === table.oid)
+      const reason = (own[0] ?? checked.refused[0]!).reason
+      let why: string
+      if (own.length === 0) {
+        why = `publishing it publishes its inheritance children and partitions too, and PostgreSQL would refuse ${WriteSafety.describe(checked.refused)}`
+      } else if (/does not have a replica identity/.test(reason)) {
+        why = `the table has no replica identity (${table.replicaIdentity === "n" ? "REPLICA IDENTITY NOTHING" : "no primary key"}): once it is ` +
           `published, PostgreSQL refuses UPDATE and DELETE on it. Add a primary key, or ALTER TABLE ... REPLICA IDENTITY USING INDEX ` +
-          `<a unique index>, or opt in to REPLICA IDENTITY FULL for this subscription`)
+          `<a unique index>, or opt in to REPLICA IDENTITY FULL for this subscription`
+      } else if (/WHERE expression/.test(reason) && s.where !== undefined) {
+        const named = namedColumns(s.where, table.columns).filter((c) => !identity.includes(c))
+        const outside = named.length > 0 ? named : checked.filterColumns.filter((c) => !identity.includes(c))
+        why = `the row filter uses ${outside.length > 0 ? outside.join(", ") : "columns"}, which the replica identity ` +
+          `(${identity.join(", ") || "none"}) does not cover: PostgreSQL would refuse UPDATE and DELETE on the table. Filter on identity ` +
+          `columns only, or make the identity cover them (REPLICA IDENTITY USING INDEX on a unique index with them), or opt in to REPLICA IDENTITY FULL`
+      } else if (/Column list/.test(reason) && s.columns !== undefined) {
+        const uncovered = identity.filter((c) => !s.columns!.includes(c))
+        why = `the column list leaves out the replica identity column(s) ${uncovered.join(", ") || "(generated)"}${s.replicaIdentityFull || table.replicaIdentity === "f" ? " (with REPLICA IDENTITY FULL the identity is every column)" : ""}: ` +
+          `PostgreSQL would refuse UPDATE and DELETE on the table. Add them to the column list${s.replicaIdentityFull ? ", or do not opt in to REPLICA IDENTITY FULL" : ", or subscribe without a column list"}`
+      } else {
+        why = `PostgreSQL would refuse ${WriteSafety.describe(checked.refused)}`
       }
-      if (!covered) {
-        const outside = checked.filterColumns.filter((c) => !table.identityColumns.includes(c))
-        if (outside.length > 0) {
-          return yield* invalid("ReplicaIdentity", `the row filter uses ${outside.join(", ")}, which the replica identity ` +
-            `(${table.identityColumns.join(", ")}) does not cover: PostgreSQL would refuse UPDATE and DELETE on the table. Filter on identity ` +
-            `columns only, or make the identity cover them (REPLICA IDENTITY USING INDEX on a unique index with them), or opt in to REPLICA IDENTITY FULL`)
-        }
-        const uncovered = s.columns === undefined ? [] : table.identityColumns.filter((c) => !s.columns!.includes(c))
-        if (uncovered.length > 0) {
-          return yield* invalid("ReplicaIdentity", `the column list leaves out the replica identity column(s) ${uncovered.join(", ")}: PostgreSQL ` +
-            `would refuse UPDATE and DELETE on the table. Add them to the column list, or opt in to REPLICA IDENTITY FULL`)
-        }
-      }
+      return yield* invalid("ReplicaIdentity", why)
     }
-    const validated: Validated = { ...s, printedWhere: checked.printedWhere }
+    const validated: Validated = { ...s, printedWhere: checked.printedWhere, oid: table.oid }
     return validated
   })

@@ -155,6 +155,8 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
   readonly publicationManager?: PublicationManager.PublicationManagerOptions
   /** Where the slot's state and health go (for a status page or metrics); a fresh one by default. */
   readonly slotState?: SlotManager.SlotManagerState
+  /** Where the publication manager's status goes (for a status page or metrics); its own by default. */
+  readonly publicationStatus?: SubscriptionRef.SubscriptionRef<PublicationManager.PublicationStatus>
 }
 
 /**
@@ -177,7 +179,11 @@ export const layer = <E, R>(
         // the configured set is made the whole set as the manager starts (the saved set is never applied first)
         yield* PublicationManager.make(
           yield* PgPublication.make(own, options.sql, { publication: options.publication, schema: options.schema }),
-          { ...options.publicationManager, configured: { subscriptions: options.subscriptions, instanceId: own.instanceId, startedAt: stream.startedAt } }
+          {
+            ...options.publicationManager,
+            configured: { subscriptions: options.subscriptions, instanceId: own.instanceId, startedAt: stream.startedAt },
+            ...(options.publicationStatus === undefined ? {} : { status: options.publicationStatus })
+          }
         )
       }
       return yield* run(options, consume, options.slotState)
