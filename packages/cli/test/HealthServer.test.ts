@@ -22,10 +22,10 @@ describe("HealthServer (pure)", () => {
     const owning = { _tag: "Active", since: 0, epoch: 3 } as const
     assert.strictEqual(HealthServer.owner(snapshot(owning, false)).status, 503)
     assert.deepStrictEqual(JSON.parse(HealthServer.health(snapshot(owning, false)).body), {
-      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null, failover_ready: null
+      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null, failover_ready: null, publication_problems: []
     })
     assert.deepStrictEqual(JSON.parse(HealthServer.owner(snapshot(owning)).body), {
-      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748", failover_ready: null
+      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748", failover_ready: null, publication_problems: []
     })
     // a capture of an earlier holding period does not count
     assert.strictEqual(HealthServer.owner({ ...snapshot(owning), status: { ...owning, epoch: 4 } }).status, 503)
@@ -59,6 +59,18 @@ describe("HealthServer (pure)", () => {
       "# TYPE slotkeeper_changes_delivered_total counter",
       "slotkeeper_errors_total{stream=\"orders\"} 1"
     ]) assert.include(body, line)
+  })
+  it("publication problems (a repair refused for the application's sake, a renamed table) are in /health and /metrics", () => {
+    const problems = [
+      { code: "WritesWouldBreak", message: "publication slotkeeper_orders: not changed, because PostgreSQL would then refuse the application's UPDATE on public.t" },
+      { code: "TableRenamed", message: "table public.a (subscription \"a\") is now public.a2" },
+      { code: "TableRenamed", message: "table public.b (subscription \"b\") is now public.b2" }
+    ]
+    const s = { ...snapshot({ _tag: "Active", since: 0, epoch: 3 }), publicationProblems: problems }
+    assert.deepStrictEqual(JSON.parse(HealthServer.health(s).body).publication_problems, problems)
+    const body = HealthServer.metrics(s).body
+    assert.include(body, "slotkeeper_publication_problems{stream=\"orders\",code=\"WritesWouldBreak\"} 1")
+    assert.include(body, "slotkeeper_publication_problems{stream=\"orders\",code=\"TableRenamed\"} 2")
   })
 })
 
