@@ -228,7 +228,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       assert.deepStrictEqual(fileIds().sort((x, y) => x - y), committed, "each committed change exactly once")
     }))
 
-  it.live("status shows the owner, the slot with wal_status and lag, the publication's tables and the position; no owner after it stops", () =>
+  it.live("status shows the owner, the slot with wal_status and lag, the publication's tables and the position; no owner after it stops; a renamed table", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })
       yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
@@ -256,6 +256,12 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const [stopped] = yield* status()
       assert.isNull(stopped!.owner)
       assert.match(stopped!.position as string, /^[0-9A-F]+\/[0-9A-F]+$/)
+      assert.deepStrictEqual(stopped!.subscriptions, [{ id: "public.items", table: "public.items", state: "ok", now: "public.items" }])
+      // the table renamed while nobody runs: status follows it by OID
+      yield* pg.query("ALTER TABLE items RENAME TO items_renamed")
+      yield* pg.query("CREATE TABLE items (id int)")
+      const [renamed] = yield* status()
+      assert.deepStrictEqual(renamed!.subscriptions, [{ id: "public.items", table: "public.items", state: "renamed", now: "public.items_renamed" }])
     }))
 })
 

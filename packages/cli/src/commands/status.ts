@@ -27,6 +27,11 @@ interface StreamStatus {
     readonly mode: string
   } | null
   readonly epoch: number
+  /**
+   * Each subscription's table as it is now, found by the OID recorded with it: `ok`, `renamed` (still published,
+   * under `now`), or `dropped` (its changes stopped; a table under the old name is not it).
+   */
+  readonly subscriptions: ReadonlyArray<{ readonly id: string; readonly table: string; readonly state: "ok" | "renamed" | "dropped"; readonly now: string | null }>
   readonly slots: ReadonlyArray<{
     readonly slot: string
     readonly state: string
@@ -102,6 +107,14 @@ export const status = Command.make("status", {
            FROM pg_publication p WHERE p.pubname = $1`,
         [publication]
       )
+      // the OID through to_jsonb: a table of an earlier version has no such column
+      const subscriptions = yield* sql.unsafe<{ id: string; schema_name: string; table_name: string; now_schema: string | null; now_name: string | null }>(
+        `SELECT s.id, s.schema_name, s.table_name, n.nspname::text AS now_schema, c.relname::text AS now_name
+           FROM slotkeeper.subscriptions s
+           LEFT JOIN pg_class c ON c.oid = coalesce((to_jsonb(s) ->> 'table_oid')::oid, to_regclass(quote_ident(s.schema_name) || '.' || quote_ident(s.table_name)))
+           LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE s.stream_id = $1 ORDER BY s.id`, [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ id: string; schema_name: string; table_name: string; now_schema: string | null; now_name: string | null }>))
       const [position] = yield* sql.unsafe<{ lsn: string }>(
         "SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = $1 AND to_regclass('slotkeeper.checkpoints') IS NOT NULL", [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
@@ -109,6 +122,11 @@ export const status = Command.make("status", {
         stream: o.stream_id,
         owner: o.live ? { instance: o.holder, pid: o.holder_pid, applicationName: o.application_name, epoch: Number(o.epoch), since: o.acquired_at, mode: o.mode } : null,
         epoch: Number(o.epoch),
+        subscriptions: subscriptions.map((r) => {
+          const table = `${r.schema_name}.${r.table_name}`
+          const now = r.now_name === null ? null : `${r.now_schema}.${r.now_name}`
+          return { id: r.id, table, state: now === null ? "dropped" as const : now === table ? "ok" as const : "renamed" as const, now }
+        }),
         slots: slotStatus,
         publication: published === undefined ? null : { name: publication, tables: published.tables },
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
@@ -137,6 +155,9 @@ export const status = Command.make("status", {
       yield* Console.log(`  failover     ${f.standby}: ${f.ready ? "ready (a sync-ready copy of the slot)" : `NOT READY: ${f.findings.join("; ")}`}`)
     }
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
+    for (const sub of s.subscriptions.filter((x) => x.state !== "ok")) {
+      yield* Console.log(`  table        ${sub.table} (subscription ${sub.id}): ${sub.state === "renamed" ? `RENAMED to ${sub.now}, still published` : "DROPPED: its changes stopped"}`)
+    }
     for (const slot of s.slots) {
       const detail = slot.exists
         ? `${slot.active ? "streaming" : "idle"}, wal_status ${slot.walStatus ?? "?"}, retains ${slot.retainedBytes ?? "?"} bytes, lag ${slot.lagBytes ?? "?"} bytes${slot.invalidation ? `, INVALIDATED (${slot.invalidation})` : ""}`
