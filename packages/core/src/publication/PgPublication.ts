@@ -125,7 +125,7 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
     }
 
     /** The OIDs of the tables named (those that exist). */
-    const tableOids = (tables: ReadonlyArray<{ readonly schema: string; readonly name: string }>) =>
+    const tableOids = (tables: ReadonlyArray<Desired.TableSpec>) =>
       Effect.map(
         sql.unsafe<{ oid: string }>(
           `SELECT to_regclass(quote_ident(s) || '.' || quote_ident(n))::oid::int8::text AS oid FROM unnest($1::text[], $2::text[]) AS t(s, n)`,
@@ -133,14 +133,6 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         ),
         (rows) => rows.filter((r) => r.oid !== null).map((r) => Number(r.oid))
       )
-    /** The OIDs of the tables in the publication now. */
-    const publishedOids = Effect.map(
-      sql.unsafe<{ oid: string }>(
-        `SELECT pr.prrelid::int8::text AS oid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`,
-        [options.publication]
-      ),
-      (rows) => rows.map((r) => Number(r.oid))
-    )
 
     const applyOnce = (change: Parameters<PublicationBackend["apply"]>[0]) =>
       own.guarded(Effect.gen(function*() {
@@ -163,9 +155,9 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
         learn(change.all)
         const wanted = Desired.desired(change.all)
         const plan = planFor(row.tables, wanted)
-        // the tables this change may affect, and which of them PostgreSQL refuses writes on now
-        const touched = yield* tableOids([...row.tables, ...wanted])
-        const before = yield* WriteSafety.probe(sql, [...new Set([...touched, ...(yield* publishedOids)])])
+        // the tables this change may affect (published now, or wanted), and which of them PostgreSQL refuses writes on now
+        const touched = [...new Set([...row.tables.map((t) => t.oid), ...(yield* tableOids(wanted))])]
+        const before = yield* WriteSafety.probe(sql, touched)
         // opted-in replica identities first: the tables are locked by the plan's first statement anyway
         const full = change.added.filter((s) => s.replicaIdentityFull)
         const statements = Desired.statements(options.publication, plan)
@@ -175,8 +167,10 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
           if (info !== undefined && info.replicaIdentity !== "f") yield* sql.unsafe(`ALTER TABLE ${qualifiedName(s.schema, s.name)} REPLICA IDENTITY FULL`)
         }
         for (const statement of statements.slice(1)) yield* sql.unsafe(statement)
-        // ... and after: nothing that worked may now be refused
-        const refusedAfter = yield* WriteSafety.probe(sql, [...new Set([...touched, ...(yield* publishedOids)])])
+        // ... and after (the publication read once more: its tables now, and how the server printed the combined filters):
+        // nothing that worked may now be refused
+        const after = yield* PublicationCatalog.read(sql, options.publication)
+        const refusedAfter = yield* WriteSafety.probe(sql, [...new Set([...touched, ...(after?.tables ?? []).map((t) => t.oid)])])
         const broken = WriteSafety.newlyRefused(before, refusedAfter)
         if (broken.length > 0) {
           return yield* new WriteSafety.WritesWouldBreak({
@@ -205,8 +199,6 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
             [own.streamId, s.id, s.schema, s.name, s.columns === undefined ? null : JSON.stringify(s.columns), s.where ?? null, s.printedWhere ?? null, s.replicaIdentityFull, s.oid === undefined ? null : String(s.oid)]
           )
         }
-        // learn how the server printed the combined filters
-        const after = yield* PublicationCatalog.read(sql, options.publication)
         for (const w of wanted) {
           const got = after?.tables.find((t) => t.schema === w.schema && t.name === w.name)
           if (w.where !== undefined && got?.where !== undefined) printed.set(printedKey(w.schema, w.name, w.where), got.where)
@@ -222,17 +214,14 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
           ))
       )
 
+    const isLockTimeout = (e: { readonly _tag: string }): e is PublicationError => e instanceof PublicationError && e.reason === "LockTimeout"
     /** A lock timeout is retried with a backoff a few times, then is an error that says the tables are busy. */
     const retryLocked = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | PublicationError> =>
       effect.pipe(
-        Effect.retry({
-          while: (e: E) => e._tag === "PublicationError" && (e as unknown as PublicationError).reason === "LockTimeout",
-          schedule: Schedule.exponential("100 millis", 2),
-          times: options.lockRetries ?? 4
-        }),
+        Effect.retry({ while: isLockTimeout, schedule: Schedule.exponential("100 millis", 2), times: options.lockRetries ?? 4 }),
         Effect.mapError((e): E | PublicationError =>
-          e._tag === "PublicationError" && (e as unknown as PublicationError).reason === "LockTimeout"
-            ? new PublicationError({ reason: "LockTimeout", message: `${(e as unknown as PublicationError).message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })
+          isLockTimeout(e)
+            ? new PublicationError({ reason: "LockTimeout", message: `${e.message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })
             : e
         )
       )

@@ -33,7 +33,7 @@ import type { PublicationError } from "./PublicationCatalog.ts"
 import * as Configuration from "./Configuration.ts"
 import * as Subscription from "./Subscription.ts"
 import type { Validated } from "./Validation.ts"
-import type { WritesWouldBreak } from "./WriteSafety.ts"
+import { WritesWouldBreak } from "./WriteSafety.ts"
 
 export interface Drift {
   readonly code: "PublicationMissing" | "PublicationDropped" | "TablesDiffer" | "PublishOptions" | "Owner" | "TableRenamed" | "TableDropped" | "WritesWouldBreak"
@@ -192,6 +192,10 @@ export const make = (
     })
     /** What following the tables found (renames, drops): reported until the process ends, beside what `inspect` finds. */
     let followed: ReadonlyArray<Drift> = yield* followTables
+    /** The last change refused because it would break the application's writes; cleared by a change that succeeds. */
+    let refused: Drift | undefined
+    const withRefused = (drift: ReadonlyArray<Drift>): ReadonlyArray<Drift> =>
+      refused === undefined || drift.some((d) => d.code === "WritesWouldBreak") ? drift : [...drift, refused]
     const tableCount = (subs: Iterable<Validated>) => new Set([...subs].map((s) => `${s.schema}\u0000${s.name}`)).size
     const initial: PublicationStatus = { ...initialStatus, subscriptions: current.size, tables: tableCount(current.values()) }
     const status = options.status ?? (yield* SubscriptionRef.make<PublicationStatus>(initial))
@@ -213,8 +217,10 @@ export const make = (
       })
 
     // A successful apply leaves the publication as desired (or fails): nothing has drifted right after it.
-    const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
-      SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: followed })))
+    const reconciled = Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) => {
+      refused = undefined
+      return SubscriptionRef.update(status, (s) => ({ ...s, subscriptions: current.size, tables: tableCount(current.values()), reconciledAt: now, lastError: undefined, drift: followed }))
+    })
 
     const mailbox = yield* Queue.unbounded<Request>()
 
@@ -319,15 +325,11 @@ export const make = (
         } else {
           const error = Cause.squash(result.cause)
           const message = error instanceof Error ? error.message : String(error)
-          // a repair that would break the application's writes is not made, and said loudly
+          // a repair that would break the application's writes is not made, and said loudly (kept in the status until
+          // a change succeeds)
           if (reconcile) yield* Effect.logError(`publication repair not made: ${message}`)
-          yield* SubscriptionRef.update(status, (s) => ({
-            ...s,
-            lastError: message,
-            drift: (error as { _tag?: string })._tag === "WritesWouldBreak" && !s.drift.some((d) => d.code === "WritesWouldBreak")
-              ? [...s.drift, { code: "WritesWouldBreak" as const, message }]
-              : s.drift
-          }))
+          if (error instanceof WritesWouldBreak) refused = { code: "WritesWouldBreak", message }
+          yield* SubscriptionRef.update(status, (s) => ({ ...s, lastError: message, drift: withRefused(s.drift) }))
         }
         for (const done of accepted) yield* Deferred.done(done, result)
       })
@@ -382,9 +384,7 @@ export const make = (
       const now = yield* Effect.orElseSucceed(followTables, () => [] as ReadonlyArray<Drift>)
       followed = [...followed.filter((d) => !now.some((n) => n.message === d.message)), ...now]
       const drift = yield* Effect.orElseSucceed(backend.inspect([...current.values()]), () => [] as ReadonlyArray<Drift>)
-      const before = (yield* SubscriptionRef.get(status)).drift
-      const unsafe = before.filter((d) => d.code === "WritesWouldBreak")
-      yield* report([...followed, ...drift, ...(drift.length > 0 ? unsafe : [])])
+      yield* report(withRefused([...followed, ...drift]))
       if ((drift.length > 0 || now.length > 0) && (options.onDrift ?? "repair") === "repair") yield* Queue.offer(mailbox, { _tag: "Reconcile" })
     })))
 

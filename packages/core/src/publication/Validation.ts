@@ -47,6 +47,8 @@ export interface ClauseOptions {
   readonly publish: string
   /** Set the table's replica identity to FULL first (the subscription opts in). */
   readonly replicaIdentityFull: boolean
+  /** `server_version_num`: row filters (and their catalog column) exist from 150000. */
+  readonly serverVersion: number
 }
 
 /**
@@ -62,8 +64,7 @@ export const tryClause = (sql: SqlClient, spec: Desired.TableSpec & { readonly o
     const scratch = `slotkeeper_check_${randomBytes(6).toString("hex")}`
     yield* sql.unsafe(`CREATE PUBLICATION "${scratch}" FOR TABLE ${Desired.clause(spec)} WITH (publish = '${options.publish}')`)
     // row filters exist from PostgreSQL 15 (before, there is no prqual to read)
-    const [{ v }] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v") as unknown as Effect.Effect<[{ v: number }], SqlError>
-    const [row] = v < 150000 ? [undefined] : yield* sql.unsafe<{ filter: string | null; used: string | null }>(
+    const [row] = options.serverVersion < 150000 ? [undefined] : yield* sql.unsafe<{ filter: string | null; used: string | null }>(
       `SELECT pg_get_expr(pr.prqual, pr.prrelid) AS filter,
               (SELECT array_to_json(array_agg(DISTINCT a.attname::text))::text FROM pg_attribute a
                 WHERE a.attrelid = pr.prrelid
@@ -120,7 +121,8 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
     const checked = yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where, oid: table.oid }, {
       lockTimeoutMs: options.lockTimeoutMs,
       publish,
-      replicaIdentityFull: s.replicaIdentityFull && table.replicaIdentity !== "f"
+      replicaIdentityFull: s.replicaIdentityFull && table.replicaIdentity !== "f",
+      serverVersion: version
     }).pipe(
       Effect.catchTag("SqlError", (e): Effect.Effect<never, SubscriptionInvalid | PublicationCatalog.PublicationError> =>
         SqlErrors.sqlState(e) === "55P03"

@@ -18,7 +18,7 @@
  */
 import type { Lsn } from "../Lsn.ts"
 import type { Message, Relation, Row, Tuple } from "./Pgoutput.ts"
-import { Rows } from "./Rows.ts"
+import { build, Rows } from "./Rows.ts"
 import type { Spool } from "./Spool.ts"
 import * as Watermark from "./Watermark.ts"
 
@@ -143,8 +143,8 @@ export class Assembler {
 
   private change(op: ChangeEvent["op"], relation: Relation, newTuple: Tuple | undefined, oldTuple: Tuple | undefined, oldIsKey: boolean): Spooled {
     const shape = this.rows.shape(relation)
-    const n = newTuple === undefined ? undefined : this.rows.build(relation, newTuple)
-    const o = oldTuple === undefined ? undefined : this.rows.build(relation, oldTuple, oldIsKey)
+    const n = newTuple === undefined ? undefined : build(shape, newTuple)
+    const o = oldTuple === undefined ? undefined : build(shape, oldTuple, oldIsKey)
     return {
       _tag: "Change",
       op,

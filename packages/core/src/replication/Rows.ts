@@ -57,18 +57,22 @@ export class Rows {
     return shape
   }
 
-  /** The row of `tuple`; with `keyOnly`, only the key's columns. */
+  /** The row of `tuple` of `relation`; with `keyOnly`, only the key's columns. */
   build(relation: Relation, tuple: Tuple, keyOnly = false): Built {
-    const shape = this.shape(relation)
-    const row: Values.Row = shape.plain ? {} : Object.create(null)
-    let unchanged: Array<string> | undefined
-    for (let i = 0; i < tuple.length; i++) {
-      if (keyOnly && !shape.keys[i]) continue
-      const text = tuple[i]
-      const name = shape.columns[i]!
-      if (text === undefined) (unchanged ??= []).push(name)
-      else row[name] = text === null ? null : shape.parsers[i]!(text)
-    }
-    return { row, unchanged: unchanged ?? none }
+    return build(this.shape(relation), tuple, keyOnly)
   }
+}
+
+/** The row of `tuple`, a tuple of a relation of `shape`; with `keyOnly`, only the key's columns. */
+export const build = (shape: Shape, tuple: Tuple, keyOnly = false): Built => {
+  const row: Values.Row = shape.plain ? {} : Object.create(null)
+  let unchanged: Array<string> | undefined
+  for (let i = 0; i < tuple.length; i++) {
+    if (keyOnly && !shape.keys[i]) continue
+    const text = tuple[i]
+    const name = shape.columns[i]!
+    if (text === undefined) (unchanged ??= []).push(name)
+    else row[name] = text === null ? null : shape.parsers[i]!(text)
+  }
+  return { row, unchanged: unchanged ?? none }
 }
