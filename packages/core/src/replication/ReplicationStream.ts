@@ -43,6 +43,7 @@ import type { Client } from "pg"
 import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
 import { Assembler, heartbeatPrefix, type ReplicationEvent } from "./Assembler.ts"
 import { DecodeError, Decoder, type Message } from "./Pgoutput.ts"
+import * as ReadPacing from "./ReadPacing.ts"
 import { Rows } from "./Rows.ts"
 import * as TypeCatalog from "./TypeCatalog.ts"
 import { Spool, SpoolError } from "./Spool.ts"
@@ -320,8 +321,18 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // primary's current flush position, which is past its commit (decoded before it was sent).
     const holdLimit = 4096
     let held: Array<ReplicationEvent> | undefined
+    // A busy stream is read in bursts (see `ReadPacing`): the socket is not read while this handler waits.
+    let pacing = ReadPacing.initial
+    const paced = async () => {
+      const next = ReadPacing.onMessage(pacing, performance.now())
+      pacing = next.state
+      if (next.pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, next.pauseMs))
+    }
     service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
-      const message = decoded as unknown as Message
+      await handle(decoded as unknown as Message)
+      await paced()
+    })
+    const handle = async (message: Message) => {
       try {
         if (message.tag === "relation") {
           const learnt = await Effect.runPromiseExit(types.learn(message.relation))
@@ -350,7 +361,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           ? new ReplicationError({ reason: "Spool", message: e.message })
           : new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
       }
-    })
+    }
     service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       idleAt(Lsn.parseUnsafe(lsn))
       if (shouldRespond) sendStatus()
