@@ -5,6 +5,7 @@ import pg from "pg"
 import * as Lsn from "../src/Lsn.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as Delivery from "../src/replication/Delivery.ts"
+import * as StreamId from "../src/StreamId.ts"
 import { eventually, fastTiming } from "./ownership-helpers.ts"
 import { type Consumer, deliveryOptions, slotOf, slotRow, startConsumer } from "./delivery-helpers.ts"
 
@@ -274,5 +275,38 @@ describe.each([15, 18])("Delivery (real PostgreSQL %i)", (major) => {
       assert.deepStrictEqual(b.delivered, []) // waiting, not stealing
       yield* server.query("SELECT pg_terminate_backend($1)", [held!.pid])
       assert.deepStrictEqual(yield* delivered(b, 2, "rows 4-5 once the slot is free"), [4, 5])
+    }))
+})
+
+describe("Delivery stopping (real PostgreSQL 18)", () => {
+  it.live("a stop waits for the stream's write lock at most finalSaveTimeout + finalAdvanceTimeout, not the 5 s loss deadline per guarded write", () =>
+    Effect.gen(function*() {
+      const server = yield* prepare(18)
+      const scope = yield* Scope.make()
+      // the default timing: every guarded write waits up to the 5 s loss deadline for the stream's write lock
+      const defaults = { heartbeatInterval: "1 second", lossDeadline: "5 seconds", serverReleaseBound: "10 seconds", safetyMargin: "2 seconds", acquireInterval: "500 millis" } as const
+      const a = yield* Scope.provide(scope)(startConsumer("a", server.url, { ownership: defaults, delivery: { advanceInterval: "1 hour", saveInterval: "1 hour" } }))
+      yield* eventually(slotOf(a), 20_000, "the slot")
+      yield* eventually(Effect.map(server.query("SELECT 1 FROM pg_replication_slots WHERE temporary AND active"), (r) => (r.length > 0 ? true : undefined)), 20_000, "streaming")
+      yield* insertEach(server, 1, 3)
+      yield* delivered(a, 3, "rows 1-3")
+      // another session holds the stream's write lock, as a guarded write that does not end would
+      const writeLock = StreamId.identity("postgres", "orders").writeLock
+      const holder = new pg.Client({ connectionString: server.url })
+      yield* Effect.promise(async () => {
+        await holder.connect()
+        await holder.query("BEGIN")
+        await holder.query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [writeLock.namespace, writeLock.key])
+      })
+      const started = performance.now()
+      yield* Scope.close(scope, Exit.void)
+      const stoppedMs = performance.now() - started
+      yield* Effect.promise(() => holder.query("ROLLBACK").then(() => holder.end()))
+      // 2 s for the last save and 1.5 s for the last advance at most; before, each waited the 5 s lock timeout
+      assert.isBelow(stoppedMs, 4500)
+      // what the last save could not write is delivered again by the next owner: nothing is lost
+      const b = yield* startConsumer("b", server.url)
+      yield* delivered(b, 3, "rows 1-3 again")
+      assert.deepStrictEqual(b.ids(), [1, 2, 3])
     }))
 })

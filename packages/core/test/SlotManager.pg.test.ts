@@ -6,6 +6,7 @@ import * as Lsn from "../src/Lsn.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as SlotInspector from "../src/slot/SlotInspector.ts"
 import * as SlotManager from "../src/slot/SlotManager.ts"
+import * as StreamId from "../src/StreamId.ts"
 import { eventually, fastTiming } from "./ownership-helpers.ts"
 
 const slotOptions = { streamId: "orders", slotPrefix: "slotkeeper_orders", schema: "slotkeeper", advanceInterval: "100 millis", healthInterval: "200 millis" } as const
@@ -56,6 +57,42 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       yield* Ref.set(acked, { lsn: second, slotName: "slotkeeper_orders_1" })
       yield* Fiber.interrupt(run)
       assert.strictEqual(yield* confirmed, second - 64n)
+    }))
+
+  it.live("stopping is bounded: a last advance that cannot finish within finalAdvanceTimeout is left to the next owner", () =>
+    Effect.gen(function*() {
+      // default timing: the guard waits up to the 5 s loss deadline for the stream's write lock
+      const server = yield* PgCluster.make({ major: 18 })
+      yield* server.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const stream = yield* StreamOwnership.make({ streamId: "orders", instanceId: "a", url: Redacted.make(server.url), mode: "advisory" })
+      const acked = yield* Ref.make<SlotManager.Acknowledged | undefined>(undefined)
+      const state = yield* SlotManager.makeState
+      const confirmed = Effect.map(SlotInspector.inspect(stream.sql, "slotkeeper_orders_1"), (o) => o.row?.confirmedFlush)
+      const run = yield* Effect.forkChild(stream.supervisor.run(SlotManager.run({ ...slotOptions, advanceInterval: "1 hour", sql: stream.sql, acknowledged: Ref.get(acked) }, state)), { startImmediately: true })
+      yield* eventually(SubscriptionRef.get(state.slot), 10_000, "the slot")
+      const before = (yield* confirmed)!
+      yield* server.query("INSERT INTO items VALUES (1, 'acknowledged')")
+      const [row] = yield* server.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")
+      yield* Ref.set(acked, { lsn: Lsn.parseUnsafe(row!.lsn), slotName: "slotkeeper_orders_1" })
+      // another session holds the stream's write lock (as a guarded write that hangs would)
+      const writeLock = StreamId.identity("postgres", "orders").writeLock
+      const holder = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const client = new pg.Client({ connectionString: server.url })
+          await client.connect()
+          await client.query("BEGIN")
+          await client.query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [writeLock.namespace, writeLock.key])
+          return client
+        }),
+        (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end(), () => client.end()))
+      )
+      const started = performance.now()
+      yield* Fiber.interrupt(run)
+      const stoppedMs = performance.now() - started
+      // finalAdvanceTimeout (1 s) and its 0.5 s margin, not the guard's 5 s lock timeout; the slot stays for the next owner
+      assert.isBelow(stoppedMs, 4000)
+      assert.strictEqual(yield* confirmed, before)
+      yield* Effect.promise(() => holder.query("ROLLBACK"))
     }))
 
   it.live("policy fail: an invalidated slot fails the owned work with what was lost and what to do", () =>

@@ -186,7 +186,7 @@ export const make = (
         stopping.requested = true
         yield* Effect.sync(() => work.interruptUnsafe())
         if (!(yield* Bounded.awaitAtMost(work, config.lossDeadlineMs))) {
-          yield* Effect.logWarning(`stream ${config.streamId}: the owned work did not stop within ${config.lossDeadlineMs} ms (a query stuck on a dead connection); leaving it to end in the background`)
+          yield* Effect.logWarning(`stream ${config.streamId}: the owned work did not stop within ${config.lossDeadlineMs} ms (a query that does not answer: a dead connection, or a statement the server did not cancel); leaving it to end in the background`)
         }
       })
 

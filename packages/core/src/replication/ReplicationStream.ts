@@ -4,7 +4,7 @@
  * durable position saved and reported back.
  *
  * Open it inside the owned scope (with `Ownership` the checkpoint saves are guarded); closing the scope ends the
- * connection, after a last save of what was acknowledged.
+ * connection, after a last save of what was acknowledged (bounded by `finalSaveTimeout`).
  *
  * **What it guarantees**
  * - Resume checks first (`Resume.decide`): the slot exists, is valid, is the incarnation the durable position belongs
@@ -86,6 +86,12 @@ export interface ReplicationStreamOptions {
   readonly checkpoint: CheckpointStoreService
   /** How often acknowledgements are saved and reported (default 1 s). */
   readonly saveInterval?: Duration.Input
+  /**
+   * How long the last save, when the connection closes, may take (default 2 seconds). A save is a guarded write: it
+   * waits for the stream's write lock, up to the loss deadline, and a stop that waited that long for it would hold the
+   * process (and a successor) back. What it does not save is delivered again by the next owner (at least once).
+   */
+  readonly finalSaveTimeout?: Duration.Input
   /** Status updates at least this often, well within `wal_sender_timeout` (default 10 s). */
   readonly statusInterval?: Duration.Input
   /** Heartbeat message after this long without receiving anything (default 30 s). */
@@ -442,7 +448,13 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const every = (interval: Duration.Input, effect: Effect.Effect<void, CheckpointError | OwnershipLost | LockBackendError>, what: string) =>
       Effect.forkScoped(Rounds.every(interval, effect, `stream ${options.streamId}: ${what}`))
     // One last save when the connection closes (shutdown or handover), while the guard may still prove ownership.
-    yield* Effect.addFinalizer(() => Effect.ignore(Effect.andThen(save, Effect.sync(() => sendStatus()))))
+    // Bounded (see `finalSaveTimeout`): a save still waiting then is cancelled, and the next owner resumes from the last one.
+    const finalSaveTimeout = Duration.fromInputUnsafe(options.finalSaveTimeout ?? "2 seconds")
+    yield* Effect.addFinalizer(() =>
+      Effect.ignore(Effect.timeoutOption(Effect.andThen(save, Effect.sync(() => sendStatus())), finalSaveTimeout).pipe(
+        Effect.tap((done) => done._tag === "None" ? Effect.logWarning(`stream ${options.streamId}: the last checkpoint save did not finish within ` +
+          `${Duration.format(finalSaveTimeout)} (the stream's write lock is held); the next owner delivers again from the last save`) : Effect.void)
+      )))
     yield* every(options.saveInterval ?? "1 second", save, "saving the checkpoint")
     // Status updates on a timer of their own, at most a third of the server's wal_sender_timeout apart: while a slow
     // consumer keeps the queue full the socket is not read, so the server's keepalive requests wait unanswered, and

@@ -10,6 +10,9 @@
  * - The slot is advanced only through `PersistentSlot.advance` (guarded), on a timer and once more when it stops, to
  *   `AdvanceTarget.target` of the acknowledged position: never backwards, never past what was acknowledged, keeping
  *   the resumable window — and only by acknowledgements of the current slot (an acknowledgement carries its slot).
+ * - Stopping is bounded: the last advance gets `finalAdvanceTimeout` (default 1 second), on the server and here, and
+ *   what it does not reach is left to the next owner — a slot behind the durable position only costs that owner some
+ *   decoding it skips (`Resume`), while a stop that waits on a long advance holds the process (and a successor) back.
  * - Its health is polled on a timer into `status`; warnings are logged when they appear.
  * - A failover slot (PostgreSQL 17+) *settles* first: a standby's synchronized copy becomes usable only once the slot
  *   has moved past where that standby started, which on a quiet stream would wait for the next idle save (up to a
@@ -64,6 +67,8 @@ export interface SlotManagerOptions extends PersistentSlot.PersistentSlotOptions
    * transaction keeps the slot's restart_lsn back, and every step then decodes from there.
    */
   readonly advanceTimeout?: Duration.Input
+  /** How long the last advance, when the manager stops, may take (default 1 second): see the module comment. */
+  readonly finalAdvanceTimeout?: Duration.Input
   readonly healthInterval?: Duration.Input
   readonly thresholds?: Partial<Health.Thresholds>
   /** What to do when the slot is invalidated or gone (default `fail`). */
@@ -224,7 +229,9 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     let stepBytes = firstStepBytes
     const advanceTimeout = Duration.fromInputUnsafe(options.advanceTimeout ?? "1 minute")
     const serverVersion = (yield* SlotInspector.inspect(sql, initial.slotName).pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))).serverVersion
-    const advanceOnce = Effect.gen(function*() {
+    const finalAdvanceMs = Duration.toMillis(Duration.fromInputUnsafe(options.finalAdvanceTimeout ?? "1 second"))
+    /** One advance to the acknowledged position; `final` (the manager stops): every step bounded by `finalAdvanceMs`. */
+    const advanceOnce = (final: boolean) => Effect.gen(function*() {
       if (options.slotMode === "persistent") return
       const acknowledged = yield* options.acknowledged
       const slot = (yield* SubscriptionRef.get(state.slot))!
@@ -248,10 +255,13 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       let at = current
       while (at < target) {
         const to = target - at > stepBytes ? at + stepBytes : target
-        const step = yield* Effect.exit(PersistentSlot.advance(own, sql, slot.slotName, to))
+        const step = yield* Effect.exit(PersistentSlot.advance(own, sql, slot.slotName, to, final ? { timeoutMs: finalAdvanceMs, serverVersion } : undefined))
         if (step._tag === "Failure") {
           const error = Cause.squash(step.cause)
           if (!(error instanceof PersistentSlot.SlotError && error.reason === "Timeout")) return yield* Effect.failCause(step.cause)
+          // stopping: what is left is the next owner's (no longer step here)
+          if (final) return yield* Effect.logDebug(`stream ${options.streamId}: the last advance of ${slot.slotName} did not finish within ` +
+            `${finalAdvanceMs} ms; left at ${formatLsn(at)} for the next owner`)
           if (stepBytes > smallestStepBytes) stepBytes /= 2n
           yield* Effect.logDebug(`stream ${options.streamId}: advancing ${slot.slotName} by one step took longer than the guard's deadline; ` +
             `done again with ${Duration.format(advanceTimeout)}, and steps of ${stepBytes} bytes from now on`)
@@ -263,7 +273,9 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     })
 
     // One last advance when the manager stops (shutdown or handover), while the guard may still prove ownership.
-    yield* Effect.addFinalizer(() => Effect.ignore(advanceOnce))
+    // Bounded twice: each step's statement_timeout on the server, and the whole here (a query the server has not
+    // answered is cancelled), so that a stop never waits on it longer than `finalAdvanceTimeout` and a margin.
+    yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeoutOption(advanceOnce(true), Duration.millis(finalAdvanceMs + 500))))
 
     // Settling a failover slot (see the module comment): until the standbys given say their copy is sync-ready, or
     // for a minute when none is given.
@@ -318,7 +330,7 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
     yield* checkHealth.pipe(Effect.retry({ while: isTransient, schedule: transientRetry }))
     return yield* Effect.all([
       Rounds.every(options.healthInterval ?? "10 seconds", checkHealth, `stream ${options.streamId}: checking the slot`, isTransient),
-      Rounds.every(options.advanceInterval ?? "1 second", advanceOnce, `stream ${options.streamId}: advancing the slot`, isTransient),
+      Rounds.every(options.advanceInterval ?? "1 second", advanceOnce(false), `stream ${options.streamId}: advancing the slot`, isTransient),
       settle
     ], { concurrency: "unbounded" }).pipe(Effect.andThen(Effect.never))
   }).pipe(Effect.scoped)
