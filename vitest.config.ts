@@ -1,7 +1,10 @@
 import { defineConfig } from "vitest/config"
-import projects from "./vitest.workspace.ts"
+import projects, { sources } from "./vitest.workspace.ts"
 
 export default defineConfig({
+  // Inside the workspace the packages resolve to their TypeScript sources (their `source` export condition, which the
+  // toolchain also gives Node for every process it starts); installed, they resolve to their built `dist/`.
+  resolve: { alias: sources },
   test: {
     projects,
     // Starts every run with orphaned servers of killed earlier runs reaped, and fails the run if any server or

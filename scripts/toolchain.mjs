@@ -25,6 +25,7 @@ const MINIMUM = [22, 19, 0] // keep in sync with "engines" in package.json
 const usage = `usage: node scripts/toolchain.mjs <command> [args...]
   test [vitest args]     install what is missing, then run the whole test suite (vitest run)
   typecheck              tsc --noEmit over the workspace (strict)
+  build                  each published package's dist/ (ESM JavaScript, .d.ts, source maps)
   cli [args]             the slotkeeper command line (packages/cli)
   run <file.ts> [args]   run a TypeScript file with a suitable Node
   node-path              print the path of the Node binary that would be used`
@@ -75,8 +76,17 @@ const ensureNode = () => {
   return localNode
 }
 
-/** Environment whose PATH starts with the chosen Node, so npm and every script it runs use it. */
-const envFor = (nodeBin) => ({ ...process.env, PATH: `${dirname(nodeBin)}:${process.env.PATH ?? ""}` })
+/**
+ * Environment whose PATH starts with the chosen Node, so npm and every script it runs use it; and whose NODE_OPTIONS
+ * select the packages' `source` export condition: inside this workspace `@slotkeeper/*` resolve to their TypeScript
+ * sources (run with Node's type stripping), while an installed package resolves to its built `dist/`.
+ */
+const withSource = (options) => (options.split(/\s+/).includes("--conditions=source") ? options : `${options} --conditions=source`.trim())
+const envFor = (nodeBin) => ({
+  ...process.env,
+  PATH: `${dirname(nodeBin)}:${process.env.PATH ?? ""}`,
+  NODE_OPTIONS: withSource(process.env.NODE_OPTIONS ?? "")
+})
 
 const ensureDependencies = (nodeBin) => {
   const lockPath = join(root, "package-lock.json")
@@ -115,6 +125,16 @@ switch (command) {
     const nodeBin = ensureNode()
     ensureDependencies(nodeBin)
     exec(nodeBin, [join(root, "node_modules", "typescript", "bin", "tsc"), "--noEmit", "-p", join(root, "tsconfig.json"), ...rest])
+    break
+  }
+  case "build": {
+    const nodeBin = ensureNode()
+    ensureDependencies(nodeBin)
+    const tsc = join(root, "node_modules", "typescript", "bin", "tsc")
+    for (const pkg of ["testkit", "core", "cli"]) {
+      const r = spawnSync(nodeBin, [tsc, "-p", join(root, "packages", pkg, "tsconfig.build.json")], { stdio: "inherit", env: envFor(nodeBin) })
+      if (r.status !== 0) fail(`building packages/${pkg} failed (tsc exited ${r.status})`)
+    }
     break
   }
   case "cli": {

@@ -9,7 +9,7 @@
  * stderr (`Logging`: text, logfmt or JSON); stdout carries only data.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Command } from "effect/cli"
+import { CliOutput, Command } from "effect/cli"
 import { Cause, Console, Effect, Exit, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
@@ -44,23 +44,53 @@ const fatal = (cause: Cause.Cause<unknown>): string => {
   return `internal error: ${message.split("\n")[0]} (exit 1; a bug: SLOTKEEPER_LOG_LEVEL=debug shows where)`
 }
 
-const logging = Logging.fromEnv(process.env)
+/**
+ * Usage errors on stderr, stdout keeping only data: an unknown or bad flag is one line naming it, with a hint to
+ * `--help`; help shown because no command was given goes to stderr too. Asked-for help and `--version` stay on stdout.
+ */
+const presenter = CliOutput.layerPresenter({
+  present: (event) => {
+    if (event._tag === "InvalidInvocation") {
+      const what = event.errors.map((e) =>
+        e._tag === "UnrecognizedOption"
+          ? `unknown flag ${e.option}${e.suggestions.length > 0 ? ` (did you mean ${e.suggestions.join(" or ")}?)` : ""}`
+          : e.message.split("\n").map((l) => l.trim()).filter((l) => l.length > 0).join(" ")
+      ).join("; ")
+      return Console.error(`slotkeeper: ${Redact.text(what)} (see: ${event.commandPath.join(" ")} --help)`)
+    }
+    if (event._tag === "Help" && event.reason === "Implicit") {
+      return Effect.gen(function*() {
+        const formatter = yield* CliOutput.Formatter
+        yield* Console.error(formatter.formatHelpDoc(event.helpDoc))
+      })
+    }
+    return CliOutput.defaultPresenter.present(event)
+  }
+})
 
-const main = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.run({ version }), Effect.provide(logging))
-
-main.pipe(
-  Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
-  // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
-  Effect.tapCause((cause) =>
-    Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
-      // where it came from, for a bug report: only when asked for (the last line stays the one-line explanation)
-      process.env.SLOTKEEPER_LOG_LEVEL === "debug" ? Console.error(Redact.text(Cause.pretty(cause))) : Effect.void,
-      Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`)
-    )),
-  Effect.provide(NodeServices.layer),
-  // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
-  NodeRuntime.runMain({
-    disableErrorReporting: true,
-    teardown: (exit, onExit) => (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit))
-  })
-)
+/**
+ * Runs the command line with `process.argv` until it ends, then exits the process with its code (see the exit codes
+ * above). The `slotkeeper` binary calls it; importing this module runs nothing.
+ */
+export const main = (): void => {
+  const logging = Logging.fromEnv(process.env)
+  const program = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.run({ version }), Effect.provide(logging))
+  program.pipe(
+    Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
+    // a usage error (said by the presenter above): exit 2, like every other bad input
+    Effect.catchTag("ShowHelp", () => Effect.sync(() => process.exit(2))),
+    // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1
+    Effect.tapCause((cause) =>
+      Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
+        // where it came from, for a bug report: only when asked for (the last line stays the one-line explanation)
+        process.env.SLOTKEEPER_LOG_LEVEL === "debug" ? Console.error(Redact.text(Cause.pretty(cause))) : Effect.void,
+        Console.error(`slotkeeper: ${Redact.text(fatal(cause))}`)
+      )),
+    Effect.provide([NodeServices.layer, presenter]),
+    // SIGTERM/SIGINT interrupt the command, which drains and releases ownership: that is a graceful stop, exit 0
+    NodeRuntime.runMain({
+      disableErrorReporting: true,
+      teardown: (exit, onExit) => (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit))
+    })
+  )
+}

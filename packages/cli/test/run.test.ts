@@ -33,7 +33,9 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         [["--table", "t", "--loss-deadline", "soon", "--database-url", unreachable], /--loss-deadline: "soon" is not a positive duration/],
         [["--table", "t", "--loss-deadline", "9s", "--database-url", unreachable], /--server-release-bound: .*must not exceed/],
         [["--table", "t", "--on-sink-rejected", "retry", "--database-url", unreachable], /--on-sink-rejected: "retry": use fail or skip/],
-        [["--config", "/nonexistent/slotkeeper.json", "--database-url", unreachable], /--config: cannot read \/nonexistent\/slotkeeper\.json/]
+        [["--config", "/nonexistent/slotkeeper.json", "--database-url", unreachable], /--config: cannot read \/nonexistent\/slotkeeper\.json/],
+        // an unknown flag: one line naming it and where the flags are listed (nothing on stdout, which carries data)
+        [["--table", "t", "--databse-url", unreachable], /^slotkeeper: unknown flag --databse-url \(did you mean --database-url\?\) \(see: slotkeeper run --help\)\n$/]
       ]
       for (const [args, message] of cases) {
         const r = yield* Effect.scoped(Effect.gen(function*() {
