@@ -92,7 +92,8 @@ const ensureDependencies = (nodeBin) => {
   const lockPath = join(root, "package-lock.json")
   const hash = createHash("sha256")
   hash.update(existsSync(lockPath) ? readFileSync(lockPath) : "no lock file")
-  hash.update(nodeBin === process.execPath ? process.version : PINNED_NODE)
+  // the same string whichever Node runs this file (the system one that found the local Node 24, or that Node 24 itself)
+  hash.update(nodeBin === process.execPath ? process.version : `v${PINNED_NODE}`)
   const want = hash.digest("hex")
   const marker = join(root, "node_modules", ".slotkeeper-deps")
   if (existsSync(marker) && readFileSync(marker, "utf8").trim() === want) return
