@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { chmodSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -8,7 +8,8 @@ import { PgConnection } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import packageJson from "../package.json" with { type: "json" }
-import { freePort } from "./cli-helpers.ts"
+import { EmbeddedPostgres, ServerUser } from "@slotkeeper/testkit"
+import { freePort, start, until } from "./cli-helpers.ts"
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "slotkeeper.js")
 const cli = (...args: Array<string>) => spawnSync(process.execPath, [bin, ...args], { encoding: "utf8" })
@@ -120,5 +121,25 @@ describe("slotkeeper embedded", () => {
       const failed = yield* Effect.flip(Effect.scoped(startEmbedded(dir, port)))
       assert.match(failed.message, new RegExp(`port ${port}`))
       assert.match(failed.message, /Address already in use|could not bind/)
+    }))
+})
+
+describe("slotkeeper run with the embedded PostgreSQL (no --database-url)", () => {
+  it.live("started as root from a private (0700) folder, as npm start in a mktemp -d clone: the server's data goes where its user can reach it, and the demo table's changes arrive", () =>
+    Effect.gen(function*() {
+      // a private folder above the embedded one: PostgreSQL's unprivileged user cannot pass it
+      const { dir: parent, port } = yield* folderAndPort
+      chmodSync(parent, 0o700)
+      const dir = join(parent, ".slotkeeper", "postgres-18")
+      const user = yield* ServerUser.resolve
+      const used = EmbeddedPostgres.folderFor(dir, user)
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(used, { recursive: true, force: true })))
+      if (user.kind === "switched") assert.notStrictEqual(used, dir)
+      const r = yield* start(["--stream-id", "demo"], { SLOTKEEPER_EMBEDDED_DIR: dir, SLOTKEEPER_EMBEDDED_PORT: String(port) })
+      const line = yield* until(() => r.lines.find((l) => l.type === "change"), 60_000, "a change line from the demo table")
+      assert.strictEqual(line.table, "ticks")
+      if (user.kind === "switched") assert.include(r.stderr(), `the embedded server's data is kept in ${used}`)
+      r.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => r.exited), 0)
     }))
 })

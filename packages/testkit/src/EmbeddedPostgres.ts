@@ -15,9 +15,16 @@
  * the next start would find the folder locked. So a server still running *from this folder's data* — its
  * `postmaster.pid` names a live `postgres` process of that data directory — is stopped first (fast shutdown), and
  * that is said in the log. A stale `postmaster.pid` of a dead process PostgreSQL handles by itself.
+ *
+ * Started as root, the server runs as an unprivileged user (`ServerUser`), who must reach the folder: a folder under
+ * a private one (a clone in a `mktemp -d` folder, a home folder of mode 0700) cannot be handed over without opening
+ * what is above it. Then the server's folder is kept under `/var/tmp` instead, named after the folder asked for (so
+ * the data is the same at the next start), and the log says where.
  */
+import { spawnSync } from "node:child_process"
+import { createHash } from "node:crypto"
 import { existsSync, readFileSync } from "node:fs"
-import { join, resolve } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { Effect, type Scope } from "effect"
 import * as PgBinaries from "./PgBinaries.ts"
 import * as PgServer from "./PgServer.ts"
@@ -60,19 +67,39 @@ const stopLeftover = (dataDir: string) =>
     for (let waited = 0; alive(pid) && waited < 30_000; waited += 50) yield* Effect.sleep("50 millis")
   })
 
+/** Whether `user` can reach `dir` (search permission on every folder down to its nearest existing ancestor). */
+const reachable = (dir: string, user: ServerUser.ServerUser): boolean => {
+  if (user.kind === "self") return true
+  let at = dir
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at)
+  // `test -x` as that user: resolving the path needs search permission on each folder above it, too
+  return spawnSync("test", ["-x", at], { uid: user.uid, gid: user.gid, stdio: "ignore" }).status === 0
+}
+
+/** The folder the server uses for `dir`: `dir`, or one `user` can reach (see the module comment). */
+export const folderFor = (dir: string, user: ServerUser.ServerUser): string =>
+  reachable(dirname(resolve(dir)), user)
+    ? resolve(dir)
+    : join("/var/tmp", `slotkeeper-embedded-${createHash("sha256").update(resolve(dir)).digest("hex").slice(0, 16)}`)
+
 /** Starts (initialising on first use) the embedded server; stops it cleanly when the scope closes. */
 export const make = (
   options: EmbeddedPostgresOptions
 ): Effect.Effect<PgServer.PgServer, PgBinaries.PgBinariesError | PgServer.PgServerError | ServerUser.ServerUserError, Scope.Scope> =>
   Effect.gen(function*() {
-    yield* stopLeftover(join(resolve(options.dir), "data"))
     const user = yield* ServerUser.resolve
+    const baseDir = folderFor(options.dir, user)
+    if (baseDir !== resolve(options.dir)) {
+      yield* Effect.logWarning(`running as root: ${user.name}, who runs PostgreSQL, cannot reach ${resolve(options.dir)} (a folder above it is private); ` +
+        `the embedded server's data is kept in ${baseDir} instead`)
+    }
+    yield* stopLeftover(join(baseDir, "data"))
     const install = yield* PgBinaries.find(options.major ?? 18).pipe(Effect.flatMap((found) => PgBinaries.reachableFor(found, user)))
     return yield* PgServer.make({
       name: "embedded",
       install,
       user,
-      baseDir: resolve(options.dir),
+      baseDir,
       removeOnClose: false,
       port: options.port,
       initdb: true

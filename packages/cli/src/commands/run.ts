@@ -104,7 +104,13 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   let url = config.databaseUrl
   let tables = config.tables
   if (url === undefined) {
-    const pg = yield* EmbeddedPostgres.make({ dir: ".slotkeeper/postgres-18", port: EmbeddedPostgres.defaultPort })
+    // the same folder and port as `slotkeeper embedded` (its environment variables)
+    const dir = yield* Config.String("SLOTKEEPER_EMBEDDED_DIR").pipe(Config.withDefault(".slotkeeper/postgres-18"))
+    const port = yield* Config.Port("SLOTKEEPER_EMBEDDED_PORT").pipe(
+      Config.withDefault(EmbeddedPostgres.defaultPort),
+      Effect.mapError(() => new RunConfig.ConfigInvalid({ option: "SLOTKEEPER_EMBEDDED_PORT", message: `SLOTKEEPER_EMBEDDED_PORT: not a TCP port: use 1..65535` }))
+    )
+    const pg = yield* EmbeddedPostgres.make({ dir, port })
     url = pg.url
     yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(url)}`)
     if (tables.length === 0) {
