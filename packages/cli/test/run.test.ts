@@ -51,6 +51,72 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       }
     }))
 
+  it.live("bad input found on the server (tables, columns, filters, replica identity, privileges, settings) exits 2 with the fix and leaves the catalog exactly as it was", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      yield* pg.query("INSERT INTO items VALUES (1, 'one')")
+      yield* pg.query("CREATE TABLE nokey (a int, b text)")
+      // a role that may log in and replicate, but owns none of the tables; and one that owns a table but may not replicate
+      yield* pg.query("CREATE ROLE sk LOGIN REPLICATION")
+      yield* pg.query("GRANT CREATE ON DATABASE postgres TO sk")
+      yield* pg.query("CREATE ROLE plain LOGIN")
+      yield* pg.query("GRANT CREATE ON DATABASE postgres TO plain")
+      yield* pg.query("CREATE TABLE owned_by_plain (id int PRIMARY KEY)")
+      yield* pg.query("ALTER TABLE owned_by_plain OWNER TO plain")
+      // everything a run could create or change: schemas, relations with their replica identity, publications, slots, rows, epochs
+      const catalog = (server: typeof pg) => Effect.map(server.query<{ c: string }>(`SELECT json_build_object(
+          'schemas', (SELECT json_agg(nspname ORDER BY nspname) FROM pg_namespace),
+          'relations', (SELECT json_agg(concat(c.oid::regclass::text, ' ', c.relkind::text, c.relreplident::text) ORDER BY c.oid) FROM pg_class c
+                         WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, 'pg_toast'::regnamespace)),
+          'publications', (SELECT json_agg(pubname ORDER BY pubname) FROM pg_publication),
+          'publication_tables', (SELECT count(*) FROM pg_publication_rel),
+          'slots', (SELECT json_agg(slot_name ORDER BY slot_name) FROM pg_replication_slots),
+          'rows', (SELECT json_agg(i ORDER BY i.id) FROM items i),
+          'advisory_locks', (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'))::text AS c`), ([r]) => r!.c)
+      const before = yield* catalog(pg)
+      assert.include(before, "items", before)
+      const as = (user: string) => pg.urlWith({ user })
+      const cases: Array<[Array<string>, RegExp]> = [
+        [["--table", "nosuch"], /^slotkeeper: --table: subscription "public\.nosuch" \(table public\.nosuch\): no such table/],
+        [["--table", "\"Items\""], /--table: .*public\.Items.*no such table \(names are exact: check the schema, the table name and its case\)/],
+        [["--table", "items (id, nope)"], /--table: .*no column "nope" \(it has id, body\)/],
+        [["--table", "items WHERE nosuchcolumn > 0"], /--table: .*PostgreSQL refuses it: .*nosuchcolumn/],
+        [["--table", "nokey"], /--table: .*no replica identity .*refuses UPDATE and DELETE.*Add a primary key/],
+        [["--table", "items WHERE body = 'x'"], /--table: .*the row filter uses body, which the replica identity \(id\) does not cover/],
+        [["--table", "items (body)"], /--table: .*the column list leaves out the replica identity column\(s\) id/],
+        [["--table", "items", "--table", "nosuch"], /--table: .*public\.nosuch.*no such table/],
+        [["--table", "owned_by_plain", "--database-url", as("sk")], /--table: .*owned by plain; adding a table to a publication requires owning it/],
+        [["--table", "owned_by_plain", "--database-url", as("plain")], /^slotkeeper: --database-url: role: role plain lacks REPLICATION: as an administrator, ALTER ROLE "plain" REPLICATION$/],
+        [["--table", "items", "--lock", "mutex"], /--lock: "mutex": use advisory or lease/]
+      ]
+      for (const [args, message] of cases) {
+        const r = yield* Effect.scoped(Effect.gen(function*() {
+          const running = yield* start(args.includes("--database-url") ? [...args, "--instance-id", "a"] : ["--database-url", pg.url, ...args, "--instance-id", "a"])
+          const code = yield* Effect.promise(() => running.exited).pipe(
+            Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error(`${args.join(" ")}: still running after 30 s: ${running.stderr()}`)) })
+          )
+          return { code, stderr: running.stderr(), stdout: running.lines }
+        }))
+        const last = r.stderr.trim().split("\n").at(-1)!
+        assert.strictEqual(r.code, 2, `${args.join(" ")}: ${r.stderr}`)
+        assert.match(last, message, args.join(" "))
+        assert.deepStrictEqual(r.stdout, [])
+        assert.strictEqual(yield* catalog(pg), before, `${args.join(" ")} changed the catalog`)
+      }
+      // a server that cannot carry a stream at all: wal_level below logical
+      const replica = yield* PgCluster.make({ major: 18, settings: { wal_level: "replica" } })
+      yield* replica.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
+      const unchanged = yield* catalog(replica)
+      const r = yield* Effect.scoped(Effect.gen(function*() {
+        const running = yield* start(["--database-url", replica.url, "--table", "items"])
+        return { code: yield* Effect.promise(() => running.exited), stderr: running.stderr() }
+      }))
+      assert.strictEqual(r.code, 2, r.stderr)
+      assert.match(r.stderr.trim().split("\n").at(-1)!, /^slotkeeper: --database-url: wal_level: wal_level is replica: ALTER SYSTEM SET wal_level = logical, then restart the server$/)
+      assert.strictEqual(yield* catalog(replica), unchanged)
+    }))
+
   it.live("a server that overrides the lock session's idle_session_timeout (the release bound would not hold): exit 2 with the fix, nothing created", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })

@@ -7,11 +7,29 @@
  * the publication; each configured table (exists, may be published by this role, has a replica identity when updates
  * and deletes are published); the server version for the lock mode; and, on 17+, failover readiness of the stream's
  * slot (`FailoverCheck.primary`).
+ *
+ * `admit` is the part of it a stream must pass before it changes anything (`slotkeeper run` calls it before it
+ * competes for ownership, so bad input leaves the database exactly as it was):
+ *
+ * **Details**
+ * - The server checks that only a configuration change fixes (standby, version for the lock mode, `wal_level`,
+ *   REPLICATION, CREATE) refuse with `PreflightRefused`. Slot and wal sender headroom do not: they depend on other
+ *   sessions (a rolling deploy's previous owner holds a temporary slot until it stops) and are only logged.
+ * - Every subscription is checked lexically (`Subscription.check`), then by PostgreSQL itself (`Validation`: the
+ *   table exists and may be published, the columns exist, the filter means something, the application's UPDATE and
+ *   DELETE keep working), in transactions that are always rolled back.
+ *
+ * **Gotchas**
+ * - Admission is a check at one moment: a table dropped after it is still a typed error later (the publication's
+ *   own validation runs again inside the owner's guarded transaction).
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
+import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "./internal/sqlError.ts"
 import * as PublicationCatalog from "./publication/PublicationCatalog.ts"
+import * as Subscription from "./publication/Subscription.ts"
+import * as Validation from "./publication/Validation.ts"
 import * as FailoverCheck from "./slot/FailoverCheck.ts"
 
 export interface Check {
@@ -19,6 +37,8 @@ export interface Check {
   readonly level: "ok" | "warn" | "error" | "info"
   /** What was found, and — when it is not ok — what to change. */
   readonly message: string
+  /** Depends on other sessions, not on the configuration (slot and wal sender headroom): `admit` only logs it. */
+  readonly transient?: boolean
 }
 
 export interface PreflightOptions {
@@ -29,10 +49,17 @@ export interface PreflightOptions {
   readonly publication: string
 }
 
+/** Every check; a server that cannot be queried is one failed check, `connect`. */
 export const run = (sql: SqlClient, options: PreflightOptions): Effect.Effect<ReadonlyArray<Check>> =>
+  inspect(sql, options).pipe(
+    Effect.catchTag("SqlError", (e) => Effect.succeed([{ name: "connect", level: "error", message: `cannot query the server: ${SqlErrors.describe(e)}` }] as const))
+  )
+
+const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<ReadonlyArray<Check>, SqlError> =>
   Effect.gen(function*() {
     const checks: Array<Check> = []
-    const add = (name: string, level: Check["level"], message: string) => void checks.push({ name, level, message })
+    const add = (name: string, level: Check["level"], message: string, transient?: boolean) =>
+      void checks.push(transient === true ? { name, level, message, transient } : { name, level, message })
     const [s] = yield* sql.unsafe<{
       v: number; wal_level: string; max_slots: number; used_slots: number; max_senders: number; senders: number
       role: string; replication: boolean; superuser: boolean; can_create: boolean; publication_exists: boolean; recovery: boolean
@@ -55,11 +82,11 @@ export const run = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Re
     const freeSlots = s.max_slots - s.used_slots
     add("replication slots", freeSlots >= 2 ? "ok" : "error", freeSlots >= 2
       ? `${s.used_slots} of ${s.max_slots} used`
-      : `${s.used_slots} of ${s.max_slots} slots used: slotkeeper needs 2 (its slot and a temporary copy per connection); raise max_replication_slots (restart) or drop unused slots`)
+      : `${s.used_slots} of ${s.max_slots} slots used: slotkeeper needs 2 (its slot and a temporary copy per connection); raise max_replication_slots (restart) or drop unused slots`, true)
     const freeSenders = s.max_senders - s.senders
     add("wal senders", freeSenders >= 1 ? "ok" : "error", freeSenders >= 1
       ? `${s.senders} of ${s.max_senders} in use`
-      : `all ${s.max_senders} wal senders are in use: raise max_wal_senders (restart)`)
+      : `all ${s.max_senders} wal senders are in use: raise max_wal_senders (restart)`, true)
     add("role", s.replication || s.superuser ? "ok" : "error", s.replication || s.superuser
       ? `${s.role}${s.superuser ? " (superuser)" : " (REPLICATION)"}`
       : `role ${s.role} lacks REPLICATION: as an administrator, ALTER ROLE "${s.role.replaceAll("\"", "\"\"")}" REPLICATION`)
@@ -81,6 +108,44 @@ export const run = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Re
       if (report !== undefined && report.findings.length === 0) add("failover", "ok", `slot ${options.slotName} is a failover slot and the standbys in synchronized_standby_slots are active`)
     } else if (s.v < 170000) add("failover", "info", `PostgreSQL ${s.v} has no failover slots (17+): a standby cannot carry the stream's slot`)
     return checks
-  }).pipe(
-    Effect.catchTag("SqlError", (e) => Effect.succeed([{ name: "connect", level: "error", message: `cannot query the server: ${SqlErrors.describe(e)}` }] as const))
-  )
+  })
+
+/** A server that cannot carry the stream as configured: `check` names the check, `message` what to change. */
+export class PreflightRefused extends Schema.TaggedError<PreflightRefused>()("PreflightRefused", {
+  check: Schema.String,
+  message: Schema.String
+}) {}
+
+export interface AdmitOptions {
+  readonly subscriptions: ReadonlyArray<Subscription.Subscription>
+  readonly lock: "advisory" | "lease"
+  readonly publication: string
+  /** What the publication will publish (default: insert, update, delete, truncate), for the replica-identity checks. */
+  readonly publishes?: Validation.ValidationOptions["publishes"]
+  readonly lockTimeoutMs?: number
+}
+
+/**
+ * Everything a stream needs from the server and its tables, checked before anything is changed; the subscriptions as
+ * PostgreSQL validated them. See the module's summary.
+ */
+export const admit = (sql: SqlClient, options: AdmitOptions): Effect.Effect<
+  ReadonlyArray<Validation.Validated>,
+  PreflightRefused | Subscription.SubscriptionInvalid | PublicationCatalog.PublicationError | SqlError
+> =>
+  Effect.gen(function*() {
+    const checks = yield* inspect(sql, { tables: [], lock: options.lock, slotName: undefined, publication: options.publication })
+    const refused = checks.find((c) => c.level === "error" && c.transient !== true)
+    if (refused !== undefined) return yield* new PreflightRefused({ check: refused.name, message: refused.message })
+    for (const c of checks) if (c.level === "error") yield* Effect.logWarning(`preflight: ${c.name}: ${c.message}`)
+    const validated: Array<Validation.Validated> = []
+    for (const s of options.subscriptions) {
+      const checked = Subscription.check(s)
+      if ("_tag" in checked) return yield* checked
+      validated.push(yield* Validation.validate(sql, checked, {
+        publishes: options.publishes ?? { insert: true, update: true, delete: true, truncate: true },
+        lockTimeoutMs: options.lockTimeoutMs ?? 2000
+      }))
+    }
+    return validated
+  })

@@ -121,7 +121,8 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   }
   if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
   const redacted = Redacted.make(url)
-  // file: the file is also where the durable position lives (read back at every connection, repaired if torn)
+  // the configured tables are the whole set: ones a previous configuration had are removed from the publication
+  const subscriptions = tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } }))
   const file = config.sink._tag === "File" ? yield* FileSink.make(config.sink.path) : undefined
   const http = config.sink._tag === "Http" ? HttpSink.make({ url: config.sink.url, onRejected: config.onSinkRejected }) : undefined
   // the file as this holding period has it open (locked), while it lasts
@@ -132,10 +133,16 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     instanceId: config.instanceId,
     url: redacted,
     mode: config.lock,
+    // the server and every table checked before anything is created or changed: bad input leaves the database as it was
+    admit: { subscriptions },
     ...config.ownership
   }).pipe(
     // the options were checked already: what is left is the server not keeping a setting they need
-    Effect.catchTag("OwnershipConfigError", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "server-release-bound", message: `--server-release-bound: ${e.message}` })))
+    Effect.catchTags({
+      OwnershipConfigError: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "server-release-bound", message: `--server-release-bound: ${e.message}` })),
+      PreflightRefused: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "database-url", message: `--database-url: ${e.check}: ${e.message}` })),
+      SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))
+    })
   )
   const slotState = yield* SlotManager.makeState
   const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
@@ -226,8 +233,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     onSlotLost: config.onSlotLost,
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
-    // the configured tables are the whole set: ones a previous configuration had are removed from the publication
-    subscriptions: tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } })),
+    subscriptions,
     // the file is opened (and locked) for each holding period, in the owned scope
     ...(file === undefined ? {} : {
       checkpoint: Effect.gen(function*() {

@@ -6,12 +6,18 @@
  * yet (refused, starting up, shutting down) is waited for, with a capped backoff and a warning now and then; a server
  * too old for the lock mode, a standby, a server that does not keep the lock session's bounds, or a role that may not
  * create the ownership table is an error that says what to change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
+ *
+ * With `admit`, the rest of what the stream needs — the server's settings and every subscription, validated by
+ * PostgreSQL (`Preflight.admit`) — is checked too before anything is created (the ownership table, the epoch), and a
+ * refusal is a typed error (`PreflightRefused`, `SubscriptionInvalid`): bad input leaves the database as it was.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, type Redacted, Schedule, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
+import * as Preflight from "../Preflight.ts"
+import type { SubscriptionInvalid } from "../publication/Subscription.ts"
 import * as SessionSettings from "../SessionSettings.ts"
 import * as StreamId from "../StreamId.ts"
 import * as AdvisoryLock from "./AdvisoryLock.ts"
@@ -24,6 +30,8 @@ import * as Supervisor from "./Supervisor.ts"
 export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions {
   /** The database to own the stream in. Never logged. */
   readonly url: Redacted.Redacted
+  /** Checked before anything is created (see the summary); the publication's name is the stream's. */
+  readonly admit?: Omit<Preflight.AdmitOptions, "lock" | "publication"> | undefined
 }
 
 export interface StreamOwnership {
@@ -44,6 +52,8 @@ export type StreamOwnershipError =
   | StreamId.InvalidStreamId
   | StreamId.InvalidInstanceId
   | OwnershipTable.OwnershipSetupError
+  | Preflight.PreflightRefused
+  | SubscriptionInvalid
 
 // 200 ms, 400 ms, ... at most 5 s apart.
 const setupRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
@@ -92,6 +102,15 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
         // the release bound must hold on the lock session: checked before anything is created
         yield* AdvisoryLock.checkServerBound(options.url, config).pipe(
           Effect.catchTag("LockBackendError", (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable })))
+        )
+      }
+      if (options.admit !== undefined) {
+        yield* Preflight.admit(sql, { ...options.admit, lock: config.mode, publication: StreamId.identity(server.db, config.streamId).publicationName }).pipe(
+          Effect.catchTags({
+            // a lock held by another transaction on a table, or the connection: may pass
+            PublicationError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable === true || e.reason === "LockTimeout" })),
+            SqlError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: `checking the server: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) }))
+          })
         )
       }
       yield* OwnershipTable.ensure(sql, config.schema)
