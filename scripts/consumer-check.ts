@@ -5,14 +5,17 @@
  *   1. typechecks and runs a small Effect program that composes `@slotkeeper/core` (`StreamOwnership`, `Delivery`)
  *      against a real server from `@slotkeeper/testkit` and receives a change;
  *   2. in the same program, runs the installed `slotkeeper run` against that server until a change line arrives, then
- *      SIGTERM (exit 0); and `slotkeeper --version` and an unknown flag (exit 2) from the shell.
+ *      SIGTERM (exit 0); and `slotkeeper --version` and an unknown flag (exit 2) from the shell;
+ *   3. runs the container's command line as deploy/Dockerfile has it (ENTRYPOINT + CMD, its ENV, its non-root user
+ *      when this runs as root), probes it as deploy/kubernetes does (readiness path, port), and stops it within the
+ *      manifest's terminationGracePeriodSeconds (exit 0).
  *
  *   node scripts/toolchain.mjs run scripts/consumer-check.ts [22 24]
  *
  * Exits non-zero on the first failure, saying which step. Needs the npm registry (dependencies, and Node 22).
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -102,6 +105,35 @@ const main = Effect.scoped(Effect.gen(function*() {
   const line = out.split("\\n").find((l) => l.includes('"type":"change"'))
   if (line === undefined || code !== 0) throw new Error(\`slotkeeper run: exit \${code}, no change line or not 0: \${err.slice(-2000)}\`)
   console.log(\`cli: a change line, then SIGTERM, exit \${code}: \${line.slice(0, 120)}\`)
+
+  // 3. the container's command line, as deploy/Dockerfile runs it (ENTRYPOINT + CMD, its ENV, a non-root user when
+  //    this runs as root), probed as deploy/kubernetes probes it, stopped as Kubernetes stops it
+  const image = JSON.parse(process.env.SLOTKEEPER_IMAGE!) as { command: Array<string>; env: Record<string, string>; uid: number | undefined; home: string; readiness: string; grace: number }
+  const [entry, ...args] = image.command
+  const pod = spawn(process.execPath, [\`node_modules/.bin/\${entry}\`, ...args], {
+    env: { PATH: process.env.PATH, HOME: image.home, ...image.env, DATABASE_URL: pg.url, SLOTKEEPER_TABLES: "public.items", SLOTKEEPER_STREAM_ID: "image", SLOTKEEPER_INSTANCE_ID: "pod-0" },
+    ...(image.uid === undefined ? {} : { uid: image.uid, gid: image.uid })
+  })
+  let podOut = ""
+  let podErr = ""
+  pod.stdout.on("data", (d: Buffer) => (podOut += d.toString()))
+  pod.stderr.on("data", (d: Buffer) => (podErr += d.toString()))
+  const podExited = new Promise<number | null>((resolve) => pod.on("close", resolve))
+  const probe = (path: string) => Effect.promise(() => fetch(\`http://127.0.0.1:\${image.env.SLOTKEEPER_HTTP_PORT}\${path}\`).then(async (r) => ({ status: r.status, text: await r.text() }), () => ({ status: 0, text: "" })))
+  yield* writeUntil(pg.query, 2000, () => podOut.includes('"type":"change"') || pod.exitCode !== null)
+  const ready = yield* probe(image.readiness)
+  const owner = yield* probe("/health/owner")
+  const metrics = yield* probe("/metrics")
+  if (ready.status !== 200 || owner.status !== 200 || !metrics.text.includes('slotkeeper_capturing{stream="image"} 1')) {
+    throw new Error(\`the image's command: readiness \${ready.status}, owner \${owner.status}: \${owner.text} \${podErr.slice(-2000)}\`)
+  }
+  if (!podErr.split("\\n").filter((l) => l.length > 0).every((l) => l.startsWith("{"))) throw new Error(\`the image's logs are not JSON lines: \${podErr.slice(0, 500)}\`)
+  const stopAt = performance.now()
+  pod.kill("SIGTERM")
+  const podCode = yield* Effect.promise(() => podExited)
+  const stopMs = Math.round(performance.now() - stopAt)
+  if (podCode !== 0 || stopMs > image.grace * 1000) throw new Error(\`the image's command: SIGTERM: exit \${podCode} after \${stopMs} ms (grace \${image.grace} s): \${podErr.slice(-2000)}\`)
+  console.log(\`image: \${image.command.join(" ")} as uid \${image.uid ?? process.getuid?.()}: a change line, \${image.readiness} 200, /health/owner 200, JSON logs; SIGTERM: exit 0 in \${stopMs} ms (grace \${image.grace} s)\`)
 }))
 
 Effect.runPromise(main).then(() => process.exit(0), (e) => { console.error(e); process.exit(1) })
@@ -110,6 +142,35 @@ Effect.runPromise(main).then(() => process.exit(0), (e) => { console.error(e); p
 const tsconfig = {
   compilerOptions: { target: "ES2023", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, types: ["node"], skipLibCheck: false },
   include: ["main.ts"]
+}
+
+/**
+ * What deploy/Dockerfile runs (its final stage's ENTRYPOINT + CMD, ENV, USER) and how deploy/kubernetes probes and
+ * stops it (the readiness path, terminationGracePeriodSeconds): read from the files, so they cannot drift apart.
+ */
+const imageSpec = (home: string) => {
+  const docker = readFileSync(join(root, "deploy", "Dockerfile"), "utf8")
+  const final = docker.slice(docker.lastIndexOf("\nFROM "))
+  const json = (instruction: string) => JSON.parse(new RegExp(`^${instruction} (\\[.*\\])$`, "m").exec(final)?.[1] ?? fail(`deploy/Dockerfile: no ${instruction}`)) as Array<string>
+  const env: Record<string, string> = {}
+  for (const m of final.matchAll(/^ENV (.+)$/gm)) for (const kv of m[1]!.split(/\s+/)) env[kv.slice(0, kv.indexOf("="))] = kv.slice(kv.indexOf("=") + 1)
+  const user = /^USER (\S+)$/m.exec(final)?.[1] ?? fail("deploy/Dockerfile: no USER (the image must not run as root)")
+  if (user === "root" || user === "0") fail("deploy/Dockerfile: USER is root")
+  const k8s = readFileSync(join(root, "deploy", "kubernetes", "slotkeeper.yaml"), "utf8")
+  const readiness = /readinessProbe:\s*\n\s*httpGet: \{ path: (\S+), port: http \}/.exec(k8s)?.[1] ?? fail("deploy/kubernetes: no readinessProbe path")
+  const grace = Number(/terminationGracePeriodSeconds: (\d+)/.exec(k8s)?.[1] ?? fail("deploy/kubernetes: no terminationGracePeriodSeconds"))
+  const port = /containerPort: (\d+)/.exec(k8s)?.[1]
+  if (port !== env.SLOTKEEPER_HTTP_PORT) fail(`deploy/kubernetes probes port ${port}, the image serves ${env.SLOTKEEPER_HTTP_PORT}`)
+  return { command: [...json("ENTRYPOINT"), ...json("CMD")], env, home, readiness, grace }
+}
+
+/** The node image's "node" user is uid 1000: as root here, run the image's command as that uid, if it can run `node`. */
+const imageUid = (node: string): number | undefined => {
+  if (process.getuid?.() !== 0) return undefined
+  const probe = spawnSync(node, ["--version"], { uid: 1000, gid: 1000, encoding: "utf8" })
+  if (probe.status === 0) return 1000
+  say(`uid 1000 cannot run ${node} (a folder above it is private): the image's command runs as root here`)
+  return undefined
 }
 
 for (const major of wanted) {
@@ -126,8 +187,16 @@ for (const major of wanted) {
   say(`Node ${version}: tsc --noEmit of a program composing @slotkeeper/core`)
   sh(node, [join(project, "node_modules", "typescript", "bin", "tsc"), "-p", project], { cwd: project, env })
   say(`Node ${version}: running it`)
-  const out = sh(node, ["--experimental-strip-types", "main.ts"], { cwd: project, env })
-  if (!/library: received \{"id":\d+/.test(out) || !/cli: a change line, then SIGTERM, exit 0/.test(out)) fail(`the program did not receive its changes:\n${out}`)
+  // the image's user must be able to read the install and write its home
+  const home = join(project, "home")
+  mkdirSync(home)
+  const image = { ...imageSpec(home), uid: imageUid(node) }
+  if (image.uid !== undefined) {
+    chmodSync(work, 0o755)
+    chownSync(home, image.uid, image.uid)
+  }
+  const out = sh(node, ["--experimental-strip-types", "main.ts"], { cwd: project, env: { ...env, SLOTKEEPER_IMAGE: JSON.stringify(image) } })
+  if (!/library: received \{"id":\d+/.test(out) || !/cli: a change line, then SIGTERM, exit 0/.test(out) || !/image: .*SIGTERM: exit 0/.test(out)) fail(`the program did not receive its changes:\n${out}`)
   for (const l of out.split("\n").filter((l) => l.length > 0)) say(`Node ${version}: ${l}`)
   const version2 = sh(node, [join(project, "node_modules", ".bin", "slotkeeper"), "--version"], { cwd: project, env }).trim()
   say(`Node ${version}: npx slotkeeper --version: ${version2}`)

@@ -77,6 +77,12 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const before = yield* catalog(pg)
       assert.include(before, "items", before)
       const as = (user: string) => pg.urlWith({ user })
+      // a port another process listens on
+      const busy = yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<ReturnType<typeof createServer>>((resolve) => { const server = createServer().listen(0, () => resolve(server)) })),
+        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const busyPort = (busy.address() as { port: number }).port
       const cases: Array<[Array<string>, RegExp]> = [
         [["--table", "nosuch"], /^slotkeeper: --table: subscription "public\.nosuch" \(table public\.nosuch\): no such table/],
         [["--table", "\"Items\""], /--table: .*public\.Items.*no such table \(names are exact: check the schema, the table name and its case\)/],
@@ -88,7 +94,8 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         [["--table", "items", "--table", "nosuch"], /--table: .*public\.nosuch.*no such table/],
         [["--table", "owned_by_plain", "--database-url", as("sk")], /--table: .*owned by plain; adding a table to a publication requires owning it/],
         [["--table", "owned_by_plain", "--database-url", as("plain")], /^slotkeeper: --database-url: role: role plain lacks REPLICATION: as an administrator, ALTER ROLE "plain" REPLICATION$/],
-        [["--table", "items", "--lock", "mutex"], /--lock: "mutex": use advisory or lease/]
+        [["--table", "items", "--lock", "mutex"], /--lock: "mutex": use advisory or lease/],
+        [["--table", "items", "--http-port", String(busyPort)], new RegExp(`^slotkeeper: --http-port ${busyPort}: cannot listen \\(EADDRINUSE\\): another process uses the port; choose another$`)]
       ]
       for (const [args, message] of cases) {
         const r = yield* Effect.scoped(Effect.gen(function*() {

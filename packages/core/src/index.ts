@@ -23,6 +23,9 @@
  *
  * - `sink/`: `FencedSink`, the contract of a sink that refuses a deposed owner (the ownership epoch with every write),
  *   and `PgTargetSink`, a worked example in a PostgreSQL target (fenced, position kept with the data).
+ * - `service/`: what a running stream shows — `StreamStatus` (the health decision and the snapshot service),
+ *   `StreamMetrics` (Effect `Metric`s, Prometheus text by Effect's exporter), `HttpRoutes` (`/health`,
+ *   `/health/owner`, `/metrics` on Effect's `HttpRouter`).
  * - `publication/`: `PublicationManager` (the actor: subscriptions in, one debounced guarded reconcile per batch,
  *   drift checks), its real backend `PgPublication`, `Validation` (PostgreSQL checks a subscription before anything
  *   changes), and the pure `Subscription` (lexical checks, quoting) and `Desired` (desired set, minimal plan).
@@ -66,4 +69,7 @@ export * as Subscription from "./publication/Subscription.ts"
 export * as Validation from "./publication/Validation.ts"
 export * as Preflight from "./Preflight.ts"
 export * as FencedSink from "./sink/FencedSink.ts"
+export * as HttpRoutes from "./service/HttpRoutes.ts"
+export * as StreamMetrics from "./service/StreamMetrics.ts"
+export * as StreamStatus from "./service/StreamStatus.ts"
 export * as PgTargetSink from "./sink/PgTargetSink.ts"

@@ -7,9 +7,9 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Checkpoint, Delivery, Ownership, type OwnershipService, PublicationManager, type ReplicationStream, SlotManager, StreamOwnership } from "@slotkeeper/core"
+import { Checkpoint, Delivery, Ownership, type OwnershipService, PublicationManager, type ReplicationStream, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus } from "@slotkeeper/core"
 import { EmbeddedPostgres } from "@slotkeeper/testkit"
-import { Config, Effect, Layer, Logger, LogLevel, Option, Redacted, Stream, SubscriptionRef } from "effect"
+import { Config, Effect, Layer, Logger, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
@@ -128,7 +128,32 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   // the file as this holding period has it open (locked), while it lasts
   let period: FileSink.FilePeriod | undefined
   const fenceOf = (own: OwnershipService): Sink.Fence => ({ streamId: config.streamId, epoch: own.epoch, assertFresh: own.assertFresh })
-  const owned = yield* StreamOwnership.make({
+  const slotState = yield* SlotManager.makeState
+  const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
+  const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
+  let acknowledged: bigint | undefined
+  yield* StreamMetrics.register(config.streamId)
+  // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
+  let owned: StreamOwnership.StreamOwnership | undefined
+  if (config.httpPort !== undefined) {
+    const snapshot = Effect.gen(function*() {
+      const slot = yield* SubscriptionRef.get(slotState.slot)
+      return {
+        streamId: config.streamId,
+        // starting until ownership is set up (the server checked, slotkeeper's tables ready)
+        status: owned === undefined ? { _tag: "Starting" } as const : yield* SubscriptionRef.get(owned.supervisor.status),
+        capture: yield* SubscriptionRef.get(capture),
+        failoverReady: yield* SubscriptionRef.get(slotState.failoverReady),
+        slotName: slot?.slotName,
+        slot: yield* SubscriptionRef.get(slotState.status),
+        acknowledgedLsn: acknowledged,
+        publicationProblems: (yield* SubscriptionRef.get(publicationStatus)).drift
+      } satisfies StreamStatus.Snapshot
+    })
+    yield* HealthServer.serve(config.httpPort, snapshot)
+    yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
+  }
+  owned = yield* StreamOwnership.make({
     streamId: config.streamId,
     instanceId: config.instanceId,
     url: redacted,
@@ -144,30 +169,6 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))
     })
   )
-  const slotState = yield* SlotManager.makeState
-  const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
-  const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
-  const counters = { changes: 0, transactions: 0, errors: 0, acknowledged: undefined as bigint | undefined }
-  if (config.httpPort !== undefined) {
-    const snapshot = Effect.gen(function*() {
-      const slot = yield* SubscriptionRef.get(slotState.slot)
-      return {
-        streamId: config.streamId,
-        status: yield* SubscriptionRef.get(owned.supervisor.status),
-        capture: yield* SubscriptionRef.get(capture),
-        failoverReady: yield* SubscriptionRef.get(slotState.failoverReady),
-        slotName: slot?.slotName,
-        slot: yield* SubscriptionRef.get(slotState.status),
-        acknowledgedLsn: counters.acknowledged,
-        changes: counters.changes,
-        transactions: counters.transactions,
-        errors: counters.errors,
-        publicationProblems: (yield* SubscriptionRef.get(publicationStatus)).drift
-      } satisfies HealthServer.Snapshot
-    })
-    yield* HealthServer.serve(config.httpPort, snapshot).pipe(Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "http-port", message: e.message })))
-    yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
-  }
   // One replication connection's events, written to a sink opened for it (nothing half sent carries over), under the
   // holding period's epoch. Events come in arrays of what has arrived: their lines are written, and the sink is made
   // durable and the last commit in the array acknowledged once per array, not once per transaction (many small ones
@@ -181,22 +182,33 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       // what the file's commit lines say the position belongs to (slot, system, timeline): one per connection
       const identity = period === undefined ? undefined : yield* connection.durable
       let inTransaction = false
+      // since the last acknowledgement: counted as delivered once acknowledged
       let changes = 0
+      let bytes = 0
+      let transactions = 0
+      let sinkMs = 0
       return yield* Stream.runForEachArray(connection.events, (events) =>
         Effect.gen(function*() {
           const lines: Array<string> = []
           let position: bigint | undefined
-          let transactions = 0
+          let lastCommitTime: string | undefined
+          // the sink's own time, for slotkeeper_sink_write_seconds
+          const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) => {
+            const t = performance.now()
+            return Effect.ensuring(effect, Effect.sync(() => { sinkMs += performance.now() - t }))
+          }
           for (const event of events) {
             if (event._tag === "Begin") inTransaction = true
             const text = Ndjson.line(event, own.epoch)
             if (text !== undefined) {
               lines.push(text)
               changes++
+              bytes += Buffer.byteLength(text) + 1
             }
             if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
               inTransaction = false
               position = event._tag === "Commit" ? event.endLsn : event.ackPosition
+              if (event._tag === "Commit") lastCommitTime = event.commitTime
               transactions++
               if (period !== undefined && identity !== undefined) {
                 // the file's own record of how far it is: read back at the next connection
@@ -205,16 +217,18 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
                   : period.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
               }
             }
-            if (lines.length >= 1000) yield* sink.write(lines.splice(0), !inTransaction)
+            if (lines.length >= 1000) yield* timed(sink.write(lines.splice(0), !inTransaction))
           }
-          yield* sink.write(lines, !inTransaction)
+          yield* timed(sink.write(lines, !inTransaction))
           if (position !== undefined) {
-            yield* sink.commit
+            yield* timed(sink.commit)
             yield* connection.acknowledge(position)
-            counters.transactions += transactions
-            counters.changes += changes
+            acknowledged = position
+            yield* StreamMetrics.delivered(config.streamId, { changes, transactions, bytes, sinkSeconds: sinkMs / 1000, lastCommitTime })
             changes = 0
-            counters.acknowledged = position
+            bytes = 0
+            transactions = 0
+            sinkMs = 0
           }
         }))
     })
@@ -247,13 +261,10 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       })
     })
   }, consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
-  // warnings and errors of the stream, counted for /metrics
-  const counting = Logger.make((options) => {
-    if (LogLevel.isGreaterThanOrEqualTo(options.logLevel, "Warn")) counters.errors++
-  })
   yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
   return yield* Layer.launch(stream).pipe(
-    Effect.provide(Logger.layer([counting], { mergeWithExisting: true })),
+    // warnings and errors of the stream, counted for /metrics
+    Effect.provide(Logger.layer([StreamMetrics.countErrors(config.streamId)], { mergeWithExisting: true })),
     // a table the server refuses (missing, a filter it rejects, no replica identity for it) is bad input: exit 2
     Effect.catchTag("SubscriptionInvalid", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))),
     // ... and so is a set of tables whose publication would make PostgreSQL refuse the application's writes

@@ -53,6 +53,8 @@ export interface Assessment {
   readonly flushLagBytes: bigint | undefined
   /** `reserved`, `extended`, `unreserved`, `lost` (PostgreSQL 13+); `undefined` when the slot is missing. */
   readonly walStatus: string | undefined
+  /** Bytes of WAL that can still be written before the slot is lost (`safe_wal_size`; `undefined`: no limit, or unknown). */
+  readonly safeWalSize?: bigint | undefined
 }
 
 const mib = (bytes: bigint) => `${(Number(bytes) / 1048576).toFixed(1)} MiB`
@@ -91,5 +93,5 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
     findings.push({ level: "warn", code: "NotFailover", message: `replication slot ${slotName} is not a failover slot: a standby cannot carry it through a failover` })
   }
   const level: Level = findings.some((f) => f.level === "error") ? "error" : findings.length > 0 ? "warn" : "ok"
-  return { level, findings, retainedBytes, flushLagBytes, walStatus: row.walStatus }
+  return { level, findings, retainedBytes, flushLagBytes, walStatus: row.walStatus, safeWalSize: row.safeWalSize }
 }
