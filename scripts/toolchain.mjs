@@ -132,7 +132,7 @@ switch (command) {
     const nodeBin = ensureNode()
     ensureDependencies(nodeBin)
     const tsc = join(root, "node_modules", "typescript", "bin", "tsc")
-    for (const pkg of ["testkit", "core", "cli"]) {
+    for (const pkg of ["embedded", "testkit", "core", "cli"]) {
       const r = spawnSync(nodeBin, [tsc, "-p", join(root, "packages", pkg, "tsconfig.build.json")], { stdio: "inherit", env: envFor(nodeBin) })
       if (r.status !== 0) fail(`building packages/${pkg} failed (tsc exited ${r.status})`)
     }

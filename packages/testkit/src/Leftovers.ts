@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { cmdline, isAlive, signal } from "./internal/processes.ts"
+import { cmdline, isAlive, signal } from "@slotkeeper/embedded/internal"
 
 export const rootDir = (): string => join(tmpdir(), `slotkeeper-testkit-${process.getuid?.() ?? "u"}`)
 export const runId = (): string => process.env.SLOTKEEPER_TESTKIT_RUN ?? "adhoc"

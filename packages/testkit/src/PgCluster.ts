@@ -18,10 +18,8 @@
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import { newServerDir } from "./Leftovers.ts"
-import * as PgBinaries from "./PgBinaries.ts"
-import * as PgServer from "./PgServer.ts"
+import { PgBinaries, PgServer, ServerUser } from "@slotkeeper/embedded"
 import * as PgVersions from "./PgVersions.ts"
-import * as ServerUser from "./ServerUser.ts"
 
 export interface PgClusterOptions {
   readonly major?: number

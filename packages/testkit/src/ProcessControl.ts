@@ -10,8 +10,7 @@
  * never leave a stopped process behind.
  */
 import { Effect, Schema, type Scope } from "effect"
-import { isAlive, signal, stateOf } from "./internal/processes.ts"
-import { pollUntil } from "./internal/realtime.ts"
+import { isAlive, pollUntil, signal, stateOf } from "@slotkeeper/embedded/internal"
 
 export class ProcessControlError extends Schema.TaggedError<ProcessControlError>()("ProcessControlError", {
   pid: Schema.Number,

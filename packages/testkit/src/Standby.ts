@@ -31,9 +31,9 @@ import { appendFileSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import { Effect, type Scope } from "effect"
-import { pollUntil } from "./internal/realtime.ts"
+import { pollUntil } from "@slotkeeper/embedded/internal"
 import { newServerDir } from "./Leftovers.ts"
-import * as PgServer from "./PgServer.ts"
+import { PgServer } from "@slotkeeper/embedded"
 
 export type SlotSync = "worker" | "manual" | "off"
 

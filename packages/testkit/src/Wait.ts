@@ -3,7 +3,7 @@
  * gets there. A timeout is a defect naming what was awaited (a test's failure, not a value to handle).
  */
 import { Effect } from "effect"
-import { pollUntil } from "./internal/realtime.ts"
+import { pollUntil } from "@slotkeeper/embedded/internal"
 
 class TimedOut extends Error {}
 

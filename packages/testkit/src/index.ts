@@ -15,15 +15,13 @@
  * - `PgBinaries`, `ServerUser`, `PgServer`, `Leftovers`: the parts they are made of.
  */
 export * as DeliveryCheck from "./DeliveryCheck.ts"
-export * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 export * as FaultProxy from "./FaultProxy.ts"
 export * as FencingReceiver from "./FencingReceiver.ts"
 export * as Leftovers from "./Leftovers.ts"
-export * as PgBinaries from "./PgBinaries.ts"
 export * as PgCluster from "./PgCluster.ts"
-export * as PgServer from "./PgServer.ts"
 export * as PgVersions from "./PgVersions.ts"
 export * as ProcessControl from "./ProcessControl.ts"
-export * as ServerUser from "./ServerUser.ts"
 export * as Standby from "./Standby.ts"
 export * as Wait from "./Wait.ts"
+// the server itself, from @slotkeeper/embedded (where the quick start's embedded PostgreSQL lives too)
+export { EmbeddedPostgres, PgBinaries, PgServer, ServerUser } from "@slotkeeper/embedded"

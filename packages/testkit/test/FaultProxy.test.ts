@@ -2,9 +2,9 @@ import { PgConnection } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Redacted } from "effect"
 import * as FaultProxy from "../src/FaultProxy.ts"
-import { pollUntil } from "../src/internal/realtime.ts"
+import { pollUntil } from "@slotkeeper/embedded/internal"
 import * as PgCluster from "../src/PgCluster.ts"
-import type * as PgServer from "../src/PgServer.ts"
+import type { PgServer } from "@slotkeeper/embedded"
 
 const backendsNamed = (pg: PgServer.PgServer, name: string) =>
   pg.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [name])

@@ -4,10 +4,10 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { isAlive } from "../src/internal/processes.ts"
-import { pollUntil } from "../src/internal/realtime.ts"
+import { isAlive } from "@slotkeeper/embedded/internal"
+import { pollUntil } from "@slotkeeper/embedded/internal"
 import * as Leftovers from "../src/Leftovers.ts"
-import * as ServerUser from "../src/ServerUser.ts"
+import { ServerUser } from "@slotkeeper/embedded"
 
 const fixture = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "start-cluster.ts")
 

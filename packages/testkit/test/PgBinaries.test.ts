@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs"
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as PgBinaries from "../src/PgBinaries.ts"
+import { PgBinaries } from "@slotkeeper/embedded"
 import * as PgCluster from "../src/PgCluster.ts"
 
 const debian15 = "/usr/lib/postgresql/15/bin"

@@ -2,7 +2,7 @@ import { statSync } from "node:fs"
 import { PgConnection } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
-import { uidOf } from "../src/internal/processes.ts"
+import { uidOf } from "@slotkeeper/embedded/internal"
 import * as PgCluster from "../src/PgCluster.ts"
 
 describe("PgCluster", () => {

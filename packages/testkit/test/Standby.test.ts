@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { pollUntil } from "../src/internal/realtime.ts"
+import { pollUntil } from "@slotkeeper/embedded/internal"
 import * as PgCluster from "../src/PgCluster.ts"
-import type * as PgServer from "../src/PgServer.ts"
+import type { PgServer } from "@slotkeeper/embedded"
 import * as Standby from "../src/Standby.ts"
 
 const majors = [15, 18] as const

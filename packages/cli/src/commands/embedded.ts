@@ -3,9 +3,9 @@
  * folder that survives restarts), prints how to connect, and keeps it running until SIGINT/SIGTERM, when it is
  * stopped cleanly.
  */
-import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Embedded from "../config/Embedded.ts"
 
 export const embedded = Command.make("embedded", {
   dataDir: Flag.String("data-dir").pipe(
@@ -15,11 +15,12 @@ export const embedded = Command.make("embedded", {
   ),
   port: Flag.Int("port").pipe(
     Flag.withFallbackConfig(Config.Int("SLOTKEEPER_EMBEDDED_PORT")),
-    Flag.withDefault(EmbeddedPostgres.defaultPort),
+    Flag.withDefault(Embedded.defaultPort),
     Flag.filter((port) => port >= 1 && port <= 65535, (port) => `--port ${port} is not a TCP port: use 1..65535`),
     Flag.withDescription(`TCP port on 127.0.0.1 (env SLOTKEEPER_EMBEDDED_PORT)`)
   )
 }, Effect.fn("slotkeeper.embedded")(function*({ dataDir, port }) {
+  const { EmbeddedPostgres } = yield* Embedded.load("embedded")
   const pg = yield* EmbeddedPostgres.make({ dir: dataDir, port })
   yield* Console.log(`embedded PostgreSQL ${pg.install.version} is running (wal_level=logical)`)
   yield* Console.log(`  data: ${pg.dataDir}`)

@@ -8,10 +8,10 @@
  */
 import { readFileSync } from "node:fs"
 import { Checkpoint, Delivery, Ownership, type OwnershipService, PublicationManager, type ReplicationStream, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus } from "@slotkeeper/core"
-import { EmbeddedPostgres } from "@slotkeeper/testkit"
 import { Config, Effect, Layer, Logger, Option, Redacted, Stream, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
+import * as Embedded from "../config/Embedded.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as HealthServer from "../http/HealthServer.ts"
 import * as Ndjson from "../output/Ndjson.ts"
@@ -107,9 +107,10 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     // the same folder and port as `slotkeeper embedded` (its environment variables)
     const dir = yield* Config.String("SLOTKEEPER_EMBEDDED_DIR").pipe(Config.withDefault(".slotkeeper/postgres-18"))
     const port = yield* Config.Port("SLOTKEEPER_EMBEDDED_PORT").pipe(
-      Config.withDefault(EmbeddedPostgres.defaultPort),
+      Config.withDefault(Embedded.defaultPort),
       Effect.mapError(() => new RunConfig.ConfigInvalid({ option: "SLOTKEEPER_EMBEDDED_PORT", message: `SLOTKEEPER_EMBEDDED_PORT: not a TCP port: use 1..65535` }))
     )
+    const { EmbeddedPostgres } = yield* Embedded.load("--database-url")
     const pg = yield* EmbeddedPostgres.make({ dir, port })
     url = pg.url
     yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(url)}`)
