@@ -95,7 +95,7 @@ describe("RunConfig (pure)", () => {
     const bad: Array<[string, RegExp]> = [
       ["{", /--config: c\.json: is not JSON/],
       ["[]", /must be a JSON object of options/],
-      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, streamId, tables/],
+      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, tables, streamId/],
       ['{"httpPort": "80"}', /"httpPort" must be a number/],
       ['{"tables": "public.a"}', /"tables" must be a list/]
     ]

@@ -8,12 +8,14 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
+import * as RunOptions from "../config/RunOptions.ts"
 import * as Redact from "../Redact.ts"
 import { runFlags, streamIdFlag } from "./run.ts"
 
 export const check = Command.make("check", {
   databaseUrl: runFlags.databaseUrl,
   streamId: streamIdFlag,
+  schema: RunOptions.schemaFlag,
   tables: runFlags.tables,
   lock: runFlags.lock,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
@@ -21,12 +23,14 @@ export const check = Command.make("check", {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
   const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: Option.getOrUndefined(flags.lock), instanceId: "check" })
   if ("_tag" in config) return yield* config
+  const schema = RunConfig.checkSchema(flags.schema)
+  if (typeof schema !== "string") return yield* schema
   const identity = StreamId.identity("", config.streamId)
   const checks = yield* Effect.gen(function*() {
     const sql = yield* Database.client(url, `slotkeeper:${config.streamId}:check:admin`)
     // the stream's current slot, when slotkeeper's catalog knows it
     const [slot] = yield* sql.unsafe<{ slot_name: string }>(
-      `SELECT slot_name FROM slotkeeper.slots WHERE stream_id = $1 AND state = 'active' AND to_regclass('slotkeeper.slots') IS NOT NULL`,
+      `SELECT slot_name FROM ${schema}.slots WHERE stream_id = $1 AND state = 'active' AND to_regclass('${schema}.slots') IS NOT NULL`,
       [config.streamId]
     ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string }>))
     return yield* Preflight.run(sql, { tables: config.tables, lock: config.lock, slotName: slot?.slot_name, publication: identity.publicationName })

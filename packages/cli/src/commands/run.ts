@@ -13,6 +13,7 @@ import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as Embedded from "../config/Embedded.ts"
 import * as RunConfig from "../config/RunConfig.ts"
+import * as RunOptions from "../config/RunOptions.ts"
 import * as HealthServer from "../http/HealthServer.ts"
 import * as Ndjson from "../output/Ndjson.ts"
 import * as Redact from "../Redact.ts"
@@ -20,43 +21,36 @@ import * as FileSink from "../sinks/FileSink.ts"
 import * as HttpSink from "../sinks/HttpSink.ts"
 import * as Sink from "../sinks/Sink.ts"
 
-const env = <A>(flag: Flag.Flag<A>, config: Config.Config<A>, description: string) =>
-  flag.pipe(Flag.withFallbackConfig(config), Flag.withDescription(description))
-
-/** A flag with its environment variable, optional: its default is applied after the `--config` file (`RunConfig`). */
-const option = (name: string, variable: string, description: string) =>
-  env(Flag.String(name), Config.String(variable), `${description} (env ${variable})`).pipe(Flag.optional)
-
 /** `--stream-id` with its default, for the commands that have no `--config` file. */
-export const streamIdFlag = env(Flag.String("stream-id"), Config.String("SLOTKEEPER_STREAM_ID"), "the stream (env SLOTKEEPER_STREAM_ID): [a-z0-9_], at most 40").pipe(Flag.withDefault("default"))
+export const streamIdFlag = Flag.String("stream-id").pipe(
+  Flag.withFallbackConfig(Config.String("SLOTKEEPER_STREAM_ID")),
+  Flag.withDescription(RunOptions.help(RunOptions.byKey("streamId"))),
+  Flag.withDefault("default")
+)
 
+/** The flags, each made from its entry in `RunOptions` (name, environment variable, help); defaults are `RunConfig`'s. */
 export const runFlags = {
-  databaseUrl: option("database-url", "DATABASE_URL", "the database; default: the embedded PostgreSQL"),
-  streamId: option("stream-id", "SLOTKEEPER_STREAM_ID", "the stream: [a-z0-9_], at most 40; default default"),
-  tables: Flag.String("table").pipe(
-    Flag.withDescription("a table to stream (repeat for more): schema.table, names by PostgreSQL's rules, optionally with (columns) and WHERE filter as in CREATE PUBLICATION (env SLOTKEEPER_TABLES, comma-separated)"),
-    Flag.atLeast(0)
-  ),
-  config: option("config", "SLOTKEEPER_CONFIG", "a JSON file of options (camelCase names, e.g. {\"tables\": [...]}); flags and environment win"),
-  lock: option("lock", "SLOTKEEPER_LOCK", "advisory (default) or lease (behind a transaction pooler)"),
-  slotMode: option("slot-mode", "SLOTKEEPER_SLOT_MODE", "temporary (default: a copy per connection) or persistent"),
-  instanceId: option("instance-id", "SLOTKEEPER_INSTANCE_ID", "this instance's name; default: host and pid"),
-  sink: option("sink", "SLOTKEEPER_SINK", "stdout (default), file:PATH or an http(s):// URL"),
-  httpPort: env(Flag.Int("http-port"), Config.Int("SLOTKEEPER_HTTP_PORT"), "serve GET /health, /health/owner and /metrics on this port (env SLOTKEEPER_HTTP_PORT)").pipe(Flag.optional),
-  acquireInterval: option("acquire-interval", "SLOTKEEPER_ACQUIRE_INTERVAL", "while waiting, try to take ownership this often; default 500ms"),
-  heartbeatInterval: option("heartbeat-interval", "SLOTKEEPER_HEARTBEAT_INTERVAL", "advisory: confirm the lock this often; default 1s"),
-  lossDeadline: option("loss-deadline", "SLOTKEEPER_LOSS_DEADLINE", "advisory: give up ownership after this long without a confirmed heartbeat; default 5s"),
-  serverReleaseBound: option("server-release-bound", "SLOTKEEPER_SERVER_RELEASE_BOUND", "advisory: the server frees the lock of a holder silent this long (idle_session_timeout); default 10s, at least loss deadline + 2s"),
-  leaseDuration: option("lease-duration", "SLOTKEEPER_LEASE_DURATION", "lease: how long a renewal holds the lease, by the database's clock; default 10s"),
-  renewInterval: option("renew-interval", "SLOTKEEPER_RENEW_INTERVAL", "lease: renew this often, less than half the lease; default 3s"),
-  onLoss: option("on-loss", "SLOTKEEPER_ON_LOSS", "after losing ownership: wait (default) to compete again, or exit 1 for the orchestrator to restart"),
-  walHeartbeatInterval: option("wal-heartbeat-interval", "SLOTKEEPER_WAL_HEARTBEAT_INTERVAL", "write a heartbeat message to the WAL after this long without traffic, so an idle stream's slot moves; default 30s"),
-  onSlotLost: option("on-slot-lost", "SLOTKEEPER_ON_SLOT_LOST", "an invalidated slot: fail (default, exit 1) or recreate it and report a resync"),
-  onSinkRejected: option("on-sink-rejected", "SLOTKEEPER_ON_SINK_REJECTED", "the http sink refused a batch with a 4xx: fail (default, exit 1) or skip it"),
-  standbyUrls: Flag.String("standby-url").pipe(
-    Flag.withDescription("a standby to check the failover slot's readiness on (repeat for more; env SLOTKEEPER_STANDBY_URLS, comma-separated): /health and /metrics say whether each has a sync-ready copy"),
-    Flag.atLeast(0)
-  )
+  databaseUrl: RunOptions.flag("databaseUrl"),
+  streamId: RunOptions.flag("streamId"),
+  schema: RunOptions.flag("schema"),
+  tables: RunOptions.listFlag("tables"),
+  config: RunOptions.flag("config"),
+  lock: RunOptions.flag("lock"),
+  slotMode: RunOptions.flag("slotMode"),
+  instanceId: RunOptions.flag("instanceId"),
+  sink: RunOptions.flag("sink"),
+  httpPort: RunOptions.portFlag("httpPort"),
+  acquireInterval: RunOptions.flag("acquireInterval"),
+  heartbeatInterval: RunOptions.flag("heartbeatInterval"),
+  lossDeadline: RunOptions.flag("lossDeadline"),
+  serverReleaseBound: RunOptions.flag("serverReleaseBound"),
+  leaseDuration: RunOptions.flag("leaseDuration"),
+  renewInterval: RunOptions.flag("renewInterval"),
+  onLoss: RunOptions.flag("onLoss"),
+  walHeartbeatInterval: RunOptions.flag("walHeartbeatInterval"),
+  onSlotLost: RunOptions.flag("onSlotLost"),
+  onSinkRejected: RunOptions.flag("onSinkRejected"),
+  standbyUrls: RunOptions.listFlag("standbyUrls")
 }
 
 const demoSchema = "slotkeeper_demo"
@@ -82,10 +76,10 @@ const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K
     const { config, standbyUrls, tables, ...options } = flags
     const fromFlags: RunConfig.RunInput = {
       ...Object.fromEntries(Object.entries(options).map(([key, value]) => [key, Option.getOrUndefined(value as Option.Option<unknown>)])),
-      // --table, else SLOTKEEPER_TABLES (comma-separated)
-      tables: tables.length > 0 ? tables : RunConfig.splitTables(process.env.SLOTKEEPER_TABLES ?? ""),
+      // --table, else SLOTKEEPER_TABLES (comma-separated, commas inside a filter kept)
+      tables: tables.length > 0 ? tables : RunOptions.listFromEnv("tables", process.env, RunConfig.splitTables),
       // --standby-url, else SLOTKEEPER_STANDBY_URLS (comma-separated)
-      standbyUrls: standbyUrls.length > 0 ? standbyUrls : (process.env.SLOTKEEPER_STANDBY_URLS ?? "").split(",").map((u) => u.trim()).filter((u) => u.length > 0)
+      standbyUrls: standbyUrls.length > 0 ? standbyUrls : RunOptions.listFromEnv("standbyUrls", process.env)
     }
     if (Option.isNone(config)) return fromFlags
     const path = config.value

@@ -14,11 +14,13 @@ import { Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
+import * as RunOptions from "../config/RunOptions.ts"
 import { runFlags, streamIdFlag } from "./run.ts"
 
 const common = {
   databaseUrl: runFlags.databaseUrl,
   streamId: streamIdFlag,
+  schema: RunOptions.schemaFlag,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print as JSON"), Flag.withDefault(false)),
   olderThan: Flag.String("older-than").pipe(Flag.withDescription("a stale slot must have been inactive this long (17+), e.g. 1 hour"), Flag.withDefault("1 hour"))
 }
@@ -29,21 +31,23 @@ const duration = (option: string, text: string) =>
     return typeof millis === "number" ? Effect.succeed(millis) : Effect.fail(millis)
   })
 
-/** The URL, checked, and a valid stream id: before anything connects. */
-const checkedUrl = (databaseUrl: Option.Option<string>, streamId: string) =>
+/** The URL, checked, a valid stream id and schema: before anything connects. */
+const checkedUrl = (databaseUrl: Option.Option<string>, streamId: string, schema: string) =>
   Effect.gen(function*() {
     const bad = StreamId.validate(streamId)
     if (bad !== undefined) return yield* new RunConfig.ConfigInvalid({ option: "stream-id", message: `--stream-id: ${bad.message}` })
+    const badSchema = RunConfig.checkSchema(schema)
+    if (typeof badSchema !== "string") return yield* badSchema
     return yield* Database.requiredUrl(databaseUrl)
   })
 
-const listing = (sql: SqlClient.SqlClient, streamId: string, olderThanMs: number) =>
-  SlotCleanup.list(sql, { streamId, slotPrefix: StreamId.identity("", streamId).slotPrefix, schema: "slotkeeper", olderThanMs })
+const listing = (sql: SqlClient.SqlClient, streamId: string, schema: string, olderThanMs: number) =>
+  SlotCleanup.list(sql, { streamId, slotPrefix: StreamId.identity("", streamId).slotPrefix, schema, olderThanMs })
 
 const list = Command.make("list", common, Effect.fn("slotkeeper.slots.list")(function*(flags) {
-  const url = yield* checkedUrl(flags.databaseUrl, flags.streamId)
+  const url = yield* checkedUrl(flags.databaseUrl, flags.streamId, flags.schema)
   const sql = yield* Database.client(url, "slotkeeper:slots")
-  const { slots } = yield* listing(sql, flags.streamId, yield* duration("older-than", flags.olderThan))
+  const { slots } = yield* listing(sql, flags.streamId, flags.schema, yield* duration("older-than", flags.olderThan))
   if (flags.json) return yield* Console.log(JSON.stringify({ stream: flags.streamId, slots }, null, 2))
   if (slots.length === 0) return yield* Console.log(`stream ${flags.streamId} has no slots on this server`)
   for (const s of slots) {
@@ -57,14 +61,14 @@ const drop = Command.make("drop", {
   force: Flag.Boolean("force").pipe(Flag.withDescription("also drop the stream's current slot (the stream then needs a resync)"), Flag.withDefault(false)),
   wait: Flag.String("wait").pipe(Flag.withDescription("how long to wait for ownership of the stream"), Flag.withDefault("10 seconds"))
 }, Effect.fn("slotkeeper.slots.drop")(function*(flags) {
-  const url = yield* checkedUrl(flags.databaseUrl, flags.streamId)
+  const url = yield* checkedUrl(flags.databaseUrl, flags.streamId, flags.schema)
   const olderThan = yield* duration("older-than", flags.olderThan)
   const wait = yield* duration("wait", flags.wait)
-  const stream = yield* StreamOwnership.make({ streamId: flags.streamId, instanceId: "slotkeeper-slots-drop", url: Redacted.make(url) })
+  const stream = yield* StreamOwnership.make({ streamId: flags.streamId, instanceId: "slotkeeper-slots-drop", url: Redacted.make(url), schema: flags.schema })
   let result: ReadonlyArray<string> = [] // what the owned work dropped (supervisor.run returns nothing)
   const owned = Effect.gen(function*() {
     const own = yield* Ownership
-    const { candidates, slots } = yield* listing(stream.sql, flags.streamId, olderThan)
+    const { candidates, slots } = yield* listing(stream.sql, flags.streamId, flags.schema, olderThan)
     let chosen = candidates
     if (Option.isSome(flags.slot)) {
       const name = flags.slot.value
@@ -76,7 +80,7 @@ const drop = Command.make("drop", {
       }
       chosen = [{ slotName: name, incarnation: Number(/_(\d+)$/.exec(name)?.[1] ?? 0), inactiveMs: undefined, catalogState: undefined }]
     }
-    return yield* SlotCleanup.drop(own, stream.sql, "slotkeeper", chosen)
+    return yield* SlotCleanup.drop(own, stream.sql, flags.schema, chosen)
   })
   const dropped = yield* stream.supervisor.run(Effect.flatMap(owned, (names) => Effect.sync(() => (result = names)))).pipe(
     Effect.timeoutOption(`${wait} millis`),

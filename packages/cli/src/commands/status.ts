@@ -11,7 +11,9 @@ import { FailoverCheck, Health, Lsn, SlotInspector, StreamId } from "@slotkeeper
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
+import * as RunConfig from "../config/RunConfig.ts"
 import { ConfigInvalid } from "../config/RunConfig.ts"
+import * as RunOptions from "../config/RunOptions.ts"
 import * as Redact from "../Redact.ts"
 import { runFlags } from "./run.ts"
 
@@ -53,17 +55,20 @@ interface StreamStatus {
 
 export const status = Command.make("status", {
   databaseUrl: runFlags.databaseUrl,
+  schema: RunOptions.schemaFlag,
   standbyUrls: runFlags.standbyUrls,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.status")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
+  const schema = RunConfig.checkSchema(flags.schema)
+  if (typeof schema !== "string") return yield* schema
   const standbyUrls = yield* Effect.forEach(flags.standbyUrls, (u) => Database.requiredUrl(Option.some(u)).pipe(
     Effect.mapError((e) => new ConfigInvalid({ option: "standby-url", message: e.message.replace(/^--database-url/, "--standby-url") }))
   ))
   const sql = yield* Database.client(url, "slotkeeper:status")
   const standbys = yield* Effect.forEach(standbyUrls, (u) => Effect.map(Database.client(u, "slotkeeper:status"), (client) => ({ url: u, client })))
   const streams = yield* Effect.gen(function*() {
-    const [has] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass('slotkeeper.ownership') IS NOT NULL AS ok")
+    const [has] = yield* sql.unsafe<{ ok: boolean }>(`SELECT to_regclass('${schema}.ownership') IS NOT NULL AS ok`)
     if (!has?.ok) return [] as Array<StreamStatus>
     const owners = yield* sql.unsafe<{
       stream_id: string; epoch: string; mode: string; holder: string; holder_pid: number | null; acquired_at: string; application_name: string | null; live: boolean
@@ -71,9 +76,9 @@ export const status = Command.make("status", {
       `SELECT o.stream_id, o.epoch::text AS epoch, o.mode, o.holder, o.holder_pid, o.acquired_at::text AS acquired_at, a.application_name,
               CASE WHEN o.mode = 'advisory'
                 THEN a.pid IS NOT NULL
-                ELSE EXISTS (SELECT 1 FROM slotkeeper.leases l WHERE l.stream_id = o.stream_id AND l.epoch = o.epoch AND l.lease_until > clock_timestamp())
+                ELSE EXISTS (SELECT 1 FROM ${schema}.leases l WHERE l.stream_id = o.stream_id AND l.epoch = o.epoch AND l.lease_until > clock_timestamp())
               END AS live
-         FROM slotkeeper.ownership o
+         FROM ${schema}.ownership o
          LEFT JOIN pg_stat_activity a ON a.pid = o.holder_pid AND a.backend_start = o.holder_backend_start
         ORDER BY o.stream_id`
     )
@@ -82,7 +87,7 @@ export const status = Command.make("status", {
       // consistent_point through to_jsonb: a catalog of an earlier version has no such column
       const slots = yield* sql.unsafe<{ slot_name: string; state: string; consistent_point: string | null }>(
         `SELECT slot_name, state, to_jsonb(s) ->> 'consistent_point' AS consistent_point
-           FROM slotkeeper.slots s WHERE stream_id = $1 AND to_regclass('slotkeeper.slots') IS NOT NULL ORDER BY incarnation`, [o.stream_id]
+           FROM ${schema}.slots s WHERE stream_id = $1 AND to_regclass('${schema}.slots') IS NOT NULL ORDER BY incarnation`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string; state: string; consistent_point: string | null }>))
       const slotStatus: Array<StreamStatus["slots"][number]> = []
       for (const s of slots) {
@@ -110,13 +115,13 @@ export const status = Command.make("status", {
       // the OID through to_jsonb: a table of an earlier version has no such column
       const subscriptions = yield* sql.unsafe<{ id: string; schema_name: string; table_name: string; now_schema: string | null; now_name: string | null }>(
         `SELECT s.id, s.schema_name, s.table_name, n.nspname::text AS now_schema, c.relname::text AS now_name
-           FROM slotkeeper.subscriptions s
+           FROM ${schema}.subscriptions s
            LEFT JOIN pg_class c ON c.oid = coalesce((to_jsonb(s) ->> 'table_oid')::oid, to_regclass(quote_ident(s.schema_name) || '.' || quote_ident(s.table_name)))
            LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE s.stream_id = $1 ORDER BY s.id`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ id: string; schema_name: string; table_name: string; now_schema: string | null; now_name: string | null }>))
       const [position] = yield* sql.unsafe<{ lsn: string }>(
-        "SELECT lsn::text AS lsn FROM slotkeeper.checkpoints WHERE stream_id = $1 AND to_regclass('slotkeeper.checkpoints') IS NOT NULL", [o.stream_id]
+        `SELECT lsn::text AS lsn FROM ${schema}.checkpoints WHERE stream_id = $1 AND to_regclass('${schema}.checkpoints') IS NOT NULL`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
       out.push({
         stream: o.stream_id,

@@ -18,6 +18,7 @@ import { hostname } from "node:os"
 import { Duration, Option, Schema } from "effect"
 import { OwnershipConfig, StreamId, Subscription } from "@slotkeeper/core"
 import * as Redact from "../Redact.ts"
+import * as RunOptions from "./RunOptions.ts"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
   option: Schema.String,
@@ -38,6 +39,7 @@ export type TableInput =
 export interface RunInput {
   readonly databaseUrl?: string | undefined
   readonly streamId?: string | undefined
+  readonly schema?: string | undefined
   readonly tables?: ReadonlyArray<TableInput> | undefined
   readonly lock?: string | undefined
   readonly slotMode?: string | undefined
@@ -60,10 +62,6 @@ export interface RunInput {
 
 /** The options that are durations (milliseconds once checked). */
 const durationOptions = ["acquireInterval", "heartbeatInterval", "lossDeadline", "serverReleaseBound", "leaseDuration", "renewInterval", "walHeartbeatInterval"] as const
-const fileKeys: ReadonlyArray<keyof RunInput> = [
-  "databaseUrl", "streamId", "tables", "lock", "slotMode", "instanceId", "sink", "httpPort", ...durationOptions, "onLoss", "onSlotLost", "onSinkRejected",
-  "standbyUrls"
-]
 
 export interface TableSpec extends Subscription.TableRef {
   readonly schema: string
@@ -83,7 +81,7 @@ export interface RunConfig {
   readonly sink: Sink
   readonly httpPort: number | undefined
   /** The ownership timing, checked by the core's rules (`OwnershipConfig`); milliseconds, only what was given. */
-  readonly ownership: Pick<OwnershipConfig.OwnershipOptions, "acquireInterval" | "heartbeatInterval" | "lossDeadline" | "serverReleaseBound" | "leaseDuration" | "renewInterval" | "onLoss">
+  readonly ownership: Pick<OwnershipConfig.OwnershipOptions, "schema" | "acquireInterval" | "heartbeatInterval" | "lossDeadline" | "serverReleaseBound" | "leaseDuration" | "renewInterval" | "onLoss">
   readonly walHeartbeatIntervalMs: number | undefined
   readonly onSlotLost: "fail" | "recreate"
   /** The http sink, on a 4xx that retrying cannot fix: stop with the error (default) or skip the batch. */
@@ -256,17 +254,25 @@ export const fromFile = (path: string, text: string): RunInput | ConfigInvalid =
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) return bad("must be a JSON object of options, e.g. {\"tables\": [\"public.orders\"]}")
   const o = value as Record<string, unknown>
+  // the keys and their kinds are RunOptions' (a file cannot name another file)
+  const fileOptions = RunOptions.runOptions.filter((option) => option.key !== "config")
   for (const key of Object.keys(o)) {
-    if (!fileKeys.includes(key as keyof RunInput)) return bad(`unknown option ${JSON.stringify(key)}; the options are ${fileKeys.join(", ")}`)
+    const option = fileOptions.find((option) => option.key === key)
+    if (option === undefined) return bad(`unknown option ${JSON.stringify(key)}; the options are ${fileOptions.map((option) => option.key).join(", ")}`)
     const v = o[key]
-    if (key === "tables") {
-      if (!Array.isArray(v)) return bad("\"tables\" must be a list")
-    } else if (key === "standbyUrls") {
-      if (!Array.isArray(v) || !v.every((u) => typeof u === "string")) return bad("\"standbyUrls\" must be a list of URLs")
-    } else if (key === "httpPort") {
-      if (typeof v !== "number") return bad("\"httpPort\" must be a number")
-    } else if (typeof v !== "string" && !(durationOptions.includes(key as typeof durationOptions[number]) && typeof v === "number")) {
-      return bad(`${JSON.stringify(key)} must be a string${durationOptions.includes(key as typeof durationOptions[number]) ? " (or milliseconds)" : ""}`)
+    switch (option.kind) {
+      case "list":
+        if (!Array.isArray(v) || (key !== "tables" && !v.every((u) => typeof u === "string"))) return bad(`${JSON.stringify(key)} must be a list${key === "tables" ? "" : " of strings"}`)
+        break
+      case "port":
+        if (typeof v !== "number") return bad(`${JSON.stringify(key)} must be a number`)
+        break
+      case "duration":
+        if (typeof v !== "string" && typeof v !== "number") return bad(`${JSON.stringify(key)} must be a string (or milliseconds)`)
+        break
+      case "choice":
+      case "string":
+        if (typeof v !== "string") return bad(`${JSON.stringify(key)} must be a string${option.kind === "choice" ? `: ${option.choices!.join(" or ")}` : ""}`)
     }
   }
   const input: Record<string, unknown> = { ...o }
@@ -303,6 +309,12 @@ export const parseSink = (text: string): Sink | ConfigInvalid => {
     }
   }
   return invalid("sink", `${shown} is not a sink: use stdout, file:PATH, or an http:// or https:// URL`)
+}
+
+/** `--schema` checked by the core's rule (a lowercase identifier, safe in SQL text as it is). */
+export const checkSchema = (schema: string): string | ConfigInvalid => {
+  const checked = OwnershipConfig.make({ streamId: "default", instanceId: "check", schema })
+  return "_tag" in checked ? invalid("schema", checked.message) : checked.schema
 }
 
 /** Why `url` is not a PostgreSQL URL, or `undefined` when it is one. */
@@ -379,7 +391,7 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
     if (bad !== undefined) return invalid("standby-url", bad.message.replace(/^--database-url: /, ""))
   }
   const { walHeartbeatInterval, ...lockTiming } = durations
-  const ownership = { ...lockTiming, onLoss }
+  const ownership = { ...lockTiming, onLoss, ...(input.schema === undefined ? {} : { schema: input.schema }) }
   // the timing rules are the core's: checked here, before anything connects (a field name becomes its flag)
   const checked = OwnershipConfig.make({ streamId, instanceId, mode: lock, ...ownership })
   if ("_tag" in checked) {

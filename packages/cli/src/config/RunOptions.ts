@@ -38,8 +38,9 @@ export interface RunOption {
 export const runOptions: ReadonlyArray<RunOption> = [
   { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", default: "the embedded PostgreSQL (and a demo table)", description: "the database: `postgres://user:password@host:5432/db`" },
   { key: "tables", flag: "table", env: "SLOTKEEPER_TABLES", kind: "list", default: "", description: "a table to stream: `schema.table`, optionally with `(columns)` and `WHERE filter` as in `CREATE PUBLICATION`; see *Tables*" },
-  { key: "config", flag: "config", env: "SLOTKEEPER_CONFIG", kind: "string", default: "", description: "a JSON file of these options (the keys of this table); flags and environment variables win over it" },
+  { key: "config", flag: "config", env: "SLOTKEEPER_CONFIG", kind: "string", default: "", description: "a JSON file of these options, keyed in camelCase (`streamId`, `lossDeadline`, ...); flags and environment variables win over it" },
   { key: "streamId", flag: "stream-id", env: "SLOTKEEPER_STREAM_ID", kind: "string", default: "default", description: "the stream: `[a-z0-9_]`, at most 40; names the slot `slotkeeper_<id>_<n>` and the publication `slotkeeper_<id>`" },
+  { key: "schema", flag: "schema", env: "SLOTKEEPER_SCHEMA", kind: "string", default: "slotkeeper", description: "where slotkeeper keeps its tables (ownership, leases, slots, checkpoints, subscriptions): a lowercase identifier; `status`, `check` and `slots` take it too" },
   { key: "instanceId", flag: "instance-id", env: "SLOTKEEPER_INSTANCE_ID", kind: "string", default: "host and pid", description: "this instance's name, shown in `pg_stat_activity` as `slotkeeper:<stream>:<instance>:<role>`" },
   { key: "lock", flag: "lock", env: "SLOTKEEPER_LOCK", kind: "choice", choices: ["advisory", "lease"], default: "advisory", description: "how ownership is held: a session advisory lock, or a lease row (behind a transaction pooler)" },
   { key: "slotMode", flag: "slot-mode", env: "SLOTKEEPER_SLOT_MODE", kind: "choice", choices: ["temporary", "persistent"], default: "temporary", description: "stream from a temporary copy of the stream's slot per connection, or from the slot itself" },
@@ -76,6 +77,13 @@ export const flag = (key: string): Flag.Flag<Option.Option<string>> => {
   const o = byKey(key)
   return Flag.String(o.flag).pipe(Flag.withFallbackConfig(Config.String(o.env)), Flag.withDescription(help(o)), Flag.optional)
 }
+
+/** `--schema` with its default, for the commands that have no `--config` file (`status`, `check`, `slots`). */
+export const schemaFlag: Flag.Flag<string> = Flag.String("schema").pipe(
+  Flag.withFallbackConfig(Config.String("SLOTKEEPER_SCHEMA")),
+  Flag.withDescription(help(byKey("schema"))),
+  Flag.withDefault("slotkeeper")
+)
 
 /** A port option (`kind: "port"`). */
 export const portFlag = (key: string): Flag.Flag<Option.Option<number>> => {
