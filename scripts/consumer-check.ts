@@ -8,7 +8,9 @@
  *      SIGTERM (exit 0); and `slotkeeper --version` and an unknown flag (exit 2) from the shell;
  *   3. runs the container's command line as deploy/Dockerfile has it (ENTRYPOINT + CMD, its ENV, its non-root user
  *      when this runs as root), probes it as deploy/kubernetes does (readiness path, port), and stops it within the
- *      manifest's terminationGracePeriodSeconds (exit 0).
+ *      manifest's terminationGracePeriodSeconds (exit 0);
+ *   4. compiles and runs the README's library example as it is (what `slotkeeper run --sink file:...` runs, as
+ *      layers) until its file has a change line.
  *
  *   node scripts/toolchain.mjs run scripts/consumer-check.ts [22 24]
  *
@@ -59,7 +61,8 @@ const nodeOf = (version: string) => {
 }
 
 const program = `import { spawn } from "node:child_process"
-import { Effect, Redacted, Stream } from "effect"
+import { existsSync, readFileSync } from "node:fs"
+import { Effect, Fiber, Layer, Redacted, Stream } from "effect"
 import { Delivery, StreamOwnership } from "@slotkeeper/core"
 import { PgCluster } from "@slotkeeper/testkit"
 
@@ -134,14 +137,36 @@ const main = Effect.scoped(Effect.gen(function*() {
   const stopMs = Math.round(performance.now() - stopAt)
   if (podCode !== 0 || stopMs > image.grace * 1000) throw new Error(\`the image's command: SIGTERM: exit \${podCode} after \${stopMs} ms (grace \${image.grace} s): \${podErr.slice(-2000)}\`)
   console.log(\`image: \${image.command.join(" ")} as uid \${image.uid ?? process.getuid?.()}: a change line, \${image.readiness} 200, /health/owner 200, JSON logs; SIGTERM: exit 0 in \${stopMs} ms (grace \${image.grace} s)\`)
+
+  // 4. the README's library example, as it is: what \`slotkeeper run --sink file:...\` runs, composed as layers
+  yield* pg.query("CREATE TABLE orders (id int PRIMARY KEY, total numeric)")
+  process.env.DATABASE_URL = pg.url
+  const { OrdersToFile } = yield* Effect.promise(() => import("./readme.ts"))
+  const app = yield* Effect.forkScoped(Layer.launch(OrdersToFile))
+  const fileLines = () => (existsSync("changes.ndjson") ? readFileSync("changes.ndjson", "utf8").split("\\n").filter((l) => l.includes('"type":"change"')) : [])
+  yield* Effect.gen(function*() {
+    for (let id = 1; fileLines().length === 0; id++) {
+      yield* pg.query("INSERT INTO orders VALUES (" + id + ", 9.99)")
+      yield* Effect.sleep("200 millis")
+    }
+  }).pipe(Effect.timeout("60 seconds"))
+  yield* Fiber.interrupt(app)
+  console.log("readme: the library example wrote " + fileLines()[0]!.slice(0, 100))
 }))
 
 Effect.runPromise(main).then(() => process.exit(0), (e) => { console.error(e); process.exit(1) })
 `
 
+/** The README's library example (between its markers), compiled and run as it is. */
+const readme = readFileSync(join(root, "README.md"), "utf8")
+const exampleStart = readme.indexOf("<!-- example:library")
+const exampleEnd = readme.indexOf("<!-- /example:library -->")
+if (exampleStart < 0 || exampleEnd < exampleStart) fail("README.md: no library example between <!-- example:library ... --> and <!-- /example:library -->")
+const readmeExample = /```ts\n([\s\S]*?)```/.exec(readme.slice(exampleStart, exampleEnd))?.[1] ?? fail("README.md: the library example has no ts block")
+
 const tsconfig = {
-  compilerOptions: { target: "ES2023", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, types: ["node"], skipLibCheck: false },
-  include: ["main.ts"]
+  compilerOptions: { target: "ES2023", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, types: ["node"], skipLibCheck: false, allowImportingTsExtensions: true },
+  include: ["main.ts", "readme.ts"]
 }
 
 /**
@@ -183,6 +208,7 @@ for (const major of wanted) {
   say(`Node ${version}: npm install of the tarballs in ${project}`)
   sh("npm", ["install", "--no-audit", "--no-fund", ...packed, "pg@8.23.1", "typescript@7.0.2", "@types/node@24", "@types/pg@8"], { cwd: project, env })
   writeFileSync(join(project, "main.ts"), program)
+  writeFileSync(join(project, "readme.ts"), readmeExample)
   writeFileSync(join(project, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
   say(`Node ${version}: tsc --noEmit of a program composing @slotkeeper/core`)
   sh(node, [join(project, "node_modules", "typescript", "bin", "tsc"), "-p", project], { cwd: project, env })
@@ -196,7 +222,7 @@ for (const major of wanted) {
     chownSync(home, image.uid, image.uid)
   }
   const out = sh(node, ["--experimental-strip-types", "main.ts"], { cwd: project, env: { ...env, SLOTKEEPER_IMAGE: JSON.stringify(image) } })
-  if (!/library: received \{"id":\d+/.test(out) || !/cli: a change line, then SIGTERM, exit 0/.test(out) || !/image: .*SIGTERM: exit 0/.test(out)) fail(`the program did not receive its changes:\n${out}`)
+  if (!/library: received \{"id":\d+/.test(out) || !/cli: a change line, then SIGTERM, exit 0/.test(out) || !/image: .*SIGTERM: exit 0/.test(out) || !/readme: the library example wrote \{"type":"change"/.test(out)) fail(`the program did not receive its changes:\n${out}`)
   for (const l of out.split("\n").filter((l) => l.length > 0)) say(`Node ${version}: ${l}`)
   const version2 = sh(node, [join(project, "node_modules", ".bin", "slotkeeper"), "--version"], { cwd: project, env }).trim()
   say(`Node ${version}: npx slotkeeper --version: ${version2}`)

@@ -6,11 +6,13 @@
  *
  * Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for invalid options or input (one line that names the
  * option, printed before any database is touched), 1 for a fatal runtime condition, with its explanation. Logs go to
- * stderr (`Logging`: text, logfmt or JSON); stdout carries only data.
+ * stderr (`Logging`: text, logfmt or JSON); stdout carries only data. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics,
+ * traces and logs are also exported over OTLP (`Telemetry`).
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Redact } from "@slotkeeper/core"
 import { CliOutput, Command } from "effect/cli"
-import { Cause, Console, Effect, Exit, Option, Runtime } from "effect"
+import { Cause, Console, Effect, Exit, Layer, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { embedded } from "./commands/embedded.ts"
 import { check } from "./commands/check.ts"
@@ -18,7 +20,7 @@ import { run } from "./commands/run.ts"
 import { slots } from "./commands/slots.ts"
 import { status } from "./commands/status.ts"
 import * as Logging from "./config/Logging.ts"
-import * as Redact from "./Redact.ts"
+import * as Telemetry from "./config/Telemetry.ts"
 
 export const version: string = packageJson.version
 
@@ -74,7 +76,13 @@ const presenter = CliOutput.layerPresenter({
  */
 export const main = (): void => {
   const logging = Logging.fromEnv(process.env)
-  const program = "_tag" in logging ? Effect.fail(logging) : slotkeeper.pipe(Command.run({ version }), Effect.provide(logging))
+  const telemetry = Telemetry.fromEnv(process.env, version)
+  const program = "_tag" in logging
+    ? Effect.fail(logging)
+    : "_tag" in telemetry
+    ? Effect.fail(telemetry)
+    // the exporters over the console loggers: the OTLP logger joins them, and every one of them redacts
+    : slotkeeper.pipe(Command.run({ version }), Effect.provide(telemetry.pipe(Layer.provideMerge(logging))))
   program.pipe(
     Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
     // a usage error (said by the presenter above): exit 2, like every other bad input

@@ -21,8 +21,11 @@
  *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
  *   runs slot, checkpoint and connection together as a stream's owned work (`Delivery.layer`: all of it as a layer).
  *
- * - `sink/`: `FencedSink`, the contract of a sink that refuses a deposed owner (the ownership epoch with every write),
- *   and `PgTargetSink`, a worked example in a PostgreSQL target (fenced, position kept with the data).
+ * - `sink/`: `SinkDelivery` (a connection's changes written to a sink as NDJSON lines — `Ndjson` — and acknowledged
+ *   once durable: what `slotkeeper run` runs), the sinks it writes to (`Sink`: the contract and stdout; `FileSink`
+ *   with `FileLock`; `HttpSink`), `FencedSink`, the contract of a sink that refuses a deposed owner (the ownership
+ *   epoch with every write), and `PgTargetSink`, a worked example in a PostgreSQL target (fenced, position kept with
+ *   the data). `Redact` keeps passwords out of every message.
  * - `service/`: what a running stream shows — `StreamStatus` (the health decision and the snapshot service),
  *   `StreamMetrics` (Effect `Metric`s, Prometheus text by Effect's exporter), `HttpRoutes` (`/health`,
  *   `/health/owner`, `/metrics` on Effect's `HttpRouter`).
@@ -69,6 +72,12 @@ export * as Subscription from "./publication/Subscription.ts"
 export * as Validation from "./publication/Validation.ts"
 export * as Preflight from "./Preflight.ts"
 export * as FencedSink from "./sink/FencedSink.ts"
+export * as FileSink from "./sink/FileSink.ts"
+export * as HttpSink from "./sink/HttpSink.ts"
+export * as Ndjson from "./sink/Ndjson.ts"
+export * as Sink from "./sink/Sink.ts"
+export * as SinkDelivery from "./sink/SinkDelivery.ts"
+export * as Redact from "./Redact.ts"
 export * as HttpRoutes from "./service/HttpRoutes.ts"
 export * as StreamMetrics from "./service/StreamMetrics.ts"
 export * as StreamStatus from "./service/StreamStatus.ts"

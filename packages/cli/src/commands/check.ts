@@ -3,13 +3,12 @@
  * privileges, the configured tables' replica identity, failover readiness (17+). Each failure is printed with its
  * fix; the exit code is 0 only if nothing failed (1 otherwise, 2 for invalid options). Reads only.
  */
-import { Preflight, StreamId } from "@slotkeeper/core"
+import { Preflight, Redact, StreamId } from "@slotkeeper/core"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
-import * as Redact from "../Redact.ts"
 import { runFlags, streamIdFlag } from "./run.ts"
 
 export const check = Command.make("check", {

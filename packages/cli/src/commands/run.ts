@@ -7,19 +7,14 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Checkpoint, Delivery, Ownership, type OwnershipService, PublicationManager, type ReplicationStream, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus } from "@slotkeeper/core"
-import { Config, Effect, Layer, Logger, Option, Redacted, Stream, SubscriptionRef } from "effect"
+import { Delivery, PublicationManager, Redact, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus } from "@slotkeeper/core"
+import { Config, Effect, Layer, Logger, Option, Redacted, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as Embedded from "../config/Embedded.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
 import * as HealthServer from "../http/HealthServer.ts"
-import * as Ndjson from "../output/Ndjson.ts"
-import * as Redact from "../Redact.ts"
-import * as FileSink from "../sinks/FileSink.ts"
-import * as HttpSink from "../sinks/HttpSink.ts"
-import * as Sink from "../sinks/Sink.ts"
 
 /** `--stream-id` with its default, for the commands that have no `--config` file. */
 export const streamIdFlag = Flag.String("stream-id").pipe(
@@ -118,15 +113,13 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   const redacted = Redacted.make(url)
   // the configured tables are the whole set: ones a previous configuration had are removed from the publication
   const subscriptions = tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } }))
-  const file = config.sink._tag === "File" ? yield* FileSink.make(config.sink.path) : undefined
-  const http = config.sink._tag === "Http" ? HttpSink.make({ url: config.sink.url, onRejected: config.onSinkRejected }) : undefined
-  // the file as this holding period has it open (locked), while it lasts
-  let period: FileSink.FilePeriod | undefined
-  const fenceOf = (own: OwnershipService): Sink.Fence => ({ streamId: config.streamId, epoch: own.epoch, assertFresh: own.assertFresh })
+  // the sink (a file is opened here: one that cannot be is bad input, found before the database is touched)
+  const sink = yield* SinkDelivery.make(config.streamId, config.sink._tag === "Http" ? { ...config.sink, onRejected: config.onSinkRejected } : config.sink).pipe(
+    Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${e.message}` }))
+  )
   const slotState = yield* SlotManager.makeState
   const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
   const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
-  let acknowledged: bigint | undefined
   yield* StreamMetrics.register(config.streamId)
   // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
   let owned: StreamOwnership.StreamOwnership | undefined
@@ -141,7 +134,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
         failoverReady: yield* SubscriptionRef.get(slotState.failoverReady),
         slotName: slot?.slotName,
         slot: yield* SubscriptionRef.get(slotState.status),
-        acknowledgedLsn: acknowledged,
+        acknowledgedLsn: sink.acknowledged(),
         publicationProblems: (yield* SubscriptionRef.get(publicationStatus)).drift
       } satisfies StreamStatus.Snapshot
     })
@@ -164,69 +157,6 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))
     })
   )
-  // One replication connection's events, written to a sink opened for it (nothing half sent carries over), under the
-  // holding period's epoch. Events come in arrays of what has arrived: their lines are written, and the sink is made
-  // durable and the last commit in the array acknowledged once per array, not once per transaction (many small ones
-  // share one fsync or one POST). A transaction still open at the end of an array is acknowledged with a later array.
-  // Counted as delivered only once acknowledged.
-  const consume = (connection: ReplicationStream.ReplicationStream) =>
-    Effect.gen(function*() {
-      const own = yield* Ownership
-      const fence: Sink.Fence = { ...fenceOf(own), resumedFrom: connection.startedAt }
-      const sink = period?.sink ?? (http !== undefined ? http.open(fence) : Sink.stdout(fence))
-      // what the file's commit lines say the position belongs to (slot, system, timeline): one per connection
-      const identity = period === undefined ? undefined : yield* connection.durable
-      let inTransaction = false
-      // since the last acknowledgement: counted as delivered once acknowledged
-      let changes = 0
-      let bytes = 0
-      let transactions = 0
-      let sinkMs = 0
-      return yield* Stream.runForEachArray(connection.events, (events) =>
-        Effect.gen(function*() {
-          const lines: Array<string> = []
-          let position: bigint | undefined
-          let lastCommitTime: string | undefined
-          // the sink's own time, for slotkeeper_sink_write_seconds
-          const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) => {
-            const t = performance.now()
-            return Effect.ensuring(effect, Effect.sync(() => { sinkMs += performance.now() - t }))
-          }
-          for (const event of events) {
-            if (event._tag === "Begin") inTransaction = true
-            const text = Ndjson.line(event, own.epoch)
-            if (text !== undefined) {
-              lines.push(text)
-              changes++
-              bytes += Buffer.byteLength(text) + 1
-            }
-            if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
-              inTransaction = false
-              position = event._tag === "Commit" ? event.endLsn : event.ackPosition
-              if (event._tag === "Commit") lastCommitTime = event.commitTime
-              transactions++
-              if (period !== undefined && identity !== undefined) {
-                // the file's own record of how far it is: read back at the next connection
-                lines.push(event._tag === "Commit"
-                  ? period.commitLine({ xid: event.xid, commitLsn: event.commitLsn, endLsn: event.endLsn, commitTime: event.commitTime, position: identity })
-                  : period.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
-              }
-            }
-            if (lines.length >= 1000) yield* timed(sink.write(lines.splice(0), !inTransaction))
-          }
-          yield* timed(sink.write(lines, !inTransaction))
-          if (position !== undefined) {
-            yield* timed(sink.commit)
-            yield* connection.acknowledge(position)
-            acknowledged = position
-            yield* StreamMetrics.delivered(config.streamId, { changes, transactions, bytes, sinkSeconds: sinkMs / 1000, lastCommitTime })
-            changes = 0
-            bytes = 0
-            transactions = 0
-            sinkMs = 0
-          }
-        }))
-    })
   const stream = Delivery.layer({
     url: redacted,
     streamId: config.streamId,
@@ -243,19 +173,9 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
-    // the file is opened (and locked) for each holding period, in the owned scope
-    ...(file === undefined ? {} : {
-      checkpoint: Effect.gen(function*() {
-        const own = yield* Ownership
-        const opened = yield* file.open(fenceOf(own)).pipe(
-          Effect.catchTag("SinkError", (e) => Effect.fail(new Checkpoint.CheckpointError({ message: e.message })))
-        )
-        period = opened
-        yield* Effect.addFinalizer(() => Effect.sync(() => { period = undefined }))
-        return opened.checkpoint
-      })
-    })
-  }, consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
+    // a file is also the position's store, opened (and locked) for each holding period
+    ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
+  }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
   yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
   return yield* Layer.launch(stream).pipe(
     // warnings and errors of the stream, counted for /metrics

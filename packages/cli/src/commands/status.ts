@@ -7,14 +7,13 @@
  * `backend_start` in `pg_stat_activity`); a lease-mode owner while its lease has not run out. A row whose holder is
  * gone is shown as `none` (the row keeps the last epoch for fencing).
  */
-import { FailoverCheck, Health, Lsn, SlotInspector, StreamId } from "@slotkeeper/core"
+import { FailoverCheck, Health, Lsn, Redact, SlotInspector, StreamId } from "@slotkeeper/core"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import { ConfigInvalid } from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
-import * as Redact from "../Redact.ts"
 import { runFlags } from "./run.ts"
 
 interface StreamStatus {

@@ -3,8 +3,8 @@
  * JSON lines for a log pipeline. Set by environment, for every command: `SLOTKEEPER_LOG_FORMAT` (`text`, `logfmt`,
  * `json`) and `SLOTKEEPER_LOG_LEVEL` (`debug`, `info`, `warn`, `error`). A bad value is a `ConfigInvalid`.
  */
+import { Redact } from "@slotkeeper/core"
 import { Layer, Logger, References } from "effect"
-import * as Redact from "../Redact.ts"
 import { ConfigInvalid } from "./RunConfig.ts"
 
 const levels = { debug: "Debug", info: "Info", warn: "Warn", error: "Error" } as const

@@ -16,8 +16,7 @@
  */
 import { hostname } from "node:os"
 import { Duration, Option, Schema } from "effect"
-import { OwnershipConfig, StreamId, Subscription } from "@slotkeeper/core"
-import * as Redact from "../Redact.ts"
+import { OwnershipConfig, Redact, StreamId, Subscription } from "@slotkeeper/core"
 import * as RunOptions from "./RunOptions.ts"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {

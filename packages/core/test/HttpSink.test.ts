@@ -4,10 +4,10 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { assert, describe, it } from "@effect/vitest"
-import { OwnershipLost } from "@slotkeeper/core"
+import { OwnershipLost } from "../src/index.ts"
 import { Effect, Exit, Fiber, Logger } from "effect"
-import * as HttpSink from "../src/sinks/HttpSink.ts"
-import type { Fence } from "../src/sinks/Sink.ts"
+import * as HttpSink from "../src/sink/HttpSink.ts"
+import type { Fence } from "../src/sink/Sink.ts"
 
 interface Received {
   readonly body: string

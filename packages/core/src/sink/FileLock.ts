@@ -14,7 +14,8 @@
  */
 import { linkSync, readFileSync, unlinkSync, writeFileSync } from "node:fs"
 import { hostname } from "node:os"
-import { type OwnershipLost, Processes } from "@slotkeeper/core"
+import type { OwnershipLost } from "../ownership/Ownership.ts"
+import * as Processes from "../Processes.ts"
 import { Effect, type Scope } from "effect"
 import { type Fence, SinkError } from "./Sink.ts"
 

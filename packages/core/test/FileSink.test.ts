@@ -5,11 +5,11 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
-import { OwnershipLost } from "@slotkeeper/core"
+import { OwnershipLost } from "../src/index.ts"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Logger, Scope } from "effect"
-import * as FileSink from "../src/sinks/FileSink.ts"
-import type { Fence } from "../src/sinks/Sink.ts"
+import * as FileSink from "../src/sink/FileSink.ts"
+import type { Fence } from "../src/sink/Sink.ts"
 
 const temp = Effect.acquireRelease(
   Effect.sync(() => mkdtempSync(join(tmpdir(), "slotkeeper-filesink-"))),

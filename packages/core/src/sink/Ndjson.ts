@@ -12,7 +12,9 @@
  * that the stream's slot was lost and replaced (`--on-slot-lost recreate`): changes in between are gone. Values are mapped as `@slotkeeper/core`'s
  * `Values` documents (its table is the README's); `new` and `old` list the columns in the table's order.
  */
-import { Lsn, type ReplicationStream, Values } from "@slotkeeper/core"
+import * as Lsn from "../Lsn.ts"
+import type * as ReplicationStream from "../replication/ReplicationStream.ts"
+import * as Values from "../replication/Values.ts"
 
 const rowText = (row: Values.Row | undefined, event: ReplicationStream.ChangeEvent): string =>
   row === undefined ? "null" : event.plainJson ? JSON.stringify(row) : Values.rowJson(row, event.columns)

@@ -21,7 +21,9 @@
  * in a finalizer, ends at once.
  */
 import { closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs"
-import { Checkpoint, Lsn, OwnershipLost } from "@slotkeeper/core"
+import * as Lsn from "../Lsn.ts"
+import { OwnershipLost } from "../ownership/Ownership.ts"
+import * as Checkpoint from "../replication/Checkpoint.ts"
 import { Effect, type Scope } from "effect"
 import * as FileLock from "./FileLock.ts"
 import { type Fence, type Sink, SinkError } from "./Sink.ts"

@@ -14,7 +14,7 @@
  * instance gives the stream up and competes again. Nothing of a sink outlives its connection: a batch half sent or
  * half written is never carried into the next one.
  */
-import type { OwnershipLost } from "@slotkeeper/core"
+import type { OwnershipLost } from "../ownership/Ownership.ts"
 import { Effect, Schema } from "effect"
 
 export class SinkError extends Schema.TaggedError<SinkError>()("SinkError", { message: Schema.String }) {}

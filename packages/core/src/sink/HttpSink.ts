@@ -34,7 +34,8 @@
  * - A sink is opened per replication connection: a batch half sent by one connection (its lines buffered, or a
  *   request refused) is never sent by the next, which starts again from the durable position.
  */
-import { Lsn, OwnershipLost } from "@slotkeeper/core"
+import * as Lsn from "../Lsn.ts"
+import { OwnershipLost } from "../ownership/Ownership.ts"
 import { Duration, Effect, Schedule } from "effect"
 import * as Redact from "../Redact.ts"
 import { type Fence, type Sink, SinkError } from "./Sink.ts"
