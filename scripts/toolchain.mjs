@@ -88,7 +88,13 @@ const envFor = (nodeBin) => ({
   NODE_OPTIONS: withSource(process.env.NODE_OPTIONS ?? "")
 })
 
-const ensureDependencies = (nodeBin) => {
+/**
+ * Installs the dependencies when the lock file (or the Node running them) changed since the last install. `runOnly`:
+ * the command only runs the CLI (`npm start`, `npm run slotkeeper`), which needs no development dependencies — a
+ * fresh clone's first `npm start` installs without them (no test runner, no compiler, no PostgreSQL 14-17 binaries
+ * for the version tests), and the first command that needs them installs everything.
+ */
+const ensureDependencies = (nodeBin, runOnly = false) => {
   const lockPath = join(root, "package-lock.json")
   const hash = createHash("sha256")
   hash.update(existsSync(lockPath) ? readFileSync(lockPath) : "no lock file")
@@ -96,12 +102,14 @@ const ensureDependencies = (nodeBin) => {
   hash.update(nodeBin === process.execPath ? process.version : `v${PINNED_NODE}`)
   const want = hash.digest("hex")
   const marker = join(root, "node_modules", ".slotkeeper-deps")
-  if (existsSync(marker) && readFileSync(marker, "utf8").trim() === want) return
+  const have = existsSync(marker) ? readFileSync(marker, "utf8").trim() : ""
+  if (have === want || (runOnly && have === `${want} production`)) return
   const args = existsSync(lockPath) ? ["ci", "--no-audit", "--no-fund"] : ["install", "--no-audit", "--no-fund"]
-  log(`installing dependencies (npm ${args[0]})`)
+  if (runOnly) args.push("--omit=dev")
+  log(`installing dependencies (npm ${args.join(" ")})`)
   const r = spawnSync("npm", args, { stdio: ["ignore", "inherit", "inherit"], cwd: root, env: envFor(nodeBin) })
   if (r.status !== 0) fail(`npm ${args[0]} failed (exit ${r.status})`)
-  writeFileSync(marker, `${want}\n`)
+  writeFileSync(marker, runOnly ? `${want} production\n` : `${want}\n`)
 }
 
 const exec = (nodeBin, args) => {
@@ -140,7 +148,7 @@ switch (command) {
   }
   case "cli": {
     const nodeBin = ensureNode()
-    ensureDependencies(nodeBin)
+    ensureDependencies(nodeBin, true)
     exec(nodeBin, [join(root, "packages", "cli", "bin", "slotkeeper.js"), ...rest])
     break
   }
