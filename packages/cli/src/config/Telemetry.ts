@@ -60,8 +60,16 @@ export const fromEnv = (env: Record<string, string | undefined>, version: string
     OtlpLogger.layerFromConfig({ resource, mergeWithExisting: true })
   ).pipe(
     Layer.provide([OtlpSerialization.layerJson, FetchHttpClient.layer]),
-    // the exporters read their settings from `env`, as given
-    Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: env as Record<string, string> })))
+    // the exporters read their settings from `env`; each signal's exporter is "otlp" unless set (OpenTelemetry's
+    // default, where Effect's is none)
+    Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({
+      env: {
+        ...(env as Record<string, string>),
+        OTEL_METRICS_EXPORTER: env.OTEL_METRICS_EXPORTER ?? "otlp",
+        OTEL_TRACES_EXPORTER: env.OTEL_TRACES_EXPORTER ?? "otlp",
+        OTEL_LOGS_EXPORTER: env.OTEL_LOGS_EXPORTER ?? "otlp"
+      }
+    })))
   )
   return redactLoggers.pipe(Layer.provideMerge(exporters), Layer.orDie) as Layer.Layer<never>
 }
