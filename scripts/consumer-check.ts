@@ -78,14 +78,14 @@ const writeUntil = (query: (sql: string) => Effect.Effect<unknown, unknown>, fro
 const main = Effect.scoped(Effect.gen(function*() {
   const pg = yield* PgCluster.make({ major: 18 })
   yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
-  yield* pg.query("CREATE PUBLICATION orders_pub FOR TABLE items")
+  yield* pg.query("CREATE PUBLICATION items_pub FOR TABLE items")
 
-  // 1. a consumer of the library: own stream "orders" and receive a change
+  // 1. a consumer of the library: own stream "library" and receive a change
   const url = Redacted.make(pg.url)
-  const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: "consumer", url })
+  const ownership = yield* StreamOwnership.make({ streamId: "library", instanceId: "consumer", url })
   let received: string | undefined
   const owned = Delivery.run(
-    { streamId: "orders", slotPrefix: "slotkeeper_orders", schema: "slotkeeper", publication: "orders_pub", url, instanceId: "consumer", sql: ownership.sql },
+    { streamId: "library", slotPrefix: "slotkeeper_library", schema: "slotkeeper", publication: "items_pub", url, instanceId: "consumer", sql: ownership.sql },
     (stream) => Stream.runForEach(stream.events, (event) => {
       if (event._tag === "Change" && received === undefined) received = JSON.stringify(event.new)
       return event._tag === "Commit" ? stream.acknowledge(event.endLsn) : Effect.void
