@@ -90,6 +90,8 @@ const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K
 export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
   const config = RunConfig.make(yield* input(flags))
   if ("_tag" in config) return yield* config
+  // every log line of the run names the stream and the instance (fields in logfmt and JSON)
+  yield* Effect.annotateLogsScoped({ stream: config.streamId, instance: config.instanceId })
   let url = config.databaseUrl
   let tables = config.tables
   if (url === undefined) {

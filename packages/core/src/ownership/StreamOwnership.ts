@@ -12,7 +12,7 @@
  * refusal is a typed error (`PreflightRefused`, `SubscriptionInvalid`): bad input leaves the database as it was.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, type Redacted, Schedule, type Scope } from "effect"
+import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -26,6 +26,7 @@ import * as OwnershipConfig from "./OwnershipConfig.ts"
 import * as OwnershipTable from "./OwnershipTable.ts"
 import * as ServerInstance from "./ServerInstance.ts"
 import * as Supervisor from "./Supervisor.ts"
+import * as Retry from "../internal/retry.ts"
 
 export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions {
   /** The database to own the stream in. Never logged. */
@@ -56,7 +57,7 @@ export type StreamOwnershipError =
   | SubscriptionInvalid
 
 // 200 ms, 400 ms, ... at most 5 s apart.
-const setupRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+const setupRetry = Retry.transient
 
 export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
   Effect.gen(function*() {

@@ -24,7 +24,7 @@
  * exponential schedule and shown in the status; others fail `run`. A failure of the owned work releases ownership
  * and fails `run` with that error.
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Random, Result, type Scope, SubscriptionRef } from "effect"
 import { SqlError } from "effect/sql/SqlError"
 import * as Bounded from "../internal/bounded.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -34,6 +34,7 @@ import { LockBackendError } from "./LockBackend.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { type Guards, Ownership, OwnershipLost, type OwnershipStatus } from "./Ownership.ts"
 import type { ServerInstance } from "./ServerInstance.ts"
+import * as Retry from "../internal/retry.ts"
 
 export interface Supervisor {
   readonly status: SubscriptionRef.SubscriptionRef<OwnershipStatus>
@@ -99,7 +100,7 @@ const withDeadline = <A>(effect: Effect.Effect<A>, ms: number, onTimeout: () => 
   })
 
 // Capped backoff for faults that may pass: 200 ms, 400 ms, ... at most 5 s apart.
-const retrySchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+const retrySchedule = Retry.transient
 
 export const make = (
   config: OwnershipConfig,

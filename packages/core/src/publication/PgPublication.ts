@@ -25,7 +25,7 @@
  * a combined one. A filter whose printed form is not known yet is applied again (dropped and added in the same
  * transaction, which a walsender sees as one change), never assumed equal.
  */
-import { Effect, Schedule } from "effect"
+import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { ensureColumns, ensureTable, qualified } from "../internal/schemaSetup.ts"
@@ -38,6 +38,7 @@ import type { Drift, PublicationBackend } from "./PublicationManager.ts"
 import { qualifiedName, quoteIdent } from "./Subscription.ts"
 import * as Validation from "./Validation.ts"
 import * as WriteSafety from "./WriteSafety.ts"
+import * as Retry from "../internal/retry.ts"
 
 export interface Publishes {
   readonly insert: boolean
@@ -218,7 +219,7 @@ export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicati
     /** A lock timeout is retried with a backoff a few times, then is an error that says the tables are busy. */
     const retryLocked = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | PublicationError> =>
       effect.pipe(
-        Effect.retry({ while: isLockTimeout, schedule: Schedule.exponential("100 millis", 2), times: options.lockRetries ?? 4 }),
+        Effect.retry({ while: isLockTimeout, schedule: Retry.lockTimeout, times: options.lockRetries ?? 4 }),
         Effect.mapError((e): E | PublicationError =>
           isLockTimeout(e)
             ? new PublicationError({ reason: "LockTimeout", message: `${e.message}; gave up after ${(options.lockRetries ?? 4) + 1} attempts: a long transaction or DDL holds the tables` })

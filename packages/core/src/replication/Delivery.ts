@@ -16,7 +16,7 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Clock, Effect, Fiber, Layer, type Redacted, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Effect, Fiber, Layer, type Redacted, type Scope, Stream, SubscriptionRef } from "effect"
 import type * as Lsn from "../Lsn.ts"
 import type { SqlClient } from "effect/sql/SqlClient"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
@@ -28,6 +28,7 @@ import { SlotError } from "../slot/PersistentSlot.ts"
 import * as SlotManager from "../slot/SlotManager.ts"
 import * as Checkpoint from "./Checkpoint.ts"
 import * as ReplicationStream from "./ReplicationStream.ts"
+import * as Retry from "../internal/retry.ts"
 
 export interface DeliveryOptions
   extends
@@ -74,7 +75,7 @@ const isConnectionError = (e: unknown): e is { readonly message: string } =>
   e instanceof Checkpoint.CheckpointError
 
 // 200 ms, 400 ms, ... at most 5 s apart.
-const reconnectSchedule = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+const reconnectSchedule = Retry.transient
 
 /**
  * Runs the stream's slot, checkpoint and connection while the caller owns the stream, and `consume`s the

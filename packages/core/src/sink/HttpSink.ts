@@ -39,6 +39,7 @@ import { OwnershipLost } from "../ownership/Ownership.ts"
 import { Duration, Effect, Schedule } from "effect"
 import * as Redact from "../Redact.ts"
 import { type Fence, type Sink, SinkError } from "./Sink.ts"
+import * as Retry from "../internal/retry.ts"
 
 export interface HttpSinkOptions {
   readonly url: string
@@ -90,10 +91,7 @@ export const make = (options: HttpSinkOptions): HttpSink => {
   const maxLines = options.maxBatchLines ?? 5_000
   const maxBytes = options.maxBatchBytes ?? 4 * 1024 * 1024
   const timeoutMs = Duration.toMillis(Duration.fromInputUnsafe(options.requestTimeout ?? "30 seconds"))
-  const schedule = Schedule.min([
-    Schedule.exponential(options.retryBase ?? "200 millis", 2),
-    Schedule.spaced(options.retryCap ?? "10 seconds")
-  ]).pipe(Schedule.jittered)
+  const schedule = Retry.capped(options.retryBase ?? "200 millis", options.retryCap ?? "10 seconds").pipe(Schedule.jittered)
   let requests = 0
 
   const open = (fence: Fence): Sink => {

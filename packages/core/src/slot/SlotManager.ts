@@ -26,7 +26,7 @@
  */
 import { randomBytes } from "node:crypto"
 import { PgClient, PgConnection } from "@effect/sql-pg"
-import { Cause, Context, Duration, Effect, Layer, type Redacted, Schedule, SubscriptionRef } from "effect"
+import { Cause, Context, Duration, Effect, Layer, type Redacted, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -40,6 +40,7 @@ import * as Health from "./Health.ts"
 import * as PersistentSlot from "./PersistentSlot.ts"
 import * as SlotInspector from "./SlotInspector.ts"
 import * as StandbyGate from "./StandbyGate.ts"
+import * as Retry from "../internal/retry.ts"
 
 /** A durable, acknowledged position, and the slot it was read from: positions of one slot mean nothing in another. */
 export interface Acknowledged {
@@ -133,7 +134,7 @@ const firstStepBytes = 256n << 20n
 const smallestStepBytes = 1n << 20n
 
 // 200 ms, 400 ms, ... at most 5 s apart.
-const transientRetry = Schedule.min([Schedule.exponential("200 millis", 2), Schedule.spaced("5 seconds")])
+const transientRetry = Retry.transient
 
 /**
  * Writes a running-transactions record the way any role with REPLICATION may: creating a logical slot logs one before
