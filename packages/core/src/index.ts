@@ -1,41 +1,32 @@
 /**
  * @slotkeeper/core — exclusive, fenced ownership of a PostgreSQL logical replication stream, as Effect layers.
  *
- * Today: the stream's identity and ownership (see shared/docs/architecture-sketch.md for the whole shape).
- * - `SessionSettings`: the settings every session pins (values print the same whatever the database says).
- * - `StreamId`: stream id validation, derived names, lock keys, application_name.
- * - `StreamOwnership.make(options)`: checked configuration, pool, ownership table and a `Supervisor` over an
- *   `AdvisoryLock` (default) or a `LeaseLock`.
- * - `Supervisor.run(owned)`: runs `owned` only while this instance owns the stream, with the `Ownership` service
- *   (`guarded` writes) in scope; losing ownership interrupts it.
- * - `Liveness`, `OwnershipConfig`: the pure decisions, exported for tests and tools.
+ * What an app composes (the README's "Using ownership in an Effect app" shows it, and CI compiles that example):
+ * - **Ownership** — `StreamOwnership.make` / `.layer` (configuration checked, the server and the subscriptions
+ *   admitted, a pool, slotkeeper's tables, a `Supervisor` over an `AdvisoryLock` or a `LeaseLock`);
+ *   `Supervisor.run(owned)` runs work only while this instance owns the stream, with `Ownership` (`guarded` writes,
+ *   `assertFresh`, the epoch) in scope; `OwnershipConfig` (the timing rules), `StreamId`, `SessionSettings`;
+ *   `OwnershipTable` and `LockBackend` for their errors (setup, a lock session).
+ * - **The stream** — `Delivery.run` / `.layer` (slot, checkpoint and replication connection as the owner's work),
+ *   its events and errors (`ReplicationStream`, `Checkpoint`, `Watermark`), `Values` (the value mapping), `Lsn`.
+ * - **Publication** — `PublicationManager` over `PgPublication`, `Subscription` (what a subscription is, its lexical
+ *   checks), `Validation` and `Preflight` (PostgreSQL's own checks before anything changes, `WriteSafety` among
+ *   them), `PublicationCatalog`.
+ * - **Slots** — `SlotManager` (create or adopt, health, guarded advances), `SlotInspector` and `Health`,
+ *   `FailoverCheck`, `SlotCleanup`, `PersistentSlot`.
+ * - **Sinks** — `SinkDelivery` (a connection's changes to a sink as NDJSON lines — `Ndjson` — acknowledged once
+ *   durable: what `slotkeeper run` runs), `Sink` (the contract, stdout), `FileSink` (with `FileLock`), `HttpSink`,
+ *   `FencedSink` (the fencing contract a sink keeps), `PgTargetSink` (a worked example); `Redact`.
+ * - **Service** — `StreamStatus` (the health decision), `StreamMetrics` (Effect `Metric`s, Prometheus text by
+ *   Effect's exporter), `HttpRoutes` (`/health`, `/health/owner`, `/metrics` on Effect's `HttpRouter`).
  *
- * - `slot/`: the stream's persistent slot (`PersistentSlot`: create or adopt, guarded advance), its per-connection
- *   temporary copy (`TemporaryClone`), reading and judging its row (`SlotInspector`, `Health`), the resume decision
- *   (`Resume`, fed by `ServerIdentity`), `AdvanceTarget`, `FailoverCheck`, `SlotCleanup`, and `SlotManager`, which
- *   runs them inside the owned scope (create or adopt, health polling, guarded advances to the saved checkpoint).
- * - `replication/`: `ReplicationStream` (one replication connection: resume checks, protocol 2 with in-progress
- *   streaming, events with backpressure, acknowledgements, exact status updates, idle heartbeats), `Pgoutput` (the
- *   decoder), `Values` (the documented value mapping), `Assembler` (commit order, positions inside transactions),
- *   `Spool` (streamed transactions on disk until commit), `Watermark` (the pure decision of what may be saved and
- *   reported), `Checkpoint` (the `CheckpointStore` of the durable position and its identity), and `Delivery`, which
- *   runs slot, checkpoint and connection together as a stream's owned work (`Delivery.layer`: all of it as a layer).
- *
- * - `sink/`: `SinkDelivery` (a connection's changes written to a sink as NDJSON lines — `Ndjson` — and acknowledged
- *   once durable: what `slotkeeper run` runs), the sinks it writes to (`Sink`: the contract and stdout; `FileSink`
- *   with `FileLock`; `HttpSink`), `FencedSink`, the contract of a sink that refuses a deposed owner (the ownership
- *   epoch with every write), and `PgTargetSink`, a worked example in a PostgreSQL target (fenced, position kept with
- *   the data). `Redact` keeps passwords out of every message.
- * - `service/`: what a running stream shows — `StreamStatus` (the health decision and the snapshot service),
- *   `StreamMetrics` (Effect `Metric`s, Prometheus text by Effect's exporter), `HttpRoutes` (`/health`,
- *   `/health/owner`, `/metrics` on Effect's `HttpRouter`).
- * - `publication/`: `PublicationManager` (the actor: subscriptions in, one debounced guarded reconcile per batch,
- *   drift checks), its real backend `PgPublication`, `Validation` (PostgreSQL checks a subscription before anything
- *   changes), and the pure `Subscription` (lexical checks, quoting) and `Desired` (desired set, minimal plan).
+ * Internal, not exported (each is its module's concern, tested in this package): the pgoutput decoder (`Pgoutput`),
+ * commit ordering (`Assembler`), the disk spool of streamed transactions (`Spool`), the temporary clone
+ * (`TemporaryClone`), the resume decision and its inputs (`Resume`, `ServerIdentity`), `AdvanceTarget`,
+ * `Liveness`, `Desired`, `Processes`. The package's `exports` allow only this entry point.
  */
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
-export * as Liveness from "./ownership/Liveness.ts"
 export * as LockBackend from "./ownership/LockBackend.ts"
 export { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./ownership/Ownership.ts"
 export * as OwnershipConfig from "./ownership/OwnershipConfig.ts"
@@ -45,26 +36,17 @@ export * as Supervisor from "./ownership/Supervisor.ts"
 export * as SessionSettings from "./SessionSettings.ts"
 export * as StreamId from "./StreamId.ts"
 export * as Lsn from "./Lsn.ts"
-export * as Processes from "./Processes.ts"
-export * as AdvanceTarget from "./slot/AdvanceTarget.ts"
 export * as FailoverCheck from "./slot/FailoverCheck.ts"
 export * as Health from "./slot/Health.ts"
 export * as PersistentSlot from "./slot/PersistentSlot.ts"
-export * as Resume from "./slot/Resume.ts"
-export * as ServerIdentity from "./slot/ServerIdentity.ts"
 export * as SlotCleanup from "./slot/SlotCleanup.ts"
 export * as SlotInspector from "./slot/SlotInspector.ts"
 export * as SlotManager from "./slot/SlotManager.ts"
-export * as TemporaryClone from "./slot/TemporaryClone.ts"
-export * as Assembler from "./replication/Assembler.ts"
 export * as Checkpoint from "./replication/Checkpoint.ts"
 export * as Delivery from "./replication/Delivery.ts"
-export * as Pgoutput from "./replication/Pgoutput.ts"
 export * as ReplicationStream from "./replication/ReplicationStream.ts"
-export * as Spool from "./replication/Spool.ts"
 export * as Values from "./replication/Values.ts"
 export * as Watermark from "./replication/Watermark.ts"
-export * as Desired from "./publication/Desired.ts"
 export * as PgPublication from "./publication/PgPublication.ts"
 export * as PublicationCatalog from "./publication/PublicationCatalog.ts"
 export * as PublicationManager from "./publication/PublicationManager.ts"

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, w
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Processes } from "../src/index.ts"
+import * as Processes from "../src/Processes.ts"
 import * as Spool from "../src/replication/Spool.ts"
 
 const temp = () => mkdtempSync(join(tmpdir(), "slotkeeper-spool-test-"))
