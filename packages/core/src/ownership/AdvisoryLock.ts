@@ -93,6 +93,26 @@ export const checkServerBound = (url: Redacted.Redacted, config: OwnershipConfig
     if (problem !== undefined) return yield* new OwnershipConfigError({ field: "serverReleaseBound", message: problem })
   }))
 
+/**
+ * The advisory-lock backend of a stream: a `LockBackend` (sessions that acquire, heartbeat and release the lock) and
+ * its `Guards` (the proof every guarded write runs). Used by `StreamOwnership.make` in `advisory` mode; a
+ * `Supervisor` drives it.
+ *
+ * **When to use**: a direct or session-pooled connection to PostgreSQL 14+. Behind a transaction pooler use
+ * `LeaseLock.make`.
+ *
+ * **Details**
+ * - Each holding period opens its own lock session (application_name `slotkeeper:<stream>:<instance>:lock`) with
+ *   `idle_session_timeout` = `serverReleaseBound`; `checkServerBound` proves before anything is created that the
+ *   server keeps that setting.
+ * - Acquisition is `pg_try_advisory_lock`, then the epoch bump under the stream's write lock, in one transaction.
+ * - A heartbeat proves the lock is still granted to this session's pid and `backend_start`.
+ *
+ * **Gotchas**
+ * - Creating the backend opens nothing: sessions are opened by the supervisor, per attempt.
+ * - An administrator who terminates the lock session hands the lock over at once; the old holder learns it at its
+ *   next heartbeat, and its guarded writes fail from the first instant (see the module's summary).
+ */
 export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)

@@ -43,6 +43,26 @@ export interface LeaseLockOptions {
   readonly systemIdReadable: boolean
 }
 
+/**
+ * The lease backend of a stream: a `LockBackend` whose "session" is a lease row renewed through the pool, and its
+ * `Guards`. Used by `StreamOwnership.make` in `lease` mode; a `Supervisor` drives it.
+ *
+ * **When to use**: behind PgBouncer in transaction mode, or wherever session state does not survive (the advisory
+ * lock needs a session of its own).
+ *
+ * **Details**
+ * - Acquisition takes over only an expired lease (or a stream nobody holds), under the stream's write lock, and
+ *   bumps the epoch; renewal extends only this instance's unexpired lease with its epoch; both by the database's
+ *   clock. Release expires the lease at once.
+ * - The holder gives up at `leaseDuration - safetyMargin` after the start of its last good renewal, before the
+ *   lease can expire on the server.
+ *
+ * **Gotchas**
+ * - Takeover after an unclean loss waits for the lease to expire (up to `leaseDuration`), where the advisory lock
+ *   is released as soon as the server ends the session.
+ * - Two instances with the same instance id do not share a lease: an unexpired lease is never taken over, even by
+ *   an instance of the same name.
+ */
 export const make = (options: LeaseLockOptions): LockBackend & Guards => {
   const { config, identity, sql } = options
   const table = tableName(config.schema)

@@ -59,6 +59,28 @@ export type StreamOwnershipError =
 // 200 ms, 400 ms, ... at most 5 s apart.
 const setupRetry = Retry.transient
 
+/**
+ * Everything needed to own `options.streamId`, for the life of the scope: the checked configuration, the stream's
+ * identity (publication and slot names, lock keys), a pool for guarded writes, slotkeeper's tables in the server,
+ * and a `Supervisor` over the lock of `options.mode`. It does not compete yet: `supervisor.run` does.
+ *
+ * **When to use**: the first thing an app that owns a stream builds (or `layer`, to compose it as a layer).
+ *
+ * **Details**
+ * - Order: the configuration (`OwnershipConfig`), then the server (reachable, a primary, recent enough for the
+ *   mode, keeping the lock session's `idle_session_timeout`), then `admit` (the server's settings and every
+ *   subscription, by PostgreSQL itself), and only then `OwnershipTable.ensure` creates or upgrades slotkeeper's
+ *   tables in `schema`.
+ * - A server that cannot be reached yet (refused, starting up, shutting down) is waited for with `Retry.transient`,
+ *   with a warning every 12 attempts: a pod started during a failover waits instead of crash-looping.
+ *
+ * **Gotchas**
+ * - Every other error is final and says what to change: `OwnershipConfigError` (a timing rule, or a server that
+ *   overrides `idle_session_timeout`), `OwnershipSetupError` (a standby, a server too old for advisory mode, a
+ *   role that may not create the tables), `PreflightRefused` and `SubscriptionInvalid` (with `admit`).
+ * - Without `admit`, a table that does not exist is found later, by the publication's own validation, after
+ *   slotkeeper's tables exist and the epoch was taken.
+ */
 export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
   Effect.gen(function*() {
     const config = OwnershipConfig.make(options)

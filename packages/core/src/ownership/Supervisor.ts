@@ -102,6 +102,24 @@ const withDeadline = <A>(effect: Effect.Effect<A>, ms: number, onTimeout: () => 
 // Capped backoff for faults that may pass: 200 ms, 400 ms, ... at most 5 s apart.
 const retrySchedule = Retry.transient
 
+/**
+ * A supervisor over `backend` (an `AdvisoryLock` or a `LeaseLock`), living as long as the scope: `run` /
+ * `runLayer` compete for the stream and run the owned work only while it is held, `status` says where it stands.
+ * `StreamOwnership.make` builds one; build it yourself only for a backend of your own.
+ *
+ * **Details**
+ * - Competing polls `backend.acquire` every `acquireInterval` (jittered +-20%); a held lock is checked every
+ *   heartbeat (or renewal) interval, each check in a forked fiber whose *wait* is bounded by the loss deadline.
+ * - Ownership is lost when a check proves it, when no check succeeded within the deadline, or when the owned work
+ *   fails with `OwnershipLost`; the owned scope is closed then, interrupting every fiber in it.
+ * - Faults that may pass are retried with `Retry.transient` (200 ms doubling to 5 s) and shown in the status.
+ *
+ * **Gotchas**
+ * - After a loss the supervisor stays out for `rejoinDelay` before competing again; with `onLoss: "exit"` `run`
+ *   fails with `OwnershipLost` instead.
+ * - Release and the interruption of a timed-out check may stall on a dead connection: they finish in the
+ *   supervisor's own scope, detached from the holding period, which always ends on time.
+ */
 export const make = (
   config: OwnershipConfig,
   backend: LockBackend,

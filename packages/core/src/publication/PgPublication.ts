@@ -59,6 +59,26 @@ export interface PgPublicationOptions {
 
 const publishList = (p: Publishes) => (["insert", "update", "delete", "truncate"] as const).filter((k) => p[k]).join(", ")
 
+/**
+ * The stream's publication in PostgreSQL, as the backend `PublicationManager` reconciles through: every change is
+ * a guarded transaction of the owner `own`, on `sql`.
+ *
+ * **Details**
+ * - The publication is created on first use and then changed as a whole: the minimal plan (`Desired`) applied in
+ *   one transaction, with the subscriptions recorded in slotkeeper's `subscriptions` table (each table's OID with
+ *   it) in that same transaction.
+ * - Each apply proves in PostgreSQL, inside the transaction, that the application's UPDATE and DELETE keep working
+ *   (`WriteSafety`), and rolls back otherwise.
+ * - `inspect` reports drift: tables added or removed behind slotkeeper's back, renamed or dropped tables (followed
+ *   by OID), publish options changed, the publication dropped (re-created by the next repair, with a warning that
+ *   consumers need a resync).
+ *
+ * **Gotchas**
+ * - A table locked by another transaction: `lock_timeout` (default 2 s), `lockRetries` retries, then
+ *   `PublicationError` `LockTimeout`.
+ * - A publication of the same name that is `FOR ALL TABLES` or owned by another role is `OwnedByOther`, never
+ *   altered.
+ */
 export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicationOptions): Effect.Effect<PublicationBackend, PublicationError> =>
   Effect.gen(function*() {
     const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }

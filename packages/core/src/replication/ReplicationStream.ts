@@ -164,6 +164,27 @@ const isRetired = (sql: SqlClient, schema: string, streamId: string, slotName: s
     (rows) => rows[0]?.retired === true
   ).pipe(Effect.mapError((e) => new SlotErrorClass({ reason: "Query", slotName, message: `reading the slot catalog: ${SqlErrors.describe(e)}` })))
 
+/**
+ * One replication connection of the owned stream, open for the life of the scope: the checks that make resuming
+ * safe, then the decoded events in commit order, with `acknowledge` for what the consumer made durable. `Delivery`
+ * opens one per connection; open it yourself only to drive the connections of your own.
+ *
+ * **Details**
+ * - Before streaming: the server must be the one ownership is held on (system identifier, timeline, start time),
+ *   the slot the one recorded and not ahead of the saved position (`Resume`), and never re-created silently.
+ * - In `temporary` mode the session streams from a copy of the persistent slot (`TemporaryClone.copy`), which the
+ *   server drops with the session; in `persistent` mode from the slot itself, retried while a dead walsender still
+ *   holds it.
+ * - Protocol 2 with in-progress streaming on 14+: a huge transaction is spooled on disk until its commit and
+ *   delivered whole, in commit order, with bounded memory.
+ * - Status updates report exactly what was acknowledged and saved (`Watermark`), never what was merely received.
+ *
+ * **Gotchas**
+ * - Fails with `ResumeRefused` (a gap: the slot ahead of the saved position, a re-created slot, another timeline)
+ *   instead of streaming past it: those changes would be lost silently.
+ * - `acknowledge` fails with `AckAhead` for a position that was never delivered.
+ * - Needs `Ownership`: every write it makes (checkpoint saves, slot bookkeeping) is guarded.
+ */
 export const open = (options: ReplicationStreamOptions): Effect.Effect<ReplicationStream, OpenError, Scope.Scope | Ownership> =>
   Effect.gen(function*() {
     const own = yield* Ownership
