@@ -34,7 +34,13 @@ export type Mode = "advisory" | "lease"
 export type FaultKind = "kill" | "pause" | "partition" | "restart" | "crash" | "failover"
 
 export interface Options {
+  /** How long faults are injected (one every 2-6 s after the previous one ended). */
   readonly seconds: number
+  /**
+   * Inject exactly this many faults instead, however long they take (`seconds` is then only reported): the seeded
+   * sequence of faults is the same on a fast and a slow machine, where a time budget fits more or fewer of them.
+   */
+  readonly faults?: number
   readonly seed: number
   /** Says what happens, as it happens (default: nothing). */
   readonly log?: (line: string) => void
@@ -289,10 +295,12 @@ export const run = (options: Options) =>
     })
 
     const deadline = performance.now() + options.seconds * 1000
-    note(`faults for ${options.seconds} s (seed ${options.seed})`)
-    while (performance.now() < deadline) {
+    note(options.faults === undefined ? `faults for ${options.seconds} s (seed ${options.seed})` : `${options.faults} faults (seed ${options.seed})`)
+    // counted as injected (a kind that found nothing to act on, such as no running instance, is not one)
+    const injected = () => Object.values(faults).reduce((a, b) => a + b, 0)
+    while (options.faults === undefined ? performance.now() < deadline : injected() < options.faults) {
       yield* Effect.sleep(`${between(2000, 6000)} millis`)
-      if (performance.now() >= deadline) break
+      if (options.faults === undefined && performance.now() >= deadline) break
       yield* inject
     }
 
