@@ -5,9 +5,8 @@ import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import { PgoutputPlugin } from "pg-logical-replication"
-import { ClonedSlotPlugin } from "../src/slot/TemporaryClone.ts"
 import { eventually } from "./ownership-helpers.ts"
-import { inserts, openStream } from "./replication-helpers.ts"
+import { CopyingPlugin, inserts, openStream } from "./replication-helpers.ts"
 
 const fixture = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "stream-from-clone.ts")
 
@@ -29,7 +28,7 @@ describe("TemporaryClone (real PostgreSQL)", () => {
       const pg = yield* PgCluster.make()
       yield* prepare(pg)
       yield* pg.query("INSERT INTO items VALUES (1, 'before')")
-      const plugin = new ClonedSlotPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"], persistentSlot: "slotkeeper_orders_1" })
+      const plugin = new CopyingPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"] }, "slotkeeper_orders_1")
       const scope = yield* Scope.make()
       const stream = yield* Scope.provide(scope)(openStream(pg.url, plugin, "slotkeeper_orders_1"))
       yield* pg.query("INSERT INTO items VALUES (2, 'during')")
@@ -63,7 +62,7 @@ describe("TemporaryClone (real PostgreSQL)", () => {
       // the kernel closes the dead process's socket: the walsender ends and its temporary slot is dropped
       yield* eventually(Effect.map(slotRows(pg), (rows) => (rows.some((r) => r.slot_name === started.clone) ? undefined : true)), 10_000, "the clone to disappear")
       // the next instance clones the (never held) persistent slot and streams at once
-      const next = yield* openStream(pg.url, new ClonedSlotPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"], persistentSlot: "slotkeeper_orders_1" }), "slotkeeper_orders_1")
+      const next = yield* openStream(pg.url, new CopyingPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"] }, "slotkeeper_orders_1"), "slotkeeper_orders_1")
       yield* pg.query("INSERT INTO items VALUES (3, 'after the kill')")
       assert.deepStrictEqual(yield* inserts(next, 1), [{ id: 3, name: "after the kill" }])
       assert.isAtMost(Date.now() - killedAt, 5_000)
@@ -86,7 +85,7 @@ describe("TemporaryClone (real PostgreSQL)", () => {
       const refusal = yield* Effect.promise(() => blocked.ended.then(() => "ended", (e: Error) => e.message))
       assert.match(refusal, /replication slot "slotkeeper_orders_1" is active for PID \d+/)
       // a successor streaming from a clone is not
-      const next = yield* openStream(pg.url, new ClonedSlotPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"], persistentSlot: "slotkeeper_orders_1" }), "slotkeeper_orders_1")
+      const next = yield* openStream(pg.url, new CopyingPlugin({ protoVersion: 1, publicationNames: ["slotkeeper_orders"] }, "slotkeeper_orders_1"), "slotkeeper_orders_1")
       yield* pg.query("INSERT INTO items VALUES (2, 'y')")
       const rows = yield* inserts(next, 2)
       assert.deepStrictEqual(rows.map((r) => r.id), [1, 2]) // from the persistent slot's position: nothing was acknowledged

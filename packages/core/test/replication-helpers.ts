@@ -3,7 +3,9 @@
  * scope closes. Acknowledges nothing (the slot positions are the tests' business).
  */
 import { Effect } from "effect"
-import { LogicalReplicationService, type Pgoutput, type PgoutputPlugin } from "pg-logical-replication"
+import type { Client } from "pg"
+import { LogicalReplicationService, type Pgoutput, PgoutputPlugin } from "pg-logical-replication"
+import * as TemporaryClone from "../src/slot/TemporaryClone.ts"
 
 export interface OpenStream {
   readonly inserts: Array<Record<string, unknown>>
@@ -11,6 +13,23 @@ export interface OpenStream {
   readonly ended: Promise<unknown>
   /** What happened so far, for a failure message: messages received, whether and how the connection ended. */
   readonly describe: () => string
+}
+
+/**
+ * A plugin that streams from a temporary copy of `persistentSlot`, made by `TemporaryClone.copy` — the function
+ * `ReplicationStream` runs for every connection in temporary mode — on the replication session itself.
+ */
+export class CopyingPlugin extends PgoutputPlugin {
+  readonly clone = TemporaryClone.cloneName()
+  readonly persistentSlot: string
+  constructor(options: ConstructorParameters<typeof PgoutputPlugin>[0], persistentSlot: string) {
+    super(options)
+    this.persistentSlot = persistentSlot
+  }
+  override async start(client: Client, _slot: string, lastLsn: string): Promise<unknown> {
+    await TemporaryClone.copy(client, this.persistentSlot, this.clone)
+    return super.start(client, this.clone, lastLsn)
+  }
 }
 
 export const openStream = (url: string, plugin: PgoutputPlugin, slot: string, applicationName = "slotkeeper-test-repl") =>

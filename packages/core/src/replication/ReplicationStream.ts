@@ -58,7 +58,7 @@ import * as Resume from "../slot/Resume.ts"
 import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
 import * as StandbyGate from "../slot/StandbyGate.ts"
-import { cloneName } from "../slot/TemporaryClone.ts"
+import * as TemporaryClone from "../slot/TemporaryClone.ts"
 import * as SessionSettings from "../SessionSettings.ts"
 import * as StreamId from "../StreamId.ts"
 import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
@@ -243,7 +243,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       connection.sendCopyFromChunk(statusUpdate(held < 0n ? 0n : held, Date.now(), replyRequested))
     }
 
-    const streamedSlot = mode === "temporary" ? cloneName() : options.slotName
+    const streamedSlot = mode === "temporary" ? TemporaryClone.cloneName() : options.slotName
     // A temporary copy of a failover slot is not one: its walsender does not wait for the standbys in
     // synchronized_standby_slots, so the wait is made here (see StandbyGate). A persistent failover slot's walsender
     // waits by itself.
@@ -272,10 +272,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           throw new Error(`the server changed between connections: reached ${ServerInstance.describe(reached)}, expected ` +
             `${ServerInstance.describe(server.instance)}`)
         }
-        if (mode === "temporary") {
-          // slotkeeper's own names ([a-z0-9_], checked by PersistentSlot and cloneName); the session is simple-query only
-          await c.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${options.slotName}', '${streamedSlot}', true)`)
-        }
+        if (mode === "temporary") await TemporaryClone.copy(c, options.slotName, streamedSlot)
         const pgoutputOptions = [`proto_version '${protocol}'`, `publication_names '"${options.publication}"'`, "messages 'true'"]
         if (protocol >= 2) pgoutputOptions.push("streaming 'on'")
         return c.query(`START_REPLICATION SLOT "${streamedSlot}" LOGICAL ${Lsn.format(startedAt)} (${pgoutputOptions.join(", ")})`)

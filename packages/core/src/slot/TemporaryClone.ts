@@ -18,32 +18,20 @@
  */
 import { randomBytes } from "node:crypto"
 import type { Client } from "pg"
-import { PgoutputPlugin } from "pg-logical-replication"
-
-type PgoutputOptions = ConstructorParameters<typeof PgoutputPlugin>[0]
 
 const slotNamePattern = /^[a-z0-9_]{1,63}$/
 
 /** A fresh, unique name for one connection's temporary copy. */
 export const cloneName = (): string => `slotkeeper_t_${randomBytes(8).toString("hex")}`
 
-export class ClonedSlotPlugin extends PgoutputPlugin {
-  readonly persistentSlot: string
-  readonly clone: string
-
-  constructor(options: PgoutputOptions & { readonly persistentSlot: string; readonly clone?: string }) {
-    super(options)
-    const clone = options.clone ?? cloneName()
-    for (const name of [options.persistentSlot, clone]) {
-      if (!slotNamePattern.test(name)) throw new Error(`not a slotkeeper slot name: ${JSON.stringify(name)}`)
-    }
-    this.persistentSlot = options.persistentSlot
-    this.clone = clone
+/**
+ * Copies `persistentSlot` into `clone`, a temporary slot of the replication session `client` — before
+ * `START_REPLICATION` on `clone`. What `ReplicationStream` runs for every connection in temporary mode.
+ */
+export const copy = async (client: Client, persistentSlot: string, clone: string): Promise<void> => {
+  // slotkeeper's own names only: the session speaks the simple query protocol, so they are embedded
+  for (const name of [persistentSlot, clone]) {
+    if (!slotNamePattern.test(name)) throw new Error(`not a slotkeeper slot name: ${JSON.stringify(name)}`)
   }
-
-  /** Copies the persistent slot into this session's temporary slot, then streams from the copy. */
-  override async start(client: Client, _slotName: string, lastLsn: string): Promise<unknown> {
-    await client.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${this.persistentSlot}', '${this.clone}', true)`)
-    return super.start(client, this.clone, lastLsn)
-  }
+  await client.query(`SELECT slot_name FROM pg_copy_logical_replication_slot('${persistentSlot}', '${clone}', true)`)
 }
