@@ -75,14 +75,12 @@ const presenter = CliOutput.layerPresenter({
  * above). The `slotkeeper` binary calls it; importing this module runs nothing.
  */
 export const main = (): void => {
-  const logging = Logging.fromEnv(process.env)
-  const telemetry = Telemetry.fromEnv(process.env, version)
-  const program = "_tag" in logging
-    ? Effect.fail(logging)
-    : "_tag" in telemetry
-    ? Effect.fail(telemetry)
+  const program = Effect.gen(function*() {
+    const logging = yield* Effect.fromResult(Logging.fromEnv(process.env))
+    const telemetry = yield* Effect.fromResult(Telemetry.fromEnv(process.env, version))
     // the exporters over the console loggers: the OTLP logger joins them, and every one of them redacts
-    : slotkeeper.pipe(Command.run({ version }), Effect.provide(telemetry.pipe(Layer.provideMerge(logging))))
+    return yield* slotkeeper.pipe(Command.run({ version }), Effect.provide(telemetry.pipe(Layer.provideMerge(logging))))
+  })
   program.pipe(
     Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
     // a usage error (said by the presenter above): exit 2, like every other bad input

@@ -3,17 +3,14 @@
  * ownership timing rules, each refusal naming its option.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { Result } from "effect"
 import * as RunConfig from "../src/config/RunConfig.ts"
 
-const ok = (input: RunConfig.RunInput) => {
-  const c = RunConfig.make({ instanceId: "i", ...input })
-  if ("_tag" in c) throw new Error(c.message)
-  return c
-}
+const ok = (input: RunConfig.RunInput) => Result.getOrThrow(RunConfig.make({ instanceId: "i", ...input }))
 const refused = (input: RunConfig.RunInput) => {
   const c = RunConfig.make({ instanceId: "i", ...input })
-  if (!("_tag" in c)) throw new Error(`accepted: ${JSON.stringify(input)}`)
-  return c
+  if (Result.isSuccess(c)) throw new Error(`accepted: ${JSON.stringify(input)}`)
+  return c.failure
 }
 
 describe("RunConfig (pure)", () => {
@@ -82,8 +79,7 @@ describe("RunConfig (pure)", () => {
       lossDeadline: 4000,
       tables: ["public.a", { table: "public.b", columns: ["id", "Name"], where: "id > 0", replicaIdentityFull: true }]
     }))
-    if ("_tag" in file) throw new Error(file.message)
-    const c = ok(RunConfig.merge({ lock: "advisory", tables: ["public.c"] }, file))
+    const c = ok(RunConfig.merge({ lock: "advisory", tables: ["public.c"] }, Result.getOrThrow(file)))
     assert.strictEqual(c.streamId, "orders")
     assert.strictEqual(c.lock, "advisory")
     assert.strictEqual(c.ownership.lossDeadline, 4000)
@@ -101,8 +97,8 @@ describe("RunConfig (pure)", () => {
     ]
     for (const [text, message] of bad) {
       const e = RunConfig.fromFile("c.json", text)
-      assert.isTrue("_tag" in e && e.option === "config", text)
-      assert.match((e as RunConfig.ConfigInvalid).message, message)
+      assert.isTrue(Result.isFailure(e) && e.failure.option === "config", text)
+      assert.match(Result.isFailure(e) ? e.failure.message : "", message)
     }
     const table = (t: unknown) => refused(RunConfig.merge({}, { tables: [t as RunConfig.TableInput] }))
     assert.match(table({ table: "a", cols: ["id"] }).message, /--config: tables: .* unknown key "cols"/)

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Result } from "effect"
 import * as RunConfig from "../src/config/RunConfig.ts"
 import * as RunOptions from "../src/config/RunOptions.ts"
 import { cli } from "./cli-helpers.ts"
@@ -38,12 +38,12 @@ describe("RunOptions", () => {
     for (const o of RunOptions.runOptions.filter((o) => o.key !== "config")) {
       const value = o.kind === "list" ? [] : o.kind === "port" ? 8080 : o.kind === "choice" ? o.choices![0] : o.kind === "duration" ? "5s" : "x"
       const parsed = RunConfig.fromFile("f.json", JSON.stringify({ [o.key]: value }))
-      assert.isFalse("_tag" in parsed, `${o.key}: ${JSON.stringify(parsed)}`)
+      assert.isTrue(Result.isSuccess(parsed), `${o.key}: ${JSON.stringify(parsed)}`)
       const wrong = o.kind === "list" ? "x" : o.kind === "port" ? "8080" : [1]
       const refused = RunConfig.fromFile("f.json", JSON.stringify({ [o.key]: wrong }))
-      assert.isTrue("_tag" in refused && refused._tag === "ConfigInvalid", `${o.key} took ${JSON.stringify(wrong)}`)
+      assert.isTrue(Result.isFailure(refused) && refused.failure._tag === "ConfigInvalid", `${o.key} took ${JSON.stringify(wrong)}`)
     }
     const unknown = RunConfig.fromFile("f.json", JSON.stringify({ config: "other.json" }))
-    assert.isTrue("_tag" in unknown, "a --config file cannot name another")
+    assert.isTrue(Result.isFailure(unknown), "a --config file cannot name another")
   })
 })

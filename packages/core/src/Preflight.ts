@@ -140,8 +140,7 @@ export const admit = (sql: SqlClient, options: AdmitOptions): Effect.Effect<
     for (const c of checks) if (c.level === "error") yield* Effect.logWarning(`preflight: ${c.name}: ${c.message}`)
     const validated: Array<Validation.Validated> = []
     for (const s of options.subscriptions) {
-      const checked = Subscription.check(s)
-      if ("_tag" in checked) return yield* checked
+      const checked = yield* Effect.fromResult(Subscription.check(s))
       validated.push(yield* Validation.validate(sql, checked, {
         publishes: options.publishes ?? { insert: true, update: true, delete: true, truncate: true },
         lockTimeoutMs: options.lockTimeoutMs ?? 2000

@@ -1,12 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Result } from "effect"
 import * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 
 const base = { streamId: "orders", instanceId: "pod-1" }
-const error = (r: ReturnType<typeof OwnershipConfig.make>) => ("_tag" in r ? r : undefined)
+const error = (r: ReturnType<typeof OwnershipConfig.make>) => (Result.isFailure(r) ? r.failure : undefined)
+const valid = (o: OwnershipConfig.OwnershipOptions) => Result.getOrThrow(OwnershipConfig.make(o))
 
 describe("OwnershipConfig (pure)", () => {
   it("defaults: advisory, heartbeat 1 s, deadline 5 s, server bound 10 s", () => {
-    const c = OwnershipConfig.make(base)
+    const c = valid(base)
     assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 1_000, lossDeadlineMs: 5_000, serverReleaseBoundMs: 10_000, onLoss: "wait", rejoinDelayMs: 1_000, schema: "slotkeeper" })
   })
 
@@ -27,7 +29,7 @@ describe("OwnershipConfig (pure)", () => {
       assert.strictEqual(e?._tag, "OwnershipConfigError")
       assert.match(e!.message, /renewInterval .* must be less than half of leaseDuration/)
     }
-    const ok = OwnershipConfig.make({ ...base, mode: "lease", leaseDuration: "10 seconds", renewInterval: "3 seconds" })
+    const ok = valid({ ...base, mode: "lease", leaseDuration: "10 seconds", renewInterval: "3 seconds" })
     assert.deepInclude(ok, { mode: "lease", checkIntervalMs: 3_000, lossDeadlineMs: 8_000, serverReleaseBoundMs: 10_000 })
   })
 
@@ -43,7 +45,7 @@ describe("OwnershipConfig (pure)", () => {
   it("the breaker only considers holders silent for longer than the server bound", () => {
     const e = error(OwnershipConfig.make({ ...base, breaker: { staleAfter: "5 seconds", gracePeriod: "30 seconds" } }))
     assert.match(e!.message, /breaker.staleAfter .* must exceed serverReleaseBound/)
-    assert.deepInclude(OwnershipConfig.make({ ...base, breaker: { staleAfter: "30 seconds", gracePeriod: "60 seconds" } }), {
+    assert.deepInclude(valid({ ...base, breaker: { staleAfter: "30 seconds", gracePeriod: "60 seconds" } }), {
       breaker: { staleAfterMs: 30_000, gracePeriodMs: 60_000 }
     })
   })

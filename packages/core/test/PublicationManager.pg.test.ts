@@ -1,7 +1,7 @@
 import { PgCluster } from "@slotkeeper/testkit"
 import pg_ from "pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Stream, SubscriptionRef } from "effect"
+import { Effect, Fiber, Result, Stream, SubscriptionRef } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
@@ -54,7 +54,7 @@ describe("PublicationManager (real PostgreSQL 18)", () => {
         }
         yield* Effect.all(requests, { concurrency: "unbounded" })
         // expected: the desired set of the model, with each filter as PostgreSQL itself prints it on that table
-        const desired = Desired.desired([...model.values()].map((s) => Subscription.check(s) as Subscription.Checked))
+        const desired = Desired.desired([...model.values()].map((s) => Result.getOrThrow(Subscription.check(s))))
         const expected: Array<string> = []
         for (const t of desired) {
           const printed = t.where === undefined ? undefined : (yield* Validation.tryClause(sql, { ...t, oid: (yield* PublicationCatalog.table(sql, t.schema, t.name))!.oid }, { lockTimeoutMs: 2000, publish: "insert, update, delete, truncate", replicaIdentityFull: false, serverVersion: 180000 })).printedWhere

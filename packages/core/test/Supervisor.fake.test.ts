@@ -3,7 +3,7 @@
  * real backends have their own tests against real servers).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Effect, Exit, Fiber, Layer, Ref, SubscriptionRef } from "effect"
+import { Clock, Effect, Exit, Fiber, Layer, Ref, Result, SubscriptionRef } from "effect"
 import { ConnectionError, SqlError } from "effect/sql/SqlError"
 import { TestClock } from "effect/testing"
 import { Ownership, OwnershipLost } from "../src/ownership/Ownership.ts"
@@ -22,8 +22,7 @@ const config = (options: Partial<OwnershipConfig.OwnershipOptions> = {}) => {
     acquireInterval: "500 millis",
     ...options
   })
-  if ("_tag" in c) throw new Error(c.message)
-  return c
+  return Result.getOrThrow(c)
 }
 
 /** Owned work that records when it started and when it was interrupted (virtual ms). */

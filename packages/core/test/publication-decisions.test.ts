@@ -1,12 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Result } from "effect"
 import * as Desired from "../src/publication/Desired.ts"
 import * as Subscription from "../src/publication/Subscription.ts"
 
-const checked = (s: Subscription.Subscription): Subscription.Checked => {
-  const c = Subscription.check(s)
-  if ("_tag" in c) throw new Error(c.message)
-  return c
-}
+const checked = (s: Subscription.Subscription): Subscription.Checked => Result.getOrThrow(Subscription.check(s))
 
 describe("Subscription (pure)", () => {
   it("accepts one balanced expression, with strings and quoted identifiers that contain anything", () => {
@@ -45,7 +42,7 @@ describe("Subscription (pure)", () => {
     })
     const bad = (s: Subscription.Subscription) => {
       const c = Subscription.check(s)
-      return "_tag" in c ? c.reason : "accepted"
+      return Result.isFailure(c) ? c.failure.reason : "accepted"
     }
     assert.strictEqual(bad({ id: "a", table: { name: "" } }), "Identifier")
     assert.strictEqual(bad({ id: "a", table: { name: "x".repeat(64) } }), "Identifier")

@@ -20,10 +20,8 @@ export const check = Command.make("check", {
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.check")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
-  const config = RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: Option.getOrUndefined(flags.lock), instanceId: "check" })
-  if ("_tag" in config) return yield* config
-  const schema = RunConfig.checkSchema(flags.schema)
-  if (typeof schema !== "string") return yield* schema
+  const config = yield* Effect.fromResult(RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, lock: Option.getOrUndefined(flags.lock), instanceId: "check" }))
+  const schema = yield* Effect.fromResult(RunConfig.checkSchema(flags.schema))
   const identity = StreamId.identity("", config.streamId)
   const checks = yield* Effect.gen(function*() {
     const sql = yield* Database.client(url, `slotkeeper:${config.streamId}:check:admin`)

@@ -82,14 +82,11 @@ const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K
       try: () => readFileSync(path, "utf8"),
       catch: (e) => new RunConfig.ConfigInvalid({ option: "config", message: `--config: cannot read ${path}: ${(e as Error).message}` })
     })
-    const file = RunConfig.fromFile(path, text)
-    if ("_tag" in file) return yield* file
-    return RunConfig.merge(fromFlags, file)
+    return RunConfig.merge(fromFlags, yield* Effect.fromResult(RunConfig.fromFile(path, text)))
   })
 
 export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
-  const config = RunConfig.make(yield* input(flags))
-  if ("_tag" in config) return yield* config
+  const config = yield* Effect.fromResult(RunConfig.make(yield* input(flags)))
   // every log line of the run names the stream and the instance (fields in logfmt and JSON)
   yield* Effect.annotateLogsScoped({ stream: config.streamId, instance: config.instanceId })
   let url = config.databaseUrl

@@ -25,19 +25,14 @@ const common = {
   olderThan: Flag.String("older-than").pipe(Flag.withDescription("a stale slot must have been inactive this long (17+), e.g. 1 hour"), Flag.withDefault("1 hour"))
 }
 
-const duration = (option: string, text: string) =>
-  Effect.suspend(() => {
-    const millis = RunConfig.parseDuration(option, text, true)
-    return typeof millis === "number" ? Effect.succeed(millis) : Effect.fail(millis)
-  })
+const duration = (option: string, text: string) => Effect.suspend(() => Effect.fromResult(RunConfig.parseDuration(option, text, true)))
 
 /** The URL, checked, a valid stream id and schema: before anything connects. */
 const checkedUrl = (databaseUrl: Option.Option<string>, streamId: string, schema: string) =>
   Effect.gen(function*() {
     const bad = StreamId.validate(streamId)
     if (bad !== undefined) return yield* new RunConfig.ConfigInvalid({ option: "stream-id", message: `--stream-id: ${bad.message}` })
-    const badSchema = RunConfig.checkSchema(schema)
-    if (typeof badSchema !== "string") return yield* badSchema
+    yield* Effect.fromResult(RunConfig.checkSchema(schema))
     return yield* Database.requiredUrl(databaseUrl)
   })
 

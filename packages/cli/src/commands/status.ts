@@ -59,8 +59,7 @@ export const status = Command.make("status", {
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.status")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
-  const schema = RunConfig.checkSchema(flags.schema)
-  if (typeof schema !== "string") return yield* schema
+  const schema = yield* Effect.fromResult(RunConfig.checkSchema(flags.schema))
   const standbyUrls = yield* Effect.forEach(flags.standbyUrls, (u) => Database.requiredUrl(Option.some(u)).pipe(
     Effect.mapError((e) => new ConfigInvalid({ option: "standby-url", message: e.message.replace(/^--database-url/, "--standby-url") }))
   ))

@@ -4,7 +4,7 @@
  * `json`) and `SLOTKEEPER_LOG_LEVEL` (`debug`, `info`, `warn`, `error`). A bad value is a `ConfigInvalid`.
  */
 import { Redact } from "@slotkeeper/core"
-import { Layer, Logger, References } from "effect"
+import { Layer, Logger, References, Result } from "effect"
 import { ConfigInvalid } from "./RunConfig.ts"
 
 const levels = { debug: "Debug", info: "Info", warn: "Warn", error: "Error" } as const
@@ -27,19 +27,19 @@ const formats = {
 } as const
 
 /** The logging layer for `env`, or why a setting is not valid. */
-export const fromEnv = (env: Record<string, string | undefined>): Layer.Layer<never> | ConfigInvalid => {
+export const fromEnv = (env: Record<string, string | undefined>): Result.Result<Layer.Layer<never>, ConfigInvalid> => {
   const format = env.SLOTKEEPER_LOG_FORMAT ?? "text"
   const level = env.SLOTKEEPER_LOG_LEVEL ?? "info"
   if (!(format in formats)) {
-    return new ConfigInvalid({ option: "SLOTKEEPER_LOG_FORMAT", message: `SLOTKEEPER_LOG_FORMAT: ${JSON.stringify(format)}: use text, logfmt or json` })
+    return Result.fail(new ConfigInvalid({ option: "SLOTKEEPER_LOG_FORMAT", message: `SLOTKEEPER_LOG_FORMAT: ${JSON.stringify(format)}: use text, logfmt or json` }))
   }
   if (!(level in levels)) {
-    return new ConfigInvalid({ option: "SLOTKEEPER_LOG_LEVEL", message: `SLOTKEEPER_LOG_LEVEL: ${JSON.stringify(level)}: use debug, info, warn or error` })
+    return Result.fail(new ConfigInvalid({ option: "SLOTKEEPER_LOG_LEVEL", message: `SLOTKEEPER_LOG_LEVEL: ${JSON.stringify(level)}: use debug, info, warn or error` }))
   }
   const logger = formats[format as keyof typeof formats]
-  return Layer.mergeAll(
+  return Result.succeed(Layer.mergeAll(
     Layer.succeed(Logger.LogToStderr, true),
     Layer.succeed(References.MinimumLogLevel, levels[level as keyof typeof levels]),
     Logger.layer([logger])
-  )
+  ))
 }

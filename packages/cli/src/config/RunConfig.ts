@@ -15,7 +15,7 @@
  * **Durations** are `500ms`, `5s`, `2m`, `1h` or Effect's `5 seconds`.
  */
 import { hostname } from "node:os"
-import { Duration, Option, Schema } from "effect"
+import { Duration, Option, Result, Schema } from "effect"
 import { OwnershipConfig, Redact, StreamId, Subscription } from "@slotkeeper/core"
 import * as RunOptions from "./RunOptions.ts"
 
@@ -129,7 +129,7 @@ const identifier = (text: string, at: number, stops: string): { readonly name: s
 }
 
 /** `schema.table [(column, ...)] [WHERE filter]`, by PostgreSQL's identifier rules; see the module comment. */
-export const parseTable = (text: string): TableSpec | ConfigInvalid => {
+const tableOf = (text: string): TableSpec | ConfigInvalid => {
   const bad = (why: string) =>
     invalid("table", `${JSON.stringify(text)} ${why}; write schema.table, e.g. public.orders or "Sales"."Orders", optionally followed by (columns) and WHERE filter`)
   const parts: Array<string> = []
@@ -202,15 +202,15 @@ export const splitTables = (text: string): Array<string> => {
 }
 
 /** A table from the `--config` file: the string form, or the object form with exact column names. */
-const parseFileTable = (t: unknown): TableSpec | ConfigInvalid => {
-  if (typeof t === "string") return parseTable(t)
+const fileTableOf = (t: unknown): TableSpec | ConfigInvalid => {
+  if (typeof t === "string") return tableOf(t)
   const bad = (why: string) => invalid("config", `tables: ${JSON.stringify(t)} ${why}`)
   if (typeof t !== "object" || t === null || Array.isArray(t)) return bad("is neither a string nor an object")
   const o = t as Record<string, unknown>
   for (const key of Object.keys(o)) if (!["table", "columns", "where", "replicaIdentityFull"].includes(key)) return bad(`has an unknown key ${JSON.stringify(key)}: use table, columns, where, replicaIdentityFull`)
   if (typeof o.table !== "string") return bad("needs \"table\": \"schema.table\"")
-  const base = parseTable(o.table)
-  if ("_tag" in base) return base
+  const base = tableOf(o.table)
+  if (base instanceof ConfigInvalid) return base
   if (base.columns !== undefined || base.where !== undefined) return bad("has a column list or filter inside \"table\": use \"columns\" and \"where\"")
   if (o.columns !== undefined && (!Array.isArray(o.columns) || !o.columns.every((c) => typeof c === "string"))) return bad("has \"columns\" that is not a list of names")
   if (o.where !== undefined && typeof o.where !== "string") return bad("has \"where\" that is not a string")
@@ -228,7 +228,7 @@ const parseFileTable = (t: unknown): TableSpec | ConfigInvalid => {
 }
 
 /** `500ms`, `5s`, `2m`, `1h`, or Effect's `5 seconds`: milliseconds, or why not. Zero only when `zero` allows it. */
-export const parseDuration = (option: string, text: string, zero = false): number | ConfigInvalid => {
+const durationOf = (option: string, text: string, zero = false): number | ConfigInvalid => {
   const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(text.trim())
   const millis = short !== null
     ? Number(short[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[short[2] as "ms" | "s" | "m" | "h"]
@@ -243,7 +243,7 @@ export const parseDuration = (option: string, text: string, zero = false): numbe
  * The `--config` file's contents (`text`, read from `path`), as options. Values keep their flag form (strings,
  * a number for `httpPort`); `make` checks them like flags.
  */
-export const fromFile = (path: string, text: string): RunInput | ConfigInvalid => {
+const inputOfFile = (path: string, text: string): RunInput | ConfigInvalid => {
   const bad = (why: string) => invalid("config", `${path}: ${why}`)
   let value: unknown
   try {
@@ -289,7 +289,7 @@ export const merge = (flags: RunInput, file: RunInput): RunInput => {
   return merged as RunInput
 }
 
-export const parseSink = (text: string): Sink | ConfigInvalid => {
+const sinkOf = (text: string): Sink | ConfigInvalid => {
   if (text === "stdout") return { _tag: "Stdout" }
   if (text.startsWith("file:")) {
     const path = text.slice("file:".length)
@@ -311,9 +311,9 @@ export const parseSink = (text: string): Sink | ConfigInvalid => {
 }
 
 /** `--schema` checked by the core's rule (a lowercase identifier, safe in SQL text as it is). */
-export const checkSchema = (schema: string): string | ConfigInvalid => {
+const schemaOf = (schema: string): string | ConfigInvalid => {
   const checked = OwnershipConfig.make({ streamId: "default", instanceId: "check", schema })
-  return "_tag" in checked ? invalid("schema", checked.message) : checked.schema
+  return Result.isFailure(checked) ? invalid("schema", checked.failure.message) : checked.success.schema
 }
 
 /** Why `url` is not a PostgreSQL URL, or `undefined` when it is one. */
@@ -328,7 +328,7 @@ export const checkDatabaseUrl = (url: string): ConfigInvalid | undefined => {
   }
 }
 
-export const make = (input: RunInput): RunConfig | ConfigInvalid => {
+const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   if (input.databaseUrl !== undefined) {
     const bad = checkDatabaseUrl(input.databaseUrl)
     if (bad !== undefined) return bad
@@ -346,16 +346,16 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
   if (slotMode !== "temporary" && slotMode !== "persistent") return invalid("slot-mode", `${JSON.stringify(slotMode)}: use temporary or persistent`)
   const tables: Array<TableSpec> = []
   for (const text of input.tables ?? []) {
-    const t = typeof text === "string" ? parseTable(text) : parseFileTable(text)
-    if ("_tag" in t) return t
+    const t = typeof text === "string" ? tableOf(text) : fileTableOf(text)
+    if (t instanceof ConfigInvalid) return t
     const same = tables.find((x) => x.schema === t.schema && x.name === t.name)
     if (same === undefined) tables.push(t)
     else if (JSON.stringify(same) !== JSON.stringify(t)) {
       return invalid("table", `${t.schema}.${t.name} is given twice with different column lists or filters: give it once`)
     }
   }
-  const sink = parseSink(input.sink ?? "stdout")
-  if ("_tag" in sink && sink._tag === "ConfigInvalid") return sink
+  const sink = sinkOf(input.sink ?? "stdout")
+  if (sink instanceof ConfigInvalid) return sink
   if (input.httpPort !== undefined && (!Number.isInteger(input.httpPort) || input.httpPort < 1 || input.httpPort > 65535)) {
     return invalid("http-port", `${input.httpPort} is not a TCP port: use 1..65535`)
   }
@@ -363,7 +363,7 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
   for (const key of durationOptions) {
     const text = input[key]
     if (text === undefined) continue
-    const millis = parseDuration(kebab(key), text)
+    const millis = durationOf(kebab(key), text)
     if (typeof millis !== "number") return millis
     durations[key] = millis
   }
@@ -393,9 +393,10 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
   const ownership = { ...lockTiming, onLoss, ...(input.schema === undefined ? {} : { schema: input.schema }) }
   // the timing rules are the core's: checked here, before anything connects (a field name becomes its flag)
   const checked = OwnershipConfig.make({ streamId, instanceId, mode: lock, ...ownership })
-  if ("_tag" in checked) {
-    const field = checked._tag !== "OwnershipConfigError" ? "stream-id" : checked.field === "safetyMargin" ? "lease-duration" : kebab(checked.field)
-    return invalid(field, checked.message.replace(/\b(acquireInterval|heartbeatInterval|lossDeadline|serverReleaseBound|leaseDuration|renewInterval)\b/g, (f) => `--${kebab(f)}`))
+  if (Result.isFailure(checked)) {
+    const e = checked.failure
+    const field = e._tag !== "OwnershipConfigError" ? "stream-id" : e.field === "safetyMargin" ? "lease-duration" : kebab(e.field)
+    return invalid(field, e.message.replace(/\b(acquireInterval|heartbeatInterval|lossDeadline|serverReleaseBound|leaseDuration|renewInterval)\b/g, (f) => `--${kebab(f)}`))
   }
   return {
     databaseUrl: input.databaseUrl,
@@ -413,3 +414,28 @@ export const make = (input: RunInput): RunConfig | ConfigInvalid => {
     onSinkRejected
   }
 }
+
+/** A value or the option that is wrong, as a `Result`. */
+const result = <A>(value: A | ConfigInvalid): Result.Result<A, ConfigInvalid> =>
+  value instanceof ConfigInvalid ? Result.fail(value) : Result.succeed(value)
+
+/** `schema.table [(column, ...)] [WHERE filter]`, by PostgreSQL's identifier rules; see the module comment. */
+export const parseTable = (text: string): Result.Result<TableSpec, ConfigInvalid> => result(tableOf(text))
+
+/** A duration option (`500ms`, `5s`, `2m`, `1h`, Effect's `5 seconds`): milliseconds, positive (or 0 with `zero`). */
+export const parseDuration = (option: string, text: string, zero = false): Result.Result<number, ConfigInvalid> => result(durationOf(option, text, zero))
+
+/** `--sink`: stdout, `file:PATH`, or an http(s) URL. */
+export const parseSink = (text: string): Result.Result<Sink, ConfigInvalid> => result(sinkOf(text))
+
+/** `--schema` checked by the core's rule (a lowercase identifier, safe in SQL text as it is). */
+export const checkSchema = (schema: string): Result.Result<string, ConfigInvalid> => result(schemaOf(schema))
+
+/**
+ * The `--config` file's contents (`text`, read from `path`), as options. Values keep their flag form (strings,
+ * a number for `httpPort`); `make` checks them like flags.
+ */
+export const fromFile = (path: string, text: string): Result.Result<RunInput, ConfigInvalid> => result(inputOfFile(path, text))
+
+/** The options checked, with their defaults, or the first one that is wrong (what to change, in its flag's name). */
+export const make = (input: RunInput): Result.Result<RunConfig, ConfigInvalid> => result(configOf(input))

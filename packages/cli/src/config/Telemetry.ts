@@ -17,7 +17,7 @@
  *   cannot send.
  */
 import { Redact } from "@slotkeeper/core"
-import { ConfigProvider, Effect, Layer, Logger } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, Result } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpLogger, OtlpMetrics, OtlpSerialization, OtlpTracer } from "effect/observability"
 import { ConfigInvalid } from "./RunConfig.ts"
@@ -42,15 +42,15 @@ const redactLoggers = Layer.effect(Logger.CurrentLoggers)(Effect.map(Effect.serv
  * The export layer for `env` (empty when no endpoint is set), or why an endpoint is not a URL. `version`: the
  * service's version in the resource.
  */
-export const fromEnv = (env: Record<string, string | undefined>, version: string): Layer.Layer<never> | ConfigInvalid => {
+export const fromEnv = (env: Record<string, string | undefined>, version: string): Result.Result<Layer.Layer<never>, ConfigInvalid> => {
   const given = endpointVariables.filter((name) => env[name] !== undefined && env[name] !== "")
-  if (given.length === 0) return Layer.empty
+  if (given.length === 0) return Result.succeed(Layer.empty)
   for (const name of given) {
     try {
       const url = new URL(env[name]!)
       if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("not http")
     } catch {
-      return new ConfigInvalid({ option: name, message: `${name}: ${JSON.stringify(Redact.text(env[name]!))} is not an http:// or https:// URL` })
+      return Result.fail(new ConfigInvalid({ option: name, message: `${name}: ${JSON.stringify(Redact.text(env[name]!))} is not an http:// or https:// URL` }))
     }
   }
   const resource = { serviceName: env.OTEL_SERVICE_NAME ?? "slotkeeper", serviceVersion: version }
@@ -71,5 +71,5 @@ export const fromEnv = (env: Record<string, string | undefined>, version: string
       }
     })))
   )
-  return redactLoggers.pipe(Layer.provideMerge(exporters), Layer.orDie) as Layer.Layer<never>
+  return Result.succeed(redactLoggers.pipe(Layer.provideMerge(exporters), Layer.orDie) as Layer.Layer<never>)
 }

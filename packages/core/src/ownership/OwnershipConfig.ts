@@ -17,7 +17,7 @@
  * after the start of its last good renewal. Required: `renewInterval < leaseDuration / 2`, and a detection deadline of
  * at least two renew intervals.
  */
-import { Duration, Schema } from "effect"
+import { Duration, Result, Schema } from "effect"
 import * as StreamId from "../StreamId.ts"
 
 export class OwnershipConfigError extends Schema.TaggedError<OwnershipConfigError>()("OwnershipConfigError", {
@@ -96,7 +96,21 @@ const ms = (field: string, input: Duration.Input | undefined, fallback: number):
 const fmt = (millis: number) => Duration.format(Duration.millis(millis))
 
 /** Validates and completes the options, or says what to change. */
-export const make = (options: OwnershipOptions): OwnershipConfig | OwnershipConfigError | StreamId.InvalidStreamId | StreamId.InvalidInstanceId => {
+export type OwnershipConfigInvalid = OwnershipConfigError | StreamId.InvalidStreamId | StreamId.InvalidInstanceId
+
+/**
+ * The options checked and completed with their defaults, or the first rule they break (a `Result`: nothing is
+ * thrown, nothing runs). The rules are the module's: every timing relation that keeps the holder's deadline before
+ * the server's release.
+ */
+export const make = (options: OwnershipOptions): Result.Result<OwnershipConfig, OwnershipConfigInvalid> => {
+  const checked = check(options)
+  return checked instanceof OwnershipConfigError || checked instanceof StreamId.InvalidStreamId || checked instanceof StreamId.InvalidInstanceId
+    ? Result.fail(checked)
+    : Result.succeed(checked)
+}
+
+const check = (options: OwnershipOptions): OwnershipConfig | OwnershipConfigInvalid => {
   const invalidStream = StreamId.validate(options.streamId)
   if (invalidStream) return invalidStream
   const invalidInstance = StreamId.validateInstanceId(options.instanceId)

@@ -83,8 +83,7 @@ const setupRetry = Retry.transient
  */
 export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
   Effect.gen(function*() {
-    const config = OwnershipConfig.make(options)
-    if ("_tag" in config) return yield* Effect.fail(config)
+    const config = yield* Effect.fromResult(OwnershipConfig.make(options))
 
     // closed at the end within the detection deadline, even with a query stuck on a dead connection (`Bounded`)
     const pool = yield* Bounded.buildClosingWithin(PgClient.layer({

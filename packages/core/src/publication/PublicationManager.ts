@@ -26,7 +26,7 @@
  * The actor's effects are the backend's (`PgPublication` on a real server; a fake in the TestClock tests), so the
  * batching and answering logic is tested without a server.
  */
-import { Cause, Deferred, Duration, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Queue, Result, type Scope, SubscriptionRef } from "effect"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
 import type { PublicationError } from "./PublicationCatalog.ts"
@@ -262,11 +262,11 @@ export const make = (
             let refused: Exit.Exit<unknown, RequestError> | undefined
             for (const s of request.subscriptions) {
               const c = Subscription.check(s)
-              if ("_tag" in c) {
-                refused = Exit.fail(c)
+              if (Result.isFailure(c)) {
+                refused = Exit.fail(c.failure)
                 break
               }
-              checked.push(c)
+              checked.push(c.success)
             }
             const kept = new Set(checked.map((c) => c.id))
             const validated: Array<Validated> = []
@@ -290,11 +290,12 @@ export const make = (
             accepted.push(request.done)
             continue
           }
-          const checked = Subscription.check(request.subscription)
-          if ("_tag" in checked) {
-            yield* Deferred.fail(request.done, checked)
+          const result = Subscription.check(request.subscription)
+          if (Result.isFailure(result)) {
+            yield* Deferred.fail(request.done, result.failure)
             continue
           }
+          const checked = result.success
           const existing = working.get(checked.id)
           if (existing !== undefined) {
             if (Subscription.sameSpec(existing, checked)) accepted.push(request.done)
@@ -348,10 +349,8 @@ export const make = (
     const mine = options.configured
     if (mine === undefined) yield* reconcileStart
     else {
-      const checked = mine.subscriptions.map(Subscription.check)
-      const invalid = checked.find((c): c is Subscription.SubscriptionInvalid => "_tag" in c)
-      if (invalid !== undefined) return yield* invalid
-      const hash = Configuration.hash(checked as Array<Subscription.Checked>)
+      const checked = yield* Effect.forEach(mine.subscriptions, (s) => Effect.fromResult(Subscription.check(s)))
+      const hash = Configuration.hash(checked)
       const decision = Configuration.decide(yield* backend.configured, { hash, startedAt: mine.startedAt })
       if (decision._tag === "Keep") {
         const message = Configuration.disagreement(decision.recorded, mine)

@@ -9,7 +9,7 @@
  * quoting or parameters — so that wrapped as `WHERE (<filter>)` it cannot close the parenthesis and change the
  * statement around it. What it means is then checked by PostgreSQL itself (`Validation`), before it is ever used.
  */
-import { Schema } from "effect"
+import { Result, Schema } from "effect"
 
 export interface TableRef {
   /** Exact schema name (default `public`). */
@@ -128,8 +128,13 @@ export const filterProblem = (filter: string): string | undefined => {
   return undefined
 }
 
-/** The checks that need no server; see the module comment. */
-export const check = (s: Subscription): Checked | SubscriptionInvalid => {
+/** The checks that need no server (see the module comment): the subscription normalized, or why it is refused. */
+export const check = (s: Subscription): Result.Result<Checked, SubscriptionInvalid> => {
+  const checked = checkUnion(s)
+  return checked instanceof SubscriptionInvalid ? Result.fail(checked) : Result.succeed(checked)
+}
+
+const checkUnion = (s: Subscription): Checked | SubscriptionInvalid => {
   const invalid = (reason: SubscriptionInvalid["reason"], message: string) =>
     new SubscriptionInvalid({ id: s.id, reason, message: `subscription ${JSON.stringify(s.id)}: ${message}` })
   if (s.id.length === 0 || s.id.length > 200) return invalid("Identifier", "the subscription id must be 1 to 200 characters")

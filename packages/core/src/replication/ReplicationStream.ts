@@ -499,7 +499,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       acknowledge: (position) =>
         Effect.suspend(() => {
           const next = typeof position === "bigint" ? Watermark.ack(watermark, position) : Watermark.ackInside(watermark, position)
-          if ("_tag" in next) return Effect.fail(next)
+          if (next instanceof Watermark.AckAhead) return Effect.fail(next)
           if (next.acknowledged > watermark.acknowledged || next.inside !== watermark.inside) consumerAcknowledged = true
           watermark = next
           return Effect.void
