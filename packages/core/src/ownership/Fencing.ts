@@ -24,7 +24,7 @@ import type { Guards, OwnershipLost } from "./Ownership.ts"
 
 /** A `SqlError` of slotkeeper's own statements, as the lock backend's typed error. */
 export const backendError = (operation: string) => (e: SqlError): LockBackendError =>
-  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+  new LockBackendError({ operation, message: `${operation}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
 
 /**
  * SQL condition on `pg_locks l`: the stream's session advisory lock, granted, in this database. The two parameters

@@ -43,7 +43,9 @@ export class LockBackendError extends Schema.TaggedError<LockBackendError>()("Lo
   operation: Schema.String,
   message: Schema.String,
   /** A fault that may pass (connection refused, server restarting): retried with a schedule. */
-  retryable: Schema.Boolean
+  retryable: Schema.Boolean,
+  /** The error it comes from (a `SqlError`), kept; `message` already says what it means. */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /** A session to compete for and hold the stream with; it ends (releasing a session lock) when its scope closes. */

@@ -31,7 +31,9 @@ import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 export class OwnershipSetupError extends Schema.TaggedError<OwnershipSetupError>()("OwnershipSetupError", {
   message: Schema.String,
   /** The server is not reachable now (refused, starting up, shutting down): waited for, not fatal. */
-  retryable: Schema.optional(Schema.Boolean)
+  retryable: Schema.optional(Schema.Boolean),
+  /** The error it comes from (a `SqlError`), kept for a debug log and a bug report; `message` already says what it means. */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 /** `"schema".ownership`. */

@@ -92,7 +92,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       maxConnections: 4,
       startupParameters: SessionSettings.startupParameters,
       connectTimeout: `${config.lossDeadlineMs} millis`
-    }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}` })))
+    }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}`, cause: e })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
     // What the server must be, and slotkeeper's tables. A server that is not reachable yet (refused, starting up,
@@ -105,7 +105,8 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
         new OwnershipTable.OwnershipSetupError({
           message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
             `password) and that the server accepts connections`,
-          retryable: SqlErrors.isRetryable(e)
+          retryable: SqlErrors.isRetryable(e),
+          cause: e
         })
       ))
       if (server === undefined) return yield* new OwnershipTable.OwnershipSetupError({ message: "the database returned no row for a trivial query" })
@@ -131,13 +132,13 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
           Effect.catchTags({
             // a lock held by another transaction on a table, or the connection: may pass
             PublicationError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable === true || e.reason === "LockTimeout" })),
-            SqlError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: `checking the server: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) }))
+            SqlError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: `checking the server: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e }))
           })
         )
       }
       yield* OwnershipTable.ensure(sql, config.schema)
       const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
-        new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+        new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
       ))
       return { server, systemIdReadable }
     })

@@ -15,11 +15,13 @@ export class PublicationError extends Schema.TaggedError<PublicationError>()("Pu
   reason: Schema.Literals(["Query", "LockTimeout", "OwnedByOther", "Privilege", "Dropped"]),
   message: Schema.String,
   /** A connection fault that may pass (the owner then competes again instead of failing). */
-  retryable: Schema.optional(Schema.Boolean)
+  retryable: Schema.optional(Schema.Boolean),
+  /** The error it comes from (a `SqlError`), kept; `message` already says what it means. */
+  cause: Schema.optional(Schema.Defect())
 }) {}
 
 export const queryError = (what: string) => (e: SqlError) =>
-  new PublicationError({ reason: "Query", message: `${what}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e) })
+  new PublicationError({ reason: "Query", message: `${what}: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
 
 export interface PublicationRow {
   readonly owner: string

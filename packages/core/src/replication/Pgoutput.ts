@@ -20,6 +20,7 @@
  * column's type (`Values`, `Rows`), and a type that is not built in is looked up in `pg_type` before its first row is
  * mapped — which the decoder, running at the socket, cannot wait for.
  */
+import { Data } from "effect"
 import type { Lsn } from "../Lsn.ts"
 import type * as Values from "./Values.ts"
 
@@ -68,7 +69,8 @@ export type Message =
   | { readonly tag: "streamCommit"; readonly xid: number; readonly commitLsn: Lsn; readonly endLsn: Lsn; readonly commitTime: string }
   | { readonly tag: "streamAbort"; readonly xid: number; readonly subxid: number }
 
-export class DecodeError extends Error {}
+/** A pgoutput message that does not decode (a protocol fault): `ReplicationStream` fails with it as `Protocol`. */
+export class DecodeError extends Data.TaggedError("DecodeError")<{ readonly message: string }> {}
 
 const postgresEpochMicros = 946_684_800_000_000n
 
@@ -125,19 +127,19 @@ class Reader {
   }
   string(): string {
     const end = this.buffer.indexOf(0, this.offset)
-    if (end < 0) throw new DecodeError("pgoutput: unterminated string")
+    if (end < 0) throw new DecodeError({ message: "pgoutput: unterminated string" })
     const s = this.buffer.toString("utf8", this.offset, end)
     this.offset = end + 1
     return s
   }
   text(n: number): string {
-    if (n < 0 || this.offset + n > this.buffer.length) throw new DecodeError("pgoutput: message ends early")
+    if (n < 0 || this.offset + n > this.buffer.length) throw new DecodeError({ message: "pgoutput: message ends early" })
     const s = this.buffer.toString("utf8", this.offset, this.offset + n)
     this.offset += n
     return s
   }
   bytes(n: number): Buffer {
-    if (this.offset + n > this.buffer.length) throw new DecodeError("pgoutput: message ends early")
+    if (this.offset + n > this.buffer.length) throw new DecodeError({ message: "pgoutput: message ends early" })
     const b = this.buffer.subarray(this.offset, this.offset + n)
     this.offset += n
     return b
@@ -202,14 +204,14 @@ export class Decoder {
           oldIsKey = kind === "K"
           kind = String.fromCharCode(r.uint8())
         }
-        if (kind !== "N") throw new DecodeError(`pgoutput: update without a new tuple (${kind})`)
+        if (kind !== "N") throw new DecodeError({ message: `pgoutput: update without a new tuple (${kind})` })
         return { tag: "update", xid: x, relation, old, oldIsKey, new: this.tuple(r, relation) }
       }
       case "D": {
         const x = xid()
         const relation = this.relation(r.uint32())
         const kind = String.fromCharCode(r.uint8())
-        if (kind !== "K" && kind !== "O") throw new DecodeError(`pgoutput: delete without an old tuple (${kind})`)
+        if (kind !== "K" && kind !== "O") throw new DecodeError({ message: `pgoutput: delete without an old tuple (${kind})` })
         return { tag: "delete", xid: x, relation, old: this.tuple(r, relation), oldIsKey: kind === "K" }
       }
       case "T": {
@@ -243,25 +245,25 @@ export class Decoder {
       case "A":
         return { tag: "streamAbort", xid: r.uint32(), subxid: r.uint32() }
       default:
-        throw new DecodeError(`pgoutput: unknown message ${JSON.stringify(tag)} (a protocol this decoder does not speak)`)
+        throw new DecodeError({ message: `pgoutput: unknown message ${JSON.stringify(tag)} (a protocol this decoder does not speak)` })
     }
   }
 
   private expect(r: Reader, kind: string) {
     const got = String.fromCharCode(r.uint8())
-    if (got !== kind) throw new DecodeError(`pgoutput: expected tuple ${kind}, got ${got}`)
+    if (got !== kind) throw new DecodeError({ message: `pgoutput: expected tuple ${kind}, got ${got}` })
   }
 
   private relation(oid: number): Relation {
     const relation = this.relations.get(oid)
-    if (relation === undefined) throw new DecodeError(`pgoutput: a change of relation ${oid} before its Relation message`)
+    if (relation === undefined) throw new DecodeError({ message: `pgoutput: a change of relation ${oid} before its Relation message` })
     return relation
   }
 
   /** A tuple's texts (in a key tuple, the columns outside the key are sent as NULL placeholders). */
   private tuple(r: Reader, relation: Relation): Tuple {
     const count = r.int16()
-    if (count > relation.columns.length) throw new DecodeError(`pgoutput: tuple of ${relation.schema}.${relation.name} has more columns than its Relation message`)
+    if (count > relation.columns.length) throw new DecodeError({ message: `pgoutput: tuple of ${relation.schema}.${relation.name} has more columns than its Relation message` })
     const texts: Array<string | null | undefined> = new Array(count)
     for (let i = 0; i < count; i++) {
       const kind = r.uint8()
@@ -269,7 +271,7 @@ export class Decoder {
       else if (kind === 0x6e /* n */) texts[i] = null
       else if (kind === 0x75 /* u */) texts[i] = undefined
       else if (kind === 0x62 /* b: binary, never requested */) texts[i] = `\\x${r.bytes(r.int32()).toString("hex")}`
-      else throw new DecodeError(`pgoutput: unknown tuple value kind ${JSON.stringify(String.fromCharCode(kind))}`)
+      else throw new DecodeError({ message: `pgoutput: unknown tuple value kind ${JSON.stringify(String.fromCharCode(kind))}` })
     }
     return texts
   }
