@@ -7,7 +7,7 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Delivery, PublicationManager, Redact, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus } from "@slotkeeper/core"
+import { Delivery, PublicationManager, Redact, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
 import { Config, Effect, Layer, Logger, Option, Redacted, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
@@ -85,13 +85,10 @@ const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K
     return RunConfig.merge(fromFlags, yield* Effect.fromResult(RunConfig.fromFile(path, text)))
   })
 
-export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
-  const config = yield* Effect.fromResult(RunConfig.make(yield* input(flags)))
-  // every log line of the run names the stream and the instance (fields in logfmt and JSON)
-  yield* Effect.annotateLogsScoped({ stream: config.streamId, instance: config.instanceId })
-  let url = config.databaseUrl
-  let tables = config.tables
-  if (url === undefined) {
+/** The database: the one given, or the embedded one — with the demo table when no table is given either. */
+const database = (config: RunConfig.RunConfig) =>
+  Effect.gen(function*() {
+    if (config.databaseUrl !== undefined) return { url: config.databaseUrl, tables: config.tables }
     // the same folder and port as `slotkeeper embedded` (its environment variables)
     const dir = yield* Config.String("SLOTKEEPER_EMBEDDED_DIR").pipe(Config.withDefault(".slotkeeper/postgres-18"))
     const port = yield* Config.Port("SLOTKEEPER_EMBEDDED_PORT").pipe(
@@ -100,52 +97,43 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     )
     const { EmbeddedPostgres } = yield* Embedded.load("--database-url")
     const pg = yield* EmbeddedPostgres.make({ dir, port })
-    url = pg.url
-    yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(url)}`)
-    if (tables.length === 0) {
-      yield* demo(url)
-      tables = [{ schema: demoSchema, name: "ticks" }]
-      yield* Effect.logInfo(`no --table: streaming the demo table ${demoSchema}.ticks, which gets a row every second`)
-    }
-  }
-  if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
-  const redacted = Redacted.make(url)
-  // the configured tables are the whole set: ones a previous configuration had are removed from the publication
-  const subscriptions = tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } }))
-  // the sink (a file is opened here: one that cannot be is bad input, found before the database is touched)
-  const sink = yield* SinkDelivery.make(config.streamId, config.sink._tag === "Http" ? { ...config.sink, onRejected: config.onSinkRejected } : config.sink).pipe(
-    Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${e.message}` }))
-  )
-  const slotState = yield* SlotManager.makeState
-  const publicationStatus = yield* SubscriptionRef.make(PublicationManager.initialStatus)
-  const capture = yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
-  yield* StreamMetrics.register(config.streamId)
-  // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
-  let owned: StreamOwnership.StreamOwnership | undefined
-  if (config.httpPort !== undefined) {
-    const snapshot = Effect.gen(function*() {
-      const slot = yield* SubscriptionRef.get(slotState.slot)
-      return {
-        streamId: config.streamId,
-        // starting until ownership is set up (the server checked, slotkeeper's tables ready)
-        status: owned === undefined ? { _tag: "Starting" } as const : yield* SubscriptionRef.get(owned.supervisor.status),
-        capture: yield* SubscriptionRef.get(capture),
-        failoverReady: yield* SubscriptionRef.get(slotState.failoverReady),
-        slotName: slot?.slotName,
-        slot: yield* SubscriptionRef.get(slotState.status),
-        acknowledgedLsn: sink.acknowledged(),
-        publicationProblems: (yield* SubscriptionRef.get(publicationStatus)).drift
-      } satisfies StreamStatus.Snapshot
-    })
-    yield* HealthServer.serve(config.httpPort, snapshot)
-    yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
-  }
-  owned = yield* StreamOwnership.make({
+    yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(pg.url)}`)
+    if (config.tables.length > 0) return { url: pg.url, tables: config.tables }
+    yield* demo(pg.url)
+    yield* Effect.logInfo(`no --table: streaming the demo table ${demoSchema}.ticks, which gets a row every second`)
+    return { url: pg.url, tables: [{ schema: demoSchema, name: "ticks" }] as ReadonlyArray<RunConfig.TableSpec> }
+  })
+
+/** What the stream's parts report, gathered for `/health` and `/metrics` (starting until ownership is set up). */
+interface Reporting {
+  readonly slotState: SlotManager.SlotManagerState
+  readonly publicationStatus: SubscriptionRef.SubscriptionRef<PublicationManager.PublicationStatus>
+  readonly capture: SubscriptionRef.SubscriptionRef<Delivery.Capture | undefined>
+}
+
+const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: () => StreamOwnership.StreamOwnership | undefined, sink: SinkDelivery.SinkDelivery) =>
+  Effect.gen(function*() {
+    const current = owned()
+    const slot = yield* SubscriptionRef.get(reporting.slotState.slot)
+    return {
+      streamId: config.streamId,
+      status: current === undefined ? { _tag: "Starting" } as const : yield* SubscriptionRef.get(current.supervisor.status),
+      capture: yield* SubscriptionRef.get(reporting.capture),
+      failoverReady: yield* SubscriptionRef.get(reporting.slotState.failoverReady),
+      slotName: slot?.slotName,
+      slot: yield* SubscriptionRef.get(reporting.slotState.status),
+      acknowledgedLsn: sink.acknowledged(),
+      publicationProblems: (yield* SubscriptionRef.get(reporting.publicationStatus)).drift
+    } satisfies StreamStatus.Snapshot
+  })
+
+/** Ownership, with the server and every table admitted first: what PostgreSQL refuses is bad input (exit 2). */
+const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions: ReadonlyArray<Subscription.Subscription>) =>
+  StreamOwnership.make({
     streamId: config.streamId,
     instanceId: config.instanceId,
-    url: redacted,
+    url,
     mode: config.lock,
-    // the server and every table checked before anything is created or changed: bad input leaves the database as it was
     admit: { subscriptions },
     ...config.ownership
   }).pipe(
@@ -156,8 +144,18 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
       SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))
     })
   )
-  const stream = Delivery.layer({
-    url: redacted,
+
+/** The stream as a layer: slot, publication and replication as the owner's work, each connection into the sink. */
+const streamLayer = (
+  config: RunConfig.RunConfig,
+  url: Redacted.Redacted,
+  owned: StreamOwnership.StreamOwnership,
+  subscriptions: ReadonlyArray<Subscription.Subscription>,
+  reporting: Reporting,
+  sink: SinkDelivery.SinkDelivery
+) =>
+  Delivery.layer({
+    url,
     streamId: config.streamId,
     instanceId: config.instanceId,
     sql: owned.sql,
@@ -165,9 +163,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     schema: owned.config.schema,
     publication: owned.identity.publicationName,
     mode: config.slotMode,
-    slotState,
-    publicationStatus,
-    capture,
+    ...reporting,
     onSlotLost: config.onSlotLost,
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
@@ -175,8 +171,35 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     // a file is also the position's store, opened (and locked) for each holding period
     ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
   }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
+
+export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
+  const config = yield* Effect.fromResult(RunConfig.make(yield* input(flags)))
+  // every log line of the run names the stream and the instance (fields in logfmt and JSON)
+  yield* Effect.annotateLogsScoped({ stream: config.streamId, instance: config.instanceId })
+  const { url, tables } = yield* database(config)
+  if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
+  const redacted = Redacted.make(url)
+  // the configured tables are the whole set: ones a previous configuration had are removed from the publication
+  const subscriptions = tables.map((t) => ({ ...t, id: `${t.schema}.${t.name}`, table: { schema: t.schema, name: t.name } }))
+  // the sink (a file is opened here: one that cannot be is bad input, found before the database is touched)
+  const sink = yield* SinkDelivery.make(config.streamId, config.sink._tag === "Http" ? { ...config.sink, onRejected: config.onSinkRejected } : config.sink).pipe(
+    Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${e.message}` }))
+  )
+  const reporting: Reporting = {
+    slotState: yield* SlotManager.makeState,
+    publicationStatus: yield* SubscriptionRef.make(PublicationManager.initialStatus),
+    capture: yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
+  }
+  yield* StreamMetrics.register(config.streamId)
+  // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
+  let owned: StreamOwnership.StreamOwnership | undefined
+  if (config.httpPort !== undefined) {
+    yield* HealthServer.serve(config.httpPort, snapshotOf(config, reporting, () => owned, sink))
+    yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
+  }
+  owned = yield* own(config, redacted, subscriptions)
   yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
-  return yield* Layer.launch(stream).pipe(
+  return yield* Layer.launch(streamLayer(config, redacted, owned, subscriptions, reporting, sink)).pipe(
     // warnings and errors of the stream, counted for /metrics
     Effect.provide(Logger.layer([StreamMetrics.countErrors(config.streamId)], { mergeWithExisting: true })),
     // a table the server refuses (missing, a filter it rejects, no replica identity for it) is bad input: exit 2
