@@ -165,6 +165,86 @@ const isRetired = (sql: SqlClient, schema: string, streamId: string, slotName: s
   ).pipe(Effect.mapError((e) => new SlotErrorClass({ reason: "Query", slotName, message: `reading the slot catalog: ${SqlErrors.describe(e)}` })))
 
 /**
+ * Where a connection may start, and whether it may start at all: the durable position, the server (the one
+ * ownership is held on) and the slot, judged by `Resume` — at every start and reconnect.
+ *
+ * **Gotchas**: a refusal (`ResumeRefused`) or another server (`OwnershipLost`) fails here, before any connection
+ * streams; under policy `recreate`, a position saved on a retired incarnation of the stream's slot is a resync (logged
+ * as an error), not a refusal.
+ */
+const resumePoint = (options: ReplicationStreamOptions, own: Ownership["Service"], applicationName: string) =>
+  Effect.gen(function*() {
+    const stored = yield* options.checkpoint.load
+    const server = yield* ServerIdentity.read(options.url, applicationName)
+    // the server must be the one ownership is held on
+    const ownedOn = yield* own.server
+    if (ownedOn !== undefined && !ServerInstance.same(ownedOn, server.instance)) {
+      return yield* new OwnershipLost({
+        streamId: options.streamId,
+        epoch: own.epoch,
+        message: `the replication connection reached another server (${ServerInstance.describe(server.instance)}) than the one ` +
+          `ownership of stream ${options.streamId} is held on (${ServerInstance.describe(ownedOn)}): not streaming from it ` +
+          `(a failover or a restart behind the same address?)`
+      })
+    }
+    const seen = yield* SlotInspector.inspect(options.sql, options.slotName)
+    // under policy recreate, a position of a retired incarnation of this stream is a resync, not a refusal
+    const replacedIncarnation = options.onSlotLost === "recreate" && stored !== undefined && stored.slotName !== options.slotName &&
+      options.schema !== undefined && (yield* isRetired(options.sql, options.schema, options.streamId, stored.slotName))
+    const decision = Resume.decide(stored, resumeState(options.slotName, seen), server, { replacedIncarnation })
+    if (decision._tag === "Refuse") return yield* Effect.fail(decision.error)
+    const resync = decision._tag === "StartFromSlot" ? decision.resync : undefined
+    if (resync !== undefined) {
+      yield* Effect.logError(
+        `stream ${options.streamId}: slot ${resync.lostSlot} was lost and replaced by ${options.slotName} (policy recreate): the changes ` +
+          `between them are lost to consumers, who must resync; streaming ${options.slotName} from where it was created`
+      )
+    }
+    const startedAt = decision._tag === "Resume" ? decision.from : (seen.row?.confirmedFlush ?? 0n)
+    // a partly consumed transaction (it commits at or after the start): its acknowledged changes are not sent again
+    const resumeInside = decision._tag === "Resume" && stored?.inTransaction !== undefined && stored.inTransaction.commitLsn >= startedAt
+      ? stored.inTransaction
+      : undefined
+    return { server, seen, startedAt, resumeInside, resync }
+  })
+
+/**
+ * The `START_REPLICATION` command of a connection: pgoutput with protocol 2 and in-progress streaming on 14+ (a huge
+ * transaction is sent as it is decoded, not collected by the server until its commit), logical messages on.
+ * `slot` and `publication` are slotkeeper's own names (`[a-z0-9_]`): a replication session speaks only the simple
+ * query protocol.
+ */
+export const startReplicationCommand = (slot: string, from: Lsn.Lsn, publication: string, serverVersion: number): string => {
+  const protocol = serverVersion >= 140000 ? 2 : 1
+  const pgoutputOptions = [`proto_version '${protocol}'`, `publication_names '"${publication}"'`, "messages 'true'"]
+  if (protocol >= 2) pgoutputOptions.push("streaming 'on'")
+  return `START_REPLICATION SLOT "${slot}" LOGICAL ${Lsn.format(from)} (${pgoutputOptions.join(", ")})`
+}
+
+/**
+ * What a received message does to the watermark (pure): a transaction begins, aborts (a streamed one stopped before
+ * its commit is sent again whole), commits; a non-transactional message is a position of its own — or, for
+ * slotkeeper's WAL heartbeat, idle progress (`idle`), which the caller applies once the standbys have it.
+ */
+export const afterMessage = (w: Watermark.Watermark, message: Message): { readonly watermark: Watermark.Watermark; readonly idle?: Lsn.Lsn } => {
+  switch (message.tag) {
+    case "begin":
+    case "streamStart":
+      return { watermark: Watermark.begin(w) }
+    case "streamStop":
+      return { watermark: Watermark.abort(w) }
+    case "commit":
+    case "streamCommit":
+      return { watermark: Watermark.commit(w, message.endLsn) }
+    case "message":
+      if (message.transactional) return { watermark: w }
+      return message.prefix.startsWith(heartbeatPrefix) ? { watermark: w, idle: message.lsn + 1n } : { watermark: Watermark.message(w, message.lsn) }
+    default:
+      return { watermark: w }
+  }
+}
+
+/**
  * One replication connection of the owned stream, open for the life of the scope: the checks that make resuming
  * safe, then the decoded events in commit order, with `acknowledge` for what the consumer made durable. `Delivery`
  * opens one per connection; open it yourself only to drive the connections of your own.
@@ -191,40 +271,9 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     const mode = options.mode ?? "temporary"
     const applicationName = StreamId.applicationName(options.streamId, options.instanceId, "repl")
 
-    // Resume checks: the durable position, the slot, the server — every start and reconnect.
-    const stored = yield* options.checkpoint.load
-    const server = yield* ServerIdentity.read(options.url, applicationName)
-    // ... and the server must be the one ownership is held on
-    const ownedOn = yield* own.server
-    if (ownedOn !== undefined && !ServerInstance.same(ownedOn, server.instance)) {
-      return yield* new OwnershipLost({
-        streamId: options.streamId,
-        epoch: own.epoch,
-        message: `the replication connection reached another server (${ServerInstance.describe(server.instance)}) than the one ` +
-          `ownership of stream ${options.streamId} is held on (${ServerInstance.describe(ownedOn)}): not streaming from it ` +
-          `(a failover or a restart behind the same address?)`
-      })
-    }
-    const seen = yield* SlotInspector.inspect(options.sql, options.slotName)
-    // under policy recreate, a position of a retired incarnation of this stream is a resync, not a refusal
-    const replacedIncarnation = options.onSlotLost === "recreate" && stored !== undefined && stored.slotName !== options.slotName &&
-      options.schema !== undefined && (yield* isRetired(options.sql, options.schema, options.streamId, stored.slotName))
-    const decision = Resume.decide(stored, resumeState(options.slotName, seen), server, { replacedIncarnation })
-    if (decision._tag === "Refuse") return yield* Effect.fail(decision.error)
-    const resync = decision._tag === "StartFromSlot" ? decision.resync : undefined
-    if (resync !== undefined) {
-      yield* Effect.logError(
-        `stream ${options.streamId}: slot ${resync.lostSlot} was lost and replaced by ${options.slotName} (policy recreate): the changes ` +
-          `between them are lost to consumers, who must resync; streaming ${options.slotName} from where it was created`
-      )
-    }
-    const startedAt = decision._tag === "Resume" ? decision.from : (seen.row?.confirmedFlush ?? 0n)
+    const { server, seen, startedAt, resumeInside, resync } = yield* resumePoint(options, own, applicationName)
+    // saved under this server's identity from now on (a newer timeline after a failover that passed the check)
     const identity = { systemId: server.systemId, timeline: server.timeline, slotName: options.slotName }
-    // Saved under this server's identity from now on (a newer timeline after a failover that passed the check).
-    // a partly consumed transaction (it commits at or after the start): its acknowledged changes are not sent again
-    const resumeInside = decision._tag === "Resume" && stored?.inTransaction !== undefined && stored.inTransaction.commitLsn >= startedAt
-      ? stored.inTransaction
-      : undefined
     let watermark = Watermark.initial(startedAt, resumeInside)
 
     const queue = yield* Queue.bounded<ReplicationEvent, ReplicationError | CheckpointError | OwnershipLost | LockBackendError | Cause.Done>(
@@ -255,9 +304,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       if (gate === undefined) watermark = Watermark.keepalive(watermark, position)
       else void gate.reached(position).then(() => void (watermark = Watermark.keepalive(watermark, position)))
     }
-    // Protocol 2 (PostgreSQL 14+) with in-progress streaming: a huge transaction is sent as it is decoded, spooled
-    // here on disk, instead of being collected by the server until its commit.
-    const protocol = seen.serverVersion >= 140000 ? 2 : 1
+    // a huge transaction streamed in progress (protocol 2, see startReplicationCommand) is spooled here on disk
     const decoder = new Decoder()
     const spool = yield* Effect.acquireRelease(Effect.sync(() => new Spool()), (sp) => Effect.sync(() => sp.close()))
     // types that are not built in are looked up when a Relation message names them, before its rows are mapped
@@ -273,9 +320,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
             `${ServerInstance.describe(server.instance)}`)
         }
         if (mode === "temporary") await TemporaryClone.copy(c, options.slotName, streamedSlot)
-        const pgoutputOptions = [`proto_version '${protocol}'`, `publication_names '"${options.publication}"'`, "messages 'true'"]
-        if (protocol >= 2) pgoutputOptions.push("streaming 'on'")
-        return c.query(`START_REPLICATION SLOT "${streamedSlot}" LOGICAL ${Lsn.format(startedAt)} (${pgoutputOptions.join(", ")})`)
+        return c.query(startReplicationCommand(streamedSlot, startedAt, options.publication, seen.serverVersion))
       }
       // Runs at the socket, in order, before the message is queued: receipt is recorded before any later keepalive.
       override parse(buffer: Buffer): Pgoutput.Message {
@@ -288,26 +333,9 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           return { tag: "origin", originLsn: 0n, name: "" } as unknown as Pgoutput.Message
         }
         lastReceivedAt = Date.now()
-        switch (message.tag) {
-          case "begin":
-          case "streamStart":
-            watermark = Watermark.begin(watermark)
-            break
-          case "streamStop":
-            // an uncommitted streamed transaction is sent again whole after any restart before its commit
-            watermark = Watermark.abort(watermark)
-            break
-          case "commit":
-          case "streamCommit":
-            watermark = Watermark.commit(watermark, message.endLsn)
-            break
-          case "message":
-            if (!message.transactional) {
-              if (message.prefix.startsWith(heartbeatPrefix)) idleAt(message.lsn + 1n)
-              else watermark = Watermark.message(watermark, message.lsn)
-            }
-            break
-        }
+        const next = afterMessage(watermark, message)
+        watermark = next.watermark
+        if (next.idle !== undefined) idleAt(next.idle)
         return message as unknown as Pgoutput.Message // pg-logical-replication only passes it on to the 'data' handler
       }
     }
