@@ -28,7 +28,7 @@
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
 export * as LockBackend from "./ownership/LockBackend.ts"
-export { Ownership, OwnershipLost, type OwnershipService, type OwnershipStatus } from "./ownership/Ownership.ts"
+export { Ownership, OwnershipLost, type OwnershipStatus } from "./ownership/Ownership.ts"
 export * as OwnershipConfig from "./ownership/OwnershipConfig.ts"
 export * as OwnershipTable from "./ownership/OwnershipTable.ts"
 export * as StreamOwnership from "./ownership/StreamOwnership.ts"

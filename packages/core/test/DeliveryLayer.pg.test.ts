@@ -22,7 +22,7 @@ describe("Delivery.layer (real PostgreSQL 18)", () => {
         for (let id = 1; id <= 3; id++) yield* pg.query(`INSERT INTO items VALUES (${id}, 'x')`)
       }))
       const app = Layer.unwrap(Effect.gen(function*() {
-        const stream = yield* StreamOwnership.StreamOwnershipService
+        const stream = yield* StreamOwnership.StreamOwnership
         return Delivery.layer({ ...deliveryOptions, url, instanceId: "a", sql: stream.sql, subscriptions: [{ id: "items", table: { name: "items" } }] }, (connection) =>
           connection.events.pipe(
             Stream.tap((event) => (event._tag === "Commit" ? connection.acknowledge(event.endLsn) : Effect.void)),

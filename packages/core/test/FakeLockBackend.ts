@@ -8,7 +8,7 @@ import { Clock, Effect } from "effect"
 import type { Held, HolderInfo, LockBackend, LockSession } from "../src/ownership/LockBackend.ts"
 import { LockBackendError } from "../src/ownership/LockBackend.ts"
 import type { CheckOutcome } from "../src/ownership/Liveness.ts"
-import { type Guards, OwnershipLost, type OwnershipService } from "../src/ownership/Ownership.ts"
+import { type Guards, type Ownership, OwnershipLost } from "../src/ownership/Ownership.ts"
 
 export interface FakeServer {
   holder: string | undefined
@@ -116,7 +116,7 @@ export const fakeGuard = (server: FakeServer, instance: string): Guards => {
   return { guarded: guard, guardedSlotChange: guard }
 }
 
-const fakeGuardOf = (server: FakeServer, instance: string) => (held: Held): OwnershipService["guarded"] =>
+const fakeGuardOf = (server: FakeServer, instance: string) => (held: Held): Ownership["Service"]["guarded"] =>
   <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.suspend((): Effect.Effect<A, E | OwnershipLost, R> =>
       server.holder === instance && server.epoch === held.epoch

@@ -17,7 +17,7 @@ import { publicationOptions, publicationTables, startManager } from "./publicati
 const table = (name: string): Subscription.Subscription => ({ id: name, table: { name } })
 
 /** Runs a publication manager with `subscriptions` as this instance's configuration, each time it owns the stream. */
-const holding = (stream: StreamOwnership.StreamOwnership, subscriptions: ReadonlyArray<Subscription.Subscription>) =>
+const holding = (stream: StreamOwnership.StreamOwnership["Service"], subscriptions: ReadonlyArray<Subscription.Subscription>) =>
   Effect.gen(function*() {
     const started = yield* Deferred.make<PublicationManager.PublicationManager, unknown>()
     const fiber = yield* Effect.forkChild(stream.supervisor.run(Effect.gen(function*() {

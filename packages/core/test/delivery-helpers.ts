@@ -23,7 +23,7 @@ export interface Consumer {
   readonly delivered: Array<Delivered>
   readonly state: SlotManager.SlotManagerState
   readonly fiber: Fiber.Fiber<unknown, unknown>
-  readonly ownership: StreamOwnership.StreamOwnership
+  readonly ownership: StreamOwnership.StreamOwnership["Service"]
   /** Ids of all delivered inserts, in delivery order. */
   readonly ids: () => Array<number>
 }

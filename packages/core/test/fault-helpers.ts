@@ -28,7 +28,7 @@ export interface RecordedDelivery extends DeliveryCheck.Delivered<number> {
 export interface Recording {
   readonly delivered: Array<RecordedDelivery>
   readonly sessionStarts: Map<number, bigint>
-  readonly ownership: StreamOwnership.StreamOwnership
+  readonly ownership: StreamOwnership.StreamOwnership["Service"]
   /** The publication managers of each holding period (with `publicationDrift`). */
   readonly managers: Array<PublicationManager.PublicationManager>
   readonly fiber: Fiber.Fiber<void, unknown>

@@ -4,7 +4,7 @@
  */
 import { FaultProxy, PgCluster, Wait } from "@slotkeeper/testkit"
 import { Deferred, Effect, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
-import type { OwnershipService, OwnershipStatus } from "../src/ownership/Ownership.ts"
+import type { OwnershipStatus } from "../src/ownership/Ownership.ts"
 import { Ownership } from "../src/ownership/Ownership.ts"
 import type * as OwnershipConfig from "../src/ownership/OwnershipConfig.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
@@ -37,11 +37,11 @@ export interface Interval {
 
 export interface Instance {
   readonly name: string
-  readonly ownership: StreamOwnership.StreamOwnership
+  readonly ownership: StreamOwnership.StreamOwnership["Service"]
   readonly fiber: Fiber.Fiber<void, unknown>
   readonly statuses: Array<{ readonly at: number; readonly status: OwnershipStatus }>
   /** Resolves with the Ownership service of the first holding period. */
-  readonly firstHold: Deferred.Deferred<OwnershipService>
+  readonly firstHold: Deferred.Deferred<Ownership["Service"]>
   readonly status: Effect.Effect<OwnershipStatus>
 }
 
@@ -59,7 +59,7 @@ export const startInstance = (
       Stream.runForEach(SubscriptionRef.changes(ownership.supervisor.status), (status) =>
         Effect.sync(() => void statuses.push({ at: Date.now(), status })))
     )
-    const firstHold = yield* Deferred.make<OwnershipService>()
+    const firstHold = yield* Deferred.make<Ownership["Service"]>()
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
       const interval: Interval = { instance: name, epoch: own.epoch, start: Date.now(), end: undefined }

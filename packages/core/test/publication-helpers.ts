@@ -3,7 +3,7 @@
  * manager (and, optionally, the delivery of its changes) inside the owned scope.
  */
 import { Deferred, Effect, Redacted } from "effect"
-import { Ownership, type OwnershipService } from "../src/ownership/Ownership.ts"
+import { Ownership } from "../src/ownership/Ownership.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as PgPublication from "../src/publication/PgPublication.ts"
 import * as PublicationManager from "../src/publication/PublicationManager.ts"
@@ -18,12 +18,12 @@ export const startManager = (
     readonly manager?: PublicationManager.PublicationManagerOptions
     readonly publication?: Partial<PgPublication.PgPublicationOptions>
     /** More owned work, started once the manager is ready (e.g. the delivery of the stream's changes). */
-    readonly alongside?: (ownership: StreamOwnership.StreamOwnership) => Effect.Effect<unknown, unknown, Ownership>
+    readonly alongside?: (ownership: StreamOwnership.StreamOwnership["Service"]) => Effect.Effect<unknown, unknown, Ownership>
   } = {}
 ) =>
   Effect.gen(function*() {
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: Redacted.make(url), ...fastTiming.advisory })
-    const ready = yield* Deferred.make<{ readonly manager: PublicationManager.PublicationManager; readonly own: OwnershipService }, unknown>()
+    const ready = yield* Deferred.make<{ readonly manager: PublicationManager.PublicationManager; readonly own: Ownership["Service"] }, unknown>()
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
       const backend = yield* PgPublication.make(own, ownership.sql, { ...publicationOptions, ...options.publication })

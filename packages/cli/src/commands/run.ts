@@ -111,7 +111,7 @@ interface Reporting {
   readonly capture: SubscriptionRef.SubscriptionRef<Delivery.Capture | undefined>
 }
 
-const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: () => StreamOwnership.StreamOwnership | undefined, sink: SinkDelivery.SinkDelivery) =>
+const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: () => StreamOwnership.StreamOwnership["Service"] | undefined, sink: SinkDelivery.SinkDelivery) =>
   Effect.gen(function*() {
     const current = owned()
     const slot = yield* SubscriptionRef.get(reporting.slotState.slot)
@@ -149,7 +149,7 @@ const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions:
 const streamLayer = (
   config: RunConfig.RunConfig,
   url: Redacted.Redacted,
-  owned: StreamOwnership.StreamOwnership,
+  owned: StreamOwnership.StreamOwnership["Service"],
   subscriptions: ReadonlyArray<Subscription.Subscription>,
   reporting: Reporting,
   sink: SinkDelivery.SinkDelivery
@@ -170,7 +170,7 @@ const streamLayer = (
     subscriptions,
     // a file is also the position's store, opened (and locked) for each holding period
     ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
-  }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnershipService, owned)))
+  }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnership, owned)))
 
 export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(function*(flags) {
   const config = yield* Effect.fromResult(RunConfig.make(yield* input(flags)))
@@ -192,7 +192,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   }
   yield* StreamMetrics.register(config.streamId)
   // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
-  let owned: StreamOwnership.StreamOwnership | undefined
+  let owned: StreamOwnership.StreamOwnership["Service"] | undefined
   if (config.httpPort !== undefined) {
     yield* HealthServer.serve(config.httpPort, snapshotOf(config, reporting, () => owned, sink))
     yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)

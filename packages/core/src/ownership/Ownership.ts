@@ -21,7 +21,8 @@ export class OwnershipLost extends Schema.TaggedError<OwnershipLost>()("Ownershi
   found: Schema.optional(Schema.String)
 }) {}
 
-export interface OwnershipService {
+/** What the owned work gets while this instance owns the stream (the `Ownership` service's shape). */
+interface OwnershipShape {
   readonly streamId: string
   readonly instanceId: string
   readonly epoch: number
@@ -67,11 +68,11 @@ export interface OwnershipService {
 
 /** What a lock backend provides for fencing: the two guards, given what is held. */
 export interface Guards {
-  readonly guarded: (held: Held) => OwnershipService["guarded"]
-  readonly guardedSlotChange: (held: Held) => OwnershipService["guardedSlotChange"]
+  readonly guarded: (held: Held) => OwnershipShape["guarded"]
+  readonly guardedSlotChange: (held: Held) => OwnershipShape["guardedSlotChange"]
 }
 
-export class Ownership extends Context.Service<Ownership, OwnershipService>()("@slotkeeper/core/Ownership") {}
+export class Ownership extends Context.Service<Ownership, OwnershipShape>()("@slotkeeper/core/Ownership") {}
 
 /** What an instance is doing about a stream, as a stream of states (see `Supervisor.status`). */
 export type OwnershipStatus =

@@ -35,7 +35,8 @@ export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions
   readonly admit?: Omit<Preflight.AdmitOptions, "lock" | "publication"> | undefined
 }
 
-export interface StreamOwnership {
+/** Everything needed to own one stream (the `StreamOwnership` service's shape; `make` builds it). */
+interface StreamOwnershipShape {
   readonly config: OwnershipConfig.OwnershipConfig
   readonly identity: StreamId.StreamIdentity
   readonly supervisor: Supervisor.Supervisor
@@ -81,7 +82,7 @@ const setupRetry = Retry.transient
  * - Without `admit`, a table that does not exist is found later, by the publication's own validation, after
  *   slotkeeper's tables exist and the epoch was taken.
  */
-export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership, StreamOwnershipError, Scope.Scope> =>
+export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwnership["Service"], StreamOwnershipError, Scope.Scope> =>
   Effect.gen(function*() {
     const config = yield* Effect.fromResult(OwnershipConfig.make(options))
 
@@ -161,8 +162,8 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
   })
 
 /** The stream's ownership as a service, for apps that compose it as a layer. */
-export class StreamOwnershipService extends Context.Service<StreamOwnershipService, StreamOwnership>()("@slotkeeper/core/StreamOwnership") {}
+export class StreamOwnership extends Context.Service<StreamOwnership, StreamOwnershipShape>()("@slotkeeper/core/StreamOwnership") {}
 
 /** `make` as a scoped layer: the pool and the supervisor live as long as the layer. */
-export const layer = (options: StreamOwnershipOptions): Layer.Layer<StreamOwnershipService, StreamOwnershipError> =>
-  Layer.effect(StreamOwnershipService, make(options))
+export const layer = (options: StreamOwnershipOptions): Layer.Layer<StreamOwnership, StreamOwnershipError> =>
+  Layer.effect(StreamOwnership, make(options))

@@ -30,7 +30,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { ensureColumns, ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
-import type { OwnershipService } from "../ownership/Ownership.ts"
+import type { Ownership } from "../ownership/Ownership.ts"
 import * as Desired from "./Desired.ts"
 import * as PublicationCatalog from "./PublicationCatalog.ts"
 import { PublicationError } from "./PublicationCatalog.ts"
@@ -79,7 +79,7 @@ const publishList = (p: Publishes) => (["insert", "update", "delete", "truncate"
  * - A publication of the same name that is `FOR ALL TABLES` or owned by another role is `OwnedByOther`, never
  *   altered.
  */
-export const make = (own: OwnershipService, sql: SqlClient, options: PgPublicationOptions): Effect.Effect<PublicationBackend, PublicationError> =>
+export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPublicationOptions): Effect.Effect<PublicationBackend, PublicationError> =>
   Effect.gen(function*() {
     const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }
     const lockTimeoutMs = options.lockTimeoutMs ?? 2000

@@ -27,7 +27,7 @@ import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import * as Lsn from "../Lsn.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
-import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
+import type { Ownership, OwnershipLost } from "../ownership/Ownership.ts"
 import type { DurablePosition } from "../slot/Resume.ts"
 
 export type { DurablePosition }
@@ -38,7 +38,8 @@ export class CheckpointError extends Schema.TaggedError<CheckpointError>()("Chec
   retryable: Schema.optional(Schema.Boolean)
 }) {}
 
-export interface CheckpointStoreService {
+/** A store of the durable position (the `CheckpointStore` service's shape). */
+interface CheckpointStoreShape {
   /**
    * The durable position, or `undefined` before the first save. Read at the start of every replication connection
    * (a store may also put itself in order then, e.g. cut what a previous connection left half written), so it is
@@ -63,12 +64,12 @@ export interface SaveReceipt {
   readonly deferred?: true | undefined
 }
 
-export class CheckpointStore extends Context.Service<CheckpointStore, CheckpointStoreService>()("@slotkeeper/core/CheckpointStore") {}
+export class CheckpointStore extends Context.Service<CheckpointStore, CheckpointStoreShape>()("@slotkeeper/core/CheckpointStore") {}
 
 export const table = (schema: string) => qualified(schema, "checkpoints")
 
 /** The default store: slotkeeper's `checkpoints` table in the source database, saved with `own.guarded`. */
-export const sourceTable = (own: OwnershipService, sql: SqlClient, schema: string): Effect.Effect<CheckpointStoreService, CheckpointError> =>
+export const sourceTable = (own: Ownership["Service"], sql: SqlClient, schema: string): Effect.Effect<CheckpointStore["Service"], CheckpointError> =>
   Effect.gen(function*() {
     yield* ensureTable(sql, schema, "checkpoints", `
       stream_id  text PRIMARY KEY,

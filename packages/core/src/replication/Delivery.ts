@@ -45,8 +45,8 @@ export interface DeliveryOptions
    * how to open one for a holding period (run in the owned scope, e.g. to take a lock on a file for as long as it).
    */
   readonly checkpoint?:
-    | Checkpoint.CheckpointStoreService
-    | Effect.Effect<Checkpoint.CheckpointStoreService, Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope>
+    | Checkpoint.CheckpointStore["Service"]
+    | Effect.Effect<Checkpoint.CheckpointStore["Service"], Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope>
 }
 
 /**
@@ -173,7 +173,7 @@ export const layer = <E, R>(
   consume: (stream: ReplicationStream.ReplicationStream) => Effect.Effect<unknown, E, R>
 ) =>
   Layer.effectDiscard(Effect.gen(function*() {
-    const stream = yield* StreamOwnership.StreamOwnershipService
+    const stream = yield* StreamOwnership.StreamOwnership
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
       if (options.subscriptions !== undefined) {

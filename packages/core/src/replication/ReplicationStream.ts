@@ -61,7 +61,7 @@ import * as StandbyGate from "../slot/StandbyGate.ts"
 import * as TemporaryClone from "../slot/TemporaryClone.ts"
 import * as SessionSettings from "../SessionSettings.ts"
 import * as StreamId from "../StreamId.ts"
-import type { CheckpointError, CheckpointStoreService, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
+import type { CheckpointError, CheckpointStore, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
 import * as Watermark from "./Watermark.ts"
 
 export class ReplicationError extends Schema.TaggedError<ReplicationError>()("ReplicationError", {
@@ -83,7 +83,7 @@ export interface ReplicationStreamOptions {
   readonly slotName: string
   readonly publication: string
   readonly mode?: "temporary" | "persistent"
-  readonly checkpoint: CheckpointStoreService
+  readonly checkpoint: CheckpointStore["Service"]
   /** How often acknowledgements are saved and reported (default 1 s). */
   readonly saveInterval?: Duration.Input
   /**

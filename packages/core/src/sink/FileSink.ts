@@ -72,7 +72,7 @@ const lastMarker = (fd: number): { readonly marker: Marker | undefined; readonly
 
 /** One holding period's use of the file: its lock, the checkpoint store, and the sink. */
 export interface FilePeriod {
-  readonly checkpoint: Checkpoint.CheckpointStoreService
+  readonly checkpoint: Checkpoint.CheckpointStore["Service"]
   readonly sink: Sink
   /** The line that ends a transaction (or records a non-transactional message's position) in the file. */
   readonly commitLine: (fields: {
@@ -141,7 +141,7 @@ const open = (path: string, fence: Fence): Effect.Effect<FilePeriod, SinkError |
 
     // Every connection starts from the file as it is: what follows the last marker is cut off (a transaction the last
     // connection or process left half written, a torn line), and a newer owner's last line is refused.
-    const load: Checkpoint.CheckpointStoreService["load"] = Effect.gen(function*() {
+    const load: Checkpoint.CheckpointStore["Service"]["load"] = Effect.gen(function*() {
       const found = yield* Effect.try({
         try: () => {
           const last = lastMarker(fd)
@@ -169,7 +169,7 @@ const open = (path: string, fence: Fence): Effect.Effect<FilePeriod, SinkError |
       return marker === undefined ? undefined : { lsn, systemId: marker.system_id, timeline: marker.timeline, slotName: marker.slot }
     })
 
-    const save: Checkpoint.CheckpointStoreService["save"] = (p) =>
+    const save: Checkpoint.CheckpointStore["Service"]["save"] = (p) =>
       Effect.gen(function*() {
         const failed = (e: unknown) => new Checkpoint.CheckpointError({ message: `saving the position in ${path}: ${message(e)}` })
         if (p.lsn <= durable) return { walPosition: undefined } // the file's commit lines hold it already

@@ -22,7 +22,7 @@ import { ensureTable, qualified } from "../internal/schemaSetup.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import * as Lsn from "../Lsn.ts"
 import type { ReplicationEvent } from "../replication/Assembler.ts"
-import { CheckpointError, type CheckpointStoreService, type DurablePosition } from "../replication/Checkpoint.ts"
+import { CheckpointError, type CheckpointStore, type DurablePosition } from "../replication/Checkpoint.ts"
 import { asOwnershipLost, type Fence, FencedOut, type FencedSink } from "./FencedSink.ts"
 
 export class TargetError extends Schema.TaggedError<TargetError>()("TargetError", {
@@ -40,7 +40,7 @@ export interface Batch {
 export interface PgTargetSink {
   readonly sink: FencedSink<Batch, TargetError>
   /** The stream's durable position in the target, for a holding period under `fence` (`Delivery`'s `checkpoint`). */
-  readonly checkpoint: (fence: Fence) => CheckpointStoreService
+  readonly checkpoint: (fence: Fence) => CheckpointStore["Service"]
 }
 
 const replacer = (_key: string, value: unknown): unknown =>
@@ -123,7 +123,7 @@ export const make = (sql: SqlClient, schema: string): Effect.Effect<PgTargetSink
         })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(failed("writing to the target")(e))))
     }
 
-    const checkpoint = (fence: Fence): CheckpointStoreService => ({
+    const checkpoint = (fence: Fence): CheckpointStore["Service"] => ({
       load: sql.unsafe<{ lsn: string; slot_name: string; system_id: string; timeline: number }>(
         `SELECT lsn::text AS lsn, slot_name, system_id, timeline FROM ${positions} WHERE stream_id = $1`, [fence.streamId]
       ).pipe(

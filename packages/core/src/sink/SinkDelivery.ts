@@ -22,7 +22,7 @@
  */
 import { Effect, type Scope, Stream } from "effect"
 import type * as Lsn from "../Lsn.ts"
-import { Ownership, type OwnershipLost, type OwnershipService } from "../ownership/Ownership.ts"
+import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as Checkpoint from "../replication/Checkpoint.ts"
 import type * as ReplicationStream from "../replication/ReplicationStream.ts"
 import type * as Watermark from "../replication/Watermark.ts"
@@ -49,7 +49,7 @@ export interface SinkDelivery {
   /** `Delivery`'s consumer: one replication connection's events, to the sink. */
   readonly consume: (connection: ReplicationStream.ReplicationStream) => Effect.Effect<void, ConsumeError, Ownership>
   /** For `Delivery.layer`'s `checkpoint` option: the file's own position store (a file target only). */
-  readonly checkpoint: Effect.Effect<Checkpoint.CheckpointStoreService, Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope> | undefined
+  readonly checkpoint: Effect.Effect<Checkpoint.CheckpointStore["Service"], Checkpoint.CheckpointError | OwnershipLost, Ownership | Scope.Scope> | undefined
   /** The last position acknowledged by this instance (`undefined`: none yet). */
   readonly acknowledged: () => Lsn.Lsn | undefined
 }
@@ -62,7 +62,7 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
     // the file as this holding period has it open (locked), while it lasts
     let period: FileSink.FilePeriod | undefined
     let acknowledged: Lsn.Lsn | undefined
-    const fenceOf = (own: OwnershipService): Sink.Fence => ({ streamId, epoch: own.epoch, assertFresh: own.assertFresh })
+    const fenceOf = (own: Ownership["Service"]): Sink.Fence => ({ streamId, epoch: own.epoch, assertFresh: own.assertFresh })
 
     const consume = (connection: ReplicationStream.ReplicationStream) =>
       Effect.gen(function*() {

@@ -27,7 +27,7 @@ import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn, parseUnsafe as parseLsn } from "../Lsn.ts"
 import * as Fencing from "../ownership/Fencing.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
-import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
+import type { Ownership, OwnershipLost } from "../ownership/Ownership.ts"
 
 export class SlotError extends Schema.TaggedError<SlotError>()("SlotError", {
   /** `Timeout`: a step the server cancelled at the guard's deadline (a query that may pass with less to do). */
@@ -87,7 +87,7 @@ export const ensureCatalog = (sql: SqlClient, schema: string): Effect.Effect<voi
 
 /** Creates the stream's slot on the first run, adopts it afterwards; see the module comment. Run it as the owner. */
 export const ensure = (
-  own: OwnershipService,
+  own: Ownership["Service"],
   sql: SqlClient,
   options: PersistentSlotOptions
 ): Effect.Effect<Slot, SlotError | OwnershipLost | LockBackendError> =>
@@ -192,7 +192,7 @@ export const ensure = (
  * advances a large backlog in smaller steps).
  */
 export const advance = (
-  own: OwnershipService,
+  own: Ownership["Service"],
   sql: SqlClient,
   slotName: string,
   target: bigint,
@@ -214,7 +214,7 @@ export const advance = (
 
 /** Marks an incarnation `retired` in the catalog, as the owner (after a loss and re-creation, or a cleanup). */
 export const retire = (
-  own: OwnershipService,
+  own: Ownership["Service"],
   sql: SqlClient,
   schema: string,
   slotName: string

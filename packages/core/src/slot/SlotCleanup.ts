@@ -15,7 +15,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as SqlErrors from "../internal/sqlError.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
-import type { OwnershipLost, OwnershipService } from "../ownership/Ownership.ts"
+import type { Ownership, OwnershipLost } from "../ownership/Ownership.ts"
 import { catalogTable, retire, SlotError } from "./PersistentSlot.ts"
 
 export interface Candidate {
@@ -69,7 +69,7 @@ export const list = (
 
 /** Drops the candidates as the stream's owner; returns the names dropped. */
 export const drop = (
-  own: OwnershipService,
+  own: Ownership["Service"],
   sql: SqlClient,
   schema: string,
   candidates: ReadonlyArray<Candidate>
