@@ -161,7 +161,7 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
 }
 
 /**
- * The whole stream as one layer, for an Effect app: competes for ownership (`StreamOwnershipService`); while holding
+ * The whole stream as one layer, for an Effect app: competes for ownership (the `StreamOwnership` service); while holding
  * it, keeps the publication for `subscriptions` and delivers the changes to `consume`; competes again after a loss.
  *
  * **Details**: the layer's construction *is* the stream's lifetime — merge it with the app's other layers and run
