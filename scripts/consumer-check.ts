@@ -207,6 +207,11 @@ for (const major of wanted) {
   writeFileSync(join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }, null, 2))
   say(`Node ${version}: npm install of the tarballs in ${project}`)
   sh("npm", ["install", "--no-audit", "--no-fund", ...packed, "pg@8.23.1", "typescript@7.0.2", "@types/node@24", "@types/pg@8"], { cwd: project, env })
+  // one copy of effect: a package pinned to another version than the app's would get its own, and Effect's types
+  // (and services) from two copies do not mix
+  const effects = readdirSync(join(project, "node_modules"), { recursive: true, encoding: "utf8" })
+    .filter((f) => /(^|\/)node_modules\/effect\/package\.json$|^effect\/package\.json$/.test(f))
+  if (effects.length !== 1) fail(`the install has ${effects.length} copies of effect: ${effects.join(", ")} (a package pins another version than the app's)`)
   writeFileSync(join(project, "main.ts"), program)
   writeFileSync(join(project, "readme.ts"), readmeExample)
   writeFileSync(join(project, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
