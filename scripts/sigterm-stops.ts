@@ -15,36 +15,13 @@
  * A stop over 4 s prints the instance's warnings and errors.
  */
 
-import { closeSync, existsSync, openSync, readSync, rmSync } from "node:fs"
+import { rmSync } from "node:fs"
 import { PgCluster } from "@slotkeeper/testkit"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { start, until, untilEffect } from "../packages/cli/test/cli-helpers.ts"
+import { lineCounter } from "./bench/throughput.ts"
 const n = Number(process.argv[2] ?? 40)
 
-/** Counts the change lines appended to `path` since the last call. */
-const changeLines = (path: string) => {
-  let offset = 0
-  let changes = 0
-  let partial = ""
-  const buffer = Buffer.alloc(1 << 20)
-  return () => {
-    if (!existsSync(path)) return 0
-    const fd = openSync(path, "r")
-    try {
-      for (;;) {
-        const read = readSync(fd, buffer, 0, buffer.length, offset)
-        if (read === 0) break
-        offset += read
-        const lines = (partial + buffer.toString("utf8", 0, read)).split("\n")
-        partial = lines.pop()!
-        for (const l of lines) if (l.startsWith("{\"type\":\"change\"")) changes++
-      }
-    } finally {
-      closeSync(fd)
-    }
-    return changes
-  }
-}
 const main = Effect.gen(function*() {
   const pg = yield* PgCluster.make({ major: 18 })
   yield* pg.query("CREATE TABLE items (id serial PRIMARY KEY, body text)")
@@ -97,7 +74,7 @@ const main = Effect.gen(function*() {
           yield* streams
           yield* writeBacklog
         }
-        const count = changeLines(file)
+        const count = lineCounter(file)
         // STOP_AT=half: stopped in the middle of the catch-up instead of after it
         const stopAt = process.env.STOP_AT === "half" ? Math.floor(backlog * (0.2 + 0.6 * Math.random())) : backlog
         yield* until(() => (count() >= stopAt ? true : undefined), 300_000, "the backlog delivered")

@@ -100,7 +100,7 @@ const recvlogicalReader = (url: string, end: string, rows: number) =>
   )
 
 /** Counts change lines appended to `path` since the last call (incrementally: the file can be hundreds of MB). */
-const lineCounter = (path: string) => {
+export const lineCounter = (path: string) => {
   let offset = 0
   let changes = 0
   let partial = ""

@@ -9,12 +9,12 @@ import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
-import { runFlags, streamIdFlag } from "./run.ts"
+import { runFlags } from "./run.ts"
 
 export const check = Command.make("check", {
   databaseUrl: runFlags.databaseUrl,
-  streamId: streamIdFlag,
-  schema: RunOptions.schemaFlag,
+  streamId: RunOptions.flagWithDefault("streamId"),
+  schema: RunOptions.flagWithDefault("schema"),
   tables: runFlags.tables,
   lock: runFlags.lock,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))

@@ -16,13 +16,6 @@ import * as RunConfig from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
 import * as HealthServer from "../http/HealthServer.ts"
 
-/** `--stream-id` with its default, for the commands that have no `--config` file. */
-export const streamIdFlag = Flag.String("stream-id").pipe(
-  Flag.withFallbackConfig(Config.String("SLOTKEEPER_STREAM_ID")),
-  Flag.withDescription(RunOptions.help(RunOptions.byKey("streamId"))),
-  Flag.withDefault("default")
-)
-
 /** The flags, each made from its entry in `RunOptions` (name, environment variable, help); defaults are `RunConfig`'s. */
 export const runFlags = {
   databaseUrl: RunOptions.flag("databaseUrl"),
@@ -90,13 +83,11 @@ const database = (config: RunConfig.RunConfig) =>
   Effect.gen(function*() {
     if (config.databaseUrl !== undefined) return { url: config.databaseUrl, tables: config.tables }
     // the same folder and port as `slotkeeper embedded` (its environment variables)
-    const dir = yield* Config.String("SLOTKEEPER_EMBEDDED_DIR").pipe(Config.withDefault(".slotkeeper/postgres-18"))
-    const port = yield* Config.Port("SLOTKEEPER_EMBEDDED_PORT").pipe(
-      Config.withDefault(Embedded.defaultPort),
+    const dir = yield* Config.option(Config.String("SLOTKEEPER_EMBEDDED_DIR"))
+    const port = yield* Config.option(Config.Port("SLOTKEEPER_EMBEDDED_PORT")).pipe(
       Effect.mapError(() => new RunConfig.ConfigInvalid({ option: "SLOTKEEPER_EMBEDDED_PORT", message: `SLOTKEEPER_EMBEDDED_PORT: not a TCP port: use 1..65535` }))
     )
-    const { EmbeddedPostgres } = yield* Embedded.load("--database-url")
-    const pg = yield* EmbeddedPostgres.make({ dir, port })
+    const pg = yield* Embedded.start("--database-url", { dir: Option.getOrUndefined(dir), port: Option.getOrUndefined(port) })
     yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(pg.url)}`)
     if (config.tables.length > 0) return { url: pg.url, tables: config.tables }
     yield* demo(pg.url)

@@ -15,12 +15,12 @@ import { SqlClient } from "effect/sql"
 import * as Database from "../config/Database.ts"
 import * as RunConfig from "../config/RunConfig.ts"
 import * as RunOptions from "../config/RunOptions.ts"
-import { runFlags, streamIdFlag } from "./run.ts"
+import { runFlags } from "./run.ts"
 
 const common = {
   databaseUrl: runFlags.databaseUrl,
-  streamId: streamIdFlag,
-  schema: RunOptions.schemaFlag,
+  streamId: RunOptions.flagWithDefault("streamId"),
+  schema: RunOptions.flagWithDefault("schema"),
   json: Flag.Boolean("json").pipe(Flag.withDescription("print as JSON"), Flag.withDefault(false)),
   olderThan: Flag.String("older-than").pipe(Flag.withDescription("a stale slot must have been inactive this long (17+), e.g. 1 hour"), Flag.withDefault("1 hour"))
 }

@@ -54,7 +54,7 @@ interface StreamStatus {
 
 export const status = Command.make("status", {
   databaseUrl: runFlags.databaseUrl,
-  schema: RunOptions.schemaFlag,
+  schema: RunOptions.flagWithDefault("schema"),
   standbyUrls: runFlags.standbyUrls,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the status as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.status")(function*(flags) {

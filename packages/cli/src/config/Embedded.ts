@@ -7,9 +7,6 @@
 import { Effect } from "effect"
 import { ConfigInvalid } from "./RunConfig.ts"
 
-/** The embedded server's port unless `SLOTKEEPER_EMBEDDED_PORT` says otherwise (`EmbeddedPostgres.defaultPort`). */
-export const defaultPort = 54329
-
 export type EmbeddedModule = typeof import("@slotkeeper/embedded")
 
 /** The package, or why it cannot be had here and what to do instead. */
@@ -30,3 +27,14 @@ export const load = (option: string): Effect.Effect<EmbeddedModule, ConfigInvali
       })
     }
   })
+
+/** Where the embedded server keeps its data unless `--data-dir` / `SLOTKEEPER_EMBEDDED_DIR` says otherwise. */
+export const defaultDir = ".slotkeeper/postgres-18"
+
+/**
+ * The embedded server started (for the scope) in `dir` on `port`, with the package's defaults for what is not given
+ * (`defaultDir`, `EmbeddedPostgres.defaultPort`); `option` names what to change where the package is missing.
+ */
+export const start = (option: string, settings: { readonly dir?: string | undefined; readonly port?: number | undefined }) =>
+  Effect.flatMap(load(option), ({ EmbeddedPostgres }) =>
+    EmbeddedPostgres.make({ dir: settings.dir ?? defaultDir, port: settings.port ?? EmbeddedPostgres.defaultPort }))

@@ -10,7 +10,7 @@ import { ConfigInvalid } from "./RunConfig.ts"
 const levels = { debug: "Debug", info: "Info", warn: "Warn", error: "Error" } as const
 
 /** A logger whose messages have URL passwords and secret-looking parameters replaced first (`Redact.text`): a safety net. */
-const redacting = <Output>(logger: Logger.Logger<unknown, Output>): Logger.Logger<unknown, Output> =>
+export const redacting = <Output>(logger: Logger.Logger<unknown, Output>): Logger.Logger<unknown, Output> =>
   Logger.make((options) =>
     logger.log({
       ...options,

@@ -78,12 +78,14 @@ export const flag = (key: string): Flag.Flag<Option.Option<string>> => {
   return Flag.String(o.flag).pipe(Flag.withFallbackConfig(Config.String(o.env)), Flag.withDescription(help(o)), Flag.optional)
 }
 
-/** `--schema` with its default, for the commands that have no `--config` file (`status`, `check`, `slots`). */
-export const schemaFlag: Flag.Flag<string> = Flag.String("schema").pipe(
-  Flag.withFallbackConfig(Config.String("SLOTKEEPER_SCHEMA")),
-  Flag.withDescription(help(byKey("schema"))),
-  Flag.withDefault("slotkeeper")
-)
+/**
+ * A single-valued option with its default applied by the flag itself, for the commands that have no `--config` file
+ * (`status`, `check`, `slots`): `--stream-id`, `--schema`.
+ */
+export const flagWithDefault = (key: "streamId" | "schema"): Flag.Flag<string> => {
+  const o = byKey(key)
+  return Flag.String(o.flag).pipe(Flag.withFallbackConfig(Config.String(o.env)), Flag.withDescription(help(o)), Flag.withDefault(o.default))
+}
 
 /** A port option (`kind: "port"`). */
 export const portFlag = (key: string): Flag.Flag<Option.Option<number>> => {

@@ -20,23 +20,18 @@ import { Redact } from "@slotkeeper/core"
 import { ConfigProvider, Effect, Layer, Logger, Result } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpLogger, OtlpMetrics, OtlpSerialization, OtlpTracer } from "effect/observability"
+import * as Logging from "./Logging.ts"
 import { ConfigInvalid } from "./RunConfig.ts"
 
 const endpointVariables = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"]
 
-/** Every logger installed so far, with messages redacted first (the OTLP logger's included). */
-const redactLoggers = Layer.effect(Logger.CurrentLoggers)(Effect.map(Effect.service(Logger.CurrentLoggers), (loggers) =>
-  new Set([...loggers].map((logger) =>
-    Logger.make((options) =>
-      logger.log({
-        ...options,
-        message: Array.isArray(options.message)
-          ? options.message.map((m) => (typeof m === "string" ? Redact.text(m) : m))
-          : typeof options.message === "string" ? Redact.text(options.message) : options.message
-      })
-    )
-  ))
-))
+/**
+ * Every logger installed so far, with messages redacted first (`Logging.redacting`): the OTLP logger's included (the
+ * console's were already, and redacting twice changes nothing).
+ */
+const redactLoggers = Layer.effect(Logger.CurrentLoggers)(
+  Effect.map(Effect.service(Logger.CurrentLoggers), (loggers) => new Set([...loggers].map(Logging.redacting)))
+)
 
 /**
  * The export layer for `env` (empty when no endpoint is set), or why an endpoint is not a URL. `version`: the

@@ -38,9 +38,37 @@ const lagSeconds = Metric.gauge("slotkeeper_lag_seconds", { description: "how ol
 
 const label = <I, S>(metric: Metric.Metric<I, S>, streamId: string) => Metric.withAttributes(metric, { stream: streamId })
 
+/** A stream's labelled counters and histograms, made once per stream: `delivered` runs once per batch of events. */
+const labelled = new Map<string, {
+  readonly changes: Metric.Metric<number, unknown>
+  readonly transactions: Metric.Metric<number, unknown>
+  readonly bytes: Metric.Metric<number, unknown>
+  readonly sinkSeconds: Metric.Metric<number, unknown>
+  readonly commitToSink: Metric.Metric<number, unknown>
+  readonly lagSeconds: Metric.Metric<number, unknown>
+}>()
+const of = (streamId: string) => {
+  let m = labelled.get(streamId)
+  if (m === undefined) {
+    m = {
+      changes: label(changes, streamId),
+      transactions: label(transactions, streamId),
+      bytes: label(bytes, streamId),
+      sinkSeconds: label(sinkSeconds, streamId),
+      commitToSink: label(commitToSink, streamId),
+      lagSeconds: label(lagSeconds, streamId)
+    }
+    labelled.set(streamId, m)
+  }
+  return m
+}
+
 /** Makes the counters of `streamId` visible (at 0) before anything is delivered. */
 export const register = (streamId: string): Effect.Effect<void> =>
-  Effect.forEach([changes, transactions, bytes, errors], (m) => Metric.update(label(m, streamId), 0), { discard: true })
+  Effect.suspend(() => {
+    const m = of(streamId)
+    return Effect.forEach([m.changes, m.transactions, m.bytes, label(errors, streamId)], (metric) => Metric.update(metric, 0), { discard: true })
+  })
 
 export interface Delivered {
   readonly changes: number
@@ -54,19 +82,19 @@ export interface Delivered {
 
 /** A batch acknowledged: counted, its sink time and its lag observed. */
 export const delivered = (streamId: string, d: Delivered): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    const updates: Array<Effect.Effect<void>> = [
-      Metric.update(label(changes, streamId), d.changes),
-      Metric.update(label(transactions, streamId), d.transactions),
-      Metric.update(label(bytes, streamId), d.bytes),
-      Metric.update(label(sinkSeconds, streamId), d.sinkSeconds)
-    ]
+  Effect.contextWith((context) => {
+    const m = of(streamId)
+    m.changes.updateUnsafe(d.changes, context)
+    m.transactions.updateUnsafe(d.transactions, context)
+    m.bytes.updateUnsafe(d.bytes, context)
+    m.sinkSeconds.updateUnsafe(d.sinkSeconds, context)
     const committed = d.lastCommitTime === undefined ? Number.NaN : Date.parse(d.lastCommitTime)
     if (Number.isFinite(committed)) {
       const lag = Math.max(0, (Date.now() - committed) / 1000)
-      updates.push(Metric.update(label(commitToSink, streamId), lag), Metric.update(label(lagSeconds, streamId), lag))
+      m.commitToSink.updateUnsafe(lag, context)
+      m.lagSeconds.updateUnsafe(lag, context)
     }
-    return Effect.all(updates, { discard: true })
+    return Effect.void
   })
 
 /** A logger that counts the stream's warnings and errors (`slotkeeper_errors_total`); add it to the program's loggers. */
