@@ -10,7 +10,7 @@
  * traces and logs are also exported over OTLP (`Telemetry`).
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Redact } from "@slotkeeper/core"
+import { ConnectFailure, Redact } from "@slotkeeper/core"
 import { CliOutput, Command } from "effect/cli"
 import { Cause, Console, Effect, Exit, Layer, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
@@ -83,6 +83,12 @@ export const main = (): void => {
   })
   program.pipe(
     Effect.catchTag("ConfigInvalid", (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(e.message)}`), Effect.sync(() => process.exit(2)))),
+    // a server that refuses the connection for good (a wrong password, a missing database or role, TLS that does not
+    // verify, ...) is bad input too: said with what to change, exit 2 (one that may pass is retried where it happens)
+    Effect.catchIf(
+      (e) => typeof e === "object" && e !== null && ConnectFailure.classify(e).permanent,
+      (e) => Effect.andThen(Console.error(`slotkeeper: ${Redact.text(ConnectFailure.describe(ConnectFailure.classify(e)))}`), Effect.sync(() => process.exit(2)))
+    ),
     // a usage error (said by the presenter above): exit 2, like every other bad input
     Effect.catchTag("ShowHelp", () => Effect.sync(() => process.exit(2))),
     // a fatal condition: said on stderr (never stdout, which carries data) as the error's own message, then exit 1

@@ -91,7 +91,7 @@ describe("RunConfig (pure)", () => {
     const bad: Array<[string, RegExp]> = [
       ["{", /--config: c\.json: is not JSON/],
       ["[]", /must be a JSON object of options/],
-      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, tables, streamId/],
+      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, streamId/],
       ['{"httpPort": "80"}', /"httpPort" must be a number/],
       ['{"tables": "public.a"}', /"tables" must be a list/]
     ]

@@ -7,6 +7,9 @@
  *   `Supervisor.run(owned)` runs work only while this instance owns the stream, with `Ownership` (`guarded` writes,
  *   `assertFresh`, the epoch) in scope; `OwnershipConfig` (the timing rules), `StreamId`, `SessionSettings`;
  *   `OwnershipTable` and `LockBackend` for their errors (setup, a lock session).
+ * - **Connections** — `ConnectionSpec` (a connection string by libpq's rules: URL or keyword form, `PG*` environment,
+ *   password file), `Connector` (the options of every session slotkeeper opens, TLS as libpq's `sslmode` means it),
+ *   `ConnectFailure` (whether a failed connection may pass, or what to change).
  * - **The stream** — `Delivery.run` / `.layer` (slot, checkpoint and replication connection as the owner's work),
  *   its events and errors (`ReplicationStream`, `Checkpoint`, `Watermark`), `Values` (the value mapping), `Lsn`.
  * - **Publication** — `PublicationManager` over `PgPublication`, `Subscription` (what a subscription is, its lexical
@@ -25,6 +28,10 @@
  * (`TemporaryClone`), the resume decision and its inputs (`Resume`, `ServerIdentity`), `AdvanceTarget`,
  * `Liveness`, `Desired`, `Processes`. The package's `exports` allow only this entry point.
  */
+export * as ConnectFailure from "./connection/ConnectFailure.ts"
+export * as ConnectionSpec from "./connection/ConnectionSpec.ts"
+export * as Connector from "./connection/Connector.ts"
+export * as ReplicationReach from "./connection/ReplicationReach.ts"
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
 export * as LockBackend from "./ownership/LockBackend.ts"
@@ -58,6 +65,7 @@ export * as FileSink from "./sink/FileSink.ts"
 export * as HttpSink from "./sink/HttpSink.ts"
 export * as Ndjson from "./sink/Ndjson.ts"
 export * as Sink from "./sink/Sink.ts"
+export * as SessionSecurity from "./service/SessionSecurity.ts"
 export * as SinkDelivery from "./sink/SinkDelivery.ts"
 export * as Redact from "./Redact.ts"
 export * as HttpRoutes from "./service/HttpRoutes.ts"

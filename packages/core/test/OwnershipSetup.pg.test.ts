@@ -44,7 +44,7 @@ describe("StreamOwnership setup (real PostgreSQL)", () => {
   it.live("a role that may not create slotkeeper's table gets the statement an administrator must run", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make()
-      yield* pg.query("CREATE ROLE app LOGIN")
+      yield* pg.query("CREATE ROLE app LOGIN REPLICATION")
       yield* pg.query("REVOKE CREATE ON DATABASE postgres FROM PUBLIC")
       const error = yield* Effect.flip(StreamOwnership.make({ streamId: "orders", instanceId: "a", url: Redacted.make(pg.urlWith({ user: "app" })) }))
       assert.strictEqual(error._tag, "OwnershipSetupError")

@@ -7,7 +7,7 @@
  * exit 0. Logs go to stderr; the changes (NDJSON) to the sink.
  */
 import { readFileSync } from "node:fs"
-import { Delivery, PublicationManager, Redact, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
+import { Delivery, PublicationManager, Redact, ReplicationStream, SessionSecurity, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
 import { Config, Effect, Layer, Logger, Option, Redacted, SubscriptionRef } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
@@ -19,6 +19,8 @@ import * as HealthServer from "../http/HealthServer.ts"
 /** The flags, each made from its entry in `RunOptions` (name, environment variable, help); defaults are `RunConfig`'s. */
 export const runFlags = {
   databaseUrl: RunOptions.flag("databaseUrl"),
+  replicationUrl: RunOptions.flag("replicationUrl"),
+  startupTimeout: RunOptions.flag("startupTimeout"),
   streamId: RunOptions.flag("streamId"),
   schema: RunOptions.flag("schema"),
   tables: RunOptions.listFlag("tables"),
@@ -82,6 +84,8 @@ const input = (flags: { readonly [K in keyof typeof runFlags]: typeof runFlags[K
 const database = (config: RunConfig.RunConfig) =>
   Effect.gen(function*() {
     if (config.databaseUrl !== undefined) return { url: config.databaseUrl, tables: config.tables }
+    // libpq's environment alone names a server (PGHOST, with PGPORT, PGUSER, PGPASSWORD, ...)
+    if (process.env.PGHOST !== undefined && process.env.PGHOST !== "") return { url: "", tables: config.tables }
     // the same folder and port as `slotkeeper embedded` (its environment variables)
     const dir = yield* Config.option(Config.String("SLOTKEEPER_EMBEDDED_DIR"))
     const port = yield* Config.option(Config.Port("SLOTKEEPER_EMBEDDED_PORT")).pipe(
@@ -97,6 +101,10 @@ const database = (config: RunConfig.RunConfig) =>
 
 /** What the stream's parts report, gathered for `/health` and `/metrics` (starting until ownership is set up). */
 interface Reporting {
+  /** While the server cannot be reached yet: why, and how many attempts. */
+  readonly waiting: SubscriptionRef.SubscriptionRef<{ readonly reason: string; readonly attempts: number } | undefined>
+  /** The instance's sessions and their encryption, refreshed while it runs. */
+  readonly sessions: SubscriptionRef.SubscriptionRef<ReadonlyArray<SessionSecurity.Session>>
   readonly slotState: SlotManager.SlotManagerState
   readonly publicationStatus: SubscriptionRef.SubscriptionRef<PublicationManager.PublicationStatus>
   readonly capture: SubscriptionRef.SubscriptionRef<Delivery.Capture | undefined>
@@ -114,25 +122,40 @@ const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: ()
       slotName: slot?.slotName,
       slot: yield* SubscriptionRef.get(reporting.slotState.status),
       acknowledgedLsn: sink.acknowledged(),
-      publicationProblems: (yield* SubscriptionRef.get(reporting.publicationStatus)).drift
+      publicationProblems: (yield* SubscriptionRef.get(reporting.publicationStatus)).drift,
+      waiting: yield* SubscriptionRef.get(reporting.waiting),
+      sessions: yield* SubscriptionRef.get(reporting.sessions)
     } satisfies StreamStatus.Snapshot
   })
 
-/** Ownership, with the server and every table admitted first: what PostgreSQL refuses is bad input (exit 2). */
-const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions: ReadonlyArray<Subscription.Subscription>) =>
+/** The option a URL of the core's came from. */
+const urlOption = (url: "url" | "replicationUrl") => (url === "url" ? "database-url" : "replication-url")
+
+/**
+ * Ownership, with the server and every table admitted first: what PostgreSQL refuses is bad input (exit 2), and so is
+ * a server that refuses the connection for good (a wrong password, no REPLICATION, TLS that does not verify, a pooler
+ * on the replication connection). A server that cannot be reached yet is waited for (`--startup-timeout`).
+ */
+const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions: ReadonlyArray<Subscription.Subscription>, reporting: Reporting) =>
   StreamOwnership.make({
     streamId: config.streamId,
     instanceId: config.instanceId,
     url,
+    ...(config.replicationUrl === undefined ? {} : { replicationUrl: Redacted.make(config.replicationUrl) }),
+    startupTimeout: config.startupTimeoutMs,
+    onWaiting: (w) => Effect.andThen(SubscriptionRef.set(reporting.waiting, { reason: w.reason, attempts: w.attempt }), StreamMetrics.startupAttempt(config.streamId)),
     mode: config.lock,
     admit: { subscriptions },
     ...config.ownership
   }).pipe(
+    Effect.tap(() => SubscriptionRef.set(reporting.waiting, undefined)),
     // the options were checked already: what is left is the server not keeping a setting they need
     Effect.catchTags({
       OwnershipConfigError: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "server-release-bound", message: `--server-release-bound: ${e.message}` })),
       PreflightRefused: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "database-url", message: `--database-url: ${e.check}: ${e.message}` })),
-      SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))
+      SubscriptionInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` })),
+      ServerRefused: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: urlOption(e.url), message: `--${urlOption(e.url)}: ${e.message}` })),
+      ConnectionSpecInvalid: (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "database-url", message: `--database-url: ${e.message}` }))
     })
   )
 
@@ -147,6 +170,7 @@ const streamLayer = (
 ) =>
   Delivery.layer({
     url,
+    ...(config.replicationUrl === undefined ? {} : { replicationUrl: Redacted.make(config.replicationUrl) }),
     streamId: config.streamId,
     instanceId: config.instanceId,
     sql: owned.sql,
@@ -177,6 +201,8 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     Effect.mapError((e) => new RunConfig.ConfigInvalid({ option: "sink", message: `--sink: ${e.message}` }))
   )
   const reporting: Reporting = {
+    waiting: yield* SubscriptionRef.make<{ readonly reason: string; readonly attempts: number } | undefined>(undefined),
+    sessions: yield* SubscriptionRef.make<ReadonlyArray<SessionSecurity.Session>>([]),
     slotState: yield* SlotManager.makeState,
     publicationStatus: yield* SubscriptionRef.make(PublicationManager.initialStatus),
     capture: yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
@@ -188,7 +214,13 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     yield* HealthServer.serve(config.httpPort, snapshotOf(config, reporting, () => owned, sink))
     yield* Effect.logInfo(`serving GET /health, /health/owner and /metrics on port ${config.httpPort}`)
   }
-  owned = yield* own(config, redacted, subscriptions)
+  owned = yield* own(config, redacted, subscriptions, reporting)
+  // which sessions are encrypted, by the server's account (pg_stat_ssl): for /health, /metrics and the log
+  const sql = owned.sql
+  yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+    SessionSecurity.read(sql, config.streamId, config.instanceId).pipe(Effect.flatMap((found) => SubscriptionRef.set(reporting.sessions, found)), Effect.ignore),
+    Effect.sleep("10 seconds")
+  )))
   yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)
   return yield* Layer.launch(streamLayer(config, redacted, owned, subscriptions, reporting, sink)).pipe(
     // warnings and errors of the stream, counted for /metrics
@@ -196,7 +228,12 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
     // a table the server refuses (missing, a filter it rejects, no replica identity for it) is bad input: exit 2
     Effect.catchTag("SubscriptionInvalid", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))),
     // ... and so is a set of tables whose publication would make PostgreSQL refuse the application's writes
-    Effect.catchTag("WritesWouldBreak", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` })))
+    Effect.catchTag("WritesWouldBreak", (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: "table", message: `--table: ${e.message}` }))),
+    // ... and a replication connection the server refuses for good (its privilege, pg_hba.conf, a pooler, TLS)
+    Effect.catchIf(
+      (e): e is ReplicationStream.ReplicationError => e instanceof ReplicationStream.ReplicationError && e.reason === "Refused",
+      (e) => Effect.fail(new RunConfig.ConfigInvalid({ option: config.replicationUrl === undefined ? "database-url" : "replication-url", message: `--${config.replicationUrl === undefined ? "database-url" : "replication-url"}: ${e.message}` }))
+    )
   )
 }, Effect.scoped)).pipe(
   Command.withDescription("Own a replication stream and write its changes (NDJSON) to a sink until stopped")

@@ -147,7 +147,7 @@ export const status = Command.make("status", {
       })
     }
     return out
-  }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(new Error(`reading the status from ${Redact.url(url)}: ${e.message}`))))
+  }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(new Error(`reading the status from ${Redact.url(url)}: ${e.message}`, { cause: e }))))
   if (flags.json) return yield* Console.log(JSON.stringify({ streams }, null, 2))
   if (streams.length === 0) return yield* Console.log("no slotkeeper streams in this database")
   for (const s of streams) {

@@ -3,7 +3,7 @@
  * before anything connects, and one short-lived pool tagged with the command's `application_name`.
  */
 import { PgClient } from "@effect/sql-pg"
-import { SessionSettings } from "@slotkeeper/core"
+import { ConnectionSpec, Connector, SessionSettings } from "@slotkeeper/core"
 import { Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -18,8 +18,9 @@ export const requiredUrl = (databaseUrl: Option.Option<string>): Effect.Effect<s
 }
 
 /** A pool on `url` for the life of the scope. */
-export const client = (url: string, applicationName: string): Effect.Effect<SqlClient.SqlClient, SqlError, Scope.Scope> =>
-  Effect.map(
-    Layer.build(PgClient.layer({ url: Redacted.make(url), applicationName, connectTimeout: "5 seconds", startupParameters: SessionSettings.startupParameters })),
-    (context) => Context.get(context, SqlClient.SqlClient)
-  )
+export const client = (url: string, applicationName: string): Effect.Effect<SqlClient.SqlClient, SqlError | Connector.ConnectFailed | ConnectionSpec.ConnectionSpecInvalid, Scope.Scope> =>
+  Effect.gen(function*() {
+    const target = yield* Connector.sqlPg(Redacted.make(url), 5000)
+    const context = yield* Layer.build(PgClient.layer({ connectTimeout: "5 seconds", ...target, applicationName, startupParameters: SessionSettings.startupParameters }))
+    return Context.get(context, SqlClient.SqlClient)
+  })

@@ -16,7 +16,7 @@
  */
 import { hostname } from "node:os"
 import { Duration, Option, Result, Schema } from "effect"
-import { OwnershipConfig, Redact, StreamId, Subscription } from "@slotkeeper/core"
+import { Connector, OwnershipConfig, Redact, StreamId, Subscription } from "@slotkeeper/core"
 import * as RunOptions from "./RunOptions.ts"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
@@ -37,6 +37,8 @@ export type TableInput =
 /** What the flags, the environment and the `--config` file gave; `undefined` when none did. */
 export interface RunInput {
   readonly databaseUrl?: string | undefined
+  readonly replicationUrl?: string | undefined
+  readonly startupTimeout?: string | undefined
   readonly streamId?: string | undefined
   readonly schema?: string | undefined
   readonly tables?: ReadonlyArray<TableInput> | undefined
@@ -72,6 +74,10 @@ export interface TableSpec extends Subscription.TableRef {
 export interface RunConfig {
   /** `undefined`: the embedded PostgreSQL. Never logged as is (see `Redact`). */
   readonly databaseUrl: string | undefined
+  /** The replication connection's own URL; `undefined`: the database URL's. Never logged as is. */
+  readonly replicationUrl: string | undefined
+  /** How long to wait for an unreachable server (ms); `undefined`: for ever, `0`: not at all. */
+  readonly startupTimeoutMs: number | undefined
   readonly streamId: string
   readonly instanceId: string
   readonly tables: ReadonlyArray<TableSpec>
@@ -275,7 +281,7 @@ const inputOfFile = (path: string, text: string): RunInput | ConfigInvalid => {
     }
   }
   const input: Record<string, unknown> = { ...o }
-  for (const key of durationOptions) if (typeof o[key] === "number") input[key] = `${o[key]}ms`
+  for (const key of [...durationOptions, "startupTimeout"]) if (typeof o[key] === "number") input[key] = `${o[key]}ms`
   return input as RunInput
 }
 
@@ -317,21 +323,26 @@ const schemaOf = (schema: string): string | ConfigInvalid => {
 }
 
 /** Why `url` is not a PostgreSQL URL, or `undefined` when it is one. */
-export const checkDatabaseUrl = (url: string): ConfigInvalid | undefined => {
-  try {
-    const u = new URL(url)
-    return u.protocol === "postgres:" || u.protocol === "postgresql:"
-      ? undefined
-      : invalid("database-url", `must be a postgres:// or postgresql:// URL, not ${u.protocol}//...`)
-  } catch {
-    return invalid("database-url", "is not a URL: write postgres://user:password@host:5432/database")
-  }
+export const checkDatabaseUrl = (url: string, option = "database-url"): ConfigInvalid | undefined => {
+  // libpq's rules, in this process's environment (PG* variables, ~/.pgpass, ~/.postgresql/), every named file read
+  const checked = Connector.check(url)
+  return Result.isFailure(checked) ? invalid(option, checked.failure.message) : undefined
 }
 
 const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   if (input.databaseUrl !== undefined) {
     const bad = checkDatabaseUrl(input.databaseUrl)
     if (bad !== undefined) return bad
+  }
+  if (input.replicationUrl !== undefined) {
+    const bad = checkDatabaseUrl(input.replicationUrl, "replication-url")
+    if (bad !== undefined) return bad
+  }
+  let startupTimeoutMs: number | undefined
+  if (input.startupTimeout !== undefined) {
+    const millis = /^0+(ms)?$/.test(input.startupTimeout.trim()) ? 0 : durationOf("startup-timeout", input.startupTimeout, true)
+    if (typeof millis !== "number") return millis
+    startupTimeoutMs = millis
   }
   const streamId = input.streamId ?? "default"
   const badStream = StreamId.validate(streamId)
@@ -386,8 +397,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   }
   const standbyUrls = input.standbyUrls ?? []
   for (const url of standbyUrls) {
-    const bad = checkDatabaseUrl(url)
-    if (bad !== undefined) return invalid("standby-url", bad.message.replace(/^--database-url: /, ""))
+    const bad = checkDatabaseUrl(url, "standby-url")
+    if (bad !== undefined) return bad
   }
   const { walHeartbeatInterval, ...lockTiming } = durations
   const ownership = { ...lockTiming, onLoss, ...(input.schema === undefined ? {} : { schema: input.schema }) }
@@ -400,6 +411,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   }
   return {
     databaseUrl: input.databaseUrl,
+    replicationUrl: input.replicationUrl,
+    startupTimeoutMs,
     streamId,
     instanceId,
     tables,

@@ -36,7 +36,9 @@ export interface RunOption {
 }
 
 export const runOptions: ReadonlyArray<RunOption> = [
-  { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", default: "the embedded PostgreSQL (and a demo table)", description: "the database: `postgres://user:password@host:5432/db`" },
+  { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", default: "`PGHOST` and the other `PG*` variables when set, else the embedded PostgreSQL (and a demo table)", description: "the database, by libpq's rules: `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/ca.crt` (or `host=... dbname=...`); what it leaves out comes from `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, ... (see Connecting)" },
+  { key: "replicationUrl", flag: "replication-url", env: "SLOTKEEPER_REPLICATION_URL", kind: "string", default: "the database URL", description: "the replication connection's own URL, when the database URL goes through a pooler or proxy that cannot carry replication (PgBouncer); it must reach the same server" },
+  { key: "startupTimeout", flag: "startup-timeout", env: "SLOTKEEPER_STARTUP_TIMEOUT", kind: "duration", default: "none: wait for ever", description: "how long to wait for a server that cannot be reached yet (refused, starting up, a name not resolving); `0` fails at once" },
   { key: "tables", flag: "table", env: "SLOTKEEPER_TABLES", kind: "list", default: "", description: "a table to stream: `schema.table`, optionally with `(columns)` and `WHERE filter` as in `CREATE PUBLICATION`; see *Tables*" },
   { key: "config", flag: "config", env: "SLOTKEEPER_CONFIG", kind: "string", default: "", description: "a JSON file of these options, keyed in camelCase (`streamId`, `lossDeadline`, ...); flags and environment variables win over it" },
   { key: "streamId", flag: "stream-id", env: "SLOTKEEPER_STREAM_ID", kind: "string", default: "default", description: "the stream: `[a-z0-9_]`, at most 40; names the slot `slotkeeper_<id>_<n>` and the publication `slotkeeper_<id>`" },

@@ -12,7 +12,15 @@
  * socket's error on `reason.cause`), node-postgres's `DatabaseError`, a socket or TLS error — following `cause` links.
  * Nothing in a message here comes from the URL, so no password can be in one.
  */
+import { Schema } from "effect"
 import { SqlError } from "effect/sql/SqlError"
+
+/** A connection could not be opened; `permanent`: no waiting fixes it (see `classify`). Never carries a password. */
+export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectFailed", {
+  message: Schema.String,
+  permanent: Schema.Boolean,
+  reason: Schema.String
+}) {}
 
 export type Reason =
   | "Unreachable"
@@ -88,6 +96,8 @@ const classified = (permanent: boolean, reason: Reason, found: Found, fix?: stri
 
 /** Whether `error`, from opening a connection, may pass (see the summary). */
 export const classify = (error: unknown): Classified => {
+  // already classified where it happened
+  if (error instanceof ConnectFailed) return { permanent: error.permanent, reason: error.reason as Reason, message: error.message, fix: undefined, code: undefined }
   const found = find(error)
   const { code, message } = found
   if (code !== undefined && transientCodes.has(code)) return classified(false, "Unreachable", found)

@@ -23,18 +23,15 @@ import { homedir, userInfo } from "node:os"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { PgConnection } from "@effect/sql-pg"
-import { Effect, Redacted, Result, Schema } from "effect"
+import { Duration, Effect, Redacted, Result } from "effect"
 import type pg from "pg"
 import * as SessionSettings from "../SessionSettings.ts"
 import * as ConnectFailure from "./ConnectFailure.ts"
+import { ConnectFailed } from "./ConnectFailure.ts"
 import * as ConnectionSpec from "./ConnectionSpec.ts"
 
 /** A connection could not be opened (see `ConnectFailure` for `permanent`). Never carries a password. */
-export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectFailed", {
-  message: Schema.String,
-  permanent: Schema.Boolean,
-  reason: Schema.String
-}) {}
+export { ConnectFailed } from "./ConnectFailure.ts"
 
 /** This process's environment, as libpq reads it. */
 export const environment = (): ConnectionSpec.Environment => {
@@ -225,13 +222,13 @@ const sqlPgBase = (resolved: Resolved, ssl: Tls.ConnectionOptions | false) => ({
  * role, password, TLS and the user's `options`. Add `applicationName`, `startupParameters` and timeouts.
  * `timeoutMs` bounds asking the server about TLS (`prefer`).
  */
-export const sqlPg = (url: Redacted.Redacted, timeoutMs: number): Effect.Effect<ReturnType<typeof sqlPgBase> & { readonly connectTimeout?: string }, ConnectionSpec.ConnectionSpecInvalid | ConnectFailed> =>
+export const sqlPg = (url: Redacted.Redacted, timeoutMs: number): Effect.Effect<ReturnType<typeof sqlPgBase> & { readonly connectTimeout?: Duration.Input }, ConnectionSpec.ConnectionSpecInvalid | ConnectFailed> =>
   Effect.gen(function*() {
     const resolved = yield* Effect.fromResult(check(Redacted.value(url)))
     const ssl = yield* tlsFor(resolved, Math.min(timeoutMs, resolved.spec.connectTimeoutMs ?? timeoutMs))
     return {
       ...sqlPgBase(resolved, ssl),
-      ...(resolved.spec.connectTimeoutMs === undefined ? {} : { connectTimeout: `${Math.min(resolved.spec.connectTimeoutMs, timeoutMs)} millis` })
+      ...(resolved.spec.connectTimeoutMs === undefined ? {} : { connectTimeout: Duration.millis(Math.min(resolved.spec.connectTimeoutMs, timeoutMs)) })
     }
   })
 

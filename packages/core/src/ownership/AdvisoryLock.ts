@@ -31,7 +31,8 @@ import { Effect, type Redacted, type Scope } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import * as SqlErrors from "../internal/sqlError.ts"
-import { applicationName, asOid, type StreamIdentity } from "../StreamId.ts"
+import * as Connector from "../connection/Connector.ts"
+import { applicationName, asOid, type SessionRole, type StreamIdentity } from "../StreamId.ts"
 import type { CheckOutcome } from "./Liveness.ts"
 import { advisoryLockGranted, backendError, makeGuards, type Proof } from "./Fencing.ts"
 import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockBackendError, type LockSession } from "./LockBackend.ts"
@@ -78,17 +79,29 @@ const boundNotHeld = (conn: { readonly query: (text: string) => Effect.Effect<{ 
   })
 
 /**
+ * A session of this stream with the lock session's server-side bounds, made by libpq's rules (`Connector`); a
+ * connection refused for good (a wrong password, TLS that does not verify) is not retryable.
+ */
+const session = (url: Redacted.Redacted, config: OwnershipConfig, role: SessionRole) =>
+  Connector.sqlPg(url, config.lossDeadlineMs).pipe(
+    Effect.mapError((e) => new LockBackendError({ operation: "connect", message: `connect: ${e.message}`, retryable: e._tag === "ConnectFailed" && !e.permanent })),
+    Effect.flatMap((target) =>
+      PgConnection.make({
+        connectTimeout: `${config.lossDeadlineMs} millis`,
+        ...target,
+        applicationName: applicationName(config.streamId, config.instanceId, role),
+        startupParameters: sessionParameters(config)
+      }).pipe(Effect.mapError(backendError("connect")))
+    )
+  )
+
+/**
  * Checks, before the stream is competed for, that a session like the lock session keeps `idle_session_timeout`: an
  * `OwnershipConfigError` (bad setup, said before anything changes) when it does not.
  */
 export const checkServerBound = (url: Redacted.Redacted, config: OwnershipConfig): Effect.Effect<void, OwnershipConfigError | LockBackendError> =>
   Effect.scoped(Effect.gen(function*() {
-    const conn = yield* PgConnection.make({
-      url,
-      applicationName: applicationName(config.streamId, config.instanceId, "admin"),
-      connectTimeout: `${config.lossDeadlineMs} millis`,
-      startupParameters: sessionParameters(config)
-    }).pipe(Effect.mapError(backendError("connect")))
+    const conn = yield* session(url, config, "admin")
     const problem = yield* boundNotHeld(conn, config).pipe(Effect.mapError(backendError("check")))
     if (problem !== undefined) return yield* new OwnershipConfigError({ field: "serverReleaseBound", message: problem })
   }))
@@ -122,14 +135,9 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const lockParams = [asOid(own.namespace), asOid(own.key)]
 
   const open: Effect.Effect<LockSession, LockBackendError, Scope.Scope> = Effect.gen(function*() {
-    const conn = yield* PgConnection.make({
-      url: options.url,
-      applicationName: applicationName(config.streamId, config.instanceId, "lock"),
-      connectTimeout: `${config.lossDeadlineMs} millis`,
-      // Server-side bounds of the lock session: the server ends it (releasing the lock) once it is idle for the
-      // release bound; no statement on it may run longer than the holder's own detection deadline.
-      startupParameters: sessionParameters(config)
-    }).pipe(Effect.mapError(backendError("connect")))
+    // Server-side bounds of the lock session: the server ends it (releasing the lock) once it is idle for the
+    // release bound; no statement on it may run longer than the holder's own detection deadline.
+    const conn = yield* session(options.url, config, "lock")
     // ... and read back: a session that does not keep it must never hold the stream
     const problem = yield* boundNotHeld(conn, config).pipe(Effect.mapError(backendError("connect")))
     if (problem !== undefined) return yield* new LockBackendError({ operation: "connect", message: problem, retryable: false })

@@ -12,9 +12,13 @@
  * refusal is a typed error (`PreflightRefused`, `SubscriptionInvalid`): bad input leaves the database as it was.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, type Redacted, type Scope } from "effect"
+import { Context, Effect, Layer, Redacted, Schema, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
+import * as ConnectFailure from "../connection/ConnectFailure.ts"
+import type { ConnectionSpecInvalid } from "../connection/ConnectionSpec.ts"
+import * as Connector from "../connection/Connector.ts"
 import * as Bounded from "../internal/bounded.ts"
+import * as ReplicationReach from "../connection/ReplicationReach.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import * as Preflight from "../Preflight.ts"
 import type { SubscriptionInvalid } from "../publication/Subscription.ts"
@@ -29,8 +33,20 @@ import * as Supervisor from "./Supervisor.ts"
 import * as Retry from "../internal/retry.ts"
 
 export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions {
-  /** The database to own the stream in. Never logged. */
+  /** The database to own the stream in, a connection string by libpq's rules (`ConnectionSpec`). Never logged. */
   readonly url: Redacted.Redacted
+  /**
+   * The replication connection's own URL (never logged), for SQL through a pooler or proxy that cannot carry the
+   * replication protocol. It must reach the same server as `url`: checked here, before anything is created.
+   */
+  readonly replicationUrl?: Redacted.Redacted | undefined
+  /**
+   * How long to wait for a server that cannot be reached yet (milliseconds): `undefined` (the default) for ever,
+   * `0` not at all (the first failure is final).
+   */
+  readonly startupTimeout?: number | undefined
+  /** Told at every failed attempt to reach the server while waiting (for a status page, a metric). */
+  readonly onWaiting?: ((waiting: Waiting) => Effect.Effect<void>) | undefined
   /** Checked before anything is created (see the summary); the publication's name is the stream's. */
   readonly admit?: Omit<Preflight.AdmitOptions, "lock" | "publication"> | undefined
 }
@@ -49,7 +65,26 @@ interface StreamOwnershipShape {
   readonly startedAt: string
 }
 
+/** A failed attempt to reach the server, while waiting for it. */
+export interface Waiting {
+  readonly attempt: number
+  readonly reason: string
+}
+
+/**
+ * The server refused a connection for a reason no waiting fixes (a wrong password, a missing database or role, no
+ * REPLICATION privilege, pg_hba.conf, a pooler on the replication connection, TLS that does not verify), or the two
+ * URLs reach different database clusters. `url` says which URL to change; the message says how.
+ */
+export class ServerRefused extends Schema.TaggedError<ServerRefused>()("ServerRefused", {
+  url: Schema.Literals(["url", "replicationUrl"]),
+  reason: Schema.String,
+  message: Schema.String
+}) {}
+
 export type StreamOwnershipError =
+  | ServerRefused
+  | ConnectionSpecInvalid
   | OwnershipConfig.OwnershipConfigError
   | StreamId.InvalidStreamId
   | StreamId.InvalidInstanceId
@@ -86,30 +121,71 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
   Effect.gen(function*() {
     const config = yield* Effect.fromResult(OwnershipConfig.make(options))
 
+    const replicationUrl = options.replicationUrl ?? options.url
+    const replicationOption = options.replicationUrl === undefined ? "url" as const : "replicationUrl" as const
+    // the connection strings, by libpq's rules: a bad one is bad input, said before anything connects
+    yield* Effect.fromResult(Connector.check(Redacted.value(options.url)))
+    if (options.replicationUrl !== undefined) yield* Effect.fromResult(Connector.check(Redacted.value(options.replicationUrl)))
+
+    // A failure to reach the server either may pass (refused, timed out, starting up: a failover or a restart under
+    // way) and is waited for — a pod started meanwhile must not crash-loop — or is final and says what to change.
+    const reach = (which: "url" | "replicationUrl", what: string) => (e: unknown) => {
+      const c = ConnectFailure.classify(e)
+      return c.permanent
+        ? new ServerRefused({ url: which, reason: c.reason, message: `${what}: ${ConnectFailure.describe(c)}` })
+        : new OwnershipTable.OwnershipSetupError({
+          message: `${what === "the database" ? "cannot reach the database" : `cannot open ${what}`}: ${c.message}. Check the ` +
+            `${which === "url" ? "database" : "replication"} URL (host, port, database, user, password) and that the server accepts connections`,
+          retryable: true,
+          cause: e
+        })
+    }
+    const startedWaiting = Date.now()
+    let attempts = 0
+    const waitingFor = <A, E>(step: Effect.Effect<A, E | OwnershipTable.OwnershipSetupError>) =>
+      step.pipe(
+        Effect.tapError((e) => {
+          if (!isWaitable(e)) return Effect.void
+          attempts++
+          return Effect.andThen(
+            options.onWaiting === undefined ? Effect.void : options.onWaiting({ attempt: attempts, reason: e.message }),
+            attempts % 12 === 1 ? Effect.logWarning(`stream ${config.streamId}: ${e.message}; waiting for the server (attempt ${attempts})`) : Effect.void
+          )
+        }),
+        Effect.retry({
+          while: (e) => isWaitable(e) && (options.startupTimeout === undefined || Date.now() - startedWaiting < options.startupTimeout),
+          schedule: setupRetry
+        }),
+        Effect.mapError((e) =>
+          isWaitable(e) && options.startupTimeout !== undefined
+            ? new OwnershipTable.OwnershipSetupError({ message: `${e.message} (gave up: the startup timeout of ${options.startupTimeout} ms passed)`, cause: e })
+            : e
+        )
+      )
+
+    // The pool's options (asking the server about TLS, for sslmode=prefer, is a connection too).
+    const target = yield* waitingFor(Connector.sqlPg(options.url, config.lossDeadlineMs).pipe(
+      Effect.mapError((e) => (e._tag === "ConnectionSpecInvalid" ? e : reach("url", "the database")(e)))
+    ))
     // closed at the end within the detection deadline, even with a query stuck on a dead connection (`Bounded`)
     const pool = yield* Bounded.buildClosingWithin(PgClient.layer({
-      url: options.url,
+      connectTimeout: `${config.lossDeadlineMs} millis`,
+      ...target,
       applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
       maxConnections: 4,
       startupParameters: SessionSettings.startupParameters,
-      connectTimeout: `${config.lossDeadlineMs} millis`
+      // statements prepared on one server session are unknown to the next one a transaction pooler hands out: with
+      // a separate replication URL, the SQL URL may be such a pooler (PgBouncer before 1.21)
+      ...(options.replicationUrl === undefined ? {} : { prepare: false })
     }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}`, cause: e })))
     const sql = Context.get(pool, SqlClient.SqlClient)
 
-    // What the server must be, and slotkeeper's tables. A server that is not reachable yet (refused, starting up,
-    // shutting down: a failover or a restart under way) is waited for — a pod started meanwhile must not crash-loop.
+    // What the server must be, and slotkeeper's tables.
     const setup = Effect.gen(function*() {
       const [server] = yield* sql.unsafe<{ db: string; version: number; recovery: boolean; started_at: string }>(
         `SELECT current_database() AS db, current_setting('server_version_num')::int AS version, pg_is_in_recovery() AS recovery,
                 (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS started_at`
-      ).pipe(Effect.mapError((e) =>
-        new OwnershipTable.OwnershipSetupError({
-          message: `cannot reach the database: ${SqlErrors.describe(e)}. Check the database URL (host, port, database, user, ` +
-            `password) and that the server accepts connections`,
-          retryable: SqlErrors.isRetryable(e),
-          cause: e
-        })
-      ))
+      ).pipe(Effect.mapError(reach("url", "the database")))
       if (server === undefined) return yield* new OwnershipTable.OwnershipSetupError({ message: "the database returned no row for a trivial query" })
       if (server.recovery) {
         return yield* new OwnershipTable.OwnershipSetupError({
@@ -128,6 +204,22 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
           Effect.catchTag("LockBackendError", (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable })))
         )
       }
+      const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
+        new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
+      ))
+      // The replication connection: the role may replicate, pg_hba.conf lets it in, nothing between refuses the
+      // protocol — and it reaches the server the SQL URL does. Found now, not after this instance became the owner.
+      yield* ReplicationReach.sameServer(sql, systemIdReadable, replicationUrl, StreamId.applicationName(config.streamId, config.instanceId, "admin")).pipe(
+        Effect.mapError((e) =>
+          e._tag === "Different"
+            ? e.clusters
+              ? new ServerRefused({ url: replicationOption, reason: "DifferentCluster", message: `the replication URL reaches another database cluster than the database URL (${e.message}): point both at the same primary` })
+              : new OwnershipTable.OwnershipSetupError({ message: `the replication URL and the database URL reach different servers (${e.message}); a failover under way?`, retryable: true })
+            : e._tag === "Replication"
+            ? reach(replicationOption, "the replication connection")(e.cause)
+            : reach("url", "the database")(e.cause)
+        )
+      )
       if (options.admit !== undefined) {
         yield* Preflight.admit(sql, { ...options.admit, lock: config.mode, publication: StreamId.identity(server.db, config.streamId).publicationName }).pipe(
           Effect.catchTags({
@@ -138,20 +230,9 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
         )
       }
       yield* OwnershipTable.ensure(sql, config.schema)
-      const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
-        new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
-      ))
       return { server, systemIdReadable }
     })
-    let attempts = 0
-    const { server, systemIdReadable } = yield* setup.pipe(
-      Effect.tapError((e) =>
-        e._tag === "OwnershipSetupError" && e.retryable === true && attempts++ % 12 === 0
-          ? Effect.logWarning(`stream ${config.streamId}: ${e.message}; waiting for the server (attempt ${attempts})`)
-          : Effect.void
-      ),
-      Effect.retry({ while: (e) => e._tag === "OwnershipSetupError" && e.retryable === true, schedule: setupRetry })
-    )
+    const { server, systemIdReadable } = yield* waitingFor(setup)
 
     const identity = StreamId.identity(server.db, config.streamId)
     const backend = config.mode === "advisory"
@@ -160,6 +241,9 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const supervisor = yield* Supervisor.make(config, backend, backend)
     return { config, identity, supervisor, sql, startedAt: server.started_at }
   })
+
+const isWaitable = (e: unknown): e is OwnershipTable.OwnershipSetupError =>
+  e instanceof OwnershipTable.OwnershipSetupError && e.retryable === true
 
 /** The stream's ownership as a service, for apps that compose it as a layer. */
 export class StreamOwnership extends Context.Service<StreamOwnership, StreamOwnershipShape>()("@slotkeeper/core/StreamOwnership") {}

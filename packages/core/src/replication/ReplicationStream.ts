@@ -59,14 +59,16 @@ import * as ServerIdentity from "../slot/ServerIdentity.ts"
 import * as SlotInspector from "../slot/SlotInspector.ts"
 import * as StandbyGate from "../slot/StandbyGate.ts"
 import * as TemporaryClone from "../slot/TemporaryClone.ts"
-import * as SessionSettings from "../SessionSettings.ts"
+import * as ConnectFailure from "../connection/ConnectFailure.ts"
+import * as Connector from "../connection/Connector.ts"
 import * as StreamId from "../StreamId.ts"
 import type { CheckpointError, CheckpointStore, DurablePosition, SaveReceipt } from "./Checkpoint.ts"
 import * as Watermark from "./Watermark.ts"
 
 export class ReplicationError extends Schema.TaggedError<ReplicationError>()("ReplicationError", {
   /** `Spool`: the local spool could not be written (a full disk); the message names the file. */
-  reason: Schema.Literals(["Connect", "SlotActive", "Ended", "Protocol", "Spool"]),
+  /** `Refused`: the server refused the replication connection for a reason no retry fixes (`ConnectFailure`). */
+  reason: Schema.Literals(["Connect", "SlotActive", "Ended", "Protocol", "Spool", "Refused"]),
   message: Schema.String
 }) {}
 
@@ -75,6 +77,12 @@ export type { ChangeEvent, MessageEvent, ReplicationEvent, ResyncEvent, Truncate
 export interface ReplicationStreamOptions {
   /** Never logged. */
   readonly url: Redacted.Redacted
+  /**
+   * The replication connection's own URL (never logged), when SQL goes through a pooler or proxy that cannot carry
+   * the replication protocol; by default `url`. It must reach the server ownership is held on (checked at every
+   * connection).
+   */
+  readonly replicationUrl?: Redacted.Redacted | undefined
   readonly streamId: string
   readonly instanceId: string
   /** The service pool (reads, heartbeat messages). */
@@ -175,7 +183,12 @@ const isRetired = (sql: SqlClient, schema: string, streamId: string, slotName: s
 const resumePoint = (options: ReplicationStreamOptions, own: Ownership["Service"], applicationName: string) =>
   Effect.gen(function*() {
     const stored = yield* options.checkpoint.load
-    const server = yield* ServerIdentity.read(options.url, applicationName)
+    const server = yield* ServerIdentity.read(options.replicationUrl ?? options.url, applicationName).pipe(
+      Effect.catchTags({
+        ConnectFailed: (e) => Effect.fail(new ReplicationError({ reason: e.permanent ? "Refused" : "Connect", message: e.message })),
+        ConnectionSpecInvalid: (e) => Effect.fail(new ReplicationError({ reason: "Refused", message: e.message }))
+      })
+    )
     // the server must be the one ownership is held on
     const ownedOn = yield* own.server
     if (ownedOn !== undefined && !ServerInstance.same(ownedOn, server.instance)) {
@@ -341,12 +354,13 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     }
     const plugin = new Plugin({ protoVersion: 1, publicationNames: [options.publication], messages: true })
 
+    // the replication connection's own URL when given (SQL through a pooler), made by libpq's rules (`Connector`)
+    const clientConfig = yield* Connector.nodePg(options.replicationUrl ?? options.url, applicationName, 10_000).pipe(
+      Effect.mapError((e) => new ReplicationError({ reason: e._tag === "ConnectFailed" && !e.permanent ? "Connect" : "Refused", message: `replication connection: ${e.message}` }))
+    )
     const service = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        new LogicalReplicationService(
-          { connectionString: SessionSettings.connectionString(Redacted.value(options.url)), application_name: applicationName },
-          { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } }
-        )),
+        new LogicalReplicationService(clientConfig, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } })),
       (s) => Effect.promise(() => s.destroy().then(() => undefined, () => undefined))
     )
     // Runs before the connection is destroyed: a socket read waiting for room in a full queue is released.
@@ -440,9 +454,12 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
           const text = describe(e)
           if (started) return fail(new ReplicationError({ reason: "Ended", message: `replication from ${streamedSlot}: ${text}` }))
           service.off("start", onStart)
+          const refused = ConnectFailure.classify(e)
           resume(Effect.fail(
             /is active for PID/.test(text)
               ? new ReplicationError({ reason: "SlotActive", message: `${text}: another walsender still holds the slot (a previous connection the server has not yet noticed is gone); waiting for it` })
+              : refused.permanent
+              ? new ReplicationError({ reason: "Refused", message: `starting replication from ${streamedSlot}: ${ConnectFailure.describe(refused)}` })
               : new ReplicationError({ reason: "Connect", message: `starting replication from ${streamedSlot}: ${text}` })
           ))
         }

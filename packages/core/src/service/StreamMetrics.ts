@@ -34,6 +34,7 @@ const commitToSink = Metric.histogram("slotkeeper_commit_to_sink_seconds", {
   description: "from a transaction's commit on the server to its being durable in the sink (the stream's lag, per batch)",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 })
+const startupAttempts = Metric.counter("slotkeeper_startup_attempts_total", { description: "failed attempts to reach the server while starting (waiting for it)", incremental: true })
 const lagSeconds = Metric.gauge("slotkeeper_lag_seconds", { description: "how old the last delivered transaction was when the sink had it durable" })
 
 const label = <I, S>(metric: Metric.Metric<I, S>, streamId: string) => Metric.withAttributes(metric, { stream: streamId })
@@ -97,6 +98,9 @@ export const delivered = (streamId: string, d: Delivered): Effect.Effect<void> =
     return Effect.void
   })
 
+/** A failed attempt to reach the server while starting, counted. */
+export const startupAttempt = (streamId: string): Effect.Effect<void> => Metric.update(label(startupAttempts, streamId), 1)
+
 /** A logger that counts the stream's warnings and errors (`slotkeeper_errors_total`); add it to the program's loggers. */
 export const countErrors = (streamId: string): Logger.Logger<unknown, void> => {
   const counter = label(errors, streamId)
@@ -132,6 +136,9 @@ const collect = (s: StreamStatus.Snapshot): Effect.Effect<void> =>
       for (const w of ["reserved", "extended", "unreserved", "lost"]) {
         yield* set("slotkeeper_slot_wal_status", "1 for the slot's wal_status", s.slot.walStatus === w ? 1 : 0, { ...slot, wal_status: w })
       }
+    }
+    for (const session of s.sessions ?? []) {
+      yield* set("slotkeeper_session_encrypted", "1 when the session is encrypted (TLS), by the server's pg_stat_ssl", session.encrypted ? 1 : 0, { session: session.role, pid: String(session.pid) })
     }
     const problems = s.publicationProblems ?? []
     for (const code of new Set(problems.map((p) => p.code))) {

@@ -20,6 +20,7 @@ import * as Lsn from "../Lsn.ts"
 import type { OwnershipStatus } from "../ownership/Ownership.ts"
 import type { Capture } from "../replication/Delivery.ts"
 import type { Assessment } from "../slot/Health.ts"
+import type * as SessionSecurity from "./SessionSecurity.ts"
 
 export interface Snapshot {
   readonly streamId: string
@@ -34,6 +35,10 @@ export interface Snapshot {
   readonly acknowledgedLsn: bigint | undefined
   /** What is wrong with the publication (drift, renamed or dropped tables, a repair refused for the application's sake). */
   readonly publicationProblems?: ReadonlyArray<{ readonly code: string; readonly message: string }> | undefined
+  /** While the server cannot be reached yet: why, and how many attempts were made. */
+  readonly waiting?: { readonly reason: string; readonly attempts: number } | undefined
+  /** The instance's sessions and whether each is encrypted, by the server's account (`SessionSecurity`). */
+  readonly sessions?: ReadonlyArray<SessionSecurity.Session> | undefined
 }
 
 export type State = "starting" | "waiting" | "active" | "stopping" | "failed"
@@ -70,7 +75,9 @@ const body = (s: Snapshot, st: State): Record<string, unknown> => ({
   capture_start_lsn: s.capture?.origin === undefined ? null : Lsn.format(s.capture.origin),
   streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from),
   failover_ready: s.failoverReady ?? null,
-  publication_problems: s.publicationProblems ?? []
+  publication_problems: s.publicationProblems ?? [],
+  ...(s.waiting === undefined || st !== "starting" ? {} : { waiting_for_server: s.waiting.reason, startup_attempts: s.waiting.attempts }),
+  ...(s.sessions === undefined ? {} : { sessions: s.sessions.map((x) => ({ role: x.role, pid: x.pid, encrypted: x.encrypted, tls: x.tls ?? null })) })
 })
 
 /** `GET /health`: 200 unless failed or stopping. */

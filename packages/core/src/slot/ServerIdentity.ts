@@ -7,10 +7,12 @@
  * earlier timeline, the LSN where it ended (its switch point). Both need a replication connection
  * (`replication=database`), which speaks the simple query protocol only; nothing from a user is sent on it.
  */
-import { Effect, Redacted } from "effect"
+import { Effect, type Redacted, type Scope } from "effect"
 import pg from "pg"
+import * as ConnectFailure from "../connection/ConnectFailure.ts"
+import type { ConnectionSpecInvalid } from "../connection/ConnectionSpec.ts"
+import * as Connector from "../connection/Connector.ts"
 import * as Lsn from "../Lsn.ts"
-import * as SessionSettings from "../SessionSettings.ts"
 import type * as ServerInstance from "../ownership/ServerInstance.ts"
 import type { ServerIdentity as ResumeIdentity } from "./Resume.ts"
 import { SlotError } from "./PersistentSlot.ts"
@@ -55,44 +57,55 @@ export const identify = async (client: pg.Client): Promise<ServerInstance.Server
   }
 }
 
-export const read = (url: Redacted.Redacted, applicationName: string): Effect.Effect<ServerIdentity, SlotError> =>
-  Effect.acquireUseRelease(
-    Effect.tryPromise({
-      try: async () => {
-        // `replication` is a startup parameter pg passes through (pg-logical-replication relies on it); @types/pg
-        // does not declare it.
-        const config: pg.ClientConfig & { readonly replication: "database" } = {
-          connectionString: SessionSettings.connectionString(Redacted.value(url)),
-          replication: "database",
-          application_name: applicationName
-        }
-        const client = new pg.Client(config)
-        client.on("error", () => {}) // a dropped connection fails the pending query; no unhandled 'error' event
-        await client.connect()
-        return client
-      },
-      catch: (e) => new SlotError({ reason: "Query", message: `replication connection: ${e instanceof Error ? e.message : String(e)}` })
-    }),
-    (client) =>
+/**
+ * A replication connection (`replication=database`) to `url`, for the life of the scope, made by libpq's rules
+ * (`Connector`). A failure to open it is a `ConnectFailed` saying whether it may pass (`ConnectFailure`).
+ */
+export const connect = (url: Redacted.Redacted, applicationName: string, timeoutMs = 10_000): Effect.Effect<pg.Client, Connector.ConnectFailed | ConnectionSpecInvalid, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.flatMap(Connector.nodePg(url, applicationName, timeoutMs), (config) =>
       Effect.tryPromise({
         try: async () => {
-          const instance = await identify(client)
-          let switchPoints = new Map<number, Lsn.Lsn>()
-          if (instance.timeline > 1) {
-            const history = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${Math.trunc(instance.timeline)}`)
-            const content = history.rows[0]?.content
-            switchPoints = parseHistory(Buffer.isBuffer(content) ? content.toString("utf8") : String(content ?? ""))
+          // `replication` is a startup parameter pg passes through (pg-logical-replication relies on it); @types/pg
+          // does not declare it.
+          const client = new pg.Client({ ...config, replication: "database" } as pg.ClientConfig)
+          client.on("error", () => {}) // a dropped connection fails the pending query; no unhandled 'error' event
+          try {
+            await client.connect()
+          } catch (e) {
+            await client.end().catch(() => undefined)
+            throw e
           }
-          return {
-            systemId: instance.systemId!,
-            timeline: instance.timeline,
-            switchPoints,
-            xlogpos: instance.xlogpos,
-            database: instance.database,
-            instance: { systemId: instance.systemId, timeline: instance.timeline, startedAt: instance.startedAt }
-          }
+          return client
         },
-        catch: (e) => new SlotError({ reason: "Query", message: `identifying the server: ${e instanceof Error ? e.message : String(e)}` })
-      }),
+        catch: (e) => {
+          const c = ConnectFailure.classify(e)
+          return new Connector.ConnectFailed({ message: `replication connection: ${ConnectFailure.describe(c)}`, permanent: c.permanent, reason: c.reason })
+        }
+      })),
     (client) => Effect.promise(() => client.end().catch(() => undefined))
   )
+
+/** The server a replication connection to `url` reaches: identity, timeline history and WAL position. */
+export const read = (url: Redacted.Redacted, applicationName: string): Effect.Effect<ServerIdentity, SlotError | Connector.ConnectFailed | ConnectionSpecInvalid> =>
+  Effect.scoped(Effect.flatMap(connect(url, applicationName), (client) =>
+    Effect.tryPromise({
+      try: async () => {
+        const instance = await identify(client)
+        let switchPoints = new Map<number, Lsn.Lsn>()
+        if (instance.timeline > 1) {
+          const history = await client.query<{ content: Buffer | string }>(`TIMELINE_HISTORY ${Math.trunc(instance.timeline)}`)
+          const content = history.rows[0]?.content
+          switchPoints = parseHistory(Buffer.isBuffer(content) ? content.toString("utf8") : String(content ?? ""))
+        }
+        return {
+          systemId: instance.systemId!,
+          timeline: instance.timeline,
+          switchPoints,
+          xlogpos: instance.xlogpos,
+          database: instance.database,
+          instance: { systemId: instance.systemId, timeline: instance.timeline, startedAt: instance.startedAt }
+        }
+      },
+      catch: (e) => new SlotError({ reason: "Query", message: `identifying the server: ${e instanceof Error ? e.message : String(e)}` })
+    })))

@@ -31,6 +31,7 @@ import { SqlClient } from "effect/sql"
 import * as Rounds from "../internal/rounds.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { format as formatLsn, type Lsn } from "../Lsn.ts"
+import * as Connector from "../connection/Connector.ts"
 import * as SessionSettings from "../SessionSettings.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
@@ -143,7 +144,8 @@ const transientRetry = Retry.transient
  */
 const snapshotBySlot = (url: Redacted.Redacted, streamId: string) =>
   Effect.scoped(Effect.gen(function*() {
-    const conn = yield* PgConnection.make({ url, applicationName: `slotkeeper:${streamId}:snapshot`, connectTimeout: "2 seconds", startupParameters: SessionSettings.startupParameters })
+    const target = yield* Connector.sqlPg(url, 2000)
+    const conn = yield* PgConnection.make({ connectTimeout: "2 seconds", ...target, applicationName: `slotkeeper:${streamId}:snapshot`, startupParameters: SessionSettings.startupParameters })
     yield* conn.query("SET statement_timeout = 1000")
     yield* conn.query(`SELECT slot_name FROM pg_create_logical_replication_slot('slotkeeper_s_${randomBytes(6).toString("hex")}', 'pgoutput', true)`)
   }))
@@ -288,7 +290,8 @@ export const run = (options: SlotManagerOptions, state: SlotManagerState): Effec
       const connect = (url: Redacted.Redacted) =>
         Effect.gen(function*() {
           for (let said = false; ;) {
-            const built = yield* Effect.exit(Layer.build(PgClient.layer({ url, maxConnections: 1, applicationName: `slotkeeper:${options.streamId}:readiness`, startupParameters: SessionSettings.startupParameters })))
+            const built = yield* Effect.exit(Layer.build(Layer.unwrap(Effect.map(Connector.sqlPg(url, 10_000), (target) =>
+              PgClient.layer({ ...target, maxConnections: 1, applicationName: `slotkeeper:${options.streamId}:readiness`, startupParameters: SessionSettings.startupParameters })))))
             if (built._tag === "Success") return Context.get(built.value, SqlClient.SqlClient)
             if (!said) yield* Effect.logWarning(`stream ${options.streamId}: a standby given for the failover check cannot be reached: ${Cause.pretty(built.cause).split("\n")[0]}; trying again`)
             said = true
