@@ -57,6 +57,13 @@ export interface PgServerOptions {
   readonly password?: string | undefined
   /** Settings written to `slotkeeper-kit.conf` at initdb time. */
   readonly settings?: Readonly<Record<string, SettingValue>> | undefined
+  /** `pg_hba.conf` lines put before initdb's own at initdb time (the first matching line decides). */
+  readonly hba?: ReadonlyArray<string> | undefined
+  /**
+   * Files written into the data folder at initdb time (name → content), owned by the server user, mode 0600: a TLS
+   * certificate and key for `ssl_cert_file`/`ssl_key_file`, a CA for `ssl_ca_file`.
+   */
+  readonly files?: Readonly<Record<string, string>> | undefined
   /** Run initdb unless the data folder exists (true), or require an existing data folder (false: a copy). */
   readonly initdb: boolean
 }
@@ -228,6 +235,16 @@ export const make = (options: PgServerOptions): Effect.Effect<PgServer, PgServer
       writeFileSync(kitConf, `# written by @slotkeeper/testkit\n${renderSettings({ ...defaultSettings, ...options.settings })}`)
       chownTo(kitConf, user)
       writeFileSync(join(dataDir, "postgresql.conf"), `${readFileSync(join(dataDir, "postgresql.conf"), "utf8")}\ninclude 'slotkeeper-kit.conf'\n`)
+      if (options.hba !== undefined && options.hba.length > 0) {
+        const hba = join(dataDir, "pg_hba.conf")
+        writeFileSync(hba, `# written by @slotkeeper/testkit\n${options.hba.join("\n")}\n${readFileSync(hba, "utf8")}`)
+      }
+      for (const [name, content] of Object.entries(options.files ?? {})) {
+        if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new Error(`not a plain file name: ${JSON.stringify(name)}`)
+        const file = join(dataDir, name)
+        writeFileSync(file, content, { mode: 0o600 })
+        chownTo(file, user)
+      }
     }
 
     // ---- process control -----------------------------------------------------------------------------------

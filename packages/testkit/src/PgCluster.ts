@@ -28,6 +28,10 @@ export interface PgClusterOptions {
   readonly settings?: Readonly<Record<string, PgServer.SettingValue>>
   readonly password?: string
   readonly port?: number
+  /** `pg_hba.conf` lines before initdb's own (the first match decides). */
+  readonly hba?: ReadonlyArray<string>
+  /** Files for the data folder (a TLS certificate and key, a CA), owned by the server user, mode 0600. */
+  readonly files?: Readonly<Record<string, string>>
 }
 
 export type PgClusterError = PgBinaries.PgBinariesError | PgServer.PgServerError | ServerUser.ServerUserError
@@ -49,6 +53,8 @@ export const make = (options: PgClusterOptions = {}): Effect.Effect<PgServer.PgS
       port: options.port,
       password: options.password,
       settings: options.settings,
+      hba: options.hba,
+      files: options.files,
       initdb: true
     })
   })
