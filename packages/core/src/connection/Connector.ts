@@ -11,10 +11,10 @@
  * string: only the decided options.
  *
  * **Details**
- * - `prefer` (libpq's default) and `allow` depend on the server: `prefer` asks it (an `SSLRequest` on a socket of its
- *   own) and `allow` tries a plain session first; the answer is kept per host and port for the life of the process.
- *   libpq decides per connection; the difference is one extra connection per process instead of one per session
- *   (and a server behind the same address that changes its TLS setting meanwhile is followed only by a restart).
+ * - `prefer` (libpq's default) and `allow` depend on the server, and are decided for each session as libpq does:
+ *   `prefer` asks it first (an `SSLRequest` on a socket of its own, closed after the one-byte answer) and `allow`
+ *   tries a plain session first. That is one extra connection for each lock session and replication connection
+ *   opened, and one for a pool when it is made (its connections then share the answer).
  * - TLS is never used over a Unix socket (libpq's rule).
  * - The user's `options` go before slotkeeper's session settings (`SessionSettings`), which win.
  */
@@ -157,10 +157,6 @@ const tlsOptions = (spec: ConnectionSpec.ConnectionSpec): Result.Result<Tls.Conn
 /** The address connected to: `hostaddr` when given, else `host` (a name, an address or a socket folder). */
 const address = (spec: ConnectionSpec.ConnectionSpec): string => spec.hostaddr ?? spec.host
 
-// `prefer`/`allow` answers, per host and port (see Details).
-const decided = new Map<string, boolean>()
-const decisionKey = (spec: ConnectionSpec.ConnectionSpec) => `${spec.sslmode} ${address(spec)} ${spec.port}`
-
 /** Asks the server whether it speaks TLS (an `SSLRequest`, answered `S` or `N`), within `timeoutMs`. */
 const offersTls = (spec: ConnectionSpec.ConnectionSpec, timeoutMs: number): Promise<boolean> =>
   new Promise((resolve, reject) => {
@@ -185,14 +181,11 @@ const failed = (e: unknown): ConnectFailed => {
 
 /**
  * Whether this session is encrypted, and with what: the TLS options, or `false`. `disable`, `require`, `verify-*` are
- * decided by the spec; `prefer` asks the server, `allow` tries a plain session (both kept, see Details).
+ * decided by the spec; `prefer` asks the server, `allow` tries a plain session (see Details).
  */
 export const tlsFor = (resolved: Resolved, timeoutMs: number): Effect.Effect<Tls.ConnectionOptions | false, ConnectFailed> => {
   const { spec, tls } = resolved
   if (tls === false || (spec.sslmode !== "prefer" && spec.sslmode !== "allow")) return Effect.succeed(tls)
-  const key = decisionKey(spec)
-  const known = decided.get(key)
-  if (known !== undefined) return Effect.succeed(known ? tls : false)
   const ask: Effect.Effect<boolean, ConnectFailed> = spec.sslmode === "prefer"
     ? Effect.tryPromise({ try: () => offersTls(spec, timeoutMs), catch: failed })
     : PgConnection.make({ ...sqlPgBase(resolved, false), applicationName: "slotkeeper:allow", connectTimeout: `${timeoutMs} millis` }).pipe(
@@ -201,10 +194,7 @@ export const tlsFor = (resolved: Resolved, timeoutMs: number): Effect.Effect<Tls
       // a plain session refused by pg_hba.conf (an entry for encrypted sessions only): encrypt, as libpq's allow does
       Effect.catch((e) => ConnectFailure.classify(e).reason === "HbaRejected" ? Effect.succeed(true) : Effect.fail(failed(e)))
     )
-  return Effect.map(ask, (encrypt) => {
-    decided.set(key, encrypt)
-    return encrypt ? tls : false
-  })
+  return Effect.map(ask, (encrypt) => (encrypt ? tls : false))
 }
 
 const sqlPgBase = (resolved: Resolved, ssl: Tls.ConnectionOptions | false) => ({
