@@ -64,7 +64,12 @@ describe("TLS as libpq means it (a server certificate from the test's own CA)", 
         return listed.some((s) => s.role === "lock") ? listed : undefined
       }), 30_000, "sessions in /health")
       assert.isTrue(health.every((s) => s.encrypted), JSON.stringify(health))
-      assert.notInclude(r.stderr(), password)
+      // and `status` lists every session of the stream with its encryption (its own is encrypted too)
+      const shown = yield* cli("status", "--database-url", url("sslmode=require"))
+      assert.strictEqual(shown.code, 0, shown.stderr)
+      assert.match(shown.stdout, /^ {2}session +slotkeeper:default:[^ ]+:repl \(pid \d+\): encrypted \(TLSv1\.[23]\)$/m)
+      assert.notMatch(shown.stdout, /NOT encrypted/)
+      assert.notInclude(r.stderr() + shown.stdout + shown.stderr, password)
     }))
 
   it.live("check connects with verify-ca, verify-full and a client certificate; verify-full without the root certificate or for another name exits 2", () =>

@@ -48,6 +48,8 @@ interface StreamStatus {
   readonly position: string | null
   /** Where the current slot was created: every transaction that commits after it is delivered. */
   readonly captureStart: string | null
+  /** The stream's sessions on this server (any instance's), and whether each is encrypted (`pg_stat_ssl`). */
+  readonly sessions: ReadonlyArray<{ readonly applicationName: string; readonly pid: number; readonly encrypted: boolean; readonly tls: string | null }>
   /** Per standby given (`--standby-url`, shown without its password): whether its copy of the slot is sync-ready. */
   readonly failover: ReadonlyArray<{ readonly standby: string; readonly ready: boolean; readonly findings: ReadonlyArray<string> }>
 }
@@ -118,6 +120,12 @@ export const status = Command.make("status", {
            LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE s.stream_id = $1 ORDER BY s.id`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ id: string; schema_name: string; table_name: string; now_schema: string | null; now_name: string | null }>))
+      // every session of the stream (lock, guard pool, walsender, admin), with its encryption by the server's account
+      const sessions = yield* sql.unsafe<{ application_name: string; pid: number; ssl: boolean; version: string | null }>(
+        `SELECT a.application_name, a.pid, COALESCE(s.ssl, false) AS ssl, s.version
+           FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s ON s.pid = a.pid
+          WHERE starts_with(a.application_name, $1) ORDER BY a.application_name, a.pid`, [`slotkeeper:${o.stream_id}:`]
+      )
       const [position] = yield* sql.unsafe<{ lsn: string }>(
         `SELECT lsn::text AS lsn FROM ${schema}.checkpoints WHERE stream_id = $1 AND to_regclass('${schema}.checkpoints') IS NOT NULL`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
@@ -134,6 +142,7 @@ export const status = Command.make("status", {
         publication: published === undefined ? null : { name: publication, tables: published.tables },
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
         captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null,
+        sessions: sessions.map((x) => ({ applicationName: x.application_name, pid: x.pid, encrypted: x.ssl === true, tls: x.version })),
         failover: yield* Effect.forEach(standbys, (standby) =>
           Effect.gen(function*() {
             const current = slots.filter((sl) => sl.state === "active").at(-1)?.slot_name
@@ -156,6 +165,9 @@ export const status = Command.make("status", {
     yield* Console.log(`  capture      ${s.captureStart === null ? "start not recorded" : `since ${s.captureStart}: every transaction committing after it is delivered`}`)
     for (const f of s.failover) {
       yield* Console.log(`  failover     ${f.standby}: ${f.ready ? "ready (a sync-ready copy of the slot)" : `NOT READY: ${f.findings.join("; ")}`}`)
+    }
+    for (const x of s.sessions) {
+      yield* Console.log(`  session      ${x.applicationName} (pid ${x.pid}): ${x.encrypted ? `encrypted (${x.tls ?? "TLS"})` : "NOT encrypted"}`)
     }
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
     for (const sub of s.subscriptions.filter((x) => x.state !== "ok")) {
