@@ -11,8 +11,9 @@ import { checkDatabaseUrl, ConfigInvalid } from "./RunConfig.ts"
 
 /** The `--database-url` (or `DATABASE_URL`) of a command that has no embedded default. */
 export const requiredUrl = (databaseUrl: Option.Option<string>): Effect.Effect<string, ConfigInvalid> => {
-  const url = Option.getOrUndefined(databaseUrl)
-  if (url === undefined) return Effect.fail(new ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL)" }))
+  // libpq's environment alone may name the server (PGHOST, with PGPORT, PGUSER, PGPASSWORD, ...)
+  const url = Option.getOrUndefined(databaseUrl) ?? (process.env.PGHOST !== undefined && process.env.PGHOST !== "" ? "" : undefined)
+  if (url === undefined) return Effect.fail(new ConfigInvalid({ option: "database-url", message: "--database-url: name the server (or set DATABASE_URL, or PGHOST and the other PG* variables)" }))
   const bad = checkDatabaseUrl(url)
   return bad === undefined ? Effect.succeed(url) : Effect.fail(bad)
 }

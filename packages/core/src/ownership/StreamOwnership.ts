@@ -4,8 +4,9 @@
  *
  * Nothing is changed in the database before the configuration has been validated. A database that cannot be reached
  * yet (refused, starting up, shutting down) is waited for, with a capped backoff and a warning now and then; a server
- * too old for the lock mode, a standby, a server that does not keep the lock session's bounds, or a role that may not
- * create the ownership table is an error that says what to change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
+ * that refuses the connection for good (`ServerRefused`), too old for the lock mode, a standby, a server that does not
+ * keep the lock session's bounds, or a role that may not create the ownership table is an error that says what to
+ * change. Every session it opens is tagged `slotkeeper:<stream>:<instance>:<role>`.
  *
  * With `admit`, the rest of what the stream needs — the server's settings and every subscription, validated by
  * PostgreSQL (`Preflight.admit`) — is checked too before anything is created (the ownership table, the epoch), and a
@@ -107,8 +108,16 @@ const setupRetry = Retry.transient
  *   mode, keeping the lock session's `idle_session_timeout`), then `admit` (the server's settings and every
  *   subscription, by PostgreSQL itself), and only then `OwnershipTable.ensure` creates or upgrades slotkeeper's
  *   tables in `schema`.
- * - A server that cannot be reached yet (refused, starting up, shutting down) is waited for with `Retry.transient`,
- *   with a warning every 12 attempts: a pod started during a failover waits instead of crash-looping.
+ * - Every session is made by libpq's rules from `url` (`Connector`): a bad connection string is a
+ *   `ConnectionSpecInvalid` before anything connects.
+ * - A server that cannot be reached yet (refused, timed out, a name not resolving, starting up, shutting down) is
+ *   waited for with `Retry.transient`, with a warning every 12 attempts and `onWaiting` at each (for as long as
+ *   `startupTimeout` allows): a pod started during a failover waits instead of crash-looping. A refusal no waiting
+ *   fixes (`ConnectFailure`: password, role, database, REPLICATION, pg_hba.conf, a pooler, TLS) is a `ServerRefused`
+ *   naming the URL to change.
+ * - The replication connection is opened once before anything is created (`ReplicationReach`): it must open, and
+ *   reach the server the SQL URL does (another cluster: `ServerRefused`; another server of the same cluster, as
+ *   during a failover: waited for).
  *
  * **Gotchas**
  * - Every other error is final and says what to change: `OwnershipConfigError` (a timing rule, or a server that

@@ -12,6 +12,8 @@
  *   never ahead of the durable position; at shutdown the connection saves last, then the slot manager advances.
  * - A replication connection that fails or ends is reconnected after a capped backoff, and every reconnect runs the
  *   resume checks again; `consume` is called once per connection (events of one connection, acknowledged on it).
+ *   One the server refuses for good (`ReplicationError` `Refused`: the role's privilege, pg_hba.conf, a pooler, TLS)
+ *   fails the owned work instead: no waiting fixes it.
  * - When the slot had to be re-created (policy `recreate`), the connection is not opened on the new incarnation
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
