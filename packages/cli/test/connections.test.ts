@@ -192,7 +192,7 @@ describe("start-up: a server not up yet is waited for; one that refuses for good
       const cases: Array<[string, RegExp]> = [
         [pg.urlWith({ password: "Wr0ng-s3cret" }), /--database-url: .*password authentication failed.*check the role's password/],
         [pg.urlWith({ database: "nowhere" }), /--database-url: .*database "nowhere" does not exist.*create the database/],
-        [pg.urlWith({ user: "plain", password }), /--database-url: .*(WAL sender|replication).*ALTER ROLE <role> REPLICATION/]
+        [pg.urlWith({ user: "plain", password }), /--database-url: .*lacks REPLICATION.*ALTER ROLE "plain" REPLICATION/]
       ]
       for (const [url, message] of cases) {
         const began = Date.now()

@@ -141,7 +141,12 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const reach = (which: "url" | "replicationUrl", what: string) => (e: unknown) => {
       const c = ConnectFailure.classify(e)
       return c.permanent
-        ? new ServerRefused({ url: which, reason: c.reason, message: `${what}: ${ConnectFailure.describe(c)}` })
+        ? new ServerRefused({
+          url: which,
+          reason: c.reason,
+          // a ConnectFailed says already which connection it was
+          message: e instanceof ConnectFailure.ConnectFailed ? ConnectFailure.describe(c) : `${what}: ${ConnectFailure.describe(c)}`
+        })
         : new OwnershipTable.OwnershipSetupError({
           message: `${what === "the database" ? "cannot reach the database" : `cannot open ${what}`}: ${c.message}. Check the ` +
             `${which === "url" ? "database" : "replication"} URL (host, port, database, user, password) and that the server accepts connections`,
@@ -216,8 +221,18 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       const systemIdReadable = yield* ServerInstance.canReadSystemId(sql).pipe(Effect.mapError((e) =>
         new OwnershipTable.OwnershipSetupError({ message: `cannot read the server's identity: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e })
       ))
+      if (options.admit !== undefined) {
+        yield* Preflight.admit(sql, { ...options.admit, lock: config.mode, publication: StreamId.identity(server.db, config.streamId).publicationName }).pipe(
+          Effect.catchTags({
+            // a lock held by another transaction on a table, or the connection: may pass
+            PublicationError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable === true || e.reason === "LockTimeout" })),
+            SqlError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: `checking the server: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e }))
+          })
+        )
+      }
       // The replication connection: the role may replicate, pg_hba.conf lets it in, nothing between refuses the
-      // protocol — and it reaches the server the SQL URL does. Found now, not after this instance became the owner.
+      // protocol — and it reaches the server the SQL URL does. Found now (after
+      // `admit`, whose role check says it best), not after this instance became the owner.
       yield* ReplicationReach.sameServer(sql, systemIdReadable, replicationUrl, StreamId.applicationName(config.streamId, config.instanceId, "admin")).pipe(
         Effect.mapError((e) =>
           e._tag === "Different"
@@ -229,15 +244,6 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
             : reach("url", "the database")(e.cause)
         )
       )
-      if (options.admit !== undefined) {
-        yield* Preflight.admit(sql, { ...options.admit, lock: config.mode, publication: StreamId.identity(server.db, config.streamId).publicationName }).pipe(
-          Effect.catchTags({
-            // a lock held by another transaction on a table, or the connection: may pass
-            PublicationError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: e.message, retryable: e.retryable === true || e.reason === "LockTimeout" })),
-            SqlError: (e) => Effect.fail(new OwnershipTable.OwnershipSetupError({ message: `checking the server: ${SqlErrors.describe(e)}`, retryable: SqlErrors.isRetryable(e), cause: e }))
-          })
-        )
-      }
       yield* OwnershipTable.ensure(sql, config.schema)
       return { server, systemIdReadable }
     })
