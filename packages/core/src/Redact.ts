@@ -17,10 +17,15 @@ export const url = (text: string): string => {
   }
 }
 
-const secretParameter = /([?&;\s](?:[a-z_]*)(?:pass|token|secret|key|auth|sig)[a-z_]*=)[^&\s"']*/gi
+// a URL's query parameter, or libpq's keyword form (`host=db password=secret`, also at the very start, a quoted value
+// with its spaces)
+const secretParameter = /((?:^|[?&;\s])(?:[a-z_]*)(?:pass|token|secret|key|auth|sig)[a-z_]*\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^&\s"']*)/gi
 // up to the last "@" before the path: a password may hold an unencoded "@"
 const userinfo = /([a-z][a-z0-9+.-]*:\/\/[^/@\s:"']*):[^/\s"']*@/gi
 
-/** Any text with URL passwords (`scheme://user:password@`) and secret-looking query parameters replaced by `***`. */
+/**
+ * Any text with URL passwords (`scheme://user:password@`) and secret-looking parameters (of a URL's query, or of
+ * libpq's `key=value` form) replaced by `***`.
+ */
 export const text = (value: string): string => value.replace(userinfo, "$1:***@").replace(secretParameter, "$1***")
 
