@@ -7,7 +7,8 @@
  *   PROFILE_DIR=/tmp/prof RUNS=1 npm run bench -- throughput   # with --cpu-prof (see throughput.ts)
  *   RUNS=5 ROWS=1000000 TRANSACTIONS=100000 npm run bench
  *
- * Parts: `throughput` (throughput.ts), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts).
+ * Parts: `throughput` (throughput.ts), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts);
+ * `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
@@ -18,6 +19,7 @@ import { Leftovers } from "@slotkeeper/testkit"
 import * as Detection from "./detection.ts"
 import * as Failover from "./failover.ts"
 import * as Handover from "./handover.ts"
+import * as Load from "./load.ts"
 import { cell, table } from "./stats.ts"
 import * as Throughput from "./throughput.ts"
 
@@ -71,6 +73,21 @@ const program = Effect.gen(function*() {
   if (wanted("handover")) out.push(yield* Handover.report(runs, log))
   if (wanted("detection")) out.push(yield* Detection.report(Math.max(runs, 5), log))
   if (wanted("failover")) out.push(yield* Failover.report(runs, log))
+  if (parts.includes("load")) {
+    const seconds = Number(process.env.LOAD_SECONDS ?? 600)
+    const modes = (process.env.MODES ?? "advisory,lease").split(",") as Array<"advisory" | "lease">
+    const args = (process.env.ARGS ?? "").split(" ").filter((a) => a.length > 0)
+    const results: Array<Load.LoadResult> = []
+    for (const mode of modes) {
+      log(`load: ${mode}, ${seconds} s`)
+      results.push(yield* Load.run(mode, seconds, args))
+    }
+    out.push(`## Liveness under load
+
+W1–W3 written in a loop while \`slotkeeper run\` streams them; a probe session's trivial query every 100 ms (what a heartbeat waits).
+
+${table(Load.tableHeader, Load.tableRows(results))}`)
+  }
   const cpu = cpus()[0]?.model ?? "unknown CPU"
   const header = [
     "# Benchmarks",
