@@ -61,7 +61,7 @@ describe("RunConfig (pure)", () => {
     assert.deepStrictEqual([e.option, e.message], ["loss-deadline", '--loss-deadline: "soon" is not a positive duration: write e.g. 500ms, 5s or 2m'])
     const order = refused({ lossDeadline: "9s" })
     assert.strictEqual(order.option, "server-release-bound")
-    assert.match(order.message, /--loss-deadline 9s\) plus the safety margin .* must not exceed .*--server-release-bound 10s/)
+    assert.match(order.message, /--loss-deadline 9s\) plus the safety margin .* must not exceed .*--server-release-bound 4s/)
     const lease = refused({ lock: "lease", renewInterval: "6s" })
     assert.strictEqual(lease.option, "renew-interval")
     assert.match(lease.message, /--renew-interval \(6s\) must be less than half of --lease-duration/)
@@ -76,13 +76,13 @@ describe("RunConfig (pure)", () => {
     const file = RunConfig.fromFile("c.json", JSON.stringify({
       streamId: "orders",
       lock: "lease",
-      lossDeadline: 4000,
+      lossDeadline: 1500,
       tables: ["public.a", { table: "public.b", columns: ["id", "Name"], where: "id > 0", replicaIdentityFull: true }]
     }))
     const c = ok(RunConfig.merge({ lock: "advisory", tables: ["public.c"] }, Result.getOrThrow(file)))
     assert.strictEqual(c.streamId, "orders")
     assert.strictEqual(c.lock, "advisory")
-    assert.strictEqual(c.ownership.lossDeadline, 4000)
+    assert.strictEqual(c.ownership.lossDeadline, 1500)
     assert.deepStrictEqual(c.tables, [
       { schema: "public", name: "c" },
       { schema: "public", name: "a" },

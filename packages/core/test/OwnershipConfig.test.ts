@@ -7,9 +7,10 @@ const error = (r: ReturnType<typeof OwnershipConfig.make>) => (Result.isFailure(
 const valid = (o: OwnershipConfig.OwnershipOptions) => Result.getOrThrow(OwnershipConfig.make(o))
 
 describe("OwnershipConfig (pure)", () => {
-  it("defaults: advisory, heartbeat 1 s, deadline 5 s, server bound 10 s", () => {
+  it("defaults: advisory, heartbeat 500 ms, deadline 2 s, server bound 4 s; lease 4 s renewed every 1 s", () => {
     const c = valid(base)
-    assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 1_000, lossDeadlineMs: 5_000, serverReleaseBoundMs: 10_000, onLoss: "wait", rejoinDelayMs: 1_000, schema: "slotkeeper" })
+    assert.deepInclude(c, { mode: "advisory", checkIntervalMs: 500, lossDeadlineMs: 2_000, serverReleaseBoundMs: 4_000, onLoss: "wait", rejoinDelayMs: 1_000, schema: "slotkeeper" })
+    assert.deepInclude(valid({ ...base, mode: "lease" }), { mode: "lease", checkIntervalMs: 1_000, lossDeadlineMs: 2_000, serverReleaseBoundMs: 4_000, leaseDurationMs: 4_000 })
   })
 
   it("refuses a detection deadline that is not shorter than the server's release bound by the margin", () => {
@@ -43,7 +44,7 @@ describe("OwnershipConfig (pure)", () => {
   })
 
   it("the breaker only considers holders silent for longer than the server bound", () => {
-    const e = error(OwnershipConfig.make({ ...base, breaker: { staleAfter: "5 seconds", gracePeriod: "30 seconds" } }))
+    const e = error(OwnershipConfig.make({ ...base, breaker: { staleAfter: "3 seconds", gracePeriod: "30 seconds" } }))
     assert.match(e!.message, /breaker.staleAfter .* must exceed serverReleaseBound/)
     assert.deepInclude(valid({ ...base, breaker: { staleAfter: "30 seconds", gracePeriod: "60 seconds" } }), {
       breaker: { staleAfterMs: 30_000, gracePeriodMs: 60_000 }

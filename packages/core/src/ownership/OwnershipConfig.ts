@@ -33,15 +33,15 @@ export interface OwnershipOptions {
   readonly mode?: LockMode
   /** Wait between attempts to acquire (jittered ±20%). Default 500 ms. */
   readonly acquireInterval?: Duration.Input
-  /** Advisory: heartbeat period on the lock session. Default 1 s. */
+  /** Advisory: heartbeat period on the lock session. Default 500 ms. */
   readonly heartbeatInterval?: Duration.Input
-  /** Advisory: the holder's own detection deadline. Default 5 s. */
+  /** Advisory: the holder's own detection deadline. Default 2 s. */
   readonly lossDeadline?: Duration.Input
-  /** Advisory: the lock session's idle_session_timeout, the server's release bound. Default 10 s. */
+  /** Advisory: the lock session's idle_session_timeout, the server's release bound. Default 4 s. */
   readonly serverReleaseBound?: Duration.Input
-  /** Lease: lease duration by the database's clock. Default 10 s. */
+  /** Lease: lease duration by the database's clock. Default 4 s. */
   readonly leaseDuration?: Duration.Input
-  /** Lease: renewal period. Default 3 s. */
+  /** Lease: renewal period. Default 1 s. */
   readonly renewInterval?: Duration.Input
   /** Minimum gap between the holder's deadline and the server's release. Default 2 s. */
   readonly safetyMargin?: Duration.Input
@@ -125,11 +125,11 @@ const check = (options: OwnershipOptions): OwnershipConfig | OwnershipConfigInva
   }
   const values = {
     acquireInterval: ms("acquireInterval", options.acquireInterval, 500),
-    heartbeatInterval: ms("heartbeatInterval", options.heartbeatInterval, 1_000),
-    lossDeadline: ms("lossDeadline", options.lossDeadline, 5_000),
-    serverReleaseBound: ms("serverReleaseBound", options.serverReleaseBound, 10_000),
-    leaseDuration: ms("leaseDuration", options.leaseDuration, 10_000),
-    renewInterval: ms("renewInterval", options.renewInterval, 3_000),
+    heartbeatInterval: ms("heartbeatInterval", options.heartbeatInterval, 500),
+    lossDeadline: ms("lossDeadline", options.lossDeadline, 2_000),
+    serverReleaseBound: ms("serverReleaseBound", options.serverReleaseBound, 4_000),
+    leaseDuration: ms("leaseDuration", options.leaseDuration, 4_000),
+    renewInterval: ms("renewInterval", options.renewInterval, 1_000),
     safetyMargin: ms("safetyMargin", options.safetyMargin, 2_000),
     rejoinDelay: ms("rejoinDelay", options.rejoinDelay, 1_000)
   }
