@@ -59,6 +59,23 @@ describe.each(modes)("Ownership (%s lock, real PostgreSQL)", (mode) => {
       assert.deepStrictEqual(overlaps(intervals), [])
     }))
 
+  it.live("a graceful release is announced: a waiter that polls only every minute takes over at once", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make()
+      const intervals: Array<Interval> = []
+      const a = yield* startInstance("a", pg.url, intervals, timing)
+      yield* Deferred.await(a.firstHold)
+      // its next poll is 48–72 s after its first attempt: only the release notice can wake it sooner
+      const b = yield* startInstance("b", pg.url, intervals, { ...timing, acquireInterval: "60 seconds" })
+      yield* eventually(Effect.map(b.status, (s) => (s._tag === "Waiting" ? true : undefined)), 10_000, "b waiting")
+      const releasedAt = Date.now()
+      yield* Fiber.interrupt(a.fiber)
+      const active = yield* eventually(activeOf(intervals, "b"), 30_000, "b active")
+      assert.isAtMost(active.start - releasedAt, 5_000)
+      assert.strictEqual(active.epoch, intervals[0]!.epoch + 1)
+      assert.deepStrictEqual(overlaps(intervals), [])
+    }))
+
   it.live("a path blackholed: the holder gives up within its deadline, the other takes over only after that, within the server bound", () =>
     Effect.gen(function*() {
       const { a, intervals, pg, proxy } = yield* holderBehindProxy(timing)

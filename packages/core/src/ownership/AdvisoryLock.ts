@@ -39,6 +39,7 @@ import { type AttemptResult, type Held, type HolderInfo, type LockBackend, LockB
 import { type Guards, OwnershipLost } from "./Ownership.ts"
 import { type OwnershipConfig, OwnershipConfigError } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
+import * as ReleaseNotice from "./ReleaseNotice.ts"
 import * as ServerInstance from "./ServerInstance.ts"
 import * as SessionSettings from "../SessionSettings.ts"
 
@@ -120,6 +121,7 @@ export const checkServerBound = (url: Redacted.Redacted, config: OwnershipConfig
  *   server keeps that setting.
  * - Acquisition is `pg_try_advisory_lock`, then the epoch bump under the stream's write lock, in one transaction.
  * - A heartbeat proves the lock is still granted to this session's pid and `backend_start`.
+ * - A graceful release is announced (`ReleaseNotice`); a waiting session listens for it and tries at once.
  *
  * **Gotchas**
  * - Creating the backend opens nothing: sessions are opened by the supervisor, per attempt.
@@ -137,7 +139,8 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
   const open: Effect.Effect<LockSession, LockBackendError, Scope.Scope> = Effect.gen(function*() {
     // Server-side bounds of the lock session: the server ends it (releasing the lock) once it is idle for the
     // release bound; no statement on it may run longer than the holder's own detection deadline.
-    const conn = yield* session(options.url, config, "lock")
+    // Pinned: a release notice listener (while waiting) shares the session with the lock's own statements.
+    const conn = yield* Effect.flatMap(session(options.url, config, "lock"), (c) => c.pin)
     // ... and read back: a session that does not keep it must never hold the stream
     const problem = yield* boundNotHeld(conn, config).pipe(Effect.mapError(backendError("connect")))
     if (problem !== undefined) return yield* new LockBackendError({ operation: "connect", message: problem, retryable: false })
@@ -231,8 +234,12 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
         )
       )
 
+    // Unlocked, then announced: a waiter woken by the notice finds the lock free.
     const release = (_held: Held) =>
-      Effect.ignore(query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key]))
+      Effect.ignore(Effect.andThen(
+        query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key]),
+        query(ReleaseNotice.announceStatement, [ReleaseNotice.channel, ReleaseNotice.payload(config)])
+      ))
 
     // Terminates the holder only if that pid still holds this stream's lock.
     const breakHolder = (holder: HolderInfo) =>
@@ -244,7 +251,7 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
         (rows) => rows[0]?.ok === true
       ).pipe(Effect.mapError(backendError("break")))
 
-    return { tryAcquire, check, release, breakHolder } satisfies LockSession
+    return { tryAcquire, check, release, breakHolder, releases: ReleaseNotice.listen(conn, config) } satisfies LockSession
   })
 
   // The proof: the lock is granted to our lock session's pid with the same backend_start (a pid can be reused), and

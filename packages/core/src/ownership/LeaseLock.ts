@@ -22,7 +22,7 @@
  * row would wait for them, and a long guarded write would make the holder miss its own deadline (tested). The write
  * lock already orders epoch bumps against guarded writes, so renewals need not touch the epoch row.
  */
-import { Effect } from "effect"
+import { Effect, type Redacted } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as SqlErrors from "../internal/sqlError.ts"
 import { asOid, type StreamIdentity } from "../StreamId.ts"
@@ -32,6 +32,7 @@ import type { AttemptResult, Held, LockBackend, LockBackendError, LockSession } 
 import { type Guards, OwnershipLost } from "./Ownership.ts"
 import type { OwnershipConfig } from "./OwnershipConfig.ts"
 import { leasesTableName, tableName } from "./OwnershipTable.ts"
+import * as ReleaseNotice from "./ReleaseNotice.ts"
 import * as ServerInstance from "./ServerInstance.ts"
 
 export interface LeaseLockOptions {
@@ -41,6 +42,11 @@ export interface LeaseLockOptions {
   readonly sql: SqlClient
   /** Whether this role may read the system identifier (`ServerInstance.canReadSystemId`). */
   readonly systemIdReadable: boolean
+  /**
+   * A URL that reaches PostgreSQL directly, for a waiter to listen for release notices on (`ReleaseNotice`); leave it
+   * out behind a transaction pooler, where `LISTEN` does not work: waiters then poll.
+   */
+  readonly noticeUrl?: Redacted.Redacted | undefined
 }
 
 /**
@@ -53,7 +59,8 @@ export interface LeaseLockOptions {
  * **Details**
  * - Acquisition takes over only an expired lease (or a stream nobody holds), under the stream's write lock, and
  *   bumps the epoch; renewal extends only this instance's unexpired lease with its epoch; both by the database's
- *   clock. Release expires the lease at once.
+ *   clock. Release expires the lease at once and is announced (`ReleaseNotice`); with `noticeUrl`, a waiter listens
+ *   for that and tries at once.
  * - The holder gives up at `leaseDuration - safetyMargin` after the start of its last good renewal, before the
  *   lease can expire on the server.
  *
@@ -124,18 +131,23 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
       Effect.catch((e): Effect.Effect<CheckOutcome> => Effect.succeed({ _tag: "Miss", detail: SqlErrors.describe(e) }))
     )
 
+  // Expired, then announced (NOTIFY passes through poolers): a waiter woken by the notice finds the lease free.
   const release = (held: Held) =>
-    Effect.ignore(sql.unsafe(
-      `UPDATE ${leases} SET lease_until = now()
-        WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()`,
-      [config.streamId, config.instanceId, held.epoch]
+    Effect.ignore(Effect.andThen(
+      sql.unsafe(
+        `UPDATE ${leases} SET lease_until = now()
+          WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()`,
+        [config.streamId, config.instanceId, held.epoch]
+      ),
+      sql.unsafe(ReleaseNotice.announceStatement, [ReleaseNotice.channel, ReleaseNotice.payload(config)])
     ))
 
   const session: LockSession = {
     tryAcquire,
     check: renew,
     release,
-    breakHolder: () => Effect.succeed(false) // a lease expires by itself
+    breakHolder: () => Effect.succeed(false), // a lease expires by itself
+    ...(options.noticeUrl === undefined ? {} : { releases: ReleaseNotice.listenDirect(options.noticeUrl, config) })
   }
 
   // The proof: the ownership row names us with our epoch, and our lease with that epoch is unexpired.

@@ -56,6 +56,11 @@ export interface LockSession {
   readonly check: (held: Held) => Effect.Effect<CheckOutcome>
   /** Gives ownership up so another instance can take it at once (best effort). */
   readonly release: (held: Held) => Effect.Effect<void>
+  /**
+   * While its scope is open, listens for another instance's graceful release of this stream (`ReleaseNotice`); the
+   * effect it returns completes at the next one, or never. Optional: without it a waiter only polls.
+   */
+  readonly releases?: Effect.Effect<Effect.Effect<void>, never, Scope.Scope>
   /** The lock breaker: terminate a stale holder's session. True when a backend was terminated. */
   readonly breakHolder: (holder: HolderInfo) => Effect.Effect<boolean, LockBackendError>
 }

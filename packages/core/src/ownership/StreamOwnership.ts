@@ -252,7 +252,9 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const identity = StreamId.identity(server.db, config.streamId)
     const backend = config.mode === "advisory"
       ? AdvisoryLock.make({ url: options.url, config, identity, sql, systemIdReadable })
-      : LeaseLock.make({ config, identity, sql, systemIdReadable })
+      // without a replication URL of its own, the URL serves replication too, so it reaches PostgreSQL directly (no
+      // pooler can): LISTEN works there
+      : LeaseLock.make({ config, identity, sql, systemIdReadable, noticeUrl: options.replicationUrl === undefined ? options.url : undefined })
     const supervisor = yield* Supervisor.make(config, backend, backend)
     return { config, identity, supervisor, sql, startedAt: server.started_at }
   })

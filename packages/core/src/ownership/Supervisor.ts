@@ -108,7 +108,8 @@ const retrySchedule = Retry.transient
  * `StreamOwnership.make` builds one; build it yourself only for a backend of your own.
  *
  * **Details**
- * - Competing polls `backend.acquire` every `acquireInterval` (jittered +-20%); a held lock is checked every
+ * - Competing polls `backend.acquire` every `acquireInterval` (jittered +-20%), and tries at once when the backend
+ *   hears a graceful release (`LockSession.releases`); a held lock is checked every
  *   heartbeat (or renewal) interval, each check in a forked fiber whose *wait* is bounded by the loss deadline.
  * - Ownership is lost when a check proves it, when no check succeeded within the deadline, or when the owned work
  *   fails with `OwnershipLost`; the owned scope is closed then, interrupting every fiber in it.
@@ -136,8 +137,10 @@ export const make = (
 
     /** Polls until acquired. Returns what is held and when the successful attempt started. */
     const acquire = (session: LockSession) =>
-      Effect.gen(function*() {
+      Effect.scoped(Effect.gen(function*() {
         const waitingSince = yield* Clock.currentTimeMillis
+        // Listening before the first attempt: a release between an attempt and the wait after it is not missed.
+        const released = session.releases === undefined ? Effect.never : yield* session.releases
         for (;;) {
           const startedAt = yield* monotonicMillis
           // Bounded: a waiting session on a half-open path would otherwise wait forever. A fault or a timeout ends
@@ -157,9 +160,10 @@ export const make = (
             yield* session.breakHolder(holder).pipe(Effect.catch(() => Effect.succeed(false)))
           }
           yield* setStatus({ _tag: "Waiting", since: waitingSince, holder, lastError: undefined })
-          yield* Effect.sleep(yield* jittered)
+          // the next poll, or at once when the holder announces a graceful release
+          yield* Effect.raceFirst(Effect.sleep(yield* jittered), released)
         }
-      })
+      }))
 
     /**
      * Checks one interval after acquisition and every interval after that; completes with the loss — at the latest
