@@ -26,7 +26,7 @@ const firstArrivals = (r: Running) => {
 const instance = (name: string, url: string, lock: string) =>
   start(["--database-url", url, "--table", "items", "--instance-id", name, "--lock", lock])
 
-export type Fault = "graceful" | "crash" | "partition"
+export type Fault = "graceful" | "crash" | "pause" | "partition"
 
 const round = (lock: "advisory" | "lease", fault: Fault) =>
   Effect.scoped(Effect.gen(function*() {
@@ -48,10 +48,17 @@ const round = (lock: "advisory" | "lease", fault: Fault) =>
     const t0 = performance.now()
     if (fault === "graceful") a.child.kill("SIGTERM")
     if (fault === "crash") a.child.kill("SIGKILL")
+    if (fault === "pause") {
+      // frozen (a long GC pause, a throttled container): its sessions stay open and silent
+      a.child.kill("SIGSTOP")
+      yield* Effect.addFinalizer(() => Effect.sync(() => a.child.kill("SIGCONT")))
+    }
     if (fault === "partition") yield* proxy.setMode("blackhole")
     const first = yield* Wait.eventually(Effect.sync(() => b.arrivedAt[0]), 60_000, "b delivering")
     // two more seconds of steady delivery by b, then every row written must have arrived somewhere
     yield* Effect.sleep("2 seconds")
+    // woken, the old owner finds its deadline passed and writes nothing more
+    if (fault === "pause") a.child.kill("SIGCONT")
     yield* Fiber.interrupt(writer)
     const written = next - 1
     yield* Wait.eventually(Effect.sync(() => {
@@ -74,7 +81,7 @@ export const report = (runs: number, log: (text: string) => void) =>
   Effect.gen(function*() {
     const rows: Array<Array<string>> = []
     for (const lock of ["advisory", "lease"] as const) {
-      for (const fault of ["graceful", "crash", "partition"] as const) {
+      for (const fault of ["graceful", "crash", "pause", "partition"] as const) {
         const takeovers: Array<number> = []
         const gaps: Array<number> = []
         for (let i = 1; i <= runs; i++) {
@@ -83,11 +90,11 @@ export const report = (runs: number, log: (text: string) => void) =>
           takeovers.push(r.takeover)
           gaps.push(r.gap)
         }
-        const event = { graceful: "SIGTERM (rolling deploy)", crash: "SIGKILL", partition: "half-open partition" }[fault]
+        const event = { graceful: "SIGTERM (rolling deploy)", crash: "SIGKILL", pause: "process paused (SIGSTOP)", partition: "half-open partition" }[fault]
         rows.push([lock, event, cell(takeovers), cell(gaps)])
       }
     }
-    return `## Handover\n\nTwo \`slotkeeper run\` processes with the default timings (advisory: heartbeat 1 s, loss deadline 5 s, server release bound 10 s; lease: 10 s, renewed every 3 s; waiting instances poll every 500 ms), a writer committing a row every 10 ms. Milliseconds, median (min–max) of ${runs} runs.\n\n${
+    return `## Handover\n\nTwo \`slotkeeper run\` processes with the default timings (advisory: heartbeat 500 ms, loss deadline 2 s, server release bound 4 s; lease: 4 s, renewed every 1 s; waiting instances poll every 500 ms and try at once when a release is announced), a writer committing a row every 10 ms. Milliseconds, median (min–max) of ${runs} runs.\n\n${
       table(["lock", "event", "event → second instance's first change", "longest gap in delivery"], rows)
-    }\n\nAfter a partition the old owner stops acting at its loss deadline (5 s; lease: 8 s) and the server lets the other take over at its release bound (10 s) or the lease's end: the gap is that bound, by design. A killed owner's lock session ends with its process (advisory), while a lease runs out.`
+    }\n\nA killed owner's lock session ends with its process (advisory), while a lease runs out. After a pause or a partition the old owner's sessions stay open and silent: the server ends the lock session at its release bound (4 s), or the lease runs out (4 s), and the other instance takes over then — the gap is that bound, by design; the old owner stops acting at its loss deadline (2 s), or, paused, refuses to act the moment it wakes past it.`
   })
