@@ -116,8 +116,32 @@ const ops = ["insert", "update", "delete"] as const
 const toRecordTexts = (t: Tuple | undefined) => (t === undefined ? null : t.map((v) => (v === undefined ? 0 : v)))
 const fromRecordTexts = (t: ReadonlyArray<string | null | 0> | null): Tuple | undefined => (t === null ? undefined : t.map((v) => (v === 0 ? undefined : v)))
 
-const place = (spooled: Spooled, at: InTransaction): ReplicationEvent =>
-  spooled._tag === "Message" ? { ...spooled, transaction: at } : { ...spooled, ...at }
+// Built field by field rather than spread: once per change, on the hot path.
+const place = (spooled: Spooled, at: InTransaction): ReplicationEvent => {
+  switch (spooled._tag) {
+    case "Message":
+      return { ...spooled, transaction: at }
+    case "Truncate":
+      return { ...spooled, ...at }
+    case "Change":
+      return {
+        _tag: "Change",
+        op: spooled.op,
+        schema: spooled.schema,
+        table: spooled.table,
+        xid: at.xid,
+        commitLsn: at.commitLsn,
+        commitTime: at.commitTime,
+        seq: at.seq,
+        new: spooled.new,
+        old: spooled.old,
+        oldIsKey: spooled.oldIsKey,
+        unchanged: spooled.unchanged,
+        columns: spooled.columns,
+        plainJson: spooled.plainJson
+      }
+  }
+}
 
 export class Assembler {
   private current: { xid: number; commitLsn: Lsn; commitTime: string; seq: number; skip: boolean } | undefined

@@ -369,7 +369,12 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // Socket side -> events, in order, each offered with backpressure (the socket is paused while the queue is full).
     // Never rejects: once the queue is shut down (the scope closed), a pending offer just ends.
     // Offered in batches (a transaction replayed from the spool is many events): one hand-over per batch, not per event.
-    const offerAll = (events: ReadonlyArray<ReplicationEvent>) => Effect.runPromiseExit(Queue.offerAll(queue, events))
+    // Synchronously while the queue has room (no fiber, no promise per message); waiting, with backpressure, only for
+    // what does not fit.
+    const offerAll = (events: ReadonlyArray<ReplicationEvent>): boolean | Promise<boolean> => {
+      const rest = Queue.offerAllUnsafe(queue, events)
+      return rest.length === 0 || Effect.runPromiseExit(Queue.offerAll(queue, rest)).then((exit) => exit._tag === "Success")
+    }
     const batchSize = 256
     /** Offers `events` in batches; false once the queue is shut down. */
     const offerBatched = async (events: Iterable<ReplicationEvent>): Promise<boolean> => {
@@ -377,10 +382,10 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
       for (const event of events) {
         batch.push(event)
         if (batch.length < batchSize) continue
-        if ((await offerAll(batch))._tag === "Failure") return false
+        if (!(await offerAll(batch))) return false
         batch = []
       }
-      return batch.length === 0 || (await offerAll(batch))._tag === "Success"
+      return batch.length === 0 || (await offerAll(batch))
     }
     // With a gate, the events of a transaction sent at its commit are held until the standbys have that commit (its
     // end is known only then). One that grows past `holdLimit` events is let through once the standbys have the

@@ -118,11 +118,33 @@ const open = (path: string, fence: Fence): Effect.Effect<FilePeriod, SinkError |
     /** The position of the last commit line built (it is in the next batch written). */
     let pending = 0n
 
+    const writeAll = (bytes: Buffer, length: number) => {
+      let done = 0
+      while (done < length) done += writeSync(fd, bytes, done, length - done, offset + done)
+      offset += length
+    }
     const append = (text: string) => {
       const bytes = Buffer.from(text)
-      let done = 0
-      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, offset + done)
-      offset += bytes.length
+      writeAll(bytes, bytes.length)
+    }
+    // Lines are encoded straight into one reused buffer and written from it when it is full: no joined string, no
+    // buffer allocated per batch. A line is at most 3 bytes per UTF-16 unit, so one that fits by that bound fits.
+    const staging = Buffer.allocUnsafe(1 << 20)
+    const appendLines = (lines: ReadonlyArray<string>) => {
+      let at = 0
+      for (const line of lines) {
+        if (at + line.length * 3 + 1 > staging.length) {
+          if (at > 0) writeAll(staging, at)
+          at = 0
+          if (line.length * 3 + 1 > staging.length) {
+            append(`${line}\n`) // a line larger than the buffer: on its own
+            continue
+          }
+        }
+        at += staging.write(line, at)
+        staging[at++] = 0x0a
+      }
+      if (at > 0) writeAll(staging, at)
     }
     // fsync off the event loop (libuv's pool): the socket is read meanwhile. Writes stay synchronous, to the page
     // cache, so every byte before a marker has been handed to the kernel before that marker: a killed process never
@@ -194,7 +216,7 @@ const open = (path: string, fence: Fence): Effect.Effect<FilePeriod, SinkError |
       write: (lines, boundary) =>
         lines.length === 0 ? Effect.void : Effect.andThen(fence.assertFresh, Effect.try({
           try: () => {
-            append(`${lines.join("\n")}\n`)
+            appendLines(lines)
             atBoundary = boundary
             written = pending
           },

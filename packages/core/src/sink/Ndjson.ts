@@ -21,14 +21,34 @@ const rowText = (row: Values.Row | undefined, event: ReplicationStream.ChangeEve
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
+// The envelope's parts that repeat from line to line (a table's name, a transaction's commit), rendered once: the
+// last ones seen, or per table.
+const tableTexts = new Map<string, Map<string, string>>()
+const tableText = (schema: string, table: string): string => {
+  let bySchema = tableTexts.get(schema)
+  if (bySchema === undefined) tableTexts.set(schema, bySchema = new Map())
+  let text = bySchema.get(table)
+  if (text === undefined) {
+    if (bySchema.size >= 10_000) bySchema.clear() // bounded, whatever the number of tables
+    bySchema.set(table, text = `"schema":${JSON.stringify(schema)},"table":${JSON.stringify(table)},`)
+  }
+  return text
+}
+let lastCommit: { readonly lsn: Lsn.Lsn; readonly text: string } | undefined
+const commitLsnText = (lsn: Lsn.Lsn): string =>
+  lastCommit !== undefined && lastCommit.lsn === lsn ? lastCommit.text : (lastCommit = { lsn, text: Lsn.format(lsn) }).text
+let lastTime: { readonly time: string; readonly text: string } | undefined
+const commitTimeText = (time: string): string =>
+  lastTime !== undefined && lastTime.time === time ? lastTime.text : (lastTime = { time, text: JSON.stringify(time) }).text
+
 /** The line for `event` written under `epoch`, or `undefined` for events that have no line (Begin, Commit). */
 export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): string | undefined => {
   switch (event._tag) {
     case "Change":
       // written by hand: rows need Values' exact JSON, and the envelope's fields are known
-      return `{"type":"change","epoch":${epoch},"op":"${event.op}","schema":${JSON.stringify(event.schema)},"table":${JSON.stringify(event.table)},` +
-        `"xid":${event.xid},"commit_lsn":"${Lsn.format(event.commitLsn)}","seq":${event.seq},"commit_time":${JSON.stringify(event.commitTime)},` +
-        `"new":${rowText(event.new, event)},"old":${rowText(event.old, event)},"old_is_key":${event.oldIsKey},"unchanged":${JSON.stringify(event.unchanged)}}`
+      return `{"type":"change","epoch":${epoch},"op":"${event.op}",${tableText(event.schema, event.table)}` +
+        `"xid":${event.xid},"commit_lsn":"${commitLsnText(event.commitLsn)}","seq":${event.seq},"commit_time":${commitTimeText(event.commitTime)},` +
+        `"new":${rowText(event.new, event)},"old":${rowText(event.old, event)},"old_is_key":${event.oldIsKey},"unchanged":${event.unchanged.length === 0 ? "[]" : JSON.stringify(event.unchanged)}}`
     case "Truncate":
       return JSON.stringify({
         type: "truncate",
