@@ -360,7 +360,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     )
     const service = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        new LogicalReplicationService(clientConfig, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } })),
+        new LogicalReplicationService(clientConfig, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } })),
       (s) => Effect.promise(() => s.destroy().then(() => undefined, () => undefined))
     )
     // Runs before the connection is destroyed: a socket read waiting for room in a full queue is released.
@@ -392,47 +392,107 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // primary's current flush position, which is past its commit (decoded before it was sent).
     const holdLimit = 4096
     let held: Array<ReplicationEvent> | undefined
-    // A busy stream is read in bursts (see `ReadPacing`): the socket is not read while this handler waits.
+    // A busy stream is read in bursts (see `ReadPacing`): the socket is not read while a pause is due.
     let pacing = ReadPacing.initial
-    const paced = async () => {
+    const pauseDue = () => {
       const next = ReadPacing.onMessage(pacing, performance.now())
       pacing = next.state
-      if (next.pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, next.pauseMs))
+      return next.pauseMs
     }
-    service.on("data", async (_lsn: string, decoded: Pgoutput.Message) => {
-      await handle(decoded as unknown as Message)
-      await paced()
-    })
-    const handle = async (message: Message) => {
-      try {
-        if (message.tag === "relation") {
-          const learnt = await Effect.runPromiseExit(types.learn(message.relation))
-          if (learnt._tag === "Failure") {
-            fail(new ReplicationError({ reason: "Ended", message: `looking up the types of ${message.relation.schema}.${message.relation.name}: ${describe(Cause.squash(learnt.cause))}` }))
-            return
+    const onHandleError = (e: unknown): void =>
+      void fail(e instanceof SpoolError
+        ? new ReplicationError({ reason: "Spool", message: e.message })
+        : new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
+    /**
+     * Offers `events` in batches, synchronously while the queue has room; `undefined` when all were offered, or a
+     * promise that offers the rest with backpressure (and ends early once the queue is shut down).
+     */
+    const offerNow = (events: Iterator<ReplicationEvent>): Promise<void> | undefined => {
+      let batch: Array<ReplicationEvent> = []
+      for (;;) {
+        const next = events.next()
+        if (!next.done) {
+          batch.push(next.value)
+          if (batch.length < batchSize) continue
+        }
+        if (batch.length > 0) {
+          const rest = Queue.offerAllUnsafe(queue, batch)
+          batch = []
+          if (rest.length > 0) {
+            return Effect.runPromiseExit(Queue.offerAll(queue, rest)).then((exit): Promise<void> | undefined => {
+              if (exit._tag === "Success") return next.done ? undefined : offerNow(events)
+              events.return?.(undefined) // shut down: a replay's spool file is dropped
+              return undefined
+            })
           }
         }
-        if (gate !== undefined) {
-          // a streamed transaction is replayed from the spool at its commit: it waits before the replay
-          if (message.tag === "streamCommit") await gate.reached(message.endLsn)
-          else if (message.tag === "message" && !message.transactional && !message.prefix.startsWith(heartbeatPrefix)) await gate.reached(await gate.flushNow())
-          else if (message.tag === "begin") held = []
-        }
-        const events = assembler.push(message)
-        if (held === undefined) return void (await offerBatched(events))
-        for (const event of events) held.push(event)
-        if (message.tag === "commit") await gate!.reached(message.endLsn)
-        else if (held.length >= holdLimit) await gate!.reached(await gate!.flushNow())
-        else return
-        const release = held
-        held = undefined
-        await offerBatched(release)
-      } catch (e) {
-        fail(e instanceof SpoolError
-          ? new ReplicationError({ reason: "Spool", message: e.message })
-          : new ReplicationError({ reason: "Protocol", message: `decoding the stream: ${describe(e)}` }))
+        if (next.done) return undefined
       }
     }
+    // What needs to wait for something else: a Relation's types, and with a gate, the standbys.
+    const handleWaiting = async (message: Message) => {
+      if (message.tag === "relation") {
+        const learnt = await Effect.runPromiseExit(types.learn(message.relation))
+        if (learnt._tag === "Failure") {
+          fail(new ReplicationError({ reason: "Ended", message: `looking up the types of ${message.relation.schema}.${message.relation.name}: ${describe(Cause.squash(learnt.cause))}` }))
+          return
+        }
+      }
+      if (gate !== undefined) {
+        // a streamed transaction is replayed from the spool at its commit: it waits before the replay
+        if (message.tag === "streamCommit") await gate.reached(message.endLsn)
+        else if (message.tag === "message" && !message.transactional && !message.prefix.startsWith(heartbeatPrefix)) await gate.reached(await gate.flushNow())
+        else if (message.tag === "begin") held = []
+      }
+      const events = assembler.push(message)
+      if (held === undefined) return void (await offerBatched(events))
+      for (const event of events) held.push(event)
+      if (message.tag === "commit") await gate!.reached(message.endLsn)
+      else if (held.length >= holdLimit) await gate!.reached(await gate!.flushNow())
+      else return
+      const release = held
+      held = undefined
+      await offerBatched(release)
+    }
+    /** Handles one message: `undefined` when done synchronously (the common case), or what it waits for. */
+    const handle = (message: Message): Promise<void> | undefined => {
+      try {
+        if (message.tag === "relation" || gate !== undefined) return handleWaiting(message).catch(onHandleError)
+        return offerNow(assembler.push(message))?.catch(onHandleError)
+      } catch (e) {
+        onHandleError(e)
+        return undefined
+      }
+    }
+    // Messages are handled as the socket delivers them (pg-logical-replication's own flow control, which awaits a
+    // promise per message, is off). When one has to wait — for room in the queue, a type lookup, the standbys, or a
+    // read pause — the socket is paused, and what it had already delivered waits here, in order.
+    const backlog: Array<Message> = []
+    let waiting = false
+    const socket = () => (client as unknown as { connection?: { stream?: { pause?: () => void; resume?: () => void } } } | undefined)?.connection?.stream
+    const drain = async () => {
+      while (backlog.length > 0) {
+        const pending = handle(backlog.shift()!)
+        if (pending !== undefined) await pending
+        const pauseMs = pauseDue()
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs))
+      }
+      waiting = false
+      socket()?.resume?.()
+    }
+    const waitFor = (until: Promise<unknown>) => {
+      waiting = true
+      socket()?.pause?.()
+      void until.then(drain)
+    }
+    service.on("data", (_lsn: string, decoded: Pgoutput.Message) => {
+      const message = decoded as unknown as Message
+      if (waiting) return void backlog.push(message)
+      const pending = handle(message)
+      if (pending !== undefined) return waitFor(pending)
+      const pauseMs = pauseDue()
+      if (pauseMs > 0) waitFor(new Promise((resolve) => setTimeout(resolve, pauseMs)))
+    })
     service.on("heartbeat", (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       idleAt(Lsn.parseUnsafe(lsn))
       if (shouldRespond) sendStatus()
