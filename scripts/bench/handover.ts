@@ -77,9 +77,17 @@ const round = (lock: "advisory" | "lease", fault: Fault) =>
     return { takeover: first - t0, gap }
   }))
 
+export interface HandoverResult {
+  readonly lock: "advisory" | "lease"
+  readonly fault: Fault
+  /** Event → the second instance's first change, per run (ms). */
+  readonly takeovers: ReadonlyArray<number>
+}
+
 export const report = (runs: number, log: (text: string) => void) =>
   Effect.gen(function*() {
     const rows: Array<Array<string>> = []
+    const results: Array<HandoverResult> = []
     for (const lock of ["advisory", "lease"] as const) {
       for (const fault of ["graceful", "crash", "pause", "partition"] as const) {
         const takeovers: Array<number> = []
@@ -92,9 +100,11 @@ export const report = (runs: number, log: (text: string) => void) =>
         }
         const event = { graceful: "SIGTERM (rolling deploy)", crash: "SIGKILL", pause: "process paused (SIGSTOP)", partition: "half-open partition" }[fault]
         rows.push([lock, event, cell(takeovers), cell(gaps)])
+        results.push({ lock, fault, takeovers })
       }
     }
-    return `## Handover\n\nTwo \`slotkeeper run\` processes with the default timings (advisory: heartbeat 500 ms, loss deadline 2 s, server release bound 4 s; lease: 4 s, renewed every 1 s; waiting instances poll every 500 ms and try at once when a release is announced), a writer committing a row every 10 ms. Milliseconds, median (min–max) of ${runs} runs.\n\n${
+    const text = `## Handover\n\nTwo \`slotkeeper run\` processes with the default timings (advisory: heartbeat 500 ms, loss deadline 2 s, server release bound 4 s; lease: 4 s, renewed every 1 s; waiting instances poll every 500 ms and try at once when a release is announced), a writer committing a row every 10 ms. Milliseconds, median (min–max) of ${runs} runs.\n\n${
       table(["lock", "event", "event → second instance's first change", "longest gap in delivery"], rows)
     }\n\nA killed owner's lock session ends with its process (advisory), while a lease runs out. After a pause or a partition the old owner's sessions stay open and silent: the server ends the lock session at its release bound (4 s), or the lease runs out (4 s), and the other instance takes over then — the gap is that bound, by design; the old owner stops acting at its loss deadline (2 s), or, paused, refuses to act the moment it wakes past it.`
+    return { text, results }
   })

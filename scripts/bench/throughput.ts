@@ -16,6 +16,7 @@
  * `node scripts/bench/profile-summary.ts FILE.cpuprofile` says where the time went).
  */
 import { execFileSync, spawn } from "node:child_process"
+import { createServer, type Server } from "node:http"
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -25,6 +26,8 @@ import { PgCluster } from "@slotkeeper/testkit"
 
 const here = dirname(fileURLToPath(import.meta.url))
 const profiling = process.env.PROFILE_DIR === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE_DIR]
+// node flags for the CLI only, to compare settings (e.g. CLI_NODE_FLAGS="--max-semi-space-size=8")
+const cliFlags = (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
 const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export const recvlogical = (() => {
@@ -53,16 +56,26 @@ export const workloads = (rows: number, transactions: number): ReadonlyArray<Wor
     name: `${transactions.toLocaleString("en")} one-row transactions`,
     sql: `DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO items VALUES (i, md5(i::text)); COMMIT; END LOOP; END $$`,
     rows: transactions
-  }
+  },
+  // W4: values PostgreSQL stores out of line (TOAST): 8 kB of md5 hex per row, which pglz does not compress
+  toasted(transactions, 8)
 ]
 
-export const readers = ["pg_recvlogical (protocol 2, streaming)", "raw pg-logical-replication loop", "@slotkeeper/core Delivery, in-process", "slotkeeper run --sink file:"] as const
+export const readers = [
+  "pg_recvlogical (protocol 2, streaming)",
+  "raw pg-logical-replication loop",
+  "@slotkeeper/core Delivery, in-process",
+  "slotkeeper run --sink file:",
+  "slotkeeper run --sink http: (local receiver)"
+] as const
 export type Reader = typeof readers[number]
 
 export interface Measured {
   readonly rows: number
   readonly ms: number
   readonly rssMB: number | undefined
+  /** The CLI's resident memory over time: [ms since spawn, MB], every 100 ms. */
+  readonly rssSeries?: ReadonlyArray<readonly [number, number]>
 }
 
 const nodeReader = (mode: "raw" | "slotkeeper" | "setup", url: string, end: string) =>
@@ -125,6 +138,15 @@ export const lineCounter = (path: string) => {
   }
 }
 
+const currentRss = (pid: number) => {
+  try {
+    const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
+    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined
+  } catch {
+    return undefined
+  }
+}
+
 const peakRss = (pid: number) => {
   try {
     const kb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
@@ -134,23 +156,55 @@ const peakRss = (pid: number) => {
   }
 }
 
-/** `slotkeeper run` on stream `cli` until `rows` change lines are in the file (or, with `rows` 0, until it streams). */
-const cliReader = (url: string, path: string, rows: number) =>
+/** A local NDJSON receiver for the http sink: answers 200 to every batch once its body arrived, counting change lines. */
+const receiver = () =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      new Promise<{ readonly port: number; readonly changes: () => number; readonly server: Server }>((resolve) => {
+        let changes = 0
+        const server = createServer((req, res) => {
+          let tail = ""
+          req.on("data", (d: Buffer) => {
+            const text = tail + d.toString("latin1") // counting ASCII markers: no decoding needed
+            let at = text.indexOf("{\"type\":\"change\"")
+            while (at >= 0) {
+              if (at === 0 ? tail === "" || tail.endsWith("\n") : text[at - 1] === "\n") changes++
+              at = text.indexOf("{\"type\":\"change\"", at + 1)
+            }
+            tail = text.slice(-20)
+          })
+          req.on("end", () => res.writeHead(200).end())
+        })
+        server.listen(0, "127.0.0.1", () => resolve({ port: (server.address() as { port: number }).port, changes: () => changes, server }))
+      })),
+    (r) => Effect.promise(() => new Promise<void>((resolve) => r.server.close(() => resolve())))
+  )
+
+/**
+ * `slotkeeper run` on stream `streamId` with `sink` until `count()` reaches `rows` (or, with `rows` 0, until it
+ * streams).
+ */
+const cliReader = (url: string, streamId: string, sink: string, rows: number, count: () => number) =>
   Effect.promise(() =>
     new Promise<Measured>((resolve, reject) => {
       const started = performance.now()
-      const child = spawn(process.execPath, [...(rows === 0 ? [] : profiling), cli, "run", "--database-url", url, "--stream-id", "cli", "--table", "items", "--sink", `file:${path}`, "--instance-id", "bench"], {
+      const child = spawn(process.execPath, [...(rows === 0 ? [] : profiling), ...cliFlags, cli, "run", "--database-url", url, "--stream-id", streamId, "--table", "items", "--sink", sink, "--instance-id", "bench"], {
         stdio: ["ignore", "ignore", "pipe"]
       })
       let err = ""
       child.stderr.on("data", (d: Buffer) => (err += d.toString()))
-      const count = lineCounter(path)
       let result: Measured | undefined
+      const series: Array<readonly [number, number]> = []
+      let polls = 0
       const poll = setInterval(() => {
+        if (polls++ % 5 === 0) {
+          const mb = currentRss(child.pid!)
+          if (mb !== undefined) series.push([Math.round(performance.now() - started), mb])
+        }
         const ready = rows === 0 ? /streaming from/.test(err) : count() >= rows
         if (!ready) return
         clearInterval(poll)
-        result = { rows: rows === 0 ? 0 : count(), ms: performance.now() - started, rssMB: peakRss(child.pid!) }
+        result = { rows: rows === 0 ? 0 : count(), ms: performance.now() - started, rssMB: peakRss(child.pid!), rssSeries: series }
         child.kill("SIGTERM")
       }, 20)
       child.on("close", (code) => {
@@ -161,8 +215,38 @@ const cliReader = (url: string, path: string, rows: number) =>
     })
   )
 
+/** Time from spawning `slotkeeper run` until it logs that it owns the stream (a warm server, the stream set up). */
+export const timeToOwnership = (url: string, path: string) =>
+  Effect.promise(() =>
+    new Promise<number>((resolve, reject) => {
+      const started = performance.now()
+      const child = spawn(process.execPath, [cli, "run", "--database-url", url, "--stream-id", "cli", "--table", "items", "--sink", `file:${path}`, "--instance-id", "bench"], {
+        stdio: ["ignore", "ignore", "pipe"]
+      })
+      let err = ""
+      let at: number | undefined
+      child.stderr.on("data", (d: Buffer) => {
+        err += d.toString()
+        if (at === undefined && /ownership of stream cli acquired/.test(err)) {
+          at = performance.now() - started
+          child.kill("SIGTERM")
+        }
+      })
+      child.on("close", () => (at === undefined ? reject(new Error(`no ownership: ${err.slice(-2000)}`)) : resolve(at)))
+    })
+  )
+
 /** One run of `workload`: a fresh server, every reader's slot made, the workload written, then each reader alone. */
-export const run = (workload: Workload) =>
+/** A one-transaction workload of `rows` rows of `kB` kB of incompressible text each (the memory part's 1 GB). */
+export function toasted(rows: number, kB: number): Workload {
+  return {
+    name: `${rows.toLocaleString("en")} rows of ${kB} kB TOASTed text in one transaction`,
+    sql: `INSERT INTO items SELECT g, (SELECT string_agg(md5(g::text || ':' || i::text), '') FROM generate_series(1, ${kB * 32}) i) FROM generate_series(1, ${rows}) g`,
+    rows
+  }
+}
+
+export const run = (workload: Workload, only?: ReadonlyArray<Reader>) =>
   Effect.scoped(Effect.gen(function*() {
     const pg = yield* PgCluster.make({ major: 18 })
     yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text)")
@@ -172,22 +256,32 @@ export const run = (workload: Workload) =>
     const file = join(dir, "changes.ndjson")
     // every reader's slot before the workload: the core's and the CLI's own streams, and copies for the others
     yield* nodeReader("setup", pg.url, "0/0")
-    yield* cliReader(pg.url, file, 0)
+    yield* cliReader(pg.url, "cli", `file:${file}`, 0, () => 0)
     rmSync(file, { force: true })
+    const http = yield* receiver()
+    yield* cliReader(pg.url, "http", `http://127.0.0.1:${http.port}/`, 0, () => 0)
     yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
     yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv')")
     const written = performance.now()
     yield* pg.query(workload.sql)
     const writeMs = performance.now() - written
+    // the workload's dirty pages written out now, not while the first reader runs
+    yield* pg.query("CHECKPOINT")
     const [row] = yield* pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")
     const end = row!.lsn
     const results = new Map<Reader, Measured | string>()
-    results.set(readers[0], recvlogical !== undefined && existsSync("/usr/bin/time")
-      ? yield* recvlogicalReader(pg.url, end, workload.rows)
-      : "skipped: no pg_recvlogical on this machine (set SLOTKEEPER_PG_RECVLOGICAL)")
-    results.set(readers[1], yield* nodeReader("raw", pg.url, end))
-    results.set(readers[2], yield* nodeReader("slotkeeper", pg.url, end))
-    results.set(readers[3], yield* cliReader(pg.url, file, workload.rows))
-    const fileMB = Math.round(statSync(file).size / 2 ** 20)
-    return { results, writeMs, fileMB, version: pg.version }
+    const wanted = (reader: Reader) => only === undefined || only.includes(reader)
+    if (wanted(readers[0])) {
+      results.set(readers[0], recvlogical !== undefined && existsSync("/usr/bin/time")
+        ? yield* recvlogicalReader(pg.url, end, workload.rows)
+        : "skipped: no pg_recvlogical on this machine (set SLOTKEEPER_PG_RECVLOGICAL)")
+    }
+    if (wanted(readers[1])) results.set(readers[1], yield* nodeReader("raw", pg.url, end))
+    if (wanted(readers[2])) results.set(readers[2], yield* nodeReader("slotkeeper", pg.url, end))
+    if (wanted(readers[3])) results.set(readers[3], yield* cliReader(pg.url, "cli", `file:${file}`, workload.rows, lineCounter(file)))
+    if (wanted(readers[4])) results.set(readers[4], yield* cliReader(pg.url, "http", `http://127.0.0.1:${http.port}/`, workload.rows, http.changes))
+    const fileMB = existsSync(file) ? Math.round(statSync(file).size / 2 ** 20) : 0
+    // a warm server, the stream set up: how long until a new process owns it
+    const ownershipMs = yield* timeToOwnership(pg.url, file)
+    return { results, writeMs, fileMB, ownershipMs, version: pg.version }
   }))

@@ -31,7 +31,7 @@ const sinkSeconds = Metric.histogram("slotkeeper_sink_write_seconds", {
   boundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 })
 const commitToSink = Metric.histogram("slotkeeper_commit_to_sink_seconds", {
-  description: "from a transaction's commit on the server to its being durable in the sink (the stream's lag, per batch)",
+  description: "from a transaction's commit on the server to its being durable in the sink (the stream's lag, per batch, at its oldest transaction)",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 })
 const startupAttempts = Metric.counter("slotkeeper_startup_attempts_total", { description: "failed attempts to reach the server while starting (waiting for it)", incremental: true })
@@ -77,8 +77,10 @@ export interface Delivered {
   readonly bytes: number
   /** How long the sink took to write and commit them. */
   readonly sinkSeconds: number
-  /** The commit time of the last transaction in them (PostgreSQL's, ISO 8601), if any. */
+  /** The commit time of the last transaction in them (PostgreSQL's, ISO 8601), if any: `slotkeeper_lag_seconds`. */
   readonly lastCommitTime?: string | undefined
+  /** ... and of the first (the oldest): `slotkeeper_commit_to_sink_seconds` observes each batch at its worst. */
+  readonly firstCommitTime?: string | undefined
 }
 
 /** A batch acknowledged: counted, its sink time and its lag observed. */
@@ -89,12 +91,12 @@ export const delivered = (streamId: string, d: Delivered): Effect.Effect<void> =
     m.transactions.updateUnsafe(d.transactions, context)
     m.bytes.updateUnsafe(d.bytes, context)
     m.sinkSeconds.updateUnsafe(d.sinkSeconds, context)
+    const now = Date.now()
     const committed = d.lastCommitTime === undefined ? Number.NaN : Date.parse(d.lastCommitTime)
-    if (Number.isFinite(committed)) {
-      const lag = Math.max(0, (Date.now() - committed) / 1000)
-      m.commitToSink.updateUnsafe(lag, context)
-      m.lagSeconds.updateUnsafe(lag, context)
-    }
+    if (Number.isFinite(committed)) m.lagSeconds.updateUnsafe(Math.max(0, (now - committed) / 1000), context)
+    // the histogram takes the batch's worst: its oldest transaction
+    const oldest = d.firstCommitTime === undefined ? committed : Date.parse(d.firstCommitTime)
+    if (Number.isFinite(oldest)) m.commitToSink.updateUnsafe(Math.max(0, (now - oldest) / 1000), context)
     return Effect.void
   })
 

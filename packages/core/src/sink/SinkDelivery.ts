@@ -88,6 +88,7 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
             const lines: Array<string> = []
             let position: Lsn.Lsn | undefined
             let lastCommitTime: string | undefined
+            let firstCommitTime: string | undefined
             for (const event of events) {
               if (event._tag === "Begin") inTransaction = true
               const text = Ndjson.line(event, own.epoch)
@@ -99,7 +100,10 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
               if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
                 inTransaction = false
                 position = event._tag === "Commit" ? event.endLsn : event.ackPosition
-                if (event._tag === "Commit") lastCommitTime = event.commitTime
+                if (event._tag === "Commit") {
+                  lastCommitTime = event.commitTime
+                  firstCommitTime ??= event.commitTime
+                }
                 transactions++
                 if (period !== undefined && identity !== undefined) {
                   // the file's own record of how far it is: read back at the next connection
@@ -115,7 +119,7 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
               yield* timed(sink.commit)
               yield* connection.acknowledge(position)
               acknowledged = position
-              yield* StreamMetrics.delivered(streamId, { changes, transactions, bytes, sinkSeconds: sinkMs / 1000, lastCommitTime })
+              yield* StreamMetrics.delivered(streamId, { changes, transactions, bytes, sinkSeconds: sinkMs / 1000, lastCommitTime, firstCommitTime })
               changes = 0
               bytes = 0
               transactions = 0
