@@ -27,7 +27,7 @@ import { PgCluster } from "@slotkeeper/testkit"
 const here = dirname(fileURLToPath(import.meta.url))
 const profiling = process.env.PROFILE_DIR === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE_DIR]
 // node flags for the CLI only, to compare settings (e.g. CLI_NODE_FLAGS="--max-semi-space-size=8")
-const cliFlags = (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
+const cliFlags = () => (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
 const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export const recvlogical = (() => {
@@ -188,7 +188,7 @@ const cliReader = (url: string, streamId: string, sink: string, rows: number, co
   Effect.promise(() =>
     new Promise<Measured>((resolve, reject) => {
       const started = performance.now()
-      const child = spawn(process.execPath, [...(rows === 0 ? [] : profiling), ...cliFlags, cli, "run", "--database-url", url, "--stream-id", streamId, "--table", "items", "--sink", sink, "--instance-id", "bench"], {
+      const child = spawn(process.execPath, [...(rows === 0 ? [] : profiling), ...cliFlags(), cli, "run", "--database-url", url, "--stream-id", streamId, "--table", "items", "--sink", sink, "--instance-id", "bench"], {
         stdio: ["ignore", "ignore", "pipe"]
       })
       let err = ""
