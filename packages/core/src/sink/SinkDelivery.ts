@@ -6,8 +6,8 @@
  * **Details**
  * - One sink per replication connection and holding period, opened with the connection's `Fence` (stream, epoch,
  *   `assertFresh`, the position it resumed from): nothing half sent or half written carries into the next one.
- * - Events come in arrays of what has arrived. Their lines are written (in pieces of 1,000, so a huge transaction never
- *   sits in memory), then the sink is made durable and the last commit of the array acknowledged — once per array,
+ * - Events come in arrays of what has arrived. Their lines are written (in pieces of at most 1,000 lines or 1 MiB,
+ *   so neither a huge transaction nor huge rows sit in memory), then the sink is made durable and the last commit of the array acknowledged — once per array,
  *   not once per transaction: many small transactions share one fsync or one POST. A transaction still open at the
  *   end of an array is acknowledged with a later one. Counted as delivered (`StreamMetrics.delivered`) only once
  *   acknowledged.
@@ -86,6 +86,8 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
         return yield* Stream.runForEachArray(connection.events, (events) =>
           Effect.gen(function*() {
             const lines: Array<string> = []
+            // what `lines` holds, in UTF-16 units: written at 1,000 lines or 1 MiB, whichever comes first
+            let pendingChars = 0
             let position: Lsn.Lsn | undefined
             let lastCommitTime: string | undefined
             let firstCommitTime: string | undefined
@@ -94,6 +96,7 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
               const text = Ndjson.line(event, own.epoch)
               if (text !== undefined) {
                 lines.push(text)
+                pendingChars += text.length
                 changes++
                 bytes += Buffer.byteLength(text) + 1
               }
@@ -112,7 +115,10 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
                     : period.commitLine({ xid: 0, commitLsn: event.lsn, endLsn: position, commitTime: "", position: identity }))
                 }
               }
-              if (lines.length >= 1000) yield* timed(sink.write(lines.splice(0), !inTransaction))
+              if (lines.length >= 1000 || pendingChars >= 1 << 20) {
+                pendingChars = 0
+                yield* timed(sink.write(lines.splice(0), !inTransaction))
+              }
             }
             yield* timed(sink.write(lines, !inTransaction))
             if (position !== undefined) {
