@@ -137,7 +137,7 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
       const r = yield* start(["--database-url", pg.url, "--table", "items", "--instance-id", "a"])
       assert.strictEqual(yield* Effect.promise(() => r.exited), 2, r.stderr())
       const last = r.stderr().trim().split("\n").at(-1)!
-      assert.match(last, /^slotkeeper: --server-release-bound: the lock session's idle_session_timeout reads 0 ms, not the 10000 ms slotkeeper set.*use lease mode/)
+      assert.match(last, /^slotkeeper: --server-release-bound: the lock session's idle_session_timeout reads 0 ms, not the 4000 ms slotkeeper set.*use lease mode/)
       assert.deepStrictEqual(yield* pg.query("SELECT nspname FROM pg_namespace WHERE nspname = 'slotkeeper'"), [])
     }))
 

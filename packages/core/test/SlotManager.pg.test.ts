@@ -24,13 +24,15 @@ const setup = (settings: Record<string, string> = {}) =>
   })
 
 /** A transaction on its own connection that has written (so it has an xid) and stays open until the scope closes. */
-const openTransaction = (url: string) =>
+// `id`: the row it inserts. Transactions meant to overlap need ids of their own: two inserting the same key queue
+// behind each other (the second waits for the first to end), so they would not overlap but pile up.
+const openTransaction = (url: string, id = -1) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const client = new pg.Client({ connectionString: url })
       await client.connect()
       await client.query("BEGIN")
-      await client.query("INSERT INTO items VALUES (-1, 'a long transaction') ON CONFLICT DO NOTHING")
+      await client.query("INSERT INTO items VALUES ($1, 'a long transaction') ON CONFLICT DO NOTHING", [id])
       return client
     }),
     (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end(), () => client.end()))
@@ -209,8 +211,9 @@ describe("SlotManager (real PostgreSQL 18)", () => {
       // consistent only once the ones running at its start have ended
       // (a slot becomes consistent as it reads running-transactions records: the background writer logs one every
       // 15 s, the test every 500 ms, as `SlotManager` does while settling)
+      let next = -1
       const holding = yield* Effect.forkChild(Effect.forever(Effect.gen(function*() {
-        yield* Effect.forkChild(Effect.scoped(Effect.andThen(openTransaction(server.url), Effect.sleep("3 seconds"))))
+        yield* Effect.forkChild(Effect.scoped(Effect.andThen(openTransaction(server.url, next--), Effect.sleep("3 seconds"))))
         yield* server.query("SELECT pg_log_standby_snapshot()::text")
         yield* Effect.sleep("500 millis")
       })))
