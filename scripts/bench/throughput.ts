@@ -279,10 +279,11 @@ export const run = (workload: Workload, only?: ReadonlyArray<Reader>) =>
     const written = performance.now()
     yield* pg.query(workload.sql)
     const writeMs = performance.now() - written
-    // the workload's dirty pages written out now, not while the first reader runs
-    yield* pg.query("CHECKPOINT")
     const [row] = yield* pg.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn")
     const end = row!.lsn
+    // the workload's dirty pages written out now, not while the first reader runs (after `end` is read: the readers
+    // wait for a commit at or past it, and the checkpoint's own record is none)
+    yield* pg.query("CHECKPOINT")
     const results = new Map<Reader, Measured | string>()
     const wanted = (reader: Reader) => only === undefined || only.includes(reader)
     if (wanted(readers[0])) {

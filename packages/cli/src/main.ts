@@ -9,7 +9,9 @@
  * stderr (`Logging`: text, logfmt or JSON); stdout carries only data. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics,
  * traces and logs are also exported over OTLP (`Telemetry`).
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+// the modules themselves, not the package's index, which loads every module (its Redis client among them) at start-up
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { ConnectFailure, Redact } from "@slotkeeper/core"
 import { CliOutput, Command } from "effect/cli"
 import { Cause, Console, Effect, Exit, Layer, Option, Runtime } from "effect"

@@ -5,7 +5,7 @@
  * A port that cannot be listened on (in use, not permitted) is bad input: `ConfigInvalid` for `--http-port`.
  */
 import { createServer } from "node:http"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { HttpRoutes, StreamStatus } from "@slotkeeper/core"
 import { Effect, Layer, type Scope } from "effect"
 import { HttpRouter } from "effect/http"
