@@ -17,6 +17,24 @@ const niceMax = (max: number) => {
 const ticks = (max: number, n = 5) => Array.from({ length: n + 1 }, (_, i) => (max * i) / n)
 const label = (v: number) => (Math.abs(v) >= 1000 ? v.toLocaleString("en", { maximumFractionDigits: 0 }) : String(Math.round(v * 100) / 100))
 
+/** The parts both charts share: background, title, the y axis' label, and a grid line with its value per y tick. */
+const frame = (o: { readonly width: number; readonly height: number; readonly left: number; readonly top: number; readonly plotW: number; readonly plotH: number; readonly title: string; readonly yLabel: string; readonly yMax: number; readonly y: (v: number) => number }): Array<string> => [
+  `<svg xmlns="http://www.w3.org/2000/svg" width="${o.width}" height="${o.height}" viewBox="0 0 ${o.width} ${o.height}" font-family="sans-serif" font-size="11">`,
+  `<rect width="${o.width}" height="${o.height}" fill="white"/>`,
+  `<text x="${o.width / 2}" y="20" text-anchor="middle" font-size="14">${escape(o.title)}</text>`,
+  `<text transform="translate(14 ${o.top + o.plotH / 2}) rotate(-90)" text-anchor="middle">${escape(o.yLabel)}</text>`,
+  ...ticks(o.yMax).flatMap((t) => [
+    `<line x1="${o.left}" x2="${o.left + o.plotW}" y1="${o.y(t)}" y2="${o.y(t)}" stroke="#ddd"/>`,
+    `<text x="${o.left - 6}" y="${o.y(t) + 4}" text-anchor="end">${label(t)}</text>`
+  ])
+]
+
+/** A dashed horizontal goal line with its label. */
+const goalLine = (goal: { readonly value: number; readonly label: string }, left: number, plotW: number, y: (v: number) => number): Array<string> => [
+  `<line x1="${left}" x2="${left + plotW}" y1="${y(goal.value)}" y2="${y(goal.value)}" stroke="#e15759" stroke-dasharray="6 4"/>`,
+  `<text x="${left + plotW}" y="${y(goal.value) - 4}" text-anchor="end" fill="#e15759">${escape(goal.label)}</text>`
+]
+
 export interface Bars {
   readonly title: string
   readonly yLabel: string
@@ -42,16 +60,7 @@ export const bars = (chart: Bars): string => {
   const y = (v: number) => top + plotH - (v / max) * plotH
   const groupW = plotW / chart.groups.length
   const barW = (groupW * 0.8) / chart.series.length
-  const out: Array<string> = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="14">${escape(chart.title)}</text>`,
-    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(chart.yLabel)}</text>`
-  ]
-  for (const t of ticks(max)) {
-    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`)
-    out.push(`<text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${label(t)}</text>`)
-  }
+  const out = frame({ width, height, left, top, plotW, plotH, title: chart.title, yLabel: chart.yLabel, yMax: max, y })
   chart.groups.forEach((group, g) => {
     chart.series.forEach((s, i) => {
       const v = s.values[g]
@@ -67,10 +76,7 @@ export const bars = (chart: Bars): string => {
     }
     lines.slice(0, 3).forEach((l, k) => out.push(`<text x="${left + g * groupW + groupW / 2}" y="${top + plotH + 16 + k * 13}" text-anchor="middle">${escape(l)}</text>`))
   })
-  if (chart.goal !== undefined) {
-    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(chart.goal.value)}" y2="${y(chart.goal.value)}" stroke="#e15759" stroke-dasharray="6 4"/>`)
-    out.push(`<text x="${left + plotW}" y="${y(chart.goal.value) - 4}" text-anchor="end" fill="#e15759">${escape(chart.goal.label)}</text>`)
-  }
+  if (chart.goal !== undefined) out.push(...goalLine(chart.goal, left, plotW, y))
   chart.series.forEach((s, i) => {
     const x = left + i * 190
     out.push(`<rect x="${x}" y="${height - 22}" width="10" height="10" fill="${palette[i % palette.length]}"/>`)
@@ -103,17 +109,8 @@ export const lines = (chart: Lines): string => {
   const yMax = niceMax(Math.max(...ys, chart.goal?.value ?? 0))
   const x = (v: number) => left + (v / xMax) * plotW
   const y = (v: number) => top + plotH - (v / yMax) * plotH
-  const out: Array<string> = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="14">${escape(chart.title)}</text>`,
-    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(chart.yLabel)}</text>`,
-    `<text x="${left + plotW / 2}" y="${top + plotH + 32}" text-anchor="middle">${escape(chart.xLabel)}</text>`
-  ]
-  for (const t of ticks(yMax)) {
-    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`)
-    out.push(`<text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${label(t)}</text>`)
-  }
+  const out = frame({ width, height, left, top, plotW, plotH, title: chart.title, yLabel: chart.yLabel, yMax, y })
+  out.push(`<text x="${left + plotW / 2}" y="${top + plotH + 32}" text-anchor="middle">${escape(chart.xLabel)}</text>`)
   for (const t of ticks(xMax)) out.push(`<text x="${x(t)}" y="${top + plotH + 16}" text-anchor="middle">${label(t)}</text>`)
   chart.series.forEach((s, i) => {
     const d = s.points.map((p, k) => `${k === 0 ? "M" : "L"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")
@@ -122,10 +119,7 @@ export const lines = (chart: Lines): string => {
     out.push(`<rect x="${lx}" y="${height - 20}" width="10" height="10" fill="${palette[i % palette.length]}"/>`)
     out.push(`<text x="${lx + 14}" y="${height - 11}">${escape(s.name)}</text>`)
   })
-  if (chart.goal !== undefined) {
-    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(chart.goal.value)}" y2="${y(chart.goal.value)}" stroke="#e15759" stroke-dasharray="6 4"/>`)
-    out.push(`<text x="${left + plotW}" y="${y(chart.goal.value) - 4}" text-anchor="end" fill="#e15759">${escape(chart.goal.label)}</text>`)
-  }
+  if (chart.goal !== undefined) out.push(...goalLine(chart.goal, left, plotW, y))
   out.push("</svg>")
   return `${out.join("\n")}\n`
 }

@@ -8,15 +8,13 @@
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join } from "node:path"
 import { Effect, Fiber, Schedule } from "effect"
 import { PgCluster, Wait } from "@slotkeeper/testkit"
 import Pg from "pg"
 import { freePort } from "../../packages/cli/test/cli-helpers.ts"
+import { cli } from "./throughput.ts"
 
-const here = dirname(fileURLToPath(import.meta.url))
-const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export interface LagResult {
   readonly rowsPerSecond: number

@@ -14,16 +14,13 @@
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join } from "node:path"
 import { Effect, Fiber } from "effect"
 import { PgCluster } from "@slotkeeper/testkit"
 import Pg from "pg"
-import { workloads } from "./throughput.ts"
+import { cli, workloads } from "./throughput.ts"
 
 
-const here = dirname(fileURLToPath(import.meta.url))
-const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export interface LoadResult {
   readonly mode: string

@@ -201,7 +201,7 @@ const program = Effect.gen(function*() {
       goals.push({
         goal: `graceful handover (SIGTERM), ${lock}`,
         target: "≤ 300 ms",
-        baseline: lock === "advisory" ? "522–572 ms" : "522–572 ms",
+        baseline: "522–572 ms",
         measured: `${cell(graceful.takeovers)} ms`,
         met: summarize(graceful.takeovers).median <= 300
       })

@@ -40,7 +40,8 @@ const cliEnv = () => {
 }
 // node flags for the CLI only, to compare settings (e.g. CLI_NODE_FLAGS="--max-semi-space-size=8")
 const cliFlags = () => (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
-const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
+/** The `slotkeeper` binary. */
+export const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
 export const recvlogical = (() => {
   if (process.env.SLOTKEEPER_PG_RECVLOGICAL) return process.env.SLOTKEEPER_PG_RECVLOGICAL
@@ -150,23 +151,17 @@ export const lineCounter = (path: string) => {
   }
 }
 
-const currentRss = (pid: number) => {
+/** A memory figure of `pid` from /proc (`VmRSS`: now, `VmHWM`: its peak), in MB. */
+const statusMB = (pid: number, field: "VmRSS" | "VmHWM") => {
   try {
-    const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
+    const kb = Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
     return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined
   } catch {
     return undefined
   }
 }
-
-const peakRss = (pid: number) => {
-  try {
-    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1])
-    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined
-  } catch {
-    return undefined
-  }
-}
+const currentRss = (pid: number) => statusMB(pid, "VmRSS")
+const peakRss = (pid: number) => statusMB(pid, "VmHWM")
 
 /** A local NDJSON receiver for the http sink: answers 200 to every batch once its body arrived, counting change lines. */
 const receiver = () =>

@@ -236,9 +236,9 @@ export const make = (options: AdvisoryLockOptions): LockBackend & Guards => {
 
     // Unlocked, then announced: a waiter woken by the notice finds the lock free.
     const release = (_held: Held) =>
-      Effect.ignore(Effect.andThen(
-        query("SELECT pg_advisory_unlock($1::int4, $2::int4)", [own.namespace, own.key]),
-        query(ReleaseNotice.announceStatement, [ReleaseNotice.channel, ReleaseNotice.payload(config)])
+      Effect.ignore(query(
+        ReleaseNotice.announcing("SELECT 1 WHERE pg_advisory_unlock($1::int4, $2::int4)", 3),
+        [own.namespace, own.key, ReleaseNotice.channel, ReleaseNotice.payload(config)]
       ))
 
     // Terminates the holder only if that pid still holds this stream's lock.

@@ -133,13 +133,13 @@ export const make = (options: LeaseLockOptions): LockBackend & Guards => {
 
   // Expired, then announced (NOTIFY passes through poolers): a waiter woken by the notice finds the lease free.
   const release = (held: Held) =>
-    Effect.ignore(Effect.andThen(
-      sql.unsafe(
+    Effect.ignore(sql.unsafe(
+      ReleaseNotice.announcing(
         `UPDATE ${leases} SET lease_until = now()
-          WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now()`,
-        [config.streamId, config.instanceId, held.epoch]
+          WHERE stream_id = $1 AND holder = $2 AND epoch = $3::bigint AND lease_until > now() RETURNING 1`,
+        4
       ),
-      sql.unsafe(ReleaseNotice.announceStatement, [ReleaseNotice.channel, ReleaseNotice.payload(config)])
+      [config.streamId, config.instanceId, held.epoch, ReleaseNotice.channel, ReleaseNotice.payload(config)]
     ))
 
   const session: LockSession = {

@@ -7,8 +7,8 @@
  * is lost, late, duplicated or sent by anyone else costs at most one extra attempt; polling (`acquireInterval`) stays
  * the fallback and the only mechanism after an unclean loss, when nobody announces anything.
  *
- * **How**: after a graceful release the holder runs `pg_notify('slotkeeper_release', '<schema>.<stream>')` (sent when
- * that statement commits, so after the release). A waiter `LISTEN`s on a *direct* session while it competes: the
+ * **How**: a graceful release runs, in its own statement, `pg_notify('slotkeeper_release', '<schema>.<stream>')` (sent
+ * when that statement commits, so after the release, and only if something was released). A waiter `LISTEN`s on a *direct* session while it competes: the
  * advisory lock session itself, or, in lease mode, a session of its own opened only when the SQL connection is known to
  * reach PostgreSQL directly (no `replicationUrl`: the same URL serves replication, which a pooler cannot). `LISTEN`
  * through PgBouncer in transaction mode is not supported, so lease mode behind a pooler polls.
@@ -28,8 +28,17 @@ export const channel = "slotkeeper_release"
 /** The payload naming a stream: schema-qualified, since streams of two schemas may share a database. */
 export const payload = (config: Pick<OwnershipConfig, "schema" | "streamId">): string => `${config.schema}.${config.streamId}`
 
-/** The statement that announces a release: `$1` channel, `$2` payload. Run it after the release itself. */
-export const announceStatement = "SELECT pg_notify($1, $2)"
+/**
+ * `release` (a statement returning a row only when it released something) followed, in the same statement, by the
+ * notice — sent when the statement commits, so after the release, and only when there was one. `channel` and
+ * `payload` are the parameters numbered `first` and `first + 1`.
+ */
+export const announcing = (release: string, first: number): string =>
+  `WITH released AS (${release}) SELECT pg_notify($${first}, $${first + 1}) FROM released LIMIT 1`
+
+// Without notices a waiter polls: never a failure.
+const pollingOnly = (cause: unknown): Effect.Effect<Effect.Effect<void>> =>
+  Effect.as(Effect.logDebug("release notices unavailable; polling only", cause), Effect.never as Effect.Effect<void>)
 
 /**
  * Listens on `conn` (a direct session, pinned for the scope) and returns an effect that completes at the next release
@@ -47,11 +56,7 @@ export const listen = (
       Effect.catchCause(() => Effect.never)
     )
     return next
-  }).pipe(
-    Effect.catchCause((cause) =>
-      Effect.as(Effect.logDebug("release notices unavailable; polling only", cause), Effect.never as Effect.Effect<void>)
-    )
-  )
+  }).pipe(Effect.catchCause(pollingOnly))
 
 /**
  * A session of its own to listen on, for lease mode on a direct connection (see the module comment): opened in the
@@ -69,8 +74,4 @@ export const listenDirect = (
       applicationName: applicationName(config.streamId, config.instanceId, "admin")
     })
     return yield* listen(yield* conn.pin, config)
-  }).pipe(
-    Effect.catchCause((cause) =>
-      Effect.as(Effect.logDebug("release notices unavailable; polling only", cause), Effect.never as Effect.Effect<void>)
-    )
-  )
+  }).pipe(Effect.catchCause(pollingOnly))

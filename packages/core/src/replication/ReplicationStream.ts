@@ -369,24 +369,7 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     // Socket side -> events, in order, each offered with backpressure (the socket is paused while the queue is full).
     // Never rejects: once the queue is shut down (the scope closed), a pending offer just ends.
     // Offered in batches (a transaction replayed from the spool is many events): one hand-over per batch, not per event.
-    // Synchronously while the queue has room (no fiber, no promise per message); waiting, with backpressure, only for
-    // what does not fit.
-    const offerAll = (events: ReadonlyArray<ReplicationEvent>): boolean | Promise<boolean> => {
-      const rest = Queue.offerAllUnsafe(queue, events)
-      return rest.length === 0 || Effect.runPromiseExit(Queue.offerAll(queue, rest)).then((exit) => exit._tag === "Success")
-    }
     const batchSize = 256
-    /** Offers `events` in batches; false once the queue is shut down. */
-    const offerBatched = async (events: Iterable<ReplicationEvent>): Promise<boolean> => {
-      let batch: Array<ReplicationEvent> = []
-      for (const event of events) {
-        batch.push(event)
-        if (batch.length < batchSize) continue
-        if (!(await offerAll(batch))) return false
-        batch = []
-      }
-      return batch.length === 0 || (await offerAll(batch))
-    }
     // With a gate, the events of a transaction sent at its commit are held until the standbys have that commit (its
     // end is known only then). One that grows past `holdLimit` events is let through once the standbys have the
     // primary's current flush position, which is past its commit (decoded before it was sent).
@@ -445,14 +428,14 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
         else if (message.tag === "begin") held = []
       }
       const events = assembler.push(message)
-      if (held === undefined) return void (await offerBatched(events))
+      if (held === undefined) return await offerNow(events)
       for (const event of events) held.push(event)
       if (message.tag === "commit") await gate!.reached(message.endLsn)
       else if (held.length >= holdLimit) await gate!.reached(await gate!.flushNow())
       else return
       const release = held
       held = undefined
-      await offerBatched(release)
+      await offerNow(release[Symbol.iterator]())
     }
     /** Handles one message: `undefined` when done synchronously (the common case), or what it waits for. */
     const handle = (message: Message): Promise<void> | undefined => {
