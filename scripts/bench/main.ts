@@ -6,6 +6,7 @@
  *   npm run bench                          # everything; writes docs/benchmarks.md and docs/charts/*.svg
  *   npm run bench -- throughput handover   # some parts; prints them, writes nothing
  *   PROFILE_DIR=/tmp/prof RUNS=1 npm run bench -- throughput   # with --cpu-prof (see throughput.ts)
+ *   WORKLOADS=2,4 RUNS=1 npm run bench -- throughput   # only those workloads
  *   RUNS=5 ROWS=1000000 TRANSACTIONS=100000 npm run bench
  *
  * Parts: `throughput` (throughput.ts: W1–W4, each reader, time to ownership), `memory` (the CLI on a 1 GB
@@ -31,6 +32,8 @@ const runs = Number(process.env.RUNS ?? 3)
 const rows = Number(process.env.ROWS ?? 1_000_000)
 const transactions = Number(process.env.TRANSACTIONS ?? 100_000)
 const lagSeconds = Number(process.env.LAG_SECONDS ?? 60)
+// WORKLOADS=2,4: only those throughput workloads (for investigating one; a full run measures all)
+const onlyWorkloads = process.env.WORKLOADS?.split(",").map(Number)
 const parts = process.argv.slice(2)
 const all = parts.length === 0
 const wanted = (part: string) => (part === "load" ? parts.includes(part) : all || parts.includes(part))
@@ -66,6 +69,7 @@ const throughput = Effect.gen(function*() {
   let w2Peak: Array<number> = []
   const list = Throughput.workloads(rows, transactions)
   for (const [w, workload] of list.entries()) {
+    if (onlyWorkloads !== undefined && !onlyWorkloads.includes(w + 1)) continue
     const measured = new Map<Throughput.Reader, Array<Throughput.Measured>>()
     const notes = new Map<Throughput.Reader, string>()
     const writes: Array<number> = []

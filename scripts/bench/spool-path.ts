@@ -4,11 +4,14 @@
  * time to spool, to replay, rows/s and RSS. Not part of `npm test` or `npm run bench`.
  *
  *   node scripts/toolchain.mjs run scripts/bench/spool-path.ts 1000000
+ *   BODY=8000 node scripts/toolchain.mjs run scripts/bench/spool-path.ts 100000
  */
 import { Assembler } from "../../packages/core/src/replication/Assembler.ts"
 import { Decoder } from "../../packages/core/src/replication/Pgoutput.ts"
 import { Spool } from "../../packages/core/src/replication/Spool.ts"
 const rows = Number(process.argv[2] ?? 1_000_000)
+// BODY=8000: each row's text that long (W4's TOASTed rows)
+const body = process.env.BODY === undefined ? undefined : "x".repeat(Number(process.env.BODY))
 const msg = (parts: Array<Buffer>) => Buffer.concat(parts)
 const u8 = (n: number) => Buffer.from([n])
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b }
@@ -20,7 +23,7 @@ const xid = 777
 const relation = msg([Buffer.from("R"), u32(xid), u32(16384), str("public"), str("items"), Buffer.from("d"), i16(2),
   u8(1), str("id"), u32(23), i32(-1), u8(0), str("body"), u32(25), i32(-1)])
 const text = (s: string) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from("t"), i32(b.length), b]) }
-const insert = (i: number) => msg([Buffer.from("I"), u32(xid), u32(16384), Buffer.from("N"), i16(2), text(String(i)), text(`row ${i} with some body text`)])
+const insert = (i: number) => msg([Buffer.from("I"), u32(xid), u32(16384), Buffer.from("N"), i16(2), text(String(i)), text(body ?? `row ${i} with some body text`)])
 const decoder = new Decoder()
 const spool = new Spool()
 const assembler = new Assembler(0n, spool)

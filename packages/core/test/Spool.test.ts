@@ -49,7 +49,7 @@ describe("Spool (local disk)", () => {
       symlinkSync("/dev/full", join(base, dir, "7.spool")) // writes there fail with ENOSPC
       const thrown = (() => {
         try {
-          for (let i = 0; i < 10; i++) spool.append(7, 7, { row: i, body: "x".repeat(100) })
+          for (let i = 0; i < 10; i++) spool.append(7, 7, 0, "x".repeat(100))
           return undefined
         } catch (e) {
           return e

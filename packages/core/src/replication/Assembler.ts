@@ -12,12 +12,13 @@
  *   whole — the same rule the server applies, checked here again.
  * - `seq` is a change's position inside its transaction (from 1). A plain LSN is not unique per change; `(commitLsn,
  *   seq)` is, and it is what a partly consumed transaction resumes from.
- * - What is spooled is what PostgreSQL sent — each tuple's texts, and which Relation message described them — in a
- *   record format of fixed shape: values are mapped (`Rows`) only when the transaction is replayed, so no value can be
- *   mistaken for a marker of the spool's own, and a spooled change maps exactly like one sent at commit.
+ * - What is spooled is what PostgreSQL sent: a change's message, byte for byte, tagged with the Relation message that
+ *   described it (by number); a truncate or a logical message as a JSON record of fixed shape. A change is decoded
+ *   and its values mapped (`Rows`) only when the transaction is replayed — once, and exactly like a change sent at
+ *   commit — and nothing in a value can be mistaken for a marker of the spool's own.
  */
 import type { Lsn } from "../Lsn.ts"
-import type { Message, Relation, Row, Tuple } from "./Pgoutput.ts"
+import { Decoder, type Message, type Relation, type Row, type Tuple } from "./Pgoutput.ts"
 import { build, Rows } from "./Rows.ts"
 import type { Spool } from "./Spool.ts"
 import * as Watermark from "./Watermark.ts"
@@ -100,8 +101,11 @@ type Spooled =
   | Omit<TruncateEvent, keyof InTransaction>
   | Omit<MessageEvent, "transaction">
 
+/** The spool tag of a JSON record; any other tag is a change's message as it came, the tag its relation's number. */
+const jsonTag = 0xffffffff
+
 /**
- * A spool record (JSON of fixed shape; texts are strings or `null`, an unchanged TOASTed value `0`):
+ * A JSON spool record (of fixed shape; texts are strings or `null`, an unchanged TOASTed value `0`):
  * `[0, relation, op (0 insert, 1 update, 2 delete), new texts | null, old texts | null, old is key (0/1)]`,
  * `[1, relations, cascade, restart identity]`, `[2, transactional, prefix, content base64, lsn]`.
  */
@@ -153,6 +157,8 @@ export class Assembler {
   /** The relations spooled records refer to, by number (a Relation message inside a streamed block changes them). */
   private readonly spooledRelations: Array<Relation> = []
   private readonly spooledIndex = new Map<Relation, number>()
+  /** Decodes spooled changes at replay. */
+  private readonly decoder = new Decoder()
 
   /**
    * `start`: where streaming started (the durable position); transactions committed below it are skipped.
@@ -226,6 +232,14 @@ export class Assembler {
     }
   }
 
+  /** A spooled record back as what it was spooled for. */
+  private fromSpool(record: { readonly tag: number; readonly body: Buffer }): Spooled {
+    if (record.tag === jsonTag) return this.fromRecord(JSON.parse(record.body.toString("utf8")) as SpoolRecord)
+    const relation = this.spooledRelations[record.tag]
+    if (relation === undefined) throw new Error(`spool: a change of relation number ${record.tag}, which was never spooled`)
+    return this.eventOf(this.decoder.decodeStreamed(record.body, relation))!
+  }
+
   private fromRecord(r: SpoolRecord): Spooled {
     switch (r[0]) {
       case 0:
@@ -275,9 +289,9 @@ export class Assembler {
         }
         yield { _tag: "Begin", xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime }
         let seq = 0
-        for (const spooled of this.spool.replay(m.xid)) {
+        for (const record of this.spool.replay(m.xid)) {
           seq++
-          if (!this.consumed(m.commitLsn, seq)) yield place(this.fromRecord(spooled as SpoolRecord), { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
+          if (!this.consumed(m.commitLsn, seq)) yield place(this.fromSpool(record), { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
         }
         yield { _tag: "Commit", xid: m.xid, commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime, changes: seq }
         return
@@ -290,6 +304,10 @@ export class Assembler {
           return
         }
         break
+      case "streamedChange":
+        // as it came: decoded at the commit (`fromSpool`)
+        this.spool.append(this.streaming ?? m.xid, m.xid, this.relationNumber(m.relation), m.raw)
+        return
       case "insert":
       case "update":
       case "delete":
@@ -299,7 +317,7 @@ export class Assembler {
         return // relation, type, origin: the decoder keeps what it needs
     }
     if ("xid" in m && m.xid !== undefined && this.streaming !== undefined) {
-      this.spool.append(this.streaming, m.xid, this.record(m)!)
+      this.spool.append(this.streaming, m.xid, jsonTag, JSON.stringify(this.record(m)!))
       return
     }
     const c = this.current

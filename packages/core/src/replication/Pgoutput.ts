@@ -14,7 +14,9 @@
  * The decoder keeps the relation cache: a Relation message comes before the first change of a relation in a session
  * and again whenever the relation changed (a column added, dropped, renamed, retyped), so later changes are decoded
  * with the new columns. Inside a streamed block (between Stream Start and Stream Stop) every change message carries
- * the (sub)transaction id it belongs to.
+ * the (sub)transaction id it belongs to; such a change is not decoded at once but handed on as its bytes with the
+ * relation it names (`streamedChange`): it is spooled until its transaction commits, and decoded then, once
+ * (`decodeStreamed`) — the texts of a transaction that aborts are never made.
  *
  * A tuple is kept as the texts PostgreSQL sent, column by column: which JavaScript value each becomes depends on the
  * column's type (`Values`, `Rows`), and a type that is not built in is looked up in `pg_type` before its first row is
@@ -42,6 +44,9 @@ export interface Relation {
 
 export type Row = Values.Row
 
+/** A decoded Insert, Update or Delete. */
+export type Change = Extract<Message, { readonly tag: "insert" | "update" | "delete" }>
+
 /** A tuple's values in PostgreSQL's text form, in column order: `null` for NULL, `undefined` for an unchanged TOASTed value (not sent). */
 export type Tuple = ReadonlyArray<string | null | undefined>
 
@@ -64,6 +69,12 @@ export type Message =
   | { readonly tag: "delete"; readonly xid: number | undefined; readonly relation: Relation; readonly old: Tuple; readonly oldIsKey: boolean }
   | { readonly tag: "truncate"; readonly xid: number | undefined; readonly relations: ReadonlyArray<Relation>; readonly cascade: boolean; readonly restartIdentity: boolean }
   | { readonly tag: "message"; readonly xid: number | undefined; readonly transactional: boolean; readonly lsn: Lsn; readonly prefix: string; readonly content: Uint8Array }
+  /**
+   * An Insert, Update or Delete inside a streamed block, not decoded yet: it is spooled as it came and decoded at its
+   * transaction's commit (`Decoder.decodeStreamed`). `raw` is a view of the socket's buffer, valid only while this
+   * message is handled: keep a copy to hold it longer.
+   */
+  | { readonly tag: "streamedChange"; readonly xid: number; readonly relation: Relation; readonly raw: Buffer }
   | { readonly tag: "streamStart"; readonly xid: number; readonly first: boolean }
   | { readonly tag: "streamStop" }
   | { readonly tag: "streamCommit"; readonly xid: number; readonly commitLsn: Lsn; readonly endLsn: Lsn; readonly commitTime: string }
@@ -187,32 +198,14 @@ export class Decoder {
         const x = xid()
         return { tag: "type", xid: x, typeOid: r.uint32(), schema: r.string(), name: r.string() }
       }
-      case "I": {
-        const x = xid()
-        const relation = this.relation(r.uint32())
-        this.expect(r, "N")
-        return { tag: "insert", xid: x, relation, new: this.tuple(r, relation) }
-      }
-      case "U": {
-        const x = xid()
-        const relation = this.relation(r.uint32())
-        let kind = String.fromCharCode(r.uint8())
-        let old: Tuple | undefined
-        let oldIsKey = false
-        if (kind === "K" || kind === "O") {
-          old = this.tuple(r, relation)
-          oldIsKey = kind === "K"
-          kind = String.fromCharCode(r.uint8())
-        }
-        if (kind !== "N") throw new DecodeError({ message: `pgoutput: update without a new tuple (${kind})` })
-        return { tag: "update", xid: x, relation, old, oldIsKey, new: this.tuple(r, relation) }
-      }
+      case "I":
+      case "U":
       case "D": {
         const x = xid()
         const relation = this.relation(r.uint32())
-        const kind = String.fromCharCode(r.uint8())
-        if (kind !== "K" && kind !== "O") throw new DecodeError({ message: `pgoutput: delete without an old tuple (${kind})` })
-        return { tag: "delete", xid: x, relation, old: this.tuple(r, relation), oldIsKey: kind === "K" }
+        // inside a streamed block the change is spooled as it came, and decoded once, at its commit
+        if (x !== undefined) return { tag: "streamedChange", xid: x, relation, raw: buffer }
+        return this.change(r, tag, x, relation)
       }
       case "T": {
         const x = xid()
@@ -246,6 +239,47 @@ export class Decoder {
         return { tag: "streamAbort", xid: r.uint32(), subxid: r.uint32() }
       default:
         throw new DecodeError({ message: `pgoutput: unknown message ${JSON.stringify(tag)} (a protocol this decoder does not speak)` })
+    }
+  }
+
+  /**
+   * Decodes a change of a streamed block that was spooled as it came (a `streamedChange`'s `raw`), as a change of
+   * `relation` — the relation its Relation message described when the change was received, which a later Relation
+   * message may have replaced since.
+   */
+  decodeStreamed(buffer: Buffer, relation: Relation): Change {
+    const r = new Reader(buffer)
+    const tag = String.fromCharCode(r.uint8())
+    if (tag !== "I" && tag !== "U" && tag !== "D") throw new DecodeError({ message: `pgoutput: a spooled change is a ${JSON.stringify(tag)} message` })
+    const x = r.uint32()
+    r.uint32() // the relation's oid: `relation` is the one it named then
+    return this.change(r, tag, x, relation)
+  }
+
+  /** An Insert, Update or Delete message, read past its transaction id and relation. */
+  private change(r: Reader, tag: "I" | "U" | "D", x: number | undefined, relation: Relation): Change {
+    switch (tag) {
+      case "I": {
+        this.expect(r, "N")
+        return { tag: "insert", xid: x, relation, new: this.tuple(r, relation) }
+      }
+      case "U": {
+        let kind = String.fromCharCode(r.uint8())
+        let old: Tuple | undefined
+        let oldIsKey = false
+        if (kind === "K" || kind === "O") {
+          old = this.tuple(r, relation)
+          oldIsKey = kind === "K"
+          kind = String.fromCharCode(r.uint8())
+        }
+        if (kind !== "N") throw new DecodeError({ message: `pgoutput: update without a new tuple (${kind})` })
+        return { tag: "update", xid: x, relation, old, oldIsKey, new: this.tuple(r, relation) }
+      }
+      case "D": {
+        const kind = String.fromCharCode(r.uint8())
+        if (kind !== "K" && kind !== "O") throw new DecodeError({ message: `pgoutput: delete without an old tuple (${kind})` })
+        return { tag: "delete", xid: x, relation, old: this.tuple(r, relation), oldIsKey: kind === "K" }
+      }
     }
   }
 

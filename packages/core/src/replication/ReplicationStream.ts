@@ -470,7 +470,8 @@ export const open = (options: ReplicationStreamOptions): Effect.Effect<Replicati
     }
     service.on("data", (_lsn: string, decoded: Pgoutput.Message) => {
       const message = decoded as unknown as Message
-      if (waiting) return void backlog.push(message)
+      // a streamed change's bytes are a view of the socket's buffer, which the next read reuses: held, it is copied
+      if (waiting) return void backlog.push(message.tag === "streamedChange" ? { ...message, raw: Buffer.from(message.raw) } : message)
       const pending = handle(message)
       if (pending !== undefined) return waitFor(pending)
       const pauseMs = pauseDue()

@@ -16,9 +16,10 @@
  *   spools: each folder names its owner (pid and process start), and one whose owner no longer runs is stale.
  * - A write that fails (a full disk: ENOSPC) is a `SpoolError` that names the file and what to do.
  *
- * **Details**: a record is `[length u32][subxid u32][JSON]`. The JSON is the caller's record, which must be plain
- * JSON (strings, finite numbers, booleans, `null`, arrays, objects) and read back as it was written: the spool adds no
- * markers of its own to it (the `Assembler` spools PostgreSQL's texts, not mapped values).
+ * **Details**: a record is `[length u32][subxid u32][tag u32][body]`: the caller's tag and bytes, read back exactly as
+ * written — the spool adds no markers to the body, so nothing in it can be mistaken for one (the `Assembler` spools
+ * a change as the bytes PostgreSQL sent, tagged with the relation that described them). Replay hands each body out
+ * as a view of its read buffer, valid until the next record is read: nothing is allocated per record.
  */
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -61,6 +62,15 @@ export const removeStale = (base: string = tmpdir()): ReadonlyArray<string> => {
 }
 
 let staleRemoved = false
+
+/** A record's header: its body's length, its subtransaction, its tag (each a u32). */
+const headerBytes = 12
+
+/** A record as replayed: the caller's tag, and its body — a view valid until the next record is read. */
+export interface SpooledRecord {
+  readonly tag: number
+  readonly body: Buffer
+}
 
 interface Entry {
   readonly fd: number
@@ -119,33 +129,36 @@ export class Spool {
     if (e !== undefined && b.bytes > 0) this.io(e.path, () => writeSync(e.fd, this.buffer, 0, b.bytes))
   }
 
-  /** Appends `value` (plain JSON: see the module comment) as a change of `subxid` of `xid`. */
-  append(xid: number, subxid: number, value: unknown): void {
+  /** Appends `body` (a string is written as UTF-8) with the caller's `tag` (a u32) as a change of `subxid` of `xid`. */
+  append(xid: number, subxid: number, tag: number, body: Uint8Array | string): void {
     const e = this.entry(xid)
     if (this.buffered !== undefined && this.buffered.xid !== xid) this.flush()
-    const json = JSON.stringify(value)
-    const length = Buffer.byteLength(json)
-    if (8 + length > this.buffer.length) {
+    const length = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength
+    if (headerBytes + length > this.buffer.length) {
       // a record larger than the buffer goes straight to the file
       this.flush()
-      const header = Buffer.alloc(8)
+      const header = Buffer.alloc(headerBytes)
       header.writeUInt32BE(length, 0)
       header.writeUInt32BE(subxid >>> 0, 4)
+      header.writeUInt32BE(tag >>> 0, 8)
       this.io(e.path, () => {
         writeSync(e.fd, header)
-        writeSync(e.fd, json)
+        if (typeof body === "string") writeSync(e.fd, body)
+        else writeSync(e.fd, body, 0, length)
       })
       return
     }
     let at = this.buffered?.bytes ?? 0
-    if (at + 8 + length > this.buffer.length) {
+    if (at + headerBytes + length > this.buffer.length) {
       this.flush()
       at = 0
     }
     this.buffer.writeUInt32BE(length, at)
     this.buffer.writeUInt32BE(subxid >>> 0, at + 4)
-    this.buffer.write(json, at + 8)
-    this.buffered = { xid, bytes: at + 8 + length }
+    this.buffer.writeUInt32BE(tag >>> 0, at + 8)
+    if (typeof body === "string") this.buffer.write(body, at + headerBytes)
+    else this.buffer.set(body, at + headerBytes)
+    this.buffered = { xid, bytes: at + headerBytes + length }
   }
 
   /** A subtransaction aborted (or, when `subxid === xid`, the whole transaction). */
@@ -159,8 +172,11 @@ export class Spool {
     return this.entries.has(xid)
   }
 
-  /** The spooled changes of `xid`, in order, without those of aborted subtransactions; the file is removed after. */
-  *replay(xid: number): Generator<unknown> {
+  /**
+   * The spooled records of `xid`, in order, without those of aborted subtransactions; the file is removed after.
+   * Each `body` is a view valid until the next record is read.
+   */
+  *replay(xid: number): Generator<SpooledRecord> {
     const e = this.entries.get(xid)
     if (e === undefined) return
     if (this.buffered?.xid === xid) this.flush()
@@ -170,7 +186,7 @@ export class Spool {
     let end = 0
     try {
       for (;;) {
-        if (end - start < 8 || end - start < 8 + block.readUInt32BE(start)) {
+        if (end - start < headerBytes || end - start < headerBytes + block.readUInt32BE(start)) {
           // move what is left to the front and read more
           block.copy(block, 0, start, end)
           end -= start
@@ -178,26 +194,27 @@ export class Spool {
           const read = readSync(e.fd, block, end, block.length - end, filePosition)
           filePosition += read
           end += read
-          if (end < 8) return
+          if (end < headerBytes) return
           const length = block.readUInt32BE(0)
-          if (8 + length > block.length) {
+          if (headerBytes + length > block.length) {
             // a record larger than the block: read it on its own
-            const big = Buffer.alloc(8 + length)
+            const big = Buffer.alloc(headerBytes + length)
             block.copy(big, 0, 0, end)
-            readSync(e.fd, big, end, 8 + length - end, filePosition)
-            filePosition += 8 + length - end
+            readSync(e.fd, big, end, headerBytes + length - end, filePosition)
+            filePosition += headerBytes + length - end
             start = 0
             end = 0
-            if (!e.abortedSubxids.has(big.readUInt32BE(4))) yield JSON.parse(big.toString("utf8", 8))
+            if (!e.abortedSubxids.has(big.readUInt32BE(4))) yield { tag: big.readUInt32BE(8), body: big.subarray(headerBytes) }
             continue
           }
-          if (end < 8 + length) return // a torn record cannot happen: the file is ours and written whole
+          if (end < headerBytes + length) return // a torn record cannot happen: the file is ours and written whole
         }
         const length = block.readUInt32BE(start)
         const subxid = block.readUInt32BE(start + 4)
-        const json = block.toString("utf8", start + 8, start + 8 + length)
-        start += 8 + length
-        if (!e.abortedSubxids.has(subxid)) yield JSON.parse(json)
+        const tag = block.readUInt32BE(start + 8)
+        const body = block.subarray(start + headerBytes, start + headerBytes + length)
+        start += headerBytes + length
+        if (!e.abortedSubxids.has(subxid)) yield { tag, body }
       }
     } finally {
       this.drop(xid)
