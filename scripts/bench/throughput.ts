@@ -107,12 +107,12 @@ const nodeReader = (mode: "raw" | "slotkeeper" | "setup", url: string, end: stri
     })
   )
 
-const recvlogicalReader = (url: string, end: string, rows: number) =>
+const recvlogicalReader = (url: string, end: string, rows: number, slot = "bench_recv") =>
   Effect.promise(() =>
     new Promise<Measured>((resolve, reject) => {
       const u = new URL(url)
       const started = performance.now()
-      const args = ["-d", u.pathname.slice(1), "-h", u.hostname, "-p", u.port, "-U", decodeURIComponent(u.username), "-S", "bench_recv", "--start",
+      const args = ["-d", u.pathname.slice(1), "-h", u.hostname, "-p", u.port, "-U", decodeURIComponent(u.username), "-S", slot, "--start",
         "-o", "proto_version=2", "-o", "publication_names=bench", "-o", "streaming=on", "-E", end, "-f", "/dev/null", "--no-loop"]
       const child = spawn("/usr/bin/time", ["-f", "%M", recvlogical!, ...args], { stdio: ["ignore", "ignore", "pipe"] })
       let err = ""
@@ -245,7 +245,6 @@ export const timeToOwnership = (url: string, path: string) =>
     })
   )
 
-/** One run of `workload`: a fresh server, every reader's slot made, the workload written, then each reader alone. */
 /** A one-transaction workload of `rows` rows of `kB` kB of incompressible text each (the memory part's 1 GB). */
 export function toasted(rows: number, kB: number): Workload {
   return {
@@ -255,6 +254,12 @@ export function toasted(rows: number, kB: number): Workload {
   }
 }
 
+/**
+ * One run of `workload`: a fresh server, every reader's slot made, the workload written, then each reader alone —
+ * after an unmeasured warm-up read (pg_recvlogical on a slot of its own, its rate logged), so that no reader pays
+ * alone for what the first read after a workload costs (pg_recvlogical, when it was first, varied 7.0–9.4k rows/s on
+ * W4).
+ */
 export const run = (workload: Workload, only?: ReadonlyArray<Reader>) =>
   Effect.scoped(Effect.gen(function*() {
     const pg = yield* PgCluster.make({ major: 18 })
@@ -271,6 +276,7 @@ export const run = (workload: Workload, only?: ReadonlyArray<Reader>) =>
     yield* cliReader(pg.url, "http", `http://127.0.0.1:${http.port}/`, 0, () => 0)
     yield* pg.query("SELECT slot_name FROM pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
     yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_recv')")
+    yield* pg.query("SELECT slot_name FROM pg_copy_logical_replication_slot('bench_raw', 'bench_warm')")
     const written = performance.now()
     yield* pg.query(workload.sql)
     const writeMs = performance.now() - written
@@ -279,6 +285,11 @@ export const run = (workload: Workload, only?: ReadonlyArray<Reader>) =>
     // the workload's dirty pages written out now, not while the first reader runs (after `end` is read: the readers
     // wait for a commit at or past it, and the checkpoint's own record is none)
     yield* pg.query("CHECKPOINT")
+    if (recvlogical !== undefined && existsSync("/usr/bin/time")) {
+      const warm = yield* recvlogicalReader(pg.url, end, workload.rows, "bench_warm")
+      console.error(`[bench] warm-up read (pg_recvlogical): ${Math.round(warm.rows / (warm.ms / 1000))} rows/s`)
+    }
+    yield* pg.query("SELECT pg_drop_replication_slot('bench_warm')")
     const results = new Map<Reader, Measured | string>()
     const wanted = (reader: Reader) => only === undefined || only.includes(reader)
     if (wanted(readers[0])) {
