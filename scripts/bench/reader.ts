@@ -32,8 +32,11 @@ setInterval(() => {
   peak.externalMB = Math.max(peak.externalMB, Math.round(m.external / 2 ** 20))
 }, 100).unref()
 
-// rows and memory; the orchestrator times each reader from spawn to exit
-const report = (rows: number) => console.log(JSON.stringify({ rows, maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), ...peak }))
+// rows and memory, and when the first change came (ms since this process started: for a one-transaction workload,
+// when its commit reached the reader); the orchestrator times each reader from spawn to exit
+let firstChangeMs: number | undefined
+const report = (rows: number) =>
+  console.log(JSON.stringify({ rows, maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), firstChangeMs: firstChangeMs === undefined ? undefined : Math.round(firstChangeMs), ...peak }))
 
 const slotkeeper = (setupOnly: boolean) =>
   Effect.scoped(Effect.gen(function*() {
@@ -44,7 +47,7 @@ const slotkeeper = (setupOnly: boolean) =>
     const owned = Delivery.run({ ...options, sql: ownership.sql }, (connection) =>
       Stream.runForEach(connection.events, (event) => {
         if (event._tag === "Change") {
-          rows++
+          if (rows++ === 0) firstChangeMs = performance.now()
           return Effect.void
         }
         if (event._tag !== "Commit") return Effect.void

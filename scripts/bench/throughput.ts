@@ -87,6 +87,8 @@ export interface Measured {
   readonly rows: number
   readonly ms: number
   readonly rssMB: number | undefined
+  /** The in-process reader: when its first change came, ms from its start (a one-transaction workload: its commit). */
+  readonly firstChangeMs?: number | undefined
   /** The CLI's resident memory over time: [ms since spawn, MB], every 100 ms. */
   readonly rssSeries?: ReadonlyArray<readonly [number, number]>
 }
@@ -101,8 +103,8 @@ const nodeReader = (mode: "raw" | "slotkeeper" | "setup", url: string, end: stri
       child.on("close", (code) => {
         const line = out.split("\n").find((l) => l.startsWith("{"))
         if (code !== 0 || (line === undefined && mode !== "setup")) return reject(new Error(`${mode} reader exited with ${code}: ${out}`))
-        const r = line === undefined ? { rows: 0, maxRssMB: undefined } : (JSON.parse(line) as { rows: number; maxRssMB: number })
-        resolve({ rows: r.rows, ms: performance.now() - started, rssMB: r.maxRssMB })
+        const r = line === undefined ? { rows: 0, maxRssMB: undefined } : (JSON.parse(line) as { rows: number; maxRssMB: number; firstChangeMs?: number })
+        resolve({ rows: r.rows, ms: performance.now() - started, rssMB: r.maxRssMB, firstChangeMs: "firstChangeMs" in r ? r.firstChangeMs : undefined })
       })
     })
   )
