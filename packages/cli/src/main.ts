@@ -2,7 +2,8 @@
  * The `slotkeeper` command line.
  *
  * `run` owns a stream and writes its changes; `check` is a server's preflight; `embedded` starts the embedded default
- * database; `status` shows who owns each stream and how its slots are; `slots list|drop` cleans up stale slots. Every option also reads an environment variable, named in `--help`.
+ * database; `status` shows who owns each stream and how its slots are; `slots list|drop` cleans up stale slots;
+ * `backfill` asks the owner for a table's existing rows. Every option also reads an environment variable, named in `--help`.
  *
  * Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for invalid options or input (one line that names the
  * option, printed before any database is touched), 1 for a fatal runtime condition, with its explanation. Logs go to
@@ -16,6 +17,7 @@ import { ConnectFailure, Redact } from "@slotkeeper/core"
 import { CliOutput, Command } from "effect/cli"
 import { Cause, Console, Effect, Exit, Layer, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
+import { backfill } from "./commands/backfill.ts"
 import { embedded } from "./commands/embedded.ts"
 import { check } from "./commands/check.ts"
 import { run } from "./commands/run.ts"
@@ -30,7 +32,7 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withDescription(
     "Exclusive, fenced ownership of a PostgreSQL logical replication stream, shared safely by many instances."
   ),
-  Command.withSubcommands([run, status, check, slots, embedded])
+  Command.withSubcommands([run, status, check, slots, backfill, embedded])
 )
 
 /**

@@ -20,6 +20,9 @@
  * - **Sinks** — `SinkDelivery` (a connection's changes to a sink as NDJSON lines — `Ndjson` — acknowledged once
  *   durable: what `slotkeeper run` runs), `Sink` (the contract, stdout), `FileSink` (with `FileLock`), `HttpSink`,
  *   `FencedSink` (the fencing contract a sink keeps), `PgTargetSink` (a worked example); `Redact`.
+ * - **Backfills** — `Backfill` (a table's existing rows as `read` changes inside the stream, placed exactly:
+ *   `Delivery`'s `backfill` option runs it), `BackfillProgress` (requests, and progress saved by guarded writes),
+ *   `ChunkReader` (what is read, what is refused), `ChunkWindow` (the placement decision).
  * - **Service** — `StreamStatus` (the health decision), `StreamMetrics` (Effect `Metric`s, Prometheus text by
  *   Effect's exporter), `HttpRoutes` (`/health`, `/health/owner`, `/metrics` on Effect's `HttpRouter`).
  *
@@ -72,3 +75,7 @@ export * as HttpRoutes from "./service/HttpRoutes.ts"
 export * as StreamMetrics from "./service/StreamMetrics.ts"
 export * as StreamStatus from "./service/StreamStatus.ts"
 export * as PgTargetSink from "./sink/PgTargetSink.ts"
+export * as Backfill from "./backfill/Backfill.ts"
+export * as BackfillProgress from "./backfill/BackfillProgress.ts"
+export * as ChunkReader from "./backfill/ChunkReader.ts"
+export * as ChunkWindow from "./backfill/ChunkWindow.ts"

@@ -7,16 +7,22 @@
  *
  * Three passes per server, each on a stream of its own: plain; with hostile `ALTER DATABASE`/`ALTER ROLE` settings
  * (the lines must not change by a byte); and with `logical_decoding_work_mem = 64kB`, the corpus in one big
- * transaction, so that PostgreSQL streams it in progress and it goes through the spool.
+ * transaction, so that PostgreSQL streams it in progress and it goes through the spool. And a backfill's read of the
+ * same rows (`ChunkReader`, in small chunks, under the hostile settings): the same values as the change lines, byte
+ * for byte.
  */
 import { PgCluster, type PgServer } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted, Stream } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
+import NodePg from "pg"
+import * as ChunkReader from "../src/backfill/ChunkReader.ts"
+import * as Connector from "../src/connection/Connector.ts"
 import * as StreamOwnership from "../src/ownership/StreamOwnership.ts"
 import * as Delivery from "../src/replication/Delivery.ts"
 import type { Relation } from "../src/replication/Pgoutput.ts"
 import type { ReplicationEvent } from "../src/replication/ReplicationStream.ts"
+import { Rows } from "../src/replication/Rows.ts"
 import * as TypeCatalog from "../src/replication/TypeCatalog.ts"
 import * as Values from "../src/replication/Values.ts"
 import { deliveryOptions } from "./delivery-helpers.ts"
@@ -304,6 +310,34 @@ describe.each([14, 18])("Fidelity oracle (real PostgreSQL %i)", (major) => {
         const hostilePass = yield* pass(pg, "hostile", insertAll(10_000, false), values)
         assert.deepStrictEqual(hostilePass.lines, plain.lines)
 
+        // a backfill's read of the plain pass's rows (ids below 10,000), in chunks of 5, still under the hostile
+        // defaults: every value as the change lines have it
+        const readLines = new Map<string, Map<number, string>>()
+        const [version] = yield* pg.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v")
+        const client = new NodePg.Client(yield* Connector.nodePg(Redacted.make(pg.url), "slotkeeper-fidelity", 10_000))
+        yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
+        const rows = new Rows(types)
+        let chunks = 0
+        for (let t = 0; t < corpus.length; t++) {
+          const shape = yield* ChunkReader.describe(own.sql, { publication: "slotkeeper_plain", schema: "public", table: tableName(t), where: "id < 10000", serverVersion: version!.v })
+          yield* types.learn(shape.relation)
+          let after: ReadonlyArray<string> | undefined
+          for (;;) {
+            const chunk = yield* ChunkReader.read(client, shape, after, 5, 10_000)
+            chunks++
+            for (const texts of chunk.rows) {
+              const row = rows.build(shape.relation, texts).row as { id: number; v: Values.Value }
+              const byId = readLines.get(tableName(t)) ?? new Map<number, string>()
+              byId.set(row.id, Values.valueJson(row.v))
+              readLines.set(tableName(t), byId)
+            }
+            if (chunk.rows.length < 5) break
+            after = ChunkReader.keyOf(shape, chunk.rows.at(-1)!)
+          }
+        }
+        assert.deepStrictEqual(readLines, plain.lines)
+        assert.isAbove(chunks, corpus.length, "tables with more than 5 values read in several chunks")
+
         // the spool: PostgreSQL streams the transaction in progress
         yield* pg.query("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
         yield* pg.query("SELECT pg_reload_conf()")
@@ -314,9 +348,9 @@ describe.each([14, 18])("Fidelity oracle (real PostgreSQL %i)", (major) => {
         assert.deepStrictEqual(spooled.lines, plain.lines)
         const spooledVerdict = yield* judge(own.sql, mappings, spooled, 20_000)
         assert.deepStrictEqual(spooledVerdict.differing, [])
-        console.log(`fidelity oracle, PostgreSQL ${major}: ${corpus.length} types, ${values} values per pass, 3 passes (plain, hostile settings, spooled); ` +
+        console.log(`fidelity oracle, PostgreSQL ${major}: ${corpus.length} types, ${values} values per pass, 3 passes (plain, hostile settings, spooled) and a backfill's read; ` +
           `${verdict.checked + spooledVerdict.checked} values judged by PostgreSQL, 0 lost, ${verdict.differing.length + spooledVerdict.differing.length} differing; ` +
-          `hostile and spooled lines identical to plain`)
+          `hostile and spooled lines, and the values read by a backfill, identical to plain`)
       }))
     }), 300_000)
 })

@@ -40,6 +40,7 @@ export const runFlags = {
   walHeartbeatInterval: RunOptions.flag("walHeartbeatInterval"),
   onSlotLost: RunOptions.flag("onSlotLost"),
   onSinkRejected: RunOptions.flag("onSinkRejected"),
+  snapshot: RunOptions.flag("snapshot"),
   standbyUrls: RunOptions.listFlag("standbyUrls")
 }
 
@@ -183,6 +184,8 @@ const streamLayer = (
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
+    // backfills (`slotkeeper backfill`, `--snapshot initial`) run inside the stream
+    backfill: config.snapshot === "initial" ? { initial: config.tables.map((t) => ({ schema: t.schema, table: t.name })) } : {},
     // a file is also the position's store, opened (and locked) for each holding period
     ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
   }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnership, owned)))

@@ -57,6 +57,7 @@ export interface RunInput {
   readonly walHeartbeatInterval?: string | undefined
   readonly onSlotLost?: string | undefined
   readonly onSinkRejected?: string | undefined
+  readonly snapshot?: string | undefined
   /** Standbys to check the failover slot's readiness on (PostgreSQL URLs). */
   readonly standbyUrls?: ReadonlyArray<string> | undefined
 }
@@ -91,6 +92,8 @@ export interface RunConfig {
   readonly onSlotLost: "fail" | "recreate"
   /** The http sink, on a 4xx that retrying cannot fix: stop with the error (default) or skip the batch. */
   readonly onSinkRejected: "fail" | "skip"
+  /** `initial`: each table is backfilled once, when it first appears in the stream. */
+  readonly snapshot: "never" | "initial"
   /** Standbys whose copy of the failover slot is checked for readiness. Never logged as they are. */
   readonly standbyUrls: ReadonlyArray<string>
 }
@@ -386,6 +389,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   if (typeof onSlotLost !== "string") return onSlotLost
   const onSinkRejected = choice("on-sink-rejected", input.onSinkRejected, ["fail", "skip"] as const)
   if (typeof onSinkRejected !== "string") return onSinkRejected
+  const snapshot = choice("snapshot", input.snapshot, ["never", "initial"] as const)
+  if (typeof snapshot !== "string") return snapshot
   // a flag of the other lock mode would be ignored in silence: refused instead
   const otherMode = lock === "lease"
     ? (["heartbeatInterval", "lossDeadline", "serverReleaseBound"] as const).find((k) => durations[k] !== undefined)
@@ -424,7 +429,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     walHeartbeatIntervalMs: walHeartbeatInterval,
     standbyUrls,
     onSlotLost,
-    onSinkRejected
+    onSinkRejected,
+    snapshot
   }
 }
 

@@ -58,6 +58,7 @@ export const runOptions: ReadonlyArray<RunOption> = [
   { key: "onLoss", flag: "on-loss", env: "SLOTKEEPER_ON_LOSS", kind: "choice", choices: ["wait", "exit"], default: "wait", description: "after losing ownership: compete again, or exit 1 for the orchestrator to restart" },
   { key: "walHeartbeatInterval", flag: "wal-heartbeat-interval", env: "SLOTKEEPER_WAL_HEARTBEAT_INTERVAL", kind: "duration", default: "30s", description: "an idle stream writes a heartbeat message to the WAL this often, so its slot moves" },
   { key: "onSlotLost", flag: "on-slot-lost", env: "SLOTKEEPER_ON_SLOT_LOST", kind: "choice", choices: ["fail", "recreate"], default: "fail", description: "an invalidated slot: `fail` (exit 1), or `recreate` it once, say so (a `resync` line, an error log) and go on" },
+  { key: "snapshot", flag: "snapshot", env: "SLOTKEEPER_SNAPSHOT", kind: "choice", choices: ["never", "initial"], default: "never", description: "`initial`: each table's existing rows are delivered once, as `read` lines alongside the changes, when the table first appears in the stream (see *Snapshots and backfills*); `slotkeeper backfill` asks for one at any time" },
   { key: "standbyUrls", flag: "standby-url", env: "SLOTKEEPER_STANDBY_URLS", kind: "list", default: "", description: "a standby to ask whether its copy of the failover slot is sync-ready (`/health`, `/metrics`, `status`)" }
 ]
 

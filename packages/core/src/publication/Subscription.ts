@@ -92,39 +92,39 @@ const closingQuote = (text: string, open: number, escapes: boolean): number | un
  * Why `filter` is not one balanced SQL expression, or `undefined` when it is. Lexical only: what it means is for
  * PostgreSQL to check.
  */
-export const filterProblem = (filter: string): string | undefined => {
-  if (filter.trim().length === 0) return "the row filter is empty"
-  if (filter.length > maxFilterLength) return `the row filter is longer than ${maxFilterLength} characters`
+export const filterProblem = (filter: string, what = "the row filter"): string | undefined => {
+  if (filter.trim().length === 0) return `${what} is empty`
+  if (filter.length > maxFilterLength) return `${what} is longer than ${maxFilterLength} characters`
   let depth = 0
   let i = 0
   const n = filter.length
   while (i < n) {
     const c = filter[i]!
     const next = filter[i + 1]
-    if (c === "\u0000") return "the row filter contains a NUL character"
+    if (c === "\u0000") return `${what} contains a NUL character`
     if (c === "'" || c === "\"") {
       // a string literal (E'...' has backslash escapes) or a quoted identifier; a doubled quote stays inside
       const escapes = c === "'" && i > 0 && /[eE]/.test(filter[i - 1]!) && (i < 2 || !/[A-Za-z0-9_$]/.test(filter[i - 2]!))
       const end = closingQuote(filter, i, escapes)
-      if (end === undefined) return `the row filter has an unterminated ${c === "'" ? "string literal" : "quoted identifier"}`
+      if (end === undefined) return `${what} has an unterminated ${c === "'" ? "string literal" : "quoted identifier"}`
       i = end + 1
       continue
     }
-    if (c === "-" && next === "-") return "the row filter contains a comment (--): write the expression only"
-    if (c === "/" && next === "*") return "the row filter contains a comment (/* */): write the expression only"
-    if (c === ";") return "the row filter contains ';': it must be one expression, not statements"
+    if (c === "-" && next === "-") return `${what} contains a comment (--): write the expression only`
+    if (c === "/" && next === "*") return `${what} contains a comment (/* */): write the expression only`
+    if (c === ";") return `${what} contains ';': it must be one expression, not statements`
     if (c === "$") {
       const prev = i > 0 ? filter[i - 1]! : ""
-      if (!/[A-Za-z0-9_]/.test(prev)) return "the row filter contains a parameter or dollar quoting ($): write constants as string literals"
+      if (!/[A-Za-z0-9_]/.test(prev)) return `${what} contains a parameter or dollar quoting ($): write constants as string literals`
     }
     if (c === "(") depth++
     if (c === ")") {
       depth--
-      if (depth < 0) return "the row filter closes a parenthesis it did not open"
+      if (depth < 0) return `${what} closes a parenthesis it did not open`
     }
     i++
   }
-  if (depth !== 0) return "the row filter leaves a parenthesis open"
+  if (depth !== 0) return `${what} leaves a parenthesis open`
   return undefined
 }
 

@@ -38,7 +38,10 @@ interface InTransaction {
 
 export interface ChangeEvent extends TableName, InTransaction {
   readonly _tag: "Change"
-  readonly op: "insert" | "update" | "delete"
+  /** `read`: a row as a backfill read it (`Backfill`), placed in the transaction of the chunk's watermark. */
+  readonly op: "insert" | "update" | "delete" | "read"
+  /** A `read` row: the backfill that read it. */
+  readonly snapshot?: string | undefined
   /** The new row (insert, update), without the columns in `unchanged`. */
   readonly new: Row | undefined
   /** The old row (REPLICA IDENTITY FULL) or, with `oldIsKey`, only its key; `undefined` when not sent. */
@@ -171,7 +174,7 @@ export class Assembler {
     this.rows = rows
   }
 
-  private change(op: ChangeEvent["op"], relation: Relation, newTuple: Tuple | undefined, oldTuple: Tuple | undefined, oldIsKey: boolean): Spooled {
+  private change(op: "insert" | "update" | "delete", relation: Relation, newTuple: Tuple | undefined, oldTuple: Tuple | undefined, oldIsKey: boolean): Spooled {
     const shape = this.rows.shape(relation)
     const n = newTuple === undefined ? undefined : build(shape, newTuple)
     const o = oldTuple === undefined ? undefined : build(shape, oldTuple, oldIsKey)

@@ -21,6 +21,7 @@
 import { Clock, Effect, Fiber, Layer, type Redacted, type Scope, Stream, SubscriptionRef } from "effect"
 import type * as Lsn from "../Lsn.ts"
 import type { SqlClient } from "effect/sql/SqlClient"
+import * as Backfill from "../backfill/Backfill.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
 import * as PgPublication from "../publication/PgPublication.ts"
@@ -40,6 +41,11 @@ export interface DeliveryOptions
   readonly url: Redacted.Redacted
   readonly instanceId: string
   readonly sql: SqlClient
+  /**
+   * Runs the stream's backfills (`Backfill`: requested with `BackfillProgress.request`) on each connection, their rows
+   * placed in its events as `read` changes. Off by default.
+   */
+  readonly backfill?: Pick<Backfill.BackfillOptions, "chunkSize" | "pollInterval" | "readTimeout" | "initial"> | undefined
   /** Set while a replication connection streams (see `Capture`), cleared when it ends. */
   readonly capture?: SubscriptionRef.SubscriptionRef<Capture | undefined>
   /**
@@ -103,7 +109,15 @@ export const run = <A, E, R>(
     const connect = Effect.gen(function*() {
       const slot = yield* SubscriptionRef.changes(slots.slot).pipe(Stream.filter((s) => s !== undefined), Stream.runHead)
       if (slot._tag === "None") return yield* Effect.never
-      connection = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store, settling: SubscriptionRef.get(slots.settling) })
+      const opened = yield* ReplicationStream.open({ ...options, slotName: slot.value.slotName, checkpoint: store, settling: SubscriptionRef.get(slots.settling) })
+      connection = options.backfill === undefined ? opened : yield* Backfill.attach(opened, {
+        ...options.backfill,
+        streamId: options.streamId,
+        schema: options.schema,
+        publication: options.publication,
+        url: options.url,
+        sql: options.sql
+      })
       failures = 0
       if (options.capture !== undefined) {
         const capture = options.capture

@@ -4,6 +4,10 @@
  * `{"type":"change","epoch":E,"op":"insert|update|delete","schema":...,"table":...,"xid":...,"commit_lsn":"X/Y",
  *   "seq":N,"commit_time":...,"new":{...}|null,"old":{...}|null,"old_is_key":bool,"unchanged":[...]}`
  *
+ * A row read by a backfill is a change line with `"op":"read"` and `"snapshot":"<backfill id>"` after `op`, its `new`
+ * the row as it was read; it comes in the transaction of its chunk's watermark (`xid`, `commit_lsn`, `seq` are that
+ * transaction's), never after a newer change of the same row.
+ *
  * `epoch` is the ownership epoch the line was written under (the fencing token): a receiver that keeps the highest it
  * has seen refuses a deposed owner's lines.
  *
@@ -46,7 +50,7 @@ export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): 
   switch (event._tag) {
     case "Change":
       // written by hand: rows need Values' exact JSON, and the envelope's fields are known
-      return `{"type":"change","epoch":${epoch},"op":"${event.op}",${tableText(event.schema, event.table)}` +
+      return `{"type":"change","epoch":${epoch},"op":"${event.op}",${event.snapshot === undefined ? "" : `"snapshot":${JSON.stringify(event.snapshot)},`}${tableText(event.schema, event.table)}` +
         `"xid":${event.xid},"commit_lsn":"${commitLsnText(event.commitLsn)}","seq":${event.seq},"commit_time":${commitTimeText(event.commitTime)},` +
         `"new":${rowText(event.new, event)},"old":${rowText(event.old, event)},"old_is_key":${event.oldIsKey},"unchanged":${event.unchanged.length === 0 ? "[]" : JSON.stringify(event.unchanged)}}`
     case "Truncate":
