@@ -92,7 +92,7 @@ export const identity = (database: string, streamId: string): StreamIdentity => 
   }
 }
 
-export type SessionRole = "lock" | "guard" | "repl" | "admin"
+export type SessionRole = "lock" | "guard" | "repl" | "admin" | "backfill"
 
 /**
  * `slotkeeper:<stream>:<instance>:<role>`, at most 63 bytes (PostgreSQL truncates longer names silently): the

@@ -29,6 +29,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import pg from "pg"
 import * as Connector from "../connection/Connector.ts"
 import type * as Lsn from "../Lsn.ts"
+import * as StreamId from "../StreamId.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import { type ChangeEvent, ReplicationError, type ReplicationEvent, type ReplicationStream } from "../replication/ReplicationStream.ts"
@@ -43,6 +44,8 @@ export const watermarkPrefix = "slotkeeper:backfill:"
 
 export interface BackfillOptions {
   readonly streamId: string
+  /** Names the read session (`slotkeeper:<stream>:<instance>:backfill`). */
+  readonly instanceId: string
   /** slotkeeper's schema (its `backfills` table). */
   readonly schema: string
   readonly publication: string
@@ -244,33 +247,53 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         }
       })
 
+    // What a backfill reads with: a session of its own, opened only while a backfill runs (an idle stream has none).
+    const readSession = Effect.gen(function*() {
+      const config = yield* Connector.nodePg(options.url, StreamId.applicationName(options.streamId, options.instanceId, "backfill"), 10_000)
+      return yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const c = new pg.Client(config)
+            c.on("error", () => {}) // reported by the query that fails
+            await c.connect()
+            return c
+          },
+          catch: (e) => new ChunkReader.BackfillReadError({ message: `connecting the backfill's session: ${e instanceof Error ? e.message : String(e)}`, retryable: true })
+        }),
+        (c) => Effect.promise(() => c.end().catch(() => undefined))
+      )
+    })
+
+    // The stream's backfills, oldest first. Without the table (no backfill was ever asked for) there are none: it is
+    // created by a request, not here, so that a role that may not create tables streams as before.
+    const running = Effect.gen(function*() {
+      const [exists] = yield* sql.unsafe<{ ok: boolean }>("SELECT to_regclass($1) IS NOT NULL AS ok", [BackfillProgress.table(options.schema)])
+      return exists?.ok ? yield* BackfillProgress.list(sql, options.schema, options.streamId, "running") : []
+    })
+
     const driver = Effect.gen(function*() {
-      yield* BackfillProgress.setup(sql, options.schema)
       for (const t of options.initial ?? []) {
+        yield* BackfillProgress.setup(sql, options.schema)
         if (yield* BackfillProgress.requestOnce(sql, options.schema, options.streamId, t)) {
           yield* Effect.logInfo(`stream ${options.streamId}: ${t.schema}.${t.table} is new to the stream: its existing rows are backfilled (--snapshot initial)`)
         }
       }
       const [version] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v")
-      const config = yield* Connector.nodePg(options.url, `slotkeeper-backfill-${options.streamId}`, 10_000)
-      const client = yield* Effect.acquireRelease(
-        Effect.tryPromise(async () => {
-          const c = new pg.Client(config)
-          c.on("error", () => {}) // reported by the query that fails
-          await c.connect()
-          return c
-        }),
-        (c) => Effect.promise(() => c.end().catch(() => undefined))
-      )
       const types = TypeCatalog.make(sql)
       const rows = new Rows(types)
       for (;;) {
-        const running = yield* BackfillProgress.list(sql, options.schema, options.streamId, "running")
-        if (running.length === 0) {
+        // a failed look is said and tried again at the next poll: it must not cost the stream its connection
+        const found = yield* Effect.result(running)
+        if (found._tag === "Failure") yield* Effect.logWarning(`stream ${options.streamId}: looking for backfills: ${found.failure.message}`)
+        const list = found._tag === "Success" ? found.success : []
+        if (list.length === 0) {
           yield* Effect.sleep(pollInterval)
           continue
         }
-        for (const b of running) yield* runOne(client, rows, types, version!.v, b)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const client = yield* readSession
+          for (const b of list) yield* runOne(client, rows, types, version!.v, b)
+        }))
       }
     })
 

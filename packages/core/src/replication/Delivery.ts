@@ -113,6 +113,7 @@ export const run = <A, E, R>(
       connection = options.backfill === undefined ? opened : yield* Backfill.attach(opened, {
         ...options.backfill,
         streamId: options.streamId,
+        instanceId: options.instanceId,
         schema: options.schema,
         publication: options.publication,
         url: options.url,

@@ -20,7 +20,7 @@ export interface Session {
   readonly tls: string | undefined
 }
 
-const roles: ReadonlyArray<StreamId.SessionRole> = ["lock", "guard", "repl", "admin"]
+const roles: ReadonlyArray<StreamId.SessionRole> = ["lock", "guard", "repl", "admin", "backfill"]
 
 /** The instance's sessions on the server `sql` is connected to, with whether each is encrypted. */
 export const read = (sql: SqlClient, streamId: string, instanceId: string): Effect.Effect<ReadonlyArray<Session>, SqlError> => {
