@@ -1,6 +1,6 @@
 /**
  * `slotkeeper status`: who owns each stream and since when, its slots with lag, `wal_status` and invalidation, its
- * publication's tables, and its durable position — read from slotkeeper's tables and PostgreSQL's catalogs, changing
+ * publication's tables, its backfills' progress, and its durable position — read from slotkeeper's tables and PostgreSQL's catalogs, changing
  * nothing. A human table by default, `--json` for machines.
  *
  * **Details**: an advisory-mode owner is live only while its lock session exists (`holder_pid` with the recorded
@@ -50,6 +50,23 @@ interface StreamStatus {
   readonly captureStart: string | null
   /** The stream's sessions on this server (any instance's), and whether each is encrypted (`pg_stat_ssl`). */
   readonly sessions: ReadonlyArray<{ readonly applicationName: string; readonly pid: number; readonly encrypted: boolean; readonly tls: string | null }>
+  /**
+   * The stream's backfills (`slotkeeper backfill`, `--snapshot initial`): rows delivered so far, of PostgreSQL's
+   * estimate of the table's rows (`pg_class.reltuples`; `null` until the table was first analyzed), and the average
+   * rate since it was asked for.
+   */
+  readonly backfills: ReadonlyArray<{
+    readonly id: string
+    readonly table: string
+    readonly state: string
+    readonly rows: number
+    readonly chunks: number
+    readonly estimatedRows: number | null
+    readonly rowsPerSecond: number | null
+    readonly etaSeconds: number | null
+    readonly where: string | null
+    readonly message: string | null
+  }>
   /** Per standby given (`--standby-url`, shown without its password): whether its copy of the slot is sync-ready. */
   readonly failover: ReadonlyArray<{ readonly standby: string; readonly ready: boolean; readonly findings: ReadonlyArray<string> }>
 }
@@ -126,6 +143,15 @@ export const status = Command.make("status", {
            FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s ON s.pid = a.pid
           WHERE starts_with(a.application_name, $1) ORDER BY a.application_name, a.pid`, [`slotkeeper:${o.stream_id}:`]
       )
+      type BackfillRow = { id: string; schema_name: string; table_name: string; state: string; rows: string; chunks: string; where_clause: string | null; message: string | null; estimate: string | null; seconds: number | null }
+      const backfills = yield* sql.unsafe<BackfillRow>(
+        `SELECT b.backfill_id AS id, b.schema_name, b.table_name, b.state, b.rows::text AS rows, b.chunks::text AS chunks, b.where_clause, b.message,
+                CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint::text END AS estimate,
+                extract(epoch FROM (b.updated_at - b.requested_at))::float8 AS seconds
+           FROM ${schema}.backfills b
+           LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(b.schema_name) || '.' || quote_ident(b.table_name))
+          WHERE b.stream_id = $1 ORDER BY b.requested_at, b.backfill_id`, [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<BackfillRow>)) // no backfills table: none was ever asked for
       const [position] = yield* sql.unsafe<{ lsn: string }>(
         `SELECT lsn::text AS lsn FROM ${schema}.checkpoints WHERE stream_id = $1 AND to_regclass('${schema}.checkpoints') IS NOT NULL`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
@@ -142,6 +168,23 @@ export const status = Command.make("status", {
         publication: published === undefined ? null : { name: publication, tables: published.tables },
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
         captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null,
+        backfills: backfills.map((b) => {
+          const rows = Number(b.rows)
+          const rate = b.seconds !== null && b.seconds > 0 && rows > 0 ? rows / b.seconds : null
+          const estimate = b.estimate === null ? null : Number(b.estimate)
+          return {
+            id: b.id,
+            table: `${b.schema_name}.${b.table_name}`,
+            state: b.state,
+            rows,
+            chunks: Number(b.chunks),
+            estimatedRows: estimate,
+            rowsPerSecond: rate === null ? null : Math.round(rate),
+            etaSeconds: b.state === "running" && rate !== null && estimate !== null ? Math.max(0, Math.round((estimate - rows) / rate)) : null,
+            where: b.where_clause,
+            message: b.message
+          }
+        }),
         sessions: sessions.map((x) => ({ applicationName: x.application_name, pid: x.pid, encrypted: x.ssl === true, tls: x.version })),
         failover: yield* Effect.forEach(standbys, (standby) =>
           Effect.gen(function*() {
@@ -172,6 +215,11 @@ export const status = Command.make("status", {
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
     for (const sub of s.subscriptions.filter((x) => x.state !== "ok")) {
       yield* Console.log(`  table        ${sub.table} (subscription ${sub.id}): ${sub.state === "renamed" ? `RENAMED to ${sub.now}, still published` : "DROPPED: its changes stopped"}`)
+    }
+    for (const b of s.backfills) {
+      const of = b.estimatedRows === null || b.estimatedRows === 0 ? "" : ` of ~${b.estimatedRows.toLocaleString("en")} (${Math.min(100, Math.round((100 * b.rows) / b.estimatedRows))}%)`
+      const pace = b.rowsPerSecond === null ? "" : `, ${b.rowsPerSecond.toLocaleString("en")} rows/s on average${b.etaSeconds === null ? "" : `, about ${b.etaSeconds} s left`}`
+      yield* Console.log(`  backfill     ${b.id} ${b.table}${b.where === null ? "" : ` where ${b.where}`}: ${b.state}, ${b.rows.toLocaleString("en")} rows${of} in ${b.chunks} chunks${b.state === "running" ? pace : ""}${b.message === null ? "" : ` (${b.message})`}`)
     }
     for (const slot of s.slots) {
       const detail = slot.exists
