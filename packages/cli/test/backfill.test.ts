@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { cli, start, streaming, until, untilEffect } from "./cli-helpers.ts"
+import { cli, freePort, start, streaming, until, untilEffect } from "./cli-helpers.ts"
 
 interface Line {
   readonly type: string
@@ -86,7 +86,7 @@ describe("slotkeeper backfill (the CLI as a child process, real PostgreSQL 18)",
       yield* untilEffect(Effect.map(pg.query<{ chunks: number }>("SELECT chunks::int AS chunks FROM slotkeeper.backfills").pipe(Effect.orElseSucceed(() => [])), (r) => ((r[0]?.chunks ?? 0) >= 10 ? true : undefined)), 60_000, "10 chunks saved")
       first.child.kill("SIGKILL")
       yield* Effect.promise(() => first.exited)
-      const [saved] = yield* pg.query<{ chunks: number; state: string }>("SELECT chunks::int AS chunks, state FROM slotkeeper.backfills")
+      const [saved] = yield* pg.query<{ chunks: number; rows: number; state: string }>("SELECT chunks::int AS chunks, rows::int AS rows, state FROM slotkeeper.backfills")
       assert.strictEqual(saved!.state, "running")
       // status shows the backfill's progress against PostgreSQL's estimate of the table (known once it is analyzed)
       yield* pg.query("ANALYZE items")
@@ -97,11 +97,18 @@ describe("slotkeeper backfill (the CLI as a child process, real PostgreSQL 18)",
       assert.isAbove(shown!.estimatedRows ?? 0, 50000)
       const text = yield* cli("status", "--database-url", pg.url)
       assert.match(text.stdout, /backfill {5}bf_\S+ public.items: running, [\d,]+ rows of ~[\d,]+ \(\d+%\) in \d+ chunks, [\d,]+ rows\/s on average, about \d+ s left/)
-      const second = yield* start(args.map((a) => (a === "a" ? "b" : a)))
+      const port = yield* Effect.promise(() => freePort())
+      const second = yield* start([...args.map((a) => (a === "a" ? "b" : a)), "--http-port", String(port)])
       yield* untilEffect(Effect.map(pg.query<{ state: string }>("SELECT state FROM slotkeeper.backfills"), (r) => (r[0]?.state === "done" ? true : undefined)), 120_000, "the backfill done")
       yield* Fiber.interrupt(writer)
       yield* pg.query("INSERT INTO items VALUES (999999, 'last')")
       yield* until(() => (replay(path).rows.has(999999) ? true : undefined), 30_000, "the last row delivered")
+      // /metrics counts the rows this process delivered and saved for the backfill
+      const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()))
+      const counted = Number(/slotkeeper_backfill_rows_total\{[^}]*table="public\.items"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? -1)
+      const [end] = yield* pg.query<{ rows: number }>("SELECT rows::int AS rows FROM slotkeeper.backfills")
+      assert.isAbove(counted, 0, metrics)
+      assert.strictEqual(counted, end!.rows - saved!.rows)
       second.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => second.exited), 0)
       assert.match(second.stderr(), /backfill bf_\S+ of public.items resumes after the last chunk saved/)

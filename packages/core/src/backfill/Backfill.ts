@@ -29,6 +29,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import pg from "pg"
 import * as Connector from "../connection/Connector.ts"
 import type * as Lsn from "../Lsn.ts"
+import * as StreamMetrics from "../service/StreamMetrics.ts"
 import * as StreamId from "../StreamId.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
@@ -223,7 +224,9 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
             chunks++
             key = c.key
           }
-          if (key !== undefined) yield* progress.advance(b.id, key, rows, chunks)
+          if (key === undefined) return
+          yield* progress.advance(b.id, key, rows, chunks)
+          yield* StreamMetrics.backfilled(options.streamId, `${b.schema}.${b.table}`, rows)
         })
         for (;;) {
           const { placed, read } = yield* chunkOnce(client, rows, b.id, shape, after)

@@ -34,6 +34,7 @@ const commitToSink = Metric.histogram("slotkeeper_commit_to_sink_seconds", {
   description: "from a transaction's commit on the server to its being durable in the sink (the stream's lag, per batch, at its oldest transaction)",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 })
+const backfillRows = Metric.counter("slotkeeper_backfill_rows_total", { description: "rows a backfill delivered (read lines), counted once durable downstream and saved as its progress", incremental: true })
 const startupAttempts = Metric.counter("slotkeeper_startup_attempts_total", { description: "failed attempts to reach the server while starting (waiting for it)", incremental: true })
 const lagSeconds = Metric.gauge("slotkeeper_lag_seconds", { description: "how old the last delivered transaction was when the sink had it durable" })
 
@@ -99,6 +100,10 @@ export const delivered = (streamId: string, d: Delivered): Effect.Effect<void> =
     if (Number.isFinite(oldest)) m.commitToSink.updateUnsafe(Math.max(0, (now - oldest) / 1000), context)
     return Effect.void
   })
+
+/** Rows of a backfill of `table` (`schema.table`) delivered and saved as its progress. */
+export const backfilled = (streamId: string, table: string, rows: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(backfillRows, { stream: streamId, table }), rows)
 
 /** A failed attempt to reach the server while starting, counted. */
 export const startupAttempt = (streamId: string): Effect.Effect<void> => Metric.update(label(startupAttempts, streamId), 1)
