@@ -100,10 +100,9 @@ const throughput = Effect.gen(function*() {
     const label = workloadLabels[w] ?? `W${w + 1}`
     // one transaction: nothing can be delivered before its commit has been received, so the time to the first change
     // is the reading, and the rest is delivering the transaction from the spool
-    const oneTransaction = workload.name.includes("in one transaction")
     const coreRuns = measured.get(core) ?? []
     const firstChanges = coreRuns.flatMap((m) => (m.firstChangeMs === undefined ? [] : [m.firstChangeMs / 1000]))
-    const split = oneTransaction && firstChanges.length > 0 && ceiling !== undefined
+    const split = workload.oneTransaction === true && firstChanges.length > 0 && ceiling !== undefined
       ? ` The transaction is delivered only once its commit has been received (nothing uncommitted reaches a consumer): the in-process reader had it — its first change — ${cell(firstChanges, 1)} s after its start, of ${cell(coreRuns.map((m) => m.ms / 1000), 1)} s in all; pg_recvlogical, which only receives, took ${cell(ceiling.map((m) => m.ms / 1000), 1)} s.`
       : ""
     sections.push(`### ${label}: ${workload.name}\n\nWritten in ${cell(writes, 1)} s.${split}\n\n${table(["reader", "rows/s", "vs pg_recvlogical", "peak RSS (MB)"], rowsOut)}`)

@@ -56,6 +56,8 @@ export interface Workload {
   readonly name: string
   readonly sql: string
   readonly rows: number
+  /** All of it is one transaction (delivered only once its commit has been received). */
+  readonly oneTransaction?: boolean
 }
 
 export const workloads = (rows: number, transactions: number): ReadonlyArray<Workload> => [
@@ -64,7 +66,7 @@ export const workloads = (rows: number, transactions: number): ReadonlyArray<Wor
     sql: `DO $$ BEGIN FOR t IN 0..99 LOOP INSERT INTO items SELECT g, md5(g::text) FROM generate_series(t * ${rows / 100} + 1, (t + 1) * ${rows / 100}) g; COMMIT; END LOOP; END $$`,
     rows
   },
-  { name: `${rows.toLocaleString("en")} rows in one transaction`, sql: `INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`, rows },
+  { name: `${rows.toLocaleString("en")} rows in one transaction`, sql: `INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`, rows, oneTransaction: true },
   {
     name: `${transactions.toLocaleString("en")} one-row transactions`,
     sql: `DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO items VALUES (i, md5(i::text)); COMMIT; END LOOP; END $$`,
@@ -252,7 +254,8 @@ export function toasted(rows: number, kB: number): Workload {
   return {
     name: `${rows.toLocaleString("en")} rows of ${kB} kB TOASTed text in one transaction`,
     sql: `INSERT INTO items SELECT g, (SELECT string_agg(md5(g::text || ':' || i::text), '') FROM generate_series(1, ${kB * 32}) i) FROM generate_series(1, ${rows}) g`,
-    rows
+    rows,
+    oneTransaction: true
   }
 }
 

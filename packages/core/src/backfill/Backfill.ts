@@ -275,8 +275,9 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
     })
 
     const driver = Effect.gen(function*() {
-      for (const t of options.initial ?? []) {
-        yield* BackfillProgress.setup(sql, options.schema)
+      const initial = options.initial ?? []
+      if (initial.length > 0) yield* BackfillProgress.setup(sql, options.schema)
+      for (const t of initial) {
         if (yield* BackfillProgress.requestOnce(sql, options.schema, options.streamId, t)) {
           yield* Effect.logInfo(`stream ${options.streamId}: ${t.schema}.${t.table} is new to the stream: its existing rows are backfilled (--snapshot initial)`)
         }
