@@ -27,7 +27,7 @@ export interface LagResult {
 }
 
 /** Parses a Prometheus histogram's cumulative buckets for `name`: [upper bound, count] in order. */
-const buckets = (text: string, name: string): Array<readonly [number, number]> =>
+export const buckets = (text: string, name: string): Array<readonly [number, number]> =>
   text.split("\n")
     .filter((l) => l.startsWith(`${name}_bucket{`))
     .map((l) => {
@@ -36,7 +36,7 @@ const buckets = (text: string, name: string): Array<readonly [number, number]> =
     })
     .sort((a, b) => a[0] - b[0])
 
-const quantile = (bs: ReadonlyArray<readonly [number, number]>, q: number) => {
+export const quantile = (bs: ReadonlyArray<readonly [number, number]>, q: number) => {
   const total = bs.at(-1)?.[1] ?? 0
   return bs.find(([, count]) => count >= q * total)?.[0] ?? Number.NaN
 }

@@ -11,7 +11,7 @@
  *
  * Parts: `throughput` (throughput.ts: W1–W4, each reader, time to ownership), `memory` (the CLI on a 1 GB
  * transaction), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts), `lag` (lag.ts,
- * `LAG_SECONDS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
+ * `LAG_SECONDS`), `backfill` (backfill.ts, `BACKFILL_ROWS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
@@ -19,6 +19,7 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Logger } from "effect"
 import { Leftovers } from "@slotkeeper/testkit"
+import * as Backfill from "./backfill.ts"
 import * as Charts from "./charts.ts"
 import * as Detection from "./detection.ts"
 import * as Failover from "./failover.ts"
@@ -32,6 +33,7 @@ const runs = Number(process.env.RUNS ?? 3)
 const rows = Number(process.env.ROWS ?? 1_000_000)
 const transactions = Number(process.env.TRANSACTIONS ?? 100_000)
 const lagSeconds = Number(process.env.LAG_SECONDS ?? 60)
+const backfillRows = Number(process.env.BACKFILL_ROWS ?? 5_000_000)
 // WORKLOADS=2,4: only those throughput workloads (for investigating one; a full run measures all)
 const onlyWorkloads = process.env.WORKLOADS?.split(",").map(Number)
 const parts = process.argv.slice(2)
@@ -259,6 +261,16 @@ const program = Effect.gen(function*() {
       measured: Number.isFinite(l.result.p99) ? `≤ ${l.result.p99 * 1000} ms (p50 ≤ ${l.result.p50 * 1000} ms)` : "> 60 s",
       met: l.result.p99 <= 0.1
     })
+  }
+  if (wanted("backfill")) {
+    const b = yield* Backfill.report(runs, backfillRows, log)
+    out.push(b.text)
+    const lags = b.results.map((r) => r.lagMax)
+    goals.push(
+      { goal: `backfill of ${backfillRows.toLocaleString("en")} rows to the file sink vs COPY TO STDOUT`, target: "≥ 0.7×", baseline: "—", measured: `${cell(b.ratios, 2)}×`, met: summarize(b.ratios).median >= 0.7 },
+      { goal: "CLI peak RSS during the backfill", target: "≤ 200 MB", baseline: "—", measured: `${cell(b.rss)} MB`, met: b.rss.length > 0 && summarize(b.rss).max <= 200 },
+      { goal: "stream lag during the backfill (max)", target: "≤ 1 s", baseline: "—", measured: lags.map((l) => (Number.isFinite(l) ? `≤ ${Math.round(l * 1000)} ms` : "> 60 s")).join(", "), met: lags.every((l) => l <= 1) }
+    )
   }
   if (wanted("load")) {
     const seconds = Number(process.env.LOAD_SECONDS ?? 600)

@@ -25,13 +25,13 @@ import { Effect } from "effect"
 import { PgCluster } from "@slotkeeper/testkit"
 
 const here = dirname(fileURLToPath(import.meta.url))
-const profiling = process.env.PROFILE_DIR === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE_DIR]
+export const profiling = process.env.PROFILE_DIR === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE_DIR]
 /**
  * The CLI as users install it: the built packages (`dist/`, plain JavaScript), not the TypeScript sources the
  * workspace runs through Node's type stripping (which adds start-up time and tens of MB). Built once per bench run.
  */
 let built = false
-const cliEnv = () => {
+export const cliEnv = () => {
   if (!built) {
     execFileSync(process.execPath, [join(here, "..", "toolchain.mjs"), "build"], { stdio: ["ignore", "ignore", "inherit"] })
     built = true
@@ -39,7 +39,7 @@ const cliEnv = () => {
   return { ...process.env, NODE_OPTIONS: (process.env.NODE_OPTIONS ?? "").split(/\s+/).filter((o) => o !== "--conditions=source").join(" ") }
 }
 // node flags for the CLI only, to compare settings (e.g. CLI_NODE_FLAGS="--max-semi-space-size=8")
-const cliFlags = () => (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
+export const cliFlags = () => (process.env.CLI_NODE_FLAGS ?? "").split(" ").filter((f) => f.length > 0)
 /** The `slotkeeper` binary. */
 export const cli = join(here, "..", "..", "packages", "cli", "bin", "slotkeeper.js")
 
@@ -164,8 +164,8 @@ const statusMB = (pid: number, field: "VmRSS" | "VmHWM") => {
     return undefined
   }
 }
-const currentRss = (pid: number) => statusMB(pid, "VmRSS")
-const peakRss = (pid: number) => statusMB(pid, "VmHWM")
+export const currentRss = (pid: number) => statusMB(pid, "VmRSS")
+export const peakRss = (pid: number) => statusMB(pid, "VmHWM")
 
 /** A local NDJSON receiver for the http sink: answers 200 to every batch once its body arrived, counting change lines. */
 const receiver = () =>

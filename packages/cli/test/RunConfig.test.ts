@@ -93,7 +93,8 @@ describe("RunConfig (pure)", () => {
       ["[]", /must be a JSON object of options/],
       ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, streamId/],
       ['{"httpPort": "80"}', /"httpPort" must be a number/],
-      ['{"tables": "public.a"}', /"tables" must be a list/]
+      ['{"tables": "public.a"}', /"tables" must be a list/],
+      ['{"chunkSize": "500"}', /"chunkSize" must be a number/]
     ]
     for (const [text, message] of bad) {
       const e = RunConfig.fromFile("c.json", text)
@@ -105,6 +106,16 @@ describe("RunConfig (pure)", () => {
     assert.match(table({ table: "a (id)" }).message, /use "columns" and "where"/)
     assert.match(table({ table: "a", where: "1; drop" }).message, /contains ';'/)
     assert.match(table(42).message, /neither a string nor an object/)
+  })
+
+  it("--chunk-size: a whole number of rows, 1..1000000; 10000 by default", () => {
+    assert.strictEqual(ok({}).chunkSize, 10_000)
+    assert.strictEqual(ok({ chunkSize: 500 }).chunkSize, 500)
+    for (const bad of [0, -1, 2.5, 1_000_001, Number.NaN]) {
+      const e = refused({ chunkSize: bad })
+      assert.strictEqual(e.option, "chunk-size")
+      assert.match(e.message, /is not a chunk size: use a whole number of rows, 1\.\.1000000/)
+    }
   })
 
   it("a timing flag of the other lock mode is refused, not ignored; standby URLs must be PostgreSQL URLs", () => {

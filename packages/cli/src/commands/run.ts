@@ -29,7 +29,7 @@ export const runFlags = {
   slotMode: RunOptions.flag("slotMode"),
   instanceId: RunOptions.flag("instanceId"),
   sink: RunOptions.flag("sink"),
-  httpPort: RunOptions.portFlag("httpPort"),
+  httpPort: RunOptions.intFlag("httpPort"),
   acquireInterval: RunOptions.flag("acquireInterval"),
   heartbeatInterval: RunOptions.flag("heartbeatInterval"),
   lossDeadline: RunOptions.flag("lossDeadline"),
@@ -41,6 +41,7 @@ export const runFlags = {
   onSlotLost: RunOptions.flag("onSlotLost"),
   onSinkRejected: RunOptions.flag("onSinkRejected"),
   snapshot: RunOptions.flag("snapshot"),
+  chunkSize: RunOptions.intFlag("chunkSize"),
   standbyUrls: RunOptions.listFlag("standbyUrls")
 }
 
@@ -185,7 +186,7 @@ const streamLayer = (
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
     // backfills (`slotkeeper backfill`, `--snapshot initial`) run inside the stream
-    backfill: config.snapshot === "initial" ? { initial: config.tables.map((t) => ({ schema: t.schema, table: t.name })) } : {},
+    backfill: { chunkSize: config.chunkSize, ...(config.snapshot === "initial" ? { initial: config.tables.map((t) => ({ schema: t.schema, table: t.name })) } : {}) },
     // a file is also the position's store, opened (and locked) for each holding period
     ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
   }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnership, owned)))

@@ -58,6 +58,7 @@ export interface RunInput {
   readonly onSlotLost?: string | undefined
   readonly onSinkRejected?: string | undefined
   readonly snapshot?: string | undefined
+  readonly chunkSize?: number | undefined
   /** Standbys to check the failover slot's readiness on (PostgreSQL URLs). */
   readonly standbyUrls?: ReadonlyArray<string> | undefined
 }
@@ -94,6 +95,8 @@ export interface RunConfig {
   readonly onSinkRejected: "fail" | "skip"
   /** `initial`: each table is backfilled once, when it first appears in the stream. */
   readonly snapshot: "never" | "initial"
+  /** Rows per backfill chunk. */
+  readonly chunkSize: number
   /** Standbys whose copy of the failover slot is checked for readiness. Never logged as they are. */
   readonly standbyUrls: ReadonlyArray<string>
 }
@@ -273,6 +276,7 @@ const inputOfFile = (path: string, text: string): RunInput | ConfigInvalid => {
         if (!Array.isArray(v) || (key !== "tables" && !v.every((u) => typeof u === "string"))) return bad(`${JSON.stringify(key)} must be a list${key === "tables" ? "" : " of strings"}`)
         break
       case "port":
+      case "count":
         if (typeof v !== "number") return bad(`${JSON.stringify(key)} must be a number`)
         break
       case "duration":
@@ -373,6 +377,9 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   if (input.httpPort !== undefined && (!Number.isInteger(input.httpPort) || input.httpPort < 1 || input.httpPort > 65535)) {
     return invalid("http-port", `${input.httpPort} is not a TCP port: use 1..65535`)
   }
+  if (input.chunkSize !== undefined && (!Number.isInteger(input.chunkSize) || input.chunkSize < 1 || input.chunkSize > 1_000_000)) {
+    return invalid("chunk-size", `${input.chunkSize} is not a chunk size: use a whole number of rows, 1..1000000`)
+  }
   const durations: Partial<Record<typeof durationOptions[number], number>> = {}
   for (const key of durationOptions) {
     const text = input[key]
@@ -430,7 +437,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     standbyUrls,
     onSlotLost,
     onSinkRejected,
-    snapshot
+    snapshot,
+    chunkSize: input.chunkSize ?? Number(RunOptions.byKey("chunkSize").default)
   }
 }
 

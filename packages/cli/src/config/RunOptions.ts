@@ -20,6 +20,8 @@ export type Kind =
   | "duration"
   /** A TCP port (a number in the file). */
   | "port"
+  /** A positive whole number (a number in the file). */
+  | "count"
   /** Repeatable flag; its environment variable is comma-separated; a list in the file. */
   | "list"
 
@@ -59,6 +61,7 @@ export const runOptions: ReadonlyArray<RunOption> = [
   { key: "walHeartbeatInterval", flag: "wal-heartbeat-interval", env: "SLOTKEEPER_WAL_HEARTBEAT_INTERVAL", kind: "duration", default: "30s", description: "an idle stream writes a heartbeat message to the WAL this often, so its slot moves" },
   { key: "onSlotLost", flag: "on-slot-lost", env: "SLOTKEEPER_ON_SLOT_LOST", kind: "choice", choices: ["fail", "recreate"], default: "fail", description: "an invalidated slot: `fail` (exit 1), or `recreate` it once, say so (a `resync` line, an error log) and go on" },
   { key: "snapshot", flag: "snapshot", env: "SLOTKEEPER_SNAPSHOT", kind: "choice", choices: ["never", "initial"], default: "never", description: "`initial`: each table's existing rows are delivered once, as `read` lines alongside the changes, when the table first appears in the stream (see *Snapshots and backfills*); `slotkeeper backfill` asks for one at any time" },
+  { key: "chunkSize", flag: "chunk-size", env: "SLOTKEEPER_CHUNK_SIZE", kind: "count", default: "10000", description: "rows per backfill chunk (1..1000000): a chunk is read in one short transaction and held in memory until the stream places it; larger is faster, smaller holds less" },
   { key: "standbyUrls", flag: "standby-url", env: "SLOTKEEPER_STANDBY_URLS", kind: "list", default: "", description: "a standby to ask whether its copy of the failover slot is sync-ready (`/health`, `/metrics`, `status`)" }
 ]
 
@@ -90,8 +93,8 @@ export const flagWithDefault = (key: "streamId" | "schema"): Flag.Flag<string> =
   return Flag.String(o.flag).pipe(Flag.withFallbackConfig(Config.String(o.env)), Flag.withDescription(help(o)), Flag.withDefault(o.default))
 }
 
-/** A port option (`kind: "port"`). */
-export const portFlag = (key: string): Flag.Flag<Option.Option<number>> => {
+/** A port or count option (`kind: "port"` or `"count"`). */
+export const intFlag = (key: string): Flag.Flag<Option.Option<number>> => {
   const o = byKey(key)
   return Flag.Int(o.flag).pipe(Flag.withFallbackConfig(Config.Int(o.env)), Flag.withDescription(help(o)), Flag.optional)
 }

@@ -53,7 +53,7 @@ export interface BackfillOptions {
   /** For the read session (never logged). */
   readonly url: Redacted.Redacted
   readonly sql: SqlClient
-  /** Rows per chunk (default 2,000): the memory a backfill holds. */
+  /** Rows per chunk (default 10,000): the memory a backfill holds. */
   readonly chunkSize?: number
   /** How often requests are looked for while none runs (default 1 s). */
   readonly pollInterval?: Duration.Input
@@ -159,7 +159,7 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
       return out as unknown as NonEmptyReadonlyArray<ReplicationEvent> // every event given is in it
     }
 
-    const chunkSize = Math.max(1, Math.trunc(options.chunkSize ?? 2000))
+    const chunkSize = Math.max(1, Math.trunc(options.chunkSize ?? 10_000))
     const pollInterval = options.pollInterval ?? "1 second"
     const readTimeoutMs = Duration.toMillis(Duration.fromInputUnsafe(options.readTimeout ?? "60 seconds"))
     const sql = options.sql

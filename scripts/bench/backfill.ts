@@ -1,0 +1,190 @@
+/**
+ * Backfill: `slotkeeper run --snapshot initial --sink file:` on a table of `BACKFILL_ROWS` (default 5M) existing rows,
+ * against PostgreSQL's own fastest way out of a table, `COPY (SELECT ...) TO STDOUT` into /dev/null (psql), on the same
+ * table and server — while a writer changes another table of the stream at 1,000 rows/s, whose lag is the stream's lag
+ * during the backfill.
+ *
+ * - COPY: `psql -c "COPY (SELECT id, body, n, at FROM items) TO STDOUT" > /dev/null`, timed from spawning psql to its
+ *   exit, after one unmeasured COPY that brings the table into the caches (both readers then read a warm table).
+ * - The backfill: timed from spawning `slotkeeper run` (start-up, ownership and slot included) until the file holds
+ *   every row as a `read` line; peak RSS is the process's `VmHWM`.
+ * - Lag: the CLI's `slotkeeper_commit_to_sink_seconds` histogram between the backfill's start and end (every batch,
+ *   the backfill's own included: a chunk is delivered inside its watermark's transaction, so a batch holding one is
+ *   observed from that transaction's commit to the fsync of the chunk's last line).
+ */
+import { execFileSync, spawn } from "node:child_process"
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Fiber, Schedule } from "effect"
+import { PgCluster } from "@slotkeeper/testkit"
+import Pg from "pg"
+import { freePort } from "../../packages/cli/test/cli-helpers.ts"
+import { buckets, quantile } from "./lag.ts"
+import { cell, table } from "./stats.ts"
+import { cli, cliEnv, cliFlags, currentRss, peakRss, profiling } from "./throughput.ts"
+
+export interface BackfillResult {
+  readonly rows: number
+  readonly copyMs: number
+  readonly backfillMs: number
+  readonly rssMB: number | undefined
+  readonly rssSeries: ReadonlyArray<readonly [number, number]>
+  /** Upper bucket bounds, seconds. */
+  readonly lagP99: number
+  readonly lagMax: number
+  readonly writerRowsPerSecond: number
+}
+
+const psql = () => {
+  try {
+    return execFileSync("sh", ["-c", "command -v psql"]).toString().trim()
+  } catch {
+    return undefined
+  }
+}
+
+/** Counts `read` lines appended to `path` (incrementally). */
+const readCounter = (path: string) => {
+  let offset = 0
+  let reads = 0
+  let partial = ""
+  const buffer = Buffer.alloc(1 << 20)
+  return () => {
+    if (!existsSync(path)) return 0
+    const fd = openSync(path, "r")
+    try {
+      for (;;) {
+        const n = readSync(fd, buffer, 0, buffer.length, offset)
+        if (n === 0) break
+        offset += n
+        const lines = (partial + buffer.toString("latin1", 0, n)).split("\n")
+        partial = lines.pop()!
+        for (const l of lines) if (l.includes("\"op\":\"read\"")) reads++
+      }
+    } finally {
+      closeSync(fd)
+    }
+    return reads
+  }
+}
+
+const scrape = (port: number) => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+
+export const run = (rows: number, chunkSize?: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const copier = psql()
+    if (copier === undefined) return yield* Effect.die(new Error("no psql on this machine (apt-get install postgresql-client)"))
+    const pg = yield* PgCluster.make({ major: 18 })
+    yield* pg.query("CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL, at timestamptz NOT NULL)")
+    yield* pg.query("CREATE TABLE events (id bigint PRIMARY KEY, body text)")
+    yield* pg.query(`INSERT INTO items SELECT g, md5(g::text), g % 1000, '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, ${rows}) g`)
+    yield* pg.query("VACUUM ANALYZE items")
+    yield* pg.query("CHECKPOINT")
+    const select = "COPY (SELECT id, body, n, at FROM items) TO STDOUT"
+    const copy = () => {
+      const started = performance.now()
+      execFileSync("sh", ["-c", `"$0" "$1" -X -q -c "$2" > /dev/null`, copier, pg.url, select])
+      return performance.now() - started
+    }
+    copy() // warm
+    const copyMs = copy()
+
+    const dir = mkdtempSync(join(tmpdir(), "slotkeeper-backfill-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    const file = join(dir, "out.ndjson")
+    const port = yield* Effect.promise(() => freePort())
+    const count = readCounter(file)
+
+    // the writer: every 20 ms, one transaction of 20 rows into `events` (1,000 rows/s), for the whole run
+    const writer = new Pg.Client({ connectionString: pg.url })
+    yield* Effect.promise(() => writer.connect())
+    yield* Effect.addFinalizer(() => Effect.promise(() => writer.end().catch(() => undefined)))
+    let next = 1
+    const tick = Effect.promise(async () => {
+      await writer.query("INSERT INTO events SELECT g, md5(g::text) FROM generate_series($1::bigint, $2::bigint) g", [next, next + 19])
+      next += 20
+    })
+
+    const env = cliEnv() // the first call builds the packages: before the clock starts
+    const started = performance.now()
+    const args = [...profiling, ...cliFlags(), cli, "run", "--database-url", pg.url, "--table", "items", "--table", "events", "--snapshot", "initial", "--sink", `file:${file}`, "--http-port", String(port), "--instance-id", "bench"]
+    if (chunkSize !== undefined) args.push("--chunk-size", String(chunkSize))
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env })
+    let err = ""
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()))
+    const closed = new Promise<number | null>((resolve) => child.once("close", resolve))
+    yield* Effect.addFinalizer(() => Effect.promise(async () => {
+      child.kill("SIGTERM")
+      await closed
+    }))
+    const series: Array<readonly [number, number]> = []
+    // until it streams: then the writer starts and the histogram's first reading is taken
+    const wait = (ready: () => boolean, what: string) =>
+      Effect.promise(() => new Promise<void>((resolve, reject) => {
+        let polls = 0
+        const poll = setInterval(() => {
+          if (polls++ % 5 === 0) {
+            const mb = currentRss(child.pid!)
+            if (mb !== undefined) series.push([Math.round(performance.now() - started), mb])
+          }
+          if (process.env.BENCH_LOG !== undefined && polls % 5 === 0) process.stderr.write(`[bench] ${new Date().toISOString().slice(11, 23)} ${count()} rows, rss ${currentRss(child.pid!)}\n`)
+          if (ready()) {
+            if (process.env.BENCH_LOG !== undefined) process.stderr.write(`[bench] ${new Date().toISOString().slice(11, 23)} ready after ${Math.round(performance.now() - started)} ms\n`)
+            clearInterval(poll)
+            resolve()
+          }
+        }, 20)
+        closed.then((code) => {
+          clearInterval(poll)
+          reject(new Error(`slotkeeper run exited with ${code} before ${what}: ${err.slice(-2000)}`))
+        })
+      }))
+    yield* wait(() => /streaming from/.test(err), "it streamed")
+    const writing = yield* Effect.forkScoped(Effect.repeat(tick, Schedule.fixed("20 millis")))
+    const before = buckets(yield* Effect.promise(() => scrape(port)), "slotkeeper_commit_to_sink_seconds")
+    const writerFrom = next
+    const writerAt = performance.now()
+    yield* wait(() => count() >= rows, `every row was read (${count()} of ${rows})`)
+    const backfillMs = performance.now() - started
+    if (process.env.BENCH_LOG !== undefined) process.stderr.write(`${err}\n[bench] all rows at ${Math.round(backfillMs)} ms\n`)
+    const rssMB = peakRss(child.pid!)
+    const after = buckets(yield* Effect.promise(() => scrape(port)), "slotkeeper_commit_to_sink_seconds")
+    const writerRowsPerSecond = Math.round(((next - writerFrom) / (performance.now() - writerAt)) * 1000)
+    yield* Fiber.interrupt(writing)
+    const window = after.map(([le, c]) => [le, c - (before.find(([b]) => b === le)?.[1] ?? 0)] as const)
+    return {
+      rows,
+      copyMs,
+      backfillMs,
+      rssMB,
+      rssSeries: series,
+      lagP99: quantile(window, 0.99),
+      lagMax: quantile(window, 1),
+      writerRowsPerSecond
+    } satisfies BackfillResult
+  }))
+
+export const report = (runs: number, rows: number, log: (text: string) => void) =>
+  Effect.gen(function*() {
+    const results: Array<BackfillResult> = []
+    for (let i = 1; i <= runs; i++) {
+      log(`backfill: ${rows.toLocaleString("en")} rows, run ${i} of ${runs}`)
+      results.push(yield* run(rows, process.env.CHUNK_SIZE === undefined ? undefined : Number(process.env.CHUNK_SIZE)))
+    }
+    const rate = (ms: number) => rows / (ms / 1000)
+    const ratios = results.map((r) => rate(r.backfillMs) / rate(r.copyMs))
+    const s = (v: number) => (Number.isFinite(v) ? `≤ ${Math.round(v * 1000)} ms` : "> 60 s")
+    const rss = results.flatMap((r) => (r.rssMB === undefined ? [] : [r.rssMB]))
+    return {
+      results,
+      ratios,
+      rss,
+      text: `## Backfill\n\n\`slotkeeper run --snapshot initial --sink file:\` on a table of ${rows.toLocaleString("en")} rows (\`id bigint\` key, an md5 text, an int, a timestamptz), timed from spawning it until the file holds every row as a \`read\` line (start-up and ownership included), against \`COPY (SELECT id, body, n, at FROM items) TO STDOUT\` by psql into /dev/null on the same warm table; meanwhile a writer inserts 1,000 rows/s (every 20 ms, 20 rows) into another table of the stream, and the lag is the CLI's \`slotkeeper_commit_to_sink_seconds\` histogram over the backfill (every batch, the chunks' own included). Median (min–max) of ${runs} runs.\n\n${
+        table(["reader", "rows/s", "vs COPY", "peak RSS (MB)", "lag p99 / max during it"], [
+          ["COPY ... TO STDOUT (psql, /dev/null)", cell(results.map((r) => rate(r.copyMs))), "1", "", ""],
+          ["slotkeeper run --snapshot initial --sink file:", cell(results.map((r) => rate(r.backfillMs))), cell(ratios, 2), cell(rss), results.map((r) => `${s(r.lagP99)} / ${s(r.lagMax)}`).join("; ")]
+        ])
+      }`
+    }
+  })
