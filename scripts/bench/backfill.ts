@@ -22,11 +22,15 @@ import Pg from "pg"
 import { freePort } from "../../packages/cli/test/cli-helpers.ts"
 import { buckets, quantile } from "./lag.ts"
 import { cell, table } from "./stats.ts"
+import { Rows } from "../../packages/core/src/replication/Rows.ts"
+import * as Ndjson from "../../packages/core/src/sink/Ndjson.ts"
 import { cli, cliEnv, cliFlags, currentRss, peakRss, profiling } from "./throughput.ts"
 
 export interface BackfillResult {
   readonly rows: number
   readonly copyMs: number
+  /** Reading by key in 10,000-row chunks and rendering each row's line in this process, nothing written. */
+  readonly ceilingMs: number
   readonly backfillMs: number
   readonly rssMB: number | undefined
   readonly rssSeries: ReadonlyArray<readonly [number, number]>
@@ -69,6 +73,48 @@ const readCounter = (path: string) => {
   }
 }
 
+/**
+ * What a JavaScript reader can do at best on this machine: the backfill's own chunk query (10,000 rows by key, raw
+ * texts), each row built (`Rows`) and rendered as its line (`Ndjson.line`) — in this process, nothing written, no
+ * stream, no window.
+ */
+const ceiling = async (url: string) => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const relation = {
+      oid: 0,
+      schema: "public",
+      name: "items",
+      replicaIdentity: "default" as const,
+      columns: [["id", 20], ["body", 25], ["n", 23], ["at", 1184]].map(([name, typeOid], i) => ({ name: name as string, typeOid: typeOid as number, typeMod: -1, key: i === 0 }))
+    }
+    const rows = new Rows()
+    const shape = rows.shape(relation)
+    const raw = { getTypeParser: () => (v: string) => v }
+    const started = performance.now()
+    let after = "0"
+    let seq = 0
+    let bytes = 0
+    for (;;) {
+      const r = await client.query<Array<string>>({ text: "SELECT id, body, n, at FROM ONLY items WHERE (id) > ($1) ORDER BY id LIMIT 10000", values: [after], rowMode: "array", types: raw })
+      if (r.rows.length === 0) break
+      after = r.rows.at(-1)![0]!
+      for (const texts of r.rows) {
+        const line = Ndjson.line({
+          _tag: "Change", op: "read", snapshot: "bf_bench", schema: "public", table: "items", xid: 1000, commitLsn: 1n, commitTime: "2026-12-04 00:00:00+00",
+          seq: ++seq, new: rows.build(relation, texts).row, old: undefined, oldIsKey: false, unchanged: [], columns: shape.columns, plainJson: shape.plain && !shape.floats
+        }, 1)!
+        bytes += line.length
+      }
+    }
+    if (bytes === 0) throw new Error("the ceiling read nothing")
+    return performance.now() - started
+  } finally {
+    await client.end()
+  }
+}
+
 const scrape = (port: number) => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
 
 export const run = (rows: number, chunkSize?: number) =>
@@ -89,6 +135,7 @@ export const run = (rows: number, chunkSize?: number) =>
     }
     copy() // warm
     const copyMs = copy()
+    const ceilingMs = yield* Effect.promise(() => ceiling(pg.url))
 
     const dir = mkdtempSync(join(tmpdir(), "slotkeeper-backfill-"))
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
@@ -110,7 +157,7 @@ export const run = (rows: number, chunkSize?: number) =>
     const started = performance.now()
     const args = [...profiling, ...cliFlags(), cli, "run", "--database-url", pg.url, "--table", "items", "--table", "events", "--snapshot", "initial", "--sink", `file:${file}`, "--http-port", String(port), "--instance-id", "bench"]
     if (chunkSize !== undefined) args.push("--chunk-size", String(chunkSize))
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env })
+    const child = spawn(process.execPath, args, { stdio: ["ignore", process.env.BENCH_STDOUT === undefined ? "ignore" : "inherit", "pipe"], env })
     let err = ""
     child.stderr.on("data", (d: Buffer) => (err += d.toString()))
     const closed = new Promise<number | null>((resolve) => child.once("close", resolve))
@@ -156,6 +203,7 @@ export const run = (rows: number, chunkSize?: number) =>
     return {
       rows,
       copyMs,
+      ceilingMs,
       backfillMs,
       rssMB,
       rssSeries: series,
@@ -180,9 +228,10 @@ export const report = (runs: number, rows: number, log: (text: string) => void) 
       results,
       ratios,
       rss,
-      text: `## Backfill\n\n\`slotkeeper run --snapshot initial --sink file:\` on a table of ${rows.toLocaleString("en")} rows (\`id bigint\` key, an md5 text, an int, a timestamptz), timed from spawning it until the file holds every row as a \`read\` line (start-up and ownership included), against \`COPY (SELECT id, body, n, at FROM items) TO STDOUT\` by psql into /dev/null on the same warm table; meanwhile a writer inserts 1,000 rows/s (every 20 ms, 20 rows) into another table of the stream, and the lag is the CLI's \`slotkeeper_commit_to_sink_seconds\` histogram over the backfill (every batch, the chunks' own included). Median (min–max) of ${runs} runs.\n\n${
+      text: `## Backfill\n\n\`slotkeeper run --snapshot initial --sink file:\` on a table of ${rows.toLocaleString("en")} rows (\`id bigint\` key, an md5 text, an int, a timestamptz), timed from spawning it until the file holds every row as a \`read\` line (start-up and ownership included), against \`COPY (SELECT id, body, n, at FROM items) TO STDOUT\` by psql into /dev/null on the same warm table, and against the ceiling of any reader in JavaScript: the same chunk queries (10,000 rows by key) with each row built and rendered as its line in the bench's own process, nothing written; meanwhile a writer inserts 1,000 rows/s (every 20 ms, 20 rows) into another table of the stream, and the lag is the CLI's \`slotkeeper_commit_to_sink_seconds\` histogram over the backfill (every batch, the chunks' own included). Median (min–max) of ${runs} runs.\n\n${
         table(["reader", "rows/s", "vs COPY", "peak RSS (MB)", "lag p99 / max during it"], [
           ["COPY ... TO STDOUT (psql, /dev/null)", cell(results.map((r) => rate(r.copyMs))), "1", "", ""],
+          ["read by key and rendered, in-process, nothing written (a JavaScript reader's ceiling)", cell(results.map((r) => rate(r.ceilingMs))), cell(results.map((r) => r.copyMs / r.ceilingMs), 2), "", ""],
           ["slotkeeper run --snapshot initial --sink file:", cell(results.map((r) => rate(r.backfillMs))), cell(ratios, 2), cell(rss), results.map((r) => `${s(r.lagP99)} / ${s(r.lagMax)}`).join("; ")]
         ])
       }`
