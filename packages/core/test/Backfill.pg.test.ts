@@ -60,7 +60,13 @@ class Replica {
 }
 
 /** An instance streaming "orders" with backfills on, into `replica`; acknowledging every commit. */
-const streamInto = (pg: PgServer.PgServer, name: string, replica: Replica, chunkSize: number) =>
+const streamInto = (
+  pg: PgServer.PgServer,
+  name: string,
+  replica: Replica,
+  chunkSize: number,
+  more: { readonly initial?: "publication"; readonly replicas?: ReadonlyMap<string, Replica> } = {}
+) =>
   Effect.gen(function*() {
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: Redacted.make(pg.url), ...fastTiming.advisory })
     const held = yield* Deferred.make<Ownership["Service"]>()
@@ -71,11 +77,11 @@ const streamInto = (pg: PgServer.PgServer, name: string, replica: Replica, chunk
         url: Redacted.make(pg.url),
         instanceId: name,
         sql: ownership.sql,
-        backfill: { chunkSize, pollInterval: "100 millis" }
+        backfill: { chunkSize, pollInterval: "100 millis", ...(more.initial === undefined ? {} : { initial: more.initial }) }
       }, (connection) =>
         Stream.runForEachArray(connection.events, (events) =>
           Effect.gen(function*() {
-            for (const e of events) if (e._tag === "Change") replica.apply(e, name)
+            for (const e of events) if (e._tag === "Change") (more.replicas?.get(e.table) ?? replica).apply(e, name)
             const last = [...events].reverse().find((e) => e._tag === "Commit")
             if (last?._tag === "Commit") yield* connection.acknowledge(last.endLsn)
           })))
@@ -84,8 +90,8 @@ const streamInto = (pg: PgServer.PgServer, name: string, replica: Replica, chunk
     return { ownership, fiber, held }
   })
 
-const tableRows = (pg: PgServer.PgServer) =>
-  Effect.map(pg.query<{ id: number; body: string; n: number | null }>("SELECT id, body, n FROM items ORDER BY id"), (rows) => new Map(rows.map((r) => [r.id, { id: r.id, body: r.body, n: r.n }])))
+const tableRows = (pg: PgServer.PgServer, table = "items") =>
+  Effect.map(pg.query<{ id: number; body: string; n: number | null }>(`SELECT id, body, n FROM ${table} ORDER BY id`), (rows) => new Map(rows.map((r) => [r.id, { id: r.id, body: r.body, n: r.n }])))
 
 const backfillOf = (pg: PgServer.PgServer) =>
   Effect.map(pg.query<{ state: string; rows: string; chunks: string; last_key: unknown }>("SELECT state, rows::text, chunks::text, last_key FROM slotkeeper.backfills"), (r) => r[0])
@@ -199,4 +205,43 @@ describe("Backfill (real PostgreSQL 18)", () => {
       assert.strictEqual(refused._tag, "OwnershipLost")
       yield* Scope.close(scopeA, Exit.void)
     }), 60_000)
+
+  it.live("initial snapshots of the publication: a table that joins it while the stream runs is backfilled, without a restart", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text, n int)")
+      yield* pg.query("CREATE TABLE extra (id int PRIMARY KEY, body text, n int)")
+      yield* pg.query("INSERT INTO items SELECT g, 'existing ' || g, g FROM generate_series(1, 3000) g")
+      yield* pg.query("INSERT INTO extra SELECT g, 'existing ' || g, g FROM generate_series(1, 20000) g")
+      yield* pg.query("CREATE PUBLICATION slotkeeper_orders FOR TABLE items")
+      const replica = new Replica()
+      const extra = new Replica()
+      const a = yield* streamInto(pg, "a", replica, 1000, { initial: "publication", replicas: new Map([["extra", extra]]) })
+      yield* Deferred.await(a.held)
+      const done = (table: string) =>
+        eventually(
+          // (the table of backfills is made by the first request)
+          Effect.map(Effect.orElseSucceed(pg.query<{ state: string }>(`SELECT state FROM slotkeeper.backfills WHERE table_name = '${table}'`), () => []), (r) => (r[0]?.state === "done" ? true : undefined)),
+          60_000,
+          `the initial backfill of ${table} done`
+        )
+      yield* done("items")
+      // extra joins the publication (as a new subscription would make it) while it is written
+      const writer = yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+        const at = 1 + Math.floor(Math.random() * 20000)
+        yield* pg.query(`UPDATE extra SET body = 'updated', n = n + 1 WHERE id BETWEEN ${at} AND ${at + 50}`)
+        yield* pg.query(`DELETE FROM extra WHERE id = ${1 + Math.floor(Math.random() * 20000)}`)
+      })).pipe(Effect.ignore))
+      yield* pg.query("ALTER PUBLICATION slotkeeper_orders ADD TABLE extra")
+      yield* done("extra")
+      yield* Fiber.interrupt(writer)
+      yield* pg.query("INSERT INTO extra VALUES (999999999, 'sentinel', 0)")
+      yield* eventually(Effect.sync(() => (extra.rows.has(999999999) ? true : undefined)), 30_000, "the sentinel delivered")
+      assert.deepStrictEqual(extra.staleReads, [])
+      assert.deepStrictEqual(extra.rows, yield* tableRows(pg, "extra"))
+      assert.deepStrictEqual(replica.rows, yield* tableRows(pg, "items"))
+      // each table asked for once: the next polls found nothing new
+      const [count] = yield* pg.query<{ n: number }>("SELECT count(*)::int AS n FROM slotkeeper.backfills")
+      assert.strictEqual(count!.n, 2)
+    }), 120_000)
 })

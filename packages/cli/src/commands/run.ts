@@ -186,7 +186,7 @@ const streamLayer = (
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
     // backfills (`slotkeeper backfill`, `--snapshot initial`) run inside the stream
-    backfill: { chunkSize: config.chunkSize, ...(config.snapshot === "initial" ? { initial: config.tables.map((t) => ({ schema: t.schema, table: t.name })) } : {}) },
+    backfill: { chunkSize: config.chunkSize, ...(config.snapshot === "initial" ? { initial: "publication" as const } : {}) },
     // a file is also the position's store, opened (and locked) for each holding period
     ...(sink.checkpoint === undefined ? {} : { checkpoint: sink.checkpoint })
   }, sink.consume).pipe(Layer.provide(Layer.succeed(StreamOwnership.StreamOwnership, owned)))

@@ -59,8 +59,13 @@ export interface BackfillOptions {
   readonly pollInterval?: Duration.Input
   /** A chunk's read is cancelled past this (default 60 s). */
   readonly readTimeout?: Duration.Input
-  /** Tables backfilled once, when they first appear in the stream (`--snapshot initial`): asked for at each start. */
-  readonly initial?: ReadonlyArray<{ readonly schema: string; readonly table: string }> | undefined
+  /**
+   * Tables backfilled once, when they first appear in the stream (`--snapshot initial`): these, or with
+   * `"publication"` every table of the stream's publication — looked for at each poll, so that a table joining it
+   * while the stream runs (a new subscription) is backfilled too. "Once" is per stream and table, for ever: a table
+   * that was backfilled (or asked for by `slotkeeper backfill`) is not again.
+   */
+  readonly initial?: ReadonlyArray<{ readonly schema: string; readonly table: string }> | "publication" | undefined
 }
 
 /** Where a chunk's watermark was placed: what was emitted, and the end of its transaction. */
@@ -302,19 +307,38 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
       return exists?.ok ? yield* BackfillProgress.list(sql, options.schema, options.streamId, "running") : []
     })
 
-    const driver = Effect.gen(function*() {
-      const initial = options.initial ?? []
-      if (initial.length > 0) yield* BackfillProgress.setup(sql, options.schema)
-      for (const t of initial) {
-        if (yield* BackfillProgress.requestOnce(sql, options.schema, options.streamId, t)) {
+    // `--snapshot initial`: each table new to the stream asked for once (tables already asked about are not again)
+    const asked = new Set<string>()
+    let setUp = false
+    const askInitial = Effect.gen(function*() {
+      const initial = options.initial
+      if (initial === undefined) return
+      const targets = initial === "publication"
+        ? yield* sql.unsafe<{ schema: string; table: string }>("SELECT schemaname AS schema, tablename AS table FROM pg_publication_tables WHERE pubname = $1", [options.publication])
+        : initial
+      const fresh = targets.filter((t) => !asked.has(JSON.stringify([t.schema, t.table])))
+      if (fresh.length === 0) return
+      if (!setUp) yield* BackfillProgress.setup(sql, options.schema)
+      setUp = true
+      for (const t of fresh) {
+        if (yield* BackfillProgress.requestOnce(sql, options.schema, options.streamId, { schema: t.schema, table: t.table })) {
           yield* Effect.logInfo(`stream ${options.streamId}: ${t.schema}.${t.table} is new to the stream: its existing rows are backfilled (--snapshot initial)`)
         }
+        asked.add(JSON.stringify([t.schema, t.table]))
       }
+    })
+
+    const driver = Effect.gen(function*() {
+      // the first look fails the connection's work (as before: a role that may not create the table is told at once
+      // when it asked for initial snapshots); later looks are warnings
+      yield* askInitial
       const [version] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v")
       const types = TypeCatalog.make(sql)
       const rows = new Rows(types)
       for (;;) {
         // a failed look is said and tried again at the next poll: it must not cost the stream its connection
+        const newTables = yield* Effect.result(askInitial)
+        if (newTables._tag === "Failure") yield* Effect.logWarning(`stream ${options.streamId}: looking for tables new to the stream: ${newTables.failure.message}`)
         const found = yield* Effect.result(running)
         if (found._tag === "Failure") yield* Effect.logWarning(`stream ${options.streamId}: looking for backfills: ${found.failure.message}`)
         const list = found._tag === "Success" ? found.success : []
