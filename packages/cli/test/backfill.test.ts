@@ -71,7 +71,7 @@ describe("slotkeeper backfill (the CLI as a child process, real PostgreSQL 18)",
       const dir = mkdtempSync(join(tmpdir(), "slotkeeper-backfill-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
       const path = join(dir, "changes.ndjson")
-      const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a", "--sink", `file:${path}`, "--snapshot", "initial"]
+      const args = ["--database-url", pg.url, "--table", "items", "--instance-id", "a", "--sink", `file:${path}`, "--snapshot", "initial", "--chunk-size", "2000"]
       const reads = () => (readFileSync(path, "utf8").match(/"op":"read"/g) ?? []).length
       const first = yield* start(args)
       yield* streaming(pg)
@@ -106,9 +106,13 @@ describe("slotkeeper backfill (the CLI as a child process, real PostgreSQL 18)",
       // /metrics counts the rows this process delivered and saved for the backfill
       const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()))
       const counted = Number(/slotkeeper_backfill_rows_total\{[^}]*table="public\.items"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? -1)
-      const [end] = yield* pg.query<{ rows: number }>("SELECT rows::int AS rows FROM slotkeeper.backfills")
+      const [end] = yield* pg.query<{ rows: number }>("SELECT rows::int AS rows FROM slotkeeper.backfills ORDER BY requested_at LIMIT 1")
       assert.isAbove(counted, 0, metrics)
       assert.strictEqual(counted, end!.rows - saved!.rows)
+      // --wait follows a backfill to its end (off a terminal: one line, at the end)
+      const waited = yield* cli("backfill", "--database-url", pg.url, "--table", "items", "--where", "id <= 5000", "--wait")
+      assert.strictEqual(waited.code, 0, waited.stderr)
+      assert.match(waited.stdout.trim().split("\n").at(-1)!, /^public\.items: done, [\d,]+ of about [\d,]+ rows \(100%\)/)
       second.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => second.exited), 0)
       assert.match(second.stderr(), /backfill bf_\S+ of public.items resumes after the last chunk saved/)
