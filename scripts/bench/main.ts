@@ -300,7 +300,7 @@ ${table(Load.tableHeader, Load.tableRows(results))}`)
     "Earlier measurements and the investigations behind them: [benchmark-history.md](benchmark-history.md).",
     ""
   ].join("\n")
-  const goalTable = goals.length === 0 ? "" : `## Goals\n\nEvery goal of the performance issue, with the figure it was filed with and the figure measured in this run.\n\n${
+  const goalTable = goals.length === 0 ? "" : `## Goals\n\nEvery goal of the performance issue (16) and of the backfill issue (17), with the figure it was filed with and the figure measured in this run.\n\n${
     table(["goal", "target", "before", "measured", "met"], goals.map((g) => [g.goal, g.target, g.baseline, g.measured, g.met ? "yes" : "**no**"]))
   }\n\n${charts.map((c) => `![${c.alt}](charts/${c.file})`).join("\n\n")}`
   const document = `${header}\n${[goalTable, ...out].filter((x) => x.length > 0).join("\n\n")}\n`

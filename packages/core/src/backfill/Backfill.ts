@@ -9,7 +9,8 @@
  *   consumer that applies `read`, `insert` and `update` as "put" and `delete` as "remove" ends with the table.
  * - A `read` line never follows a newer change of its row (see `ChunkWindow` for the proof and its one bound).
  * - No table lock, no pause of the stream: a chunk is one short REPEATABLE READ, READ ONLY transaction on a session of
- *   its own; memory is one chunk (`chunkSize` rows).
+ *   its own. Memory: at most two chunks (`chunkSize` rows each) — a chunk is read only once the consumer has
+ *   acknowledged the one before the last, so a slow sink slows the backfill instead of filling memory.
  * - Progress is saved with a guarded write, and only once the chunk's rows are durable downstream (the connection's
  *   saved position has passed the chunk's watermark). A deposed owner cannot advance it; the next owner — after a
  *   handover, a crash, SIGKILL — resumes after the last chunk saved. The chunk in flight is read again: its rows may
