@@ -109,6 +109,11 @@ describe("slotkeeper backfill (the CLI as a child process, real PostgreSQL 18)",
       const [end] = yield* pg.query<{ rows: number }>("SELECT rows::int AS rows FROM slotkeeper.backfills ORDER BY requested_at LIMIT 1")
       assert.isAbove(counted, 0, metrics)
       assert.strictEqual(counted, end!.rows - saved!.rows)
+      // progress for dashboards: rows saved by every owner (the first process's included), of PostgreSQL's estimate
+      const gauge = (name: string) => Number(new RegExp(`${name}\\{[^}]*table="public\\.items"[^}]*\\} (\\S+)`).exec(metrics)?.[1] ?? Number.NaN)
+      assert.strictEqual(gauge("slotkeeper_backfill_saved_rows"), end!.rows)
+      assert.isAbove(gauge("slotkeeper_backfill_estimated_rows"), 50000)
+      assert.strictEqual(gauge("slotkeeper_backfill_running"), 0, "done: no longer running")
       // --wait follows a backfill to its end (off a terminal: one line, at the end)
       const waited = yield* cli("backfill", "--database-url", pg.url, "--table", "items", "--where", "id <= 5000", "--wait")
       assert.strictEqual(waited.code, 0, waited.stderr)

@@ -227,8 +227,10 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         return { placed, read: chunk.rows }
       })
 
-    const runOne = (client: pg.Client, rows: Rows, types: TypeCatalog.TypeCatalog, serverVersion: number, b: BackfillProgress.Backfill) =>
-      Effect.gen(function*() {
+    const runOne = (client: pg.Client, rows: Rows, types: TypeCatalog.TypeCatalog, serverVersion: number, b: BackfillProgress.Backfill) => {
+      // however it ends (done, failed, interrupted by a loss of ownership), it no longer runs here
+      let stopped: Effect.Effect<void> = Effect.void
+      return Effect.gen(function*() {
         const described = yield* Effect.result(ChunkReader.describe(sql, { publication: options.publication, schema: b.schema, table: b.table, where: b.where, serverVersion }))
         if (described._tag === "Failure") {
           if (described.failure._tag === "BackfillRefused") {
@@ -239,6 +241,12 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         }
         const shape = described.success
         yield* types.learn(shape.relation)
+        const tableName = `${b.schema}.${b.table}`
+        const [size] = yield* sql.unsafe<{ n: number }>("SELECT reltuples::float8 AS n FROM pg_class WHERE oid = $1", [shape.relation.oid])
+        let savedRows = b.rows
+        const report = (running: boolean) => StreamMetrics.backfillProgress(options.streamId, tableName, { savedRows, estimatedRows: size?.n, running })
+        stopped = Effect.suspend(() => report(false))
+        yield* report(true)
         let after = b.lastKey
         yield* Effect.logInfo(`stream ${options.streamId}: backfill ${b.id} of ${b.schema}.${b.table} ${after === undefined ? "starts" : "resumes after the last chunk saved"}`)
         // Chunks placed, not yet saved: saved (as one) once the connection's saved position has passed them. The next
@@ -257,7 +265,9 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
           }
           if (key === undefined) return
           yield* progress.advance(b.id, key, rows, chunks)
-          yield* StreamMetrics.backfilled(options.streamId, `${b.schema}.${b.table}`, rows)
+          savedRows += rows
+          yield* StreamMetrics.backfilled(options.streamId, tableName, rows)
+          yield* report(true)
         })
         let delivering: Lsn.Lsn | undefined
         for (;;) {
@@ -282,7 +292,8 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
           }
           yield* saveDurable
         }
-      })
+      }).pipe(Effect.ensuring(Effect.suspend(() => stopped)))
+    }
 
     // What a backfill reads with: a session of its own, opened only while a backfill runs (an idle stream has none).
     const readSession = Effect.gen(function*() {

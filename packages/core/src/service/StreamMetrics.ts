@@ -35,6 +35,9 @@ const commitToSink = Metric.histogram("slotkeeper_commit_to_sink_seconds", {
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 })
 const backfillRows = Metric.counter("slotkeeper_backfill_rows_total", { description: "rows a backfill delivered (read lines), counted once durable downstream and saved as its progress", incremental: true })
+const backfillSavedRows = Metric.gauge("slotkeeper_backfill_saved_rows", { description: "rows of the table's running or last backfill saved as its progress, by every owner (resumed backfills included)" })
+const backfillEstimatedRows = Metric.gauge("slotkeeper_backfill_estimated_rows", { description: "PostgreSQL's estimate of the backfilled table's rows (pg_class.reltuples; -1: not analyzed yet)" })
+const backfillRunning = Metric.gauge("slotkeeper_backfill_running", { description: "1 while this instance runs a backfill of the table" })
 const startupAttempts = Metric.counter("slotkeeper_startup_attempts_total", { description: "failed attempts to reach the server while starting (waiting for it)", incremental: true })
 const lagSeconds = Metric.gauge("slotkeeper_lag_seconds", { description: "how old the last delivered transaction was when the sink had it durable" })
 
@@ -104,6 +107,19 @@ export const delivered = (streamId: string, d: Delivered): Effect.Effect<void> =
 /** Rows of a backfill of `table` (`schema.table`) delivered and saved as its progress. */
 export const backfilled = (streamId: string, table: string, rows: number): Effect.Effect<void> =>
   Metric.update(Metric.withAttributes(backfillRows, { stream: streamId, table }), rows)
+
+/**
+ * A backfill of `table` on this instance: its rows saved so far (every owner's), PostgreSQL's estimate of the table's
+ * rows, and whether it runs here — progress is saved / estimated, and the time left is
+ * `(estimated - saved) / rate(slotkeeper_backfill_rows_total[5m])`.
+ */
+export const backfillProgress = (streamId: string, table: string, p: { readonly savedRows: number; readonly estimatedRows?: number | undefined; readonly running: boolean }): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const labels = { stream: streamId, table }
+    yield* Metric.update(Metric.withAttributes(backfillSavedRows, labels), p.savedRows)
+    if (p.estimatedRows !== undefined) yield* Metric.update(Metric.withAttributes(backfillEstimatedRows, labels), p.estimatedRows)
+    yield* Metric.update(Metric.withAttributes(backfillRunning, labels), p.running ? 1 : 0)
+  })
 
 /** A failed attempt to reach the server while starting, counted. */
 export const startupAttempt = (streamId: string): Effect.Effect<void> => Metric.update(label(startupAttempts, streamId), 1)
