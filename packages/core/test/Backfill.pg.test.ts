@@ -65,7 +65,7 @@ const streamInto = (
   name: string,
   replica: Replica,
   chunkSize: number,
-  more: { readonly initial?: "publication"; readonly replicas?: ReadonlyMap<string, Replica> } = {}
+  more: { readonly initial?: "publication"; readonly replicas?: ReadonlyMap<string, Replica>; readonly acknowledging?: () => boolean } = {}
 ) =>
   Effect.gen(function*() {
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: Redacted.make(pg.url), ...fastTiming.advisory })
@@ -83,7 +83,7 @@ const streamInto = (
           Effect.gen(function*() {
             for (const e of events) if (e._tag === "Change") (more.replicas?.get(e.table) ?? replica).apply(e, name)
             const last = [...events].reverse().find((e) => e._tag === "Commit")
-            if (last?._tag === "Commit") yield* connection.acknowledge(last.endLsn)
+            if (last?._tag === "Commit" && (more.acknowledging?.() ?? true)) yield* connection.acknowledge(last.endLsn)
           })))
     })
     const fiber = yield* Effect.forkScoped(ownership.supervisor.run(owned))
@@ -243,5 +243,31 @@ describe("Backfill (real PostgreSQL 18)", () => {
       // each table asked for once: the next polls found nothing new
       const [count] = yield* pg.query<{ n: number }>("SELECT count(*)::int AS n FROM slotkeeper.backfills")
       assert.strictEqual(count!.n, 2)
+    }), 120_000)
+
+  it.live("a sink that does not acknowledge holds the backfill at two chunks; acknowledging lets it finish", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major: 18 })
+      yield* pg.query("CREATE TABLE items (id int PRIMARY KEY, body text, n int)")
+      yield* pg.query("INSERT INTO items SELECT g, 'existing ' || g, g FROM generate_series(1, 20000) g")
+      yield* pg.query("CREATE PUBLICATION slotkeeper_orders FOR TABLE items")
+      const replica = new Replica()
+      let acknowledging = false
+      const a = yield* streamInto(pg, "a", replica, 1000, { acknowledging: () => acknowledging })
+      yield* Deferred.await(a.held)
+      yield* eventually(Effect.map(pg.query("SELECT 1 FROM pg_replication_slots WHERE temporary"), (r) => (r.length > 0 ? true : undefined)), 30_000, "streaming")
+      yield* BackfillProgress.request(a.ownership.sql, "slotkeeper", "orders", { schema: "public", table: "items" })
+      yield* eventually(Effect.sync(() => (replica.reads >= 2000 ? true : undefined)), 30_000, "two chunks delivered")
+      // the stream goes on (two rows committed after, delivered), and no third chunk came meanwhile
+      for (const id of [900001, 900002]) {
+        yield* pg.query(`INSERT INTO items VALUES (${id}, 'witness', 0)`)
+        yield* eventually(Effect.sync(() => (replica.rows.has(id) ? true : undefined)), 30_000, `row ${id} delivered`)
+      }
+      assert.strictEqual(replica.reads, 2000, "two chunks, no more, while nothing is acknowledged")
+      acknowledging = true
+      yield* pg.query("INSERT INTO items VALUES (900003, 'first acknowledged', 0)")
+      yield* eventually(Effect.map(backfillOf(pg), (b) => (b?.state === "done" ? true : undefined)), 60_000, "the backfill done")
+      yield* caughtUp(pg, replica, 999_999_999)
+      assert.deepStrictEqual(replica.rows, yield* tableRows(pg))
     }), 120_000)
 })
