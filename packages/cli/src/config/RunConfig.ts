@@ -256,13 +256,18 @@ const durationOf = (option: string, text: string, zero = false): number | Config
  * a number for `httpPort`); `make` checks them like flags.
  */
 const inputOfFile = (path: string, text: string): RunInput | ConfigInvalid => {
-  const bad = (why: string) => invalid("config", `${path}: ${why}`)
   let value: unknown
   try {
     value = JSON.parse(text)
   } catch (e) {
-    return bad(`is not JSON (${(e as Error).message})`)
+    return invalid("config", `${path}: is not JSON (${(e as Error).message})`)
   }
+  return inputOfValue(path, value)
+}
+
+/** A JSON value (`where` names it in messages: a file, or a part of one) as options, checked like a file's. */
+const inputOfValue = (where: string, value: unknown): RunInput | ConfigInvalid => {
+  const bad = (why: string) => invalid("config", `${where}: ${why}`)
   if (typeof value !== "object" || value === null || Array.isArray(value)) return bad("must be a JSON object of options, e.g. {\"tables\": [\"public.orders\"]}")
   const o = value as Record<string, unknown>
   // the keys and their kinds are RunOptions' (a file cannot name another file)
@@ -463,6 +468,9 @@ export const checkSchema = (schema: string): Result.Result<string, ConfigInvalid
  * a number for `httpPort`); `make` checks them like flags.
  */
 export const fromFile = (path: string, text: string): Result.Result<RunInput, ConfigInvalid> => result(inputOfFile(path, text))
+
+/** Options from a JSON value already parsed (a stream of a fleet's file), checked like a `--config` file's. */
+export const fromValue = (where: string, value: unknown): Result.Result<RunInput, ConfigInvalid> => result(inputOfValue(where, value))
 
 /** The options checked, with their defaults, or the first one that is wrong (what to change, in its flag's name). */
 export const make = (input: RunInput): Result.Result<RunConfig, ConfigInvalid> => result(configOf(input))

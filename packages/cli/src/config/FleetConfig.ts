@@ -1,0 +1,95 @@
+/**
+ * FleetConfig: `slotkeeper fleet --config fleet.json` — the control database the runners share, this runner's
+ * addresses, and the streams, each with `run`'s options — checked whole before anything connects.
+ *
+ * ```json
+ * {
+ *   "control": { "databaseUrl": "postgres://slotkeeper@control/fleet" },
+ *   "defaults": { "lock": "advisory", "snapshot": "initial" },
+ *   "streams": [
+ *     { "id": "tenant_a", "databaseUrl": "postgres://.../a", "tables": ["public.orders"], "sink": "file:/data/a.ndjson" },
+ *     { "id": "tenant_b", "databaseUrl": "postgres://.../b", "tables": ["public.orders"], "sink": "https://sink/b" }
+ *   ]
+ * }
+ * ```
+ *
+ * **Details**
+ * - A stream's keys are `run`'s `--config` keys (`RunOptions`), with `id` for `streamId`; `defaults` applies under
+ *   every stream. A stream names its own database (no embedded PostgreSQL in a fleet) and at least one table.
+ * - Per runner, not per stream: `httpPort` (one server for all of the runner's streams) and `instanceId` (the runner's
+ *   name); a stream that sets them is refused, and so is `config` (a file cannot name another).
+ * - Two streams with one id, or one sink file, are refused: each would overwrite the other's.
+ * - Every refusal is a `ConfigInvalid` naming where it is (`fleet.json: streams[2] (tenant_b): ...`) and what to
+ *   change; nothing has connected yet.
+ */
+import { Result } from "effect"
+import * as RunConfig from "./RunConfig.ts"
+
+export interface FleetConfig {
+  /** The control database: the cluster's runners and shard locks. */
+  readonly controlUrl: string
+  /** Each stream's options, checked (`streamId` is the stream's `id`). */
+  readonly streams: ReadonlyArray<RunConfig.RunConfig>
+}
+
+const perRunner = ["httpPort", "instanceId", "config", "streamId"] as const
+
+const objectOf = (value: unknown): Record<string, unknown> | undefined =>
+  typeof value === "object" && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : undefined
+
+/** The file's text as a fleet; `instanceId` is this runner's name (every stream's instance). */
+export const fromFile = (path: string, text: string, instanceId: string): Result.Result<FleetConfig, RunConfig.ConfigInvalid> => {
+  const bad = (why: string) => Result.fail(new RunConfig.ConfigInvalid({ option: "config", message: `--config: ${path}: ${why}` }))
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (e) {
+    return bad(`is not JSON (${(e as Error).message})`)
+  }
+  const file = objectOf(value)
+  if (file === undefined) return bad("must be a JSON object: {\"control\": {\"databaseUrl\": ...}, \"streams\": [...]}")
+  for (const key of Object.keys(file)) {
+    if (!["control", "defaults", "streams"].includes(key)) return bad(`unknown key ${JSON.stringify(key)}; the keys are control, defaults, streams`)
+  }
+  const control = objectOf(file.control)
+  if (control === undefined || typeof control.databaseUrl !== "string" || control.databaseUrl.length === 0) {
+    return bad("\"control\" must be {\"databaseUrl\": \"postgres://...\"}: the database the runners share (their membership and shard locks)")
+  }
+  for (const key of Object.keys(control)) {
+    if (key !== "databaseUrl") return bad(`control: unknown key ${JSON.stringify(key)}; the only key is databaseUrl`)
+  }
+  const defaultsValue = file.defaults ?? {}
+  const defaults = RunConfig.fromValue(`${path}: defaults`, defaultsValue)
+  if (Result.isFailure(defaults)) return Result.fail(defaults.failure)
+  for (const key of [...perRunner, "databaseUrl", "tables", "sink"] as const) {
+    if (key in (objectOf(defaultsValue) ?? {})) return bad(`defaults: ${JSON.stringify(key)} cannot be a default: ${perRunner.includes(key as typeof perRunner[number]) ? "it is the runner's (a flag of slotkeeper fleet)" : "each stream names its own"}`)
+  }
+  if (!Array.isArray(file.streams) || file.streams.length === 0) return bad("\"streams\" must be a list of at least one stream: {\"id\": ..., \"databaseUrl\": ..., \"tables\": [...], \"sink\": ...}")
+  const streams: Array<RunConfig.RunConfig> = []
+  for (const [i, entry] of file.streams.entries()) {
+    const object = objectOf(entry)
+    const id = object?.id
+    const where = `${path}: streams[${i}]${typeof id === "string" ? ` (${id})` : ""}`
+    const refuse = (why: string) => Result.fail(new RunConfig.ConfigInvalid({ option: "config", message: `--config: ${where}: ${why}` }))
+    if (object === undefined) return refuse("must be an object with id, databaseUrl, tables and sink")
+    if (typeof id !== "string") return refuse("\"id\" must be the stream's id, a string ([a-z0-9_], at most 40)")
+    const { id: _, ...options } = object
+    for (const key of perRunner) {
+      if (key in options) return refuse(`${JSON.stringify(key)} is the runner's, not a stream's${key === "streamId" ? ": use \"id\"" : key === "config" ? "" : ": give it to slotkeeper fleet"}`)
+    }
+    const input = RunConfig.fromValue(where, options)
+    if (Result.isFailure(input)) return Result.fail(input.failure)
+    if (input.success.databaseUrl === undefined) return refuse("\"databaseUrl\" is missing: a fleet's stream names its database")
+    if ((input.success.tables ?? []).length === 0) return refuse("\"tables\" is missing: name at least one table to stream")
+    const config = RunConfig.make({ ...defaults.success, ...input.success, streamId: id, instanceId })
+    if (Result.isFailure(config)) return refuse(config.failure.message)
+    const same = streams.find((s) => s.streamId === config.success.streamId)
+    if (same !== undefined) return refuse(`stream id ${id} is given twice: each stream needs its own id (its slot and publication are named by it)`)
+    const sink = config.success.sink
+    if (sink._tag === "File" && streams.some((s) => s.sink._tag === "File" && s.sink.path === sink.path)) {
+      return refuse(`sink file ${sink.path} is another stream's too: give each stream its own file`)
+    }
+    streams.push(config.success)
+  }
+  return Result.succeed({ controlUrl: control.databaseUrl, streams })
+}
