@@ -171,9 +171,12 @@ const collect = (s: StreamStatus.Snapshot): Effect.Effect<void> =>
   })
 
 /** Prometheus text: the snapshot's gauges (collected for this scrape) and the program's counters and histograms. */
-export const prometheus = (s: StreamStatus.Snapshot): Effect.Effect<string> =>
+export const prometheus = (s: StreamStatus.Snapshot): Effect.Effect<string> => prometheusOf([s])
+
+/** Prometheus text of several streams (a fleet's runner): each snapshot's gauges, labelled by its stream, then the program's. */
+export const prometheusOf = (snapshots: ReadonlyArray<StreamStatus.Snapshot>): Effect.Effect<string> =>
   Effect.gen(function*() {
-    const gauges = yield* Effect.andThen(collect(s), PrometheusMetrics.format()).pipe(Effect.provideService(Metric.MetricRegistry, new Map()))
+    const gauges = yield* Effect.andThen(Effect.forEach(snapshots, collect, { discard: true }), PrometheusMetrics.format()).pipe(Effect.provideService(Metric.MetricRegistry, new Map()))
     const events = yield* PrometheusMetrics.format()
     return gauges + events
   })
