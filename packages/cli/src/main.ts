@@ -19,6 +19,7 @@ import { Cause, Console, Effect, Exit, Layer, Option, Runtime } from "effect"
 import packageJson from "../package.json" with { type: "json" }
 import { backfill } from "./commands/backfill.ts"
 import { embedded } from "./commands/embedded.ts"
+import { fleet } from "./commands/fleet.ts"
 import { check } from "./commands/check.ts"
 import { run } from "./commands/run.ts"
 import { slots } from "./commands/slots.ts"
@@ -32,7 +33,7 @@ export const slotkeeper = Command.make("slotkeeper").pipe(
   Command.withDescription(
     "Exclusive, fenced ownership of a PostgreSQL logical replication stream, shared safely by many instances."
   ),
-  Command.withSubcommands([run, status, check, slots, backfill, embedded])
+  Command.withSubcommands([run, status, check, slots, backfill, fleet, embedded])
 )
 
 /**

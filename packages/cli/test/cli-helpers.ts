@@ -50,10 +50,13 @@ export interface Running {
 }
 
 /** Starts `slotkeeper run` with `args`; stopped with SIGTERM when the scope closes (if still running). */
-export const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+export const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => startCommand("run", args, env)
+
+/** Starts `slotkeeper <command>` with `args`; stopped with SIGTERM when the scope closes (if still running). */
+export const startCommand = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.acquireRelease(
     Effect.sync((): Running => {
-      const child = spawn(process.execPath, [bin, "run", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
+      const child = spawn(process.execPath, [bin, command, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
       const lines: Array<Record<string, unknown>> = []
       const arrivedAt: Array<number> = []
       let pending = ""
@@ -82,7 +85,7 @@ export const start = (args: ReadonlyArray<string>, env: Record<string, string> =
           orElse: () =>
             Effect.andThen(
               Effect.sync(() => r.child.kill("SIGKILL")),
-              Effect.die(new Error(`slotkeeper run did not exit within 30 s of SIGTERM:\n${r.stderr().slice(-2000)}`))
+              Effect.die(new Error(`slotkeeper ${command} did not exit within 30 s of SIGTERM:\n${r.stderr().slice(-2000)}`))
             )
         })
       )
