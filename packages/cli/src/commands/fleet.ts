@@ -33,15 +33,17 @@ import * as StreamProgram from "../stream/StreamProgram.ts"
 
 /**
  * The cluster's timings (its defaults move a killed runner's shards after about 36 s): a runner's shard locks are
- * refreshed every second and expire after 5 s, assignments are refreshed every second, and runners ping each other
- * every 3 s — so a killed runner's streams are placed elsewhere within about 6 s (measured: 5.7–6.0 s for the
- * cluster, then the stream's own takeover). The shard locks are PostgreSQL advisory locks in the control database.
+ * refreshed every second and expire after 4 s (also the lock session's `idle_session_timeout`: a runner frozen that
+ * long loses its shards, as a stream's owner loses its lock after 2 s), assignments are refreshed every second, and
+ * runners ping each other every 2 s — so a killed runner's streams stream elsewhere within about 4 s (measured by
+ * the fleet CLI test: 3.7–4.1 s from SIGKILL to every stream streaming on the other runner). The shard locks are
+ * PostgreSQL advisory locks in the control database.
  */
 const fleetTimings = {
   shardLockRefreshInterval: "1 second",
-  shardLockExpiration: "5 seconds",
+  shardLockExpiration: "4 seconds",
   refreshAssignmentsInterval: "1 second",
-  runnerHealthCheckInterval: "3 seconds"
+  runnerHealthCheckInterval: "2 seconds"
 } as const
 
 const read = (path: string, instanceId: string) =>
