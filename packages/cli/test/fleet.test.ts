@@ -1,14 +1,16 @@
 /**
  * `slotkeeper fleet` (the CLI as child processes, real PostgreSQL 18): two runners, four streams over four databases
- * of one server — every stream streaming on exactly one runner, its changes delivered; SIGKILL of a runner moves its
- * streams to the other. The shortened version of issue 18's three runners × 30 streams.
+ * of one server, each written to every 20 ms throughout — every stream streaming on exactly one runner; SIGKILL of a
+ * runner moves its streams to the other; a third joins and SIGTERM of the second hands every stream to it; every row
+ * delivered, and no line of a deposed owner after its successor's. The shortened version of issue 18's three runners
+ * × 30 streams.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import NodePg from "pg"
 import { cli, freePort, get, startCommand, untilEffect } from "./cli-helpers.ts"
 
@@ -62,43 +64,77 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
         Effect.gen(function*() {
           const [port, http] = [yield* Effect.promise(() => freePort()), yield* Effect.promise(() => freePort())]
           const r = yield* startCommand("fleet", ["--config", file, "--instance-id", name, "--runner-host", "127.0.0.1", "--runner-port", String(port), "--http-port", String(http)])
-          return { ...r, http }
+          return { ...r, http, port }
         })
       const a = yield* runner("a")
       const b = yield* runner("b")
       // every stream streaming, each on exactly one runner
       const placed = yield* untilEffect(Effect.map(placement(pg.url), (by) => (streams.every((s) => by.get(s)?.length === 1) ? by : undefined)), 90_000, "every stream streaming once")
-      const on = (name: string) => streams.filter((s) => placed.get(s)![0] === name)
+      const on = (name: string) => streams.filter((x) => placed.get(x)![0] === name)
       assert.strictEqual(on("a").length + on("b").length, 4)
-      // changes of every stream delivered to its own file
-      for (const s of streams) {
-        const c = new NodePg.Client({ connectionString: dbUrl(s) })
-        yield* Effect.promise(() => c.connect().then(() => c.query(`INSERT INTO items VALUES (1, '${s}')`)).finally(() => c.end()))
+      // writers: every stream's database gets a row every 20 ms (ids from 1), through everything below
+      const clients = new Map<string, NodePg.Client>()
+      for (const st of streams) {
+        const c = new NodePg.Client({ connectionString: dbUrl(st) })
+        yield* Effect.promise(() => c.connect())
+        yield* Effect.addFinalizer(() => Effect.promise(() => c.end().catch(() => undefined)))
+        clients.set(st, c)
       }
-      for (const s of streams) {
-        yield* untilEffect(Effect.sync(() => {
-          try {
-            return readFileSync(join(dir, `${s}.ndjson`), "utf8").includes(`"body":"${s}"`) ? true : undefined
-          } catch {
-            return undefined
-          }
-        }), 30_000, `${s}'s change delivered`)
+      // the last id committed in every database (an insert interrupted with the writer may be in some only)
+      let committed = 0
+      const writer = yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+        const id = committed + 1
+        yield* Effect.promise(() => Promise.all(streams.map((st) => clients.get(st)!.query("INSERT INTO items VALUES ($1, $2)", [id, st]))))
+        committed = id
+        yield* Effect.sleep("20 millis")
+      })))
+      const lines = (st: string) => {
+        try {
+          return readFileSync(join(dir, `${st}.ndjson`), "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l) as { type: string; epoch: number; new?: { id: number } })
+        } catch {
+          return []
+        }
       }
+      const delivered = (st: string, id: number) => lines(st).some((l) => l.type === "change" && l.new?.id === id)
+      for (const st of streams) yield* untilEffect(Effect.sync(() => (delivered(st, 1) ? true : undefined)), 30_000, `${st}'s first change delivered`)
       // each runner says what runs on it
       const listed = (yield* get(a.http, "/streams")).body as { runner: string; streams: Array<{ id: string; here: boolean; state?: string }> }
       assert.strictEqual(listed.runner, "a")
-      assert.deepStrictEqual(listed.streams.filter((s) => s.here).map((s) => s.id).sort(), on("a").sort())
-      assert.isTrue(listed.streams.filter((s) => s.here).every((s) => s.state === "active"))
+      assert.deepStrictEqual(listed.streams.filter((x) => x.here).map((x) => x.id).sort(), on("a").sort())
+      assert.isTrue(listed.streams.filter((x) => x.here).every((x) => x.state === "active"))
       // SIGKILL the runner with more streams (a, when even): all four stream on the other
       const victim = on("a").length >= on("b").length ? a : b
-      const survivor = victim === a ? "b" : "a"
+      const survivor = victim === a ? b : a
+      const survivorName = victim === a ? "b" : "a"
       const killedAt = performance.now()
       victim.child.kill("SIGKILL")
       yield* Effect.promise(() => victim.exited)
-      yield* untilEffect(Effect.map(placement(pg.url), (by) => (streams.every((s) => by.get(s)?.length === 1 && by.get(s)![0] === survivor) ? true : undefined)), 90_000, `every stream on ${survivor}`)
+      const allOn = (name: string) => untilEffect(Effect.map(placement(pg.url), (by) => (streams.every((x) => by.get(x)?.length === 1 && by.get(x)![0] === name) ? true : undefined)), 90_000, `every stream on ${name}`)
+      yield* allOn(survivorName)
       const movedMs = performance.now() - killedAt
-      console.log(`fleet: the killed runner's streams streamed on ${survivor} after ${Math.round(movedMs)} ms`)
-      // measured 3.7–4.1 s here (the cluster's defaults would take about 36 s); the margin is for a busy machine
+      console.log(`fleet: the killed runner's streams streamed on ${survivorName} after ${Math.round(movedMs)} ms`)
+      // measured 3.5–3.7 s here (the cluster's defaults would take about 36 s); the margin is for a busy machine
       assert.isBelow(movedMs, 15_000)
+      // a third runner joins, then the survivor is stopped with SIGTERM: it hands every stream over and exits 0
+      const c = yield* runner("c")
+      yield* untilEffect(Effect.map(pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM slotkeeper_cluster_runners WHERE address LIKE '%:${c.port}' AND healthy`), (r) => (r[0]!.n === 1 ? true : undefined)), 30_000, "c registered in the cluster")
+      const stoppedAt = performance.now()
+      survivor.child.kill("SIGTERM")
+      assert.strictEqual(yield* Effect.promise(() => survivor.exited), 0, survivor.stderr().slice(-2000))
+      yield* allOn("c")
+      console.log(`fleet: SIGTERM of ${survivorName}: every stream streaming on c after ${Math.round(performance.now() - stoppedAt)} ms`)
+      // nothing lost, and no line of a deposed owner after its successor's: every id delivered, epochs never go back
+      yield* Fiber.interrupt(writer)
+      const last = committed
+      for (const st of streams) {
+        yield* untilEffect(Effect.sync(() => (delivered(st, last) ? true : undefined)), 30_000, `${st}'s row ${last} delivered`)
+        const got = lines(st)
+        const ids = new Set(got.filter((l) => l.type === "change").map((l) => l.new!.id))
+        const missing = Array.from({ length: last }, (_, i) => i + 1).filter((id) => !ids.has(id))
+        assert.deepStrictEqual(missing, [], `${st}: every row delivered`)
+        const epochs = got.map((l) => l.epoch)
+        assert.isTrue(epochs.every((e, i) => i === 0 || e >= epochs[i - 1]!), `${st}: epochs never go back: ${[...new Set(epochs)].join(", ")}`)
+        assert.isAtLeast(new Set(epochs).size, 2, `${st}: written by more than one owner`)
+      }
     }), 240_000)
 })

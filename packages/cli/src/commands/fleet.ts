@@ -33,15 +33,15 @@ import * as StreamProgram from "../stream/StreamProgram.ts"
 
 /**
  * The cluster's timings (its defaults move a killed runner's shards after about 36 s): a runner's shard locks are
- * refreshed every second and expire after 4 s (also the lock session's `idle_session_timeout`: a runner frozen that
+ * refreshed every second and expire after 3 s (also the lock session's `idle_session_timeout`: a runner frozen that
  * long loses its shards, as a stream's owner loses its lock after 2 s), assignments are refreshed every second, and
  * runners ping each other every 2 s — so a killed runner's streams stream elsewhere within about 4 s (measured by
- * the fleet CLI test: 3.7–4.1 s from SIGKILL to every stream streaming on the other runner). The shard locks are
- * PostgreSQL advisory locks in the control database.
+ * the fleet CLI test: 3.5–3.7 s from SIGKILL to every stream streaming on the other runner; 3.7–5.1 s with 4 s
+ * locks). The shard locks are PostgreSQL advisory locks in the control database.
  */
 const fleetTimings = {
   shardLockRefreshInterval: "1 second",
-  shardLockExpiration: "4 seconds",
+  shardLockExpiration: "3 seconds",
   refreshAssignmentsInterval: "1 second",
   runnerHealthCheckInterval: "2 seconds"
 } as const
