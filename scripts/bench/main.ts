@@ -11,7 +11,7 @@
  *
  * Parts: `throughput` (throughput.ts: W1–W4, each reader, time to ownership), `memory` (the CLI on a 1 GB
  * transaction), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts), `lag` (lag.ts,
- * `LAG_SECONDS`), `backfill` (backfill.ts, `BACKFILL_ROWS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
+ * `LAG_SECONDS`), `backfill` (backfill.ts, `BACKFILL_ROWS`), `fleet` (fleet.ts: idle streams on one runner, `FLEET_STREAMS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
@@ -23,6 +23,7 @@ import * as Backfill from "./backfill.ts"
 import * as Charts from "./charts.ts"
 import * as Detection from "./detection.ts"
 import * as Failover from "./failover.ts"
+import * as FleetBench from "./fleet.ts"
 import * as Handover from "./handover.ts"
 import * as Lag from "./lag.ts"
 import * as Load from "./load.ts"
@@ -271,6 +272,10 @@ const program = Effect.gen(function*() {
       { goal: "CLI peak RSS during the backfill", target: "≤ 200 MB", baseline: "—", measured: `${cell(b.rss)} MB`, met: b.rss.length > 0 && summarize(b.rss).max <= 200 },
       { goal: "stream lag during the backfill (max)", target: "≤ 1 s", baseline: "—", measured: lags.map((l) => (Number.isFinite(l) ? `≤ ${Math.round(l * 1000)} ms` : "> 60 s")).join(", "), met: lags.every((l) => l <= 1) }
     )
+  }
+  if (wanted("fleet")) {
+    const f = yield* FleetBench.report(log)
+    out.push(f.text)
   }
   if (wanted("load")) {
     const seconds = Number(process.env.LOAD_SECONDS ?? 600)
