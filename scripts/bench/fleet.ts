@@ -1,7 +1,7 @@
 /**
  * Fleet: what an idle stream costs a runner. One `slotkeeper fleet` runner with no stream, then with `FLEET_STREAMS`
  * (default 100) idle streams (each its own table in one database, the file sink): once every stream streams, RSS is
- * sampled, CPU is measured over `FLEET_IDLE_SECONDS` (default 30) of idleness (utime + stime from /proc), and the
+ * sampled (the server allows 2 slots and a walsender per stream: the persistent slot and its temporary clone), CPU is measured over `FLEET_IDLE_SECONDS` (default 30) of idleness (utime + stime from /proc), and the
  * server's sessions are counted by role (from each session's `application_name`, `slotkeeper:<stream>:<instance>:<role>`).
  */
 import { spawn } from "node:child_process"
@@ -30,7 +30,7 @@ const ticks = (pid: number) => {
 
 export const idle = (count: number, idleSeconds: number) =>
   Effect.scoped(Effect.gen(function*() {
-    const pg = yield* PgCluster.make({ major: 18, settings: { max_connections: Math.max(100, count * 4 + 50), max_replication_slots: count + 20, max_wal_senders: count + 20 } })
+    const pg = yield* PgCluster.make({ major: 18, settings: { max_connections: Math.max(100, count * 5 + 50), max_replication_slots: count * 2 + 10, max_wal_senders: count + 10 } })
     for (let i = 1; i <= count; i++) yield* pg.query(`CREATE TABLE t${i} (id int PRIMARY KEY, body text)`)
     const dir = mkdtempSync(join(tmpdir(), "slotkeeper-fleet-bench-"))
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
@@ -58,7 +58,10 @@ export const idle = (count: number, idleSeconds: number) =>
     const baseRssMB = currentRss(child.pid!) ?? Number.NaN
     const started = performance.now()
     write(count)
-    yield* Wait.eventually(Effect.map(streamingCount, (n) => (n >= count ? true : undefined)), 600_000, `${count} streams streaming`)
+    yield* Wait.eventually(Effect.map(streamingCount, (n) => (n >= count ? true : undefined)), Number(process.env.FLEET_START_TIMEOUT_MS ?? 300_000), `${count} streams streaming`).pipe(
+      // what the runner said, for a start that did not finish
+      Effect.onExit(() => Effect.sync(() => writeFileSync(join(tmpdir(), "slotkeeper-fleet-bench.log"), err)))
+    )
     const startSeconds = (performance.now() - started) / 1000
     yield* Effect.sleep("10 seconds") // settled: start-up's garbage collected
     const rssMB = currentRss(child.pid!) ?? Number.NaN
