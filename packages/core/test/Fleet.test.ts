@@ -4,7 +4,7 @@
  * closing the fleet stops every stream.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Fiber, Layer, Queue, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Queue, Stream } from "effect"
 import { TestRunner } from "effect/cluster"
 import { TestClock } from "effect/testing"
 import * as Fleet from "../src/fleet/Fleet.ts"
@@ -15,9 +15,10 @@ const fakeStream = (log: Array<string>, id: string, version = "1", failures = 0)
   return {
     id,
     version,
-    run: Effect.gen(function*() {
+    run: (started: Effect.Effect<void>) => Effect.gen(function*() {
       runs++
       log.push(`start ${id}@${version}`)
+      yield* started
       if (runs <= failures) return yield* Effect.fail(new Error(`${id} failed (${runs})`))
       return yield* Effect.never
     }).pipe(Effect.onInterrupt(() => Effect.sync(() => log.push(`stop ${id}@${version}`))))
@@ -57,5 +58,44 @@ describe("Fleet (TestRunner, fake streams)", () => {
       yield* Fiber.join(fiber)
       // the fleet closed: every stream stopped
       assert.deepStrictEqual(log.slice(-2).sort(), ["stop b@2", "stop c@1"])
+    }))
+
+  it.effect("the start gate: with one start slot, a stream starts only once the one before has said it started, or after the start timeout", () =>
+    Effect.gen(function*() {
+      const log: Array<string> = []
+      const go = yield* Deferred.make<void>()
+      // a never says it started until `go`; b and c say so at once
+      const slow: Fleet.FleetStream<never, never> = {
+        id: "a",
+        version: "1",
+        run: (started) => Effect.andThen(Effect.sync(() => log.push("start a")), Effect.andThen(Deferred.await(go), Effect.andThen(started, Effect.never)))
+      }
+      const quick = (id: string): Fleet.FleetStream<never, never> => ({ id, version: "1", run: (started) => Effect.andThen(Effect.sync(() => log.push(`start ${id}`)), Effect.andThen(started, Effect.never)) })
+      yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(Fleet.layer(Stream.make([slow, quick("b"), quick("c")]), { startConcurrency: 1, startTimeout: "10 seconds" }).pipe(Layer.provide(TestRunner.layer)))
+        yield* Effect.never
+      })))
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      assert.deepStrictEqual(log, ["start a"])
+      yield* Deferred.succeed(go, undefined)
+      yield* settle
+      assert.deepStrictEqual(log, ["start a", "start b", "start c"])
+    }))
+
+  it.effect("the start gate: a stream that never says it started gives its slot back after the start timeout", () =>
+    Effect.gen(function*() {
+      const log: Array<string> = []
+      const silent = (id: string): Fleet.FleetStream<never, never> => ({ id, version: "1", run: () => Effect.andThen(Effect.sync(() => log.push(`start ${id}`)), Effect.never) })
+      yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(Fleet.layer(Stream.make([silent("a"), silent("b")]), { startConcurrency: 1, startTimeout: "10 seconds" }).pipe(Layer.provide(TestRunner.layer)))
+        yield* Effect.never
+      })))
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      assert.strictEqual(log.length, 1)
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.strictEqual(log.length, 2)
     }))
 })

@@ -21,7 +21,7 @@ import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { PgClient } from "@effect/sql-pg"
-import { Fleet, FleetRoutes, type StreamStatus } from "@slotkeeper/core"
+import { Fleet, FleetRoutes, StreamStatus } from "@slotkeeper/core"
 import { Config, Effect, Layer, Option, Redacted, Result, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import { RunnerAddress, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "effect/cluster"
@@ -83,10 +83,15 @@ export const fleet = Command.make("fleet", {
   const streamOf = (config: RunConfig.RunConfig): Fleet.FleetStream<RunConfig.ConfigInvalid | unknown, never> => ({
     id: config.streamId,
     version: JSON.stringify(config),
-    run: Effect.scoped(Effect.gen(function*() {
+    run: (started) => Effect.scoped(Effect.gen(function*() {
       const prepared = yield* StreamProgram.prepare(config, config.databaseUrl!, config.tables)
       snapshots.set(config.streamId, prepared.snapshot)
       yield* Effect.addFinalizer(() => Effect.sync(() => snapshots.delete(config.streamId)))
+      // started: streaming, or waiting as a standby behind another owner (the start gate's slot is given back)
+      yield* Effect.forkScoped(Effect.gen(function*() {
+        while (!["active", "waiting"].includes(StreamStatus.state(yield* prepared.snapshot))) yield* Effect.sleep("100 millis")
+        yield* started
+      }))
       yield* Effect.logInfo(`fleet: stream ${config.streamId} placed here`)
       return yield* prepared.run
     })).pipe(Effect.annotateLogs({ stream: config.streamId }))

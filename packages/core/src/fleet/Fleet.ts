@@ -18,17 +18,32 @@
  * - A stream's failure never escapes its singleton (the cluster turns a singleton's failure into a defect): it is
  *   logged and the stream is run again after a backoff (1 s doubling to 30 s), while this runner holds its shard.
  * - `Fleet.here` says which streams run on this runner, since when, and their last error (for `GET /streams`).
+ * - **The start gate**: at most `startConcurrency` streams start at once on a runner (a start slot is held from the
+ *   stream's start until it streams or stands by, or `startTimeout`). Starting a stream is the expensive part (its
+ *   checks, its slot, its lock); 100 started at once on a 2-core machine made every heartbeat miss its deadline — the
+ *   streams lost their ownership, the runner its shards, and all started again, for ever (measured: no stream
+ *   streaming after 5 minutes).
  */
-import { Context, Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Context, Deferred, type Duration, Effect, Exit, Layer, Scope, Semaphore, Stream } from "effect"
 import { Sharding } from "effect/cluster/Sharding"
 import { capped } from "../internal/retry.ts"
 import * as FleetPlan from "./FleetPlan.ts"
 
-/** A stream of the fleet: its id, its configuration's text (a change restarts it), and the stream's whole life. */
+/**
+ * A stream of the fleet: its id, its configuration's text (a change restarts it), and the stream's whole life —
+ * which runs `started` once it streams or waits as a standby (see the start gate).
+ */
 export interface FleetStream<E, R> {
   readonly id: string
   readonly version: string
-  readonly run: Effect.Effect<void, E, R>
+  readonly run: (started: Effect.Effect<void>) => Effect.Effect<void, E, R>
+}
+
+export interface FleetOptions {
+  /** Streams starting at once on this runner (default 4); the others wait for a start slot. */
+  readonly startConcurrency?: number
+  /** A start slot is given back after this even if the stream has not said it started (default 15 s). */
+  readonly startTimeout?: Duration.Input
 }
 
 /** A stream this runner runs (its singleton is placed here). */
@@ -57,9 +72,21 @@ export const singletonName = (id: string): string => `slotkeeper/stream/${id}`
  * Runs the fleet's streams on this runner as the lists of `streams` say (see the module comment), for as long as the
  * layer is in use.
  */
-export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, R>>>): Layer.Layer<Fleet, never, Sharding | Exclude<R, Scope.Scope>> =>
+export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, R>>>, options: FleetOptions = {}): Layer.Layer<Fleet, never, Sharding | Exclude<R, Scope.Scope>> =>
   Layer.effect(Fleet)(Effect.gen(function*() {
     const sharding = yield* Sharding
+    const gate = yield* Semaphore.make(Math.max(1, options.startConcurrency ?? 4))
+    const startTimeout = options.startTimeout ?? "15 seconds"
+    /** Runs `run` with a start slot, given back once it says it started (or after the timeout, or when it ends). */
+    const gated = (run: (started: Effect.Effect<void>) => Effect.Effect<void, E, R>) =>
+      Effect.scoped(Effect.gen(function*() {
+        const given = yield* Deferred.make<void>()
+        const giveBack = Effect.flatMap(Deferred.succeed(given, undefined), (first) => (first ? Semaphore.release(gate, 1) : Effect.void))
+        yield* Semaphore.take(gate, 1)
+        yield* Effect.addFinalizer(() => giveBack)
+        yield* Effect.forkScoped(Effect.andThen(Effect.sleep(startTimeout), giveBack))
+        return yield* run(Effect.asVoid(giveBack))
+      }))
     const registered = new Map<string, { readonly version: string; readonly scope: Scope.Closeable }>()
     const here = new Map<string, Here>()
     let listed: ReadonlyArray<string> = []
@@ -68,7 +95,7 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
       let restarts = 0
       const attempt = Effect.suspend(() => {
         here.set(stream.id, { id: stream.id, since: Date.now(), restarts, lastError: here.get(stream.id)?.lastError })
-        return stream.run
+        return gated(stream.run)
       }).pipe(
         Effect.tapCause((cause) =>
           Effect.gen(function*() {
