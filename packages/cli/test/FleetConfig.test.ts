@@ -19,6 +19,9 @@ describe("FleetConfig (pure)", () => {
       streams: [stream("tenant_a"), stream("tenant_b", { lock: "advisory", chunkSize: 500, tables: ["public.orders", { table: "public.items", where: "id > 0" }] })]
     }))
     assert.strictEqual(r.controlUrl, "postgres://u@control/fleet")
+    assert.deepStrictEqual([r.shardLockRefreshMs, r.shardLockExpirationMs], [1000, 3000])
+    const tuned = Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, cluster: { shardLockRefreshInterval: "2s", shardLockExpiration: 9000 }, streams: [stream("a")] }))
+    assert.deepStrictEqual([tuned.shardLockRefreshMs, tuned.shardLockExpirationMs], [2000, 9000])
     assert.deepStrictEqual(r.streams.map((s) => [s.streamId, s.instanceId, s.lock, s.snapshot, s.chunkSize]), [
       ["tenant_a", "runner-1", "lease", "initial", 10_000],
       ["tenant_b", "runner-1", "advisory", "initial", 500]
@@ -34,7 +37,11 @@ describe("FleetConfig (pure)", () => {
       [{ streams: [stream("a")] }, /"control" must be \{"databaseUrl": "postgres:\/\/\.\.\."\}/],
       [{ control: { databaseUrl: "x", pool: 3 }, streams: [stream("a")] }, /control: unknown key "pool"/],
       [{ control, streams: [] }, /"streams" must be a list of at least one stream/],
-      [{ control, streams: [stream("a")], extra: 1 }, /unknown key "extra"; the keys are control, defaults, streams/],
+      [{ control, streams: [stream("a")], extra: 1 }, /unknown key "extra"; the keys are control, cluster, defaults, streams/],
+      [{ control, cluster: { shardLockExpiration: "2s" }, streams: [stream("a")] }, /shardLockExpiration \(2000 ms\) must be at least three shardLockRefreshInterval \(1000 ms\)/],
+      [{ control, cluster: { shardLockRefreshInterval: "soon" }, streams: [stream("a")] }, /cluster: shardLockRefreshInterval: "soon" is not a positive duration/],
+      [{ control, cluster: { lockTimeout: "1s" }, streams: [stream("a")] }, /cluster: unknown key "lockTimeout"/],
+      [{ control, cluster: [], streams: [stream("a")] }, /"cluster" must be an object/],
       [{ control, defaults: { sink: "stdout" }, streams: [stream("a")] }, /defaults: "sink" cannot be a default: each stream names its own/],
       [{ control, defaults: { httpPort: 9000 }, streams: [stream("a")] }, /defaults: "httpPort" cannot be a default: it is the runner's/],
       [{ control, defaults: { lock: "mutex" }, streams: [stream("a")] }, /lock/],

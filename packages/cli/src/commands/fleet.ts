@@ -22,7 +22,7 @@ import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { PgClient } from "@effect/sql-pg"
 import { Fleet, FleetRoutes, StreamStatus } from "@slotkeeper/core"
-import { Config, Effect, Layer, Option, Redacted, Result, Schedule, Stream } from "effect"
+import { Config, Duration, Effect, Layer, Option, Redacted, Result, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import { RunnerAddress, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "effect/cluster"
 import { HttpRouter } from "effect/http"
@@ -33,15 +33,13 @@ import * as StreamProgram from "../stream/StreamProgram.ts"
 
 /**
  * The cluster's timings (its defaults move a killed runner's shards after about 36 s): a runner's shard locks are
- * refreshed every second and expire after 3 s (also the lock session's `idle_session_timeout`: a runner frozen that
+ * refreshed every second and expire after 3 s by default (`cluster` in the file: `FleetConfig`) (also the lock session's `idle_session_timeout`: a runner frozen that
  * long loses its shards, as a stream's owner loses its lock after 2 s), assignments are refreshed every second, and
  * runners ping each other every 2 s — so a killed runner's streams stream elsewhere within about 4 s (measured by
  * the fleet CLI test: 3.5–3.7 s from SIGKILL to every stream streaming on the other runner; 3.7–5.1 s with 4 s
  * locks). The shard locks are PostgreSQL advisory locks in the control database.
  */
 const fleetTimings = {
-  shardLockRefreshInterval: "1 second",
-  shardLockExpiration: "3 seconds",
   refreshAssignmentsInterval: "1 second",
   runnerHealthCheckInterval: "2 seconds"
 } as const
@@ -127,6 +125,8 @@ export const fleet = Command.make("fleet", {
     // Option-wrapped: a bare address would silently make a client-only runner on a random port
     runnerAddress: Option.some(address),
     runnerListenAddress: Option.some(RunnerAddress.make("0.0.0.0", flags.runnerPort)),
+    shardLockRefreshInterval: Duration.millis(first.shardLockRefreshMs),
+    shardLockExpiration: Duration.millis(first.shardLockExpirationMs),
     ...fleetTimings
   }
   // the cluster's tables in the control database under slotkeeper's own prefix (slotkeeper_cluster_runners, ...)

@@ -19,6 +19,10 @@
  * - Per runner, not per stream: `httpPort` (one server for all of the runner's streams) and `instanceId` (the runner's
  *   name); a stream that sets them is refused, and so is `config` (a file cannot name another).
  * - Two streams with one id, or one sink file, are refused: each would overwrite the other's.
+ * - `cluster` (optional): `shardLockRefreshInterval` and `shardLockExpiration` (durations, default `1s` and `3s`; the
+ *   expiration at least three refreshes). The same on every runner. Longer tolerates a slow control database (one
+ *   refresh slower than the interval releases all of a runner's shards), shorter moves a killed runner's streams
+ *   sooner.
  * - Every refusal is a `ConfigInvalid` naming where it is (`fleet.json: streams[2] (tenant_b): ...`) and what to
  *   change; nothing has connected yet.
  */
@@ -28,6 +32,13 @@ import * as RunConfig from "./RunConfig.ts"
 export interface FleetConfig {
   /** The control database: the cluster's runners and shard locks. */
   readonly controlUrl: string
+  /**
+   * The cluster's shard locks, in milliseconds: refreshed every `shardLockRefreshMs` (also how long one refresh may
+   * take before the runner gives up all its shards), expiring after `shardLockExpirationMs` (how soon a killed
+   * runner's shards move). Defaults 1 s and 3 s.
+   */
+  readonly shardLockRefreshMs: number
+  readonly shardLockExpirationMs: number
   /** Each stream's options, checked (`streamId` is the stream's `id`). */
   readonly streams: ReadonlyArray<RunConfig.RunConfig>
 }
@@ -49,7 +60,7 @@ export const fromFile = (path: string, text: string, instanceId: string): Result
   const file = objectOf(value)
   if (file === undefined) return bad("must be a JSON object: {\"control\": {\"databaseUrl\": ...}, \"streams\": [...]}")
   for (const key of Object.keys(file)) {
-    if (!["control", "defaults", "streams"].includes(key)) return bad(`unknown key ${JSON.stringify(key)}; the keys are control, defaults, streams`)
+    if (!["control", "cluster", "defaults", "streams"].includes(key)) return bad(`unknown key ${JSON.stringify(key)}; the keys are control, cluster, defaults, streams`)
   }
   const control = objectOf(file.control)
   if (control === undefined || typeof control.databaseUrl !== "string" || control.databaseUrl.length === 0) {
@@ -57,6 +68,18 @@ export const fromFile = (path: string, text: string, instanceId: string): Result
   }
   for (const key of Object.keys(control)) {
     if (key !== "databaseUrl") return bad(`control: unknown key ${JSON.stringify(key)}; the only key is databaseUrl`)
+  }
+  const cluster = objectOf(file.cluster ?? {})
+  if (cluster === undefined) return bad("\"cluster\" must be an object: {\"shardLockRefreshInterval\": \"1s\", \"shardLockExpiration\": \"3s\"}")
+  const timings = { shardLockRefreshInterval: 1000, shardLockExpiration: 3000 }
+  for (const [key, value] of Object.entries(cluster)) {
+    if (!(key in timings)) return bad(`cluster: unknown key ${JSON.stringify(key)}; the keys are shardLockRefreshInterval, shardLockExpiration`)
+    const millis = typeof value === "string" ? RunConfig.durationOf("config", value) : typeof value === "number" && value > 0 ? value : new RunConfig.ConfigInvalid({ option: "config", message: "" })
+    if (typeof millis !== "number") return bad(`cluster: ${key}: ${JSON.stringify(value)} is not a positive duration: write e.g. 1s or 500ms`)
+    timings[key as keyof typeof timings] = millis
+  }
+  if (timings.shardLockExpiration < 3 * timings.shardLockRefreshInterval) {
+    return bad(`cluster: shardLockExpiration (${timings.shardLockExpiration} ms) must be at least three shardLockRefreshInterval (${timings.shardLockRefreshInterval} ms): a runner must be able to miss a refresh without losing its shards`)
   }
   const defaultsValue = file.defaults ?? {}
   const defaults = RunConfig.fromValue(`${path}: defaults`, defaultsValue)
@@ -91,5 +114,5 @@ export const fromFile = (path: string, text: string, instanceId: string): Result
     }
     streams.push(config.success)
   }
-  return Result.succeed({ controlUrl: control.databaseUrl, streams })
+  return Result.succeed({ controlUrl: control.databaseUrl, shardLockRefreshMs: timings.shardLockRefreshInterval, shardLockExpirationMs: timings.shardLockExpiration, streams })
 }

@@ -240,7 +240,7 @@ const fileTableOf = (t: unknown): TableSpec | ConfigInvalid => {
 }
 
 /** `500ms`, `5s`, `2m`, `1h`, or Effect's `5 seconds`: milliseconds, or why not. Zero only when `zero` allows it. */
-const durationOf = (option: string, text: string, zero = false): number | ConfigInvalid => {
+export const durationOf = (option: string, text: string, zero = false): number | ConfigInvalid => {
   const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(text.trim())
   const millis = short !== null
     ? Number(short[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[short[2] as "ms" | "s" | "m" | "h"]
