@@ -13,7 +13,7 @@
  *   observed from that transaction's commit to the fsync of the chunk's last line).
  */
 import { execFileSync, spawn } from "node:child_process"
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Fiber, Schedule } from "effect"
@@ -24,7 +24,7 @@ import { buckets, quantile } from "./lag.ts"
 import { cell, table } from "./stats.ts"
 import { Rows } from "../../packages/core/src/replication/Rows.ts"
 import * as Ndjson from "../../packages/core/src/sink/Ndjson.ts"
-import { cli, cliEnv, cliFlags, currentRss, peakRss, profiling } from "./throughput.ts"
+import { cli, cliEnv, cliFlags, currentRss, lineCounter, peakRss, profiling } from "./throughput.ts"
 
 export interface BackfillResult {
   readonly rows: number
@@ -48,30 +48,6 @@ const psql = () => {
   }
 }
 
-/** Counts `read` lines appended to `path` (incrementally). */
-const readCounter = (path: string) => {
-  let offset = 0
-  let reads = 0
-  let partial = ""
-  const buffer = Buffer.alloc(1 << 20)
-  return () => {
-    if (!existsSync(path)) return 0
-    const fd = openSync(path, "r")
-    try {
-      for (;;) {
-        const n = readSync(fd, buffer, 0, buffer.length, offset)
-        if (n === 0) break
-        offset += n
-        const lines = (partial + buffer.toString("latin1", 0, n)).split("\n")
-        partial = lines.pop()!
-        for (const l of lines) if (l.includes("\"op\":\"read\"")) reads++
-      }
-    } finally {
-      closeSync(fd)
-    }
-    return reads
-  }
-}
 
 /**
  * What a JavaScript reader can do at best on this machine: the backfill's own chunk query (10,000 rows by key, raw
@@ -141,7 +117,7 @@ export const run = (rows: number, chunkSize?: number) =>
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
     const file = join(dir, "out.ndjson")
     const port = yield* Effect.promise(() => freePort())
-    const count = readCounter(file)
+    const count = lineCounter(file, (l) => l.includes("\"op\":\"read\""))
 
     // the writer: every 20 ms, one transaction of 20 rows into `events` (1,000 rows/s), for the whole run
     const writer = new Pg.Client({ connectionString: pg.url })

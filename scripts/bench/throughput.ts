@@ -129,8 +129,11 @@ const recvlogicalReader = (url: string, end: string, rows: number, slot = "bench
     })
   )
 
-/** Counts change lines appended to `path` since the last call (incrementally: the file can be hundreds of MB). */
-export const lineCounter = (path: string) => {
+/**
+ * Counts the lines appended to `path` since the last call that `matches` (default: change lines), incrementally: the
+ * file can be hundreds of MB.
+ */
+export const lineCounter = (path: string, matches: (line: string) => boolean = (l) => l.startsWith("{\"type\":\"change\"")) => {
   let offset = 0
   let changes = 0
   let partial = ""
@@ -146,7 +149,7 @@ export const lineCounter = (path: string) => {
         const text = partial + buffer.toString("utf8", 0, n)
         const lines = text.split("\n")
         partial = lines.pop()!
-        for (const l of lines) if (l.startsWith("{\"type\":\"change\"")) changes++
+        for (const l of lines) if (matches(l)) changes++
       }
     } finally {
       closeSync(fd)

@@ -44,11 +44,11 @@ const fleetTimings = {
   runnerHealthCheckInterval: "2 seconds"
 } as const
 
-const read = (path: string, instanceId: string) =>
+const read = (path: string) =>
   Effect.try({
     try: () => readFileSync(path, "utf8"),
     catch: (e) => new RunConfig.ConfigInvalid({ option: "config", message: `--config: cannot read ${path}: ${(e as Error).message}` })
-  }).pipe(Effect.flatMap((text) => Effect.fromResult(FleetConfig.fromFile(path, text, instanceId))))
+  })
 
 export const fleet = Command.make("fleet", {
   config: Flag.String("config").pipe(Flag.withDescription("the fleet's file: control database, defaults, streams (see Running many streams)"), Flag.withFallbackConfig(Config.String("SLOTKEEPER_CONFIG"))),
@@ -73,12 +73,14 @@ export const fleet = Command.make("fleet", {
   if (httpPort !== undefined && (!Number.isInteger(httpPort) || httpPort < 1 || httpPort > 65535)) {
     return yield* new RunConfig.ConfigInvalid({ option: "http-port", message: `--http-port ${httpPort} is not a TCP port: use 1..65535` })
   }
-  const first = yield* read(flags.config, instanceId)
+  // the text the first list comes from is the one the watcher compares with: a change made meanwhile is not missed
+  let lastText = yield* read(flags.config)
+  const first = yield* Effect.fromResult(FleetConfig.fromFile(flags.config, lastText, instanceId))
   yield* Effect.annotateLogsScoped({ instance: instanceId })
 
   // the streams here: their snapshots for /streams and /metrics
   const snapshots = new Map<string, Effect.Effect<StreamStatus.Snapshot>>()
-  const streamOf = (config: RunConfig.RunConfig): Fleet.FleetStream<RunConfig.ConfigInvalid | unknown, never> => ({
+  const streamOf = (config: RunConfig.RunConfig): Fleet.FleetStream<unknown, never> => ({
     id: config.streamId,
     version: JSON.stringify(config),
     run: (started) => Effect.scoped(Effect.gen(function*() {
@@ -96,7 +98,6 @@ export const fleet = Command.make("fleet", {
   })
 
   // the file, watched: each version that checks is the list; one that does not is said and ignored
-  let lastText = readFileSync(flags.config, "utf8")
   const changes = Stream.fromEffectSchedule(
     Effect.gen(function*() {
       const text = yield* Effect.sync(() => {
@@ -159,5 +160,5 @@ export const fleet = Command.make("fleet", {
     Layer.provide(NodeHttpServer.layer(createServer, { port: httpPort, gracefulShutdownTimeout: "1 second" }))
   )
   yield* Effect.logInfo(`fleet: runner ${instanceId} at ${address.host}:${address.port}, ${first.streams.length} streams in ${flags.config}`)
-  return yield* Layer.launch(Layer.merge(http, Layer.empty).pipe(Layer.provideMerge(fleetLayer)))
+  return yield* Layer.launch(http.pipe(Layer.provideMerge(fleetLayer)))
 }, Effect.scoped)).pipe(Command.withDescription("Run one runner of a fleet: many streams over many runners (Effect Cluster), each owned and fenced as by run"))

@@ -227,10 +227,8 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         return { placed, read: chunk.rows }
       })
 
-    const runOne = (client: pg.Client, rows: Rows, types: TypeCatalog.TypeCatalog, serverVersion: number, b: BackfillProgress.Backfill) => {
-      // however it ends (done, failed, interrupted by a loss of ownership), it no longer runs here
-      let stopped: Effect.Effect<void> = Effect.void
-      return Effect.gen(function*() {
+    const runOne = (client: pg.Client, rows: Rows, types: TypeCatalog.TypeCatalog, serverVersion: number, b: BackfillProgress.Backfill) =>
+      Effect.scoped(Effect.gen(function*() {
         const described = yield* Effect.result(ChunkReader.describe(sql, { publication: options.publication, schema: b.schema, table: b.table, where: b.where, serverVersion }))
         if (described._tag === "Failure") {
           if (described.failure._tag === "BackfillRefused") {
@@ -245,7 +243,8 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         const [size] = yield* sql.unsafe<{ n: number }>("SELECT reltuples::float8 AS n FROM pg_class WHERE oid = $1", [shape.relation.oid])
         let savedRows = b.rows
         const report = (running: boolean) => StreamMetrics.backfillProgress(options.streamId, tableName, { savedRows, estimatedRows: size?.n, running })
-        stopped = Effect.suspend(() => report(false))
+        // however it ends (done, failed, interrupted by a loss of ownership), it no longer runs here
+        yield* Effect.addFinalizer(() => report(false))
         yield* report(true)
         let after = b.lastKey
         yield* Effect.logInfo(`stream ${options.streamId}: backfill ${b.id} of ${b.schema}.${b.table} ${after === undefined ? "starts" : "resumes after the last chunk saved"}`)
@@ -292,8 +291,7 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
           }
           yield* saveDurable
         }
-      }).pipe(Effect.ensuring(Effect.suspend(() => stopped)))
-    }
+      }))
 
     // What a backfill reads with: a session of its own, opened only while a backfill runs (an idle stream has none).
     const readSession = Effect.gen(function*() {
