@@ -1,9 +1,9 @@
 /**
  * `slotkeeper fleet` (the CLI as child processes, real PostgreSQL 18): two runners, four streams over four databases
- * of one server, each written to every 20 ms throughout — every stream streaming on exactly one runner; SIGKILL of a
- * runner moves its streams to the other; a third joins and SIGTERM of the second hands every stream to it; every row
- * delivered, and no line of a deposed owner after its successor's. The shortened version of issue 18's three runners
- * × 30 streams.
+ * of one server, each written to every 20 ms throughout — every stream streaming on exactly one runner, two on each;
+ * SIGKILL of a runner moves its streams to the other; a third joins and takes two (±1 again); SIGTERM of the second
+ * hands every stream to the third; every row delivered, and no line of a deposed owner after its successor's. The
+ * shortened version of issue 18's three runners × 30 streams (`scripts/fleet-soak.ts` runs that).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -71,7 +71,8 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       // every stream streaming, each on exactly one runner
       const placed = yield* untilEffect(Effect.map(placement(pg.url), (by) => (streams.every((s) => by.get(s)?.length === 1) ? by : undefined)), 90_000, "every stream streaming once")
       const on = (name: string) => streams.filter((x) => placed.get(x)![0] === name)
-      assert.strictEqual(on("a").length + on("b").length, 4)
+      // balanced: two each
+      assert.deepStrictEqual([on("a").length, on("b").length], [2, 2])
       // writers: every stream's database gets a row every 20 ms (ids from 1), through everything below
       const clients = new Map<string, NodePg.Client>()
       for (const st of streams) {
@@ -98,14 +99,16 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       const delivered = (st: string, id: number) => lines(st).some((l) => l.type === "change" && l.new?.id === id)
       for (const st of streams) yield* untilEffect(Effect.sync(() => (delivered(st, 1) ? true : undefined)), 30_000, `${st}'s first change delivered`)
       // each runner says what runs on it
-      const listed = (yield* get(a.http, "/streams")).body as { runner: string; streams: Array<{ id: string; here: boolean; state?: string }> }
+      const listed = (yield* get(a.http, "/streams")).body as { runner: string; streams: Array<{ id: string; placedOn: string | null; here: boolean; state?: string }> }
       assert.strictEqual(listed.runner, "a")
       assert.deepStrictEqual(listed.streams.filter((x) => x.here).map((x) => x.id).sort(), on("a").sort())
+      // every runner knows where every stream is placed (runners are named by their cluster address)
+      assert.deepStrictEqual(listed.streams.map((x) => x.placedOn).sort(), [...on("a").map(() => `127.0.0.1:${a.port}`), ...on("b").map(() => `127.0.0.1:${b.port}`)].sort())
       assert.isTrue(listed.streams.filter((x) => x.here).every((x) => x.state === "active"))
-      // SIGKILL the runner with more streams (a, when even): all four stream on the other
-      const victim = on("a").length >= on("b").length ? a : b
-      const survivor = victim === a ? b : a
-      const survivorName = victim === a ? "b" : "a"
+      // SIGKILL a: all four stream on b
+      const victim = a
+      const survivor = b
+      const survivorName = "b"
       const killedAt = performance.now()
       victim.child.kill("SIGKILL")
       yield* Effect.promise(() => victim.exited)
@@ -115,9 +118,16 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       console.log(`fleet: the killed runner's streams streamed on ${survivorName} after ${Math.round(movedMs)} ms`)
       // measured 3.5–3.7 s here (the cluster's defaults would take about 36 s); the margin is for a busy machine
       assert.isBelow(movedMs, 15_000)
-      // a third runner joins, then the survivor is stopped with SIGTERM: it hands every stream over and exits 0
+      // a third runner joins: two streams move to it (handed over: drained and released), each streams once
       const c = yield* runner("c")
-      yield* untilEffect(Effect.map(pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM slotkeeper_cluster_runners WHERE address LIKE '%:${c.port}' AND healthy`), (r) => (r[0]!.n === 1 ? true : undefined)), 30_000, "c registered in the cluster")
+      const joinedAt = performance.now()
+      yield* untilEffect(Effect.map(placement(pg.url), (by) => {
+        const counts = [survivorName, "c"].map((n) => streams.filter((x) => by.get(x)?.length === 1 && by.get(x)![0] === n).length)
+        return counts[0] === 2 && counts[1] === 2 ? true : undefined
+      }), 60_000, `two streams on each of ${survivorName} and c`)
+      console.log(`fleet: c joined: two streams streaming on each runner after ${Math.round(performance.now() - joinedAt)} ms`)
+      yield* untilEffect(Effect.map(get(c.http, "/health"), (r) => ((r.body as { streams: Array<string> }).streams.length === 2 ? true : undefined)), 10_000, "c says it runs two streams")
+      // then the survivor is stopped with SIGTERM: it hands its streams over and exits 0
       const stoppedAt = performance.now()
       survivor.child.kill("SIGTERM")
       assert.strictEqual(yield* Effect.promise(() => survivor.exited), 0, survivor.stderr().slice(-2000))

@@ -23,9 +23,9 @@
  * - **Backfills** — `Backfill` (a table's existing rows as `read` changes inside the stream, placed exactly:
  *   `Delivery`'s `backfill` option runs it), `BackfillProgress` (requests, and progress saved by guarded writes),
  *   `ChunkReader` (what is read, what is refused), `ChunkWindow` (the placement decision).
- * - **Fleets** — `Fleet` (many streams over many runners: each a singleton of `effect/cluster`'s `Sharding`, run
- *   under slotkeeper's own ownership), `FleetPlan` (what a change of the list starts and stops), `FleetRoutes`
- *   (`/health`, `/streams`, `/metrics` of a runner).
+ * - **Fleets** — `Fleet` (many streams over many runners: each runs on the runner `FleetPlacement` gives it —
+ *   balanced to ±1 over the live runners of `Membership`, `effect/cluster`'s — under slotkeeper's own ownership),
+ *   `FleetPlan` (what a change starts and stops), `FleetRoutes` (`/health`, `/streams`, `/metrics` of a runner).
  * - **Service** — `StreamStatus` (the health decision), `StreamMetrics` (Effect `Metric`s, Prometheus text by
  *   Effect's exporter), `HttpRoutes` (`/health`, `/health/owner`, `/metrics` on Effect's `HttpRouter`).
  *
@@ -83,5 +83,7 @@ export * as BackfillProgress from "./backfill/BackfillProgress.ts"
 export * as ChunkReader from "./backfill/ChunkReader.ts"
 export * as ChunkWindow from "./backfill/ChunkWindow.ts"
 export * as Fleet from "./fleet/Fleet.ts"
+export * as FleetPlacement from "./fleet/FleetPlacement.ts"
 export * as FleetPlan from "./fleet/FleetPlan.ts"
 export * as FleetRoutes from "./fleet/FleetRoutes.ts"
+export * as Membership from "./fleet/Membership.ts"

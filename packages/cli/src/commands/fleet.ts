@@ -1,9 +1,10 @@
 /**
  * `slotkeeper fleet --config fleet.json`: one runner of a fleet — many streams over many runners. Every runner is
  * started with the same file; the runners find each other through the control database (`effect/cluster`'s
- * `SqlRunnerStorage`: runners and shard locks there) and talk over a socket (`--runner-host`, `--runner-port`). Each
- * stream is a cluster singleton (`@slotkeeper/core`'s `Fleet`): it runs on one live runner, exactly as `slotkeeper
- * run` runs it (`StreamProgram`), under its own ownership and fencing — the cluster's placement is only a hint.
+ * `SqlRunnerStorage`: runners registered and heartbeating there) and ping each other over a socket (`--runner-host`,
+ * `--runner-port`). Each stream runs on the runner `@slotkeeper/core`'s `FleetPlacement` gives it over the live
+ * runners (balanced to ±1), exactly as `slotkeeper run` runs it (`StreamProgram`), under its own ownership and
+ * fencing — placement is only a hint (`Fleet`).
  *
  * **Details**
  * - The file is checked whole before anything connects (`FleetConfig`): bad input exits 2, saying where.
@@ -11,8 +12,8 @@
  *   their ownership) or restart on every runner, without restarting runners. A file that no longer checks is said
  *   (an error log) and ignored: the streams go on as they were.
  * - `--http-port` serves `GET /health`, `/streams` and `/metrics` (`FleetRoutes`).
- * - SIGTERM: every singleton here is stopped — each stream drains and releases its ownership, all in parallel — and the
- *   runner leaves the cluster, whose other runners take its shards.
+ * - SIGTERM: every stream here is stopped — each drains and releases its ownership, all in parallel — and the runner
+ *   leaves the cluster; the other runners' placement gives them its streams.
  */
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
@@ -21,7 +22,7 @@ import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { PgClient } from "@effect/sql-pg"
-import { Fleet, FleetRoutes, StreamStatus } from "@slotkeeper/core"
+import { Fleet, FleetRoutes, Membership, StreamStatus } from "@slotkeeper/core"
 import { Config, Duration, Effect, Layer, Option, Redacted, Result, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import { RunnerAddress, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "effect/cluster"
@@ -32,12 +33,11 @@ import * as RunOptions from "../config/RunOptions.ts"
 import * as StreamProgram from "../stream/StreamProgram.ts"
 
 /**
- * The cluster's timings (its defaults move a killed runner's shards after about 36 s): a runner's shard locks are
- * refreshed every second and expire after 3 s by default (`cluster` in the file: `FleetConfig`) (also the lock session's `idle_session_timeout`: a runner frozen that
- * long loses its shards, as a stream's owner loses its lock after 2 s), assignments are refreshed every second, and
- * runners ping each other every 2 s — so a killed runner's streams stream elsewhere within about 4 s (measured by
- * the fleet CLI test: 3.5–3.7 s from SIGKILL to every stream streaming on the other runner; 3.7–5.1 s with 4 s
- * locks). The shard locks are PostgreSQL advisory locks in the control database.
+ * The cluster's timings (its defaults drop a killed runner after about 36 s): a runner heartbeats with its shard-lock
+ * refresh, every second, and is no longer counted once its heartbeat is 3 s old by default (`cluster` in the file:
+ * `FleetConfig`) — also how long a runner that cannot read membership keeps its streams (`Fleet`'s expiration);
+ * runners ping each other every 2 s and mark one that does not answer unhealthy; membership is read every second — so
+ * a killed runner's streams stream elsewhere within a few seconds (measured by the fleet CLI test).
  */
 const fleetTimings = {
   refreshAssignmentsInterval: "1 second",
@@ -131,17 +131,21 @@ export const fleet = Command.make("fleet", {
     ...fleetTimings
   }
   // the cluster's tables in the control database under slotkeeper's own prefix (slotkeeper_cluster_runners, ...)
+  // (the runner storage and the configuration are kept in the output: `Membership` reads them)
   const cluster = NodeClusterSocket.layer({ storage: "byo", shardingConfig }).pipe(
-    Layer.provide(Layer.mergeAll(
+    Layer.provideMerge(Layer.mergeAll(
       SqlRunnerStorage.layerWith({ prefix: "slotkeeper_cluster" }).pipe(Layer.orDie),
       SqlMessageStorage.layerWith({ prefix: "slotkeeper_cluster" }).pipe(Layer.provide(NodeCrypto.layerDigest))
     )),
     // the storages read the same configuration
-    Layer.provide(ShardingConfig.layerFromEnv(shardingConfig)),
+    Layer.provideMerge(ShardingConfig.layerFromEnv(shardingConfig)),
     Layer.provide(PgClient.layer({ url: Redacted.make(first.controlUrl), applicationName: `slotkeeper:fleet:${instanceId}` }))
   )
 
-  const fleetLayer = Fleet.layer(lists).pipe(Layer.provide(cluster))
+  const fleetLayer = Fleet.layer(lists, { expiration: Duration.millis(first.shardLockExpirationMs) }).pipe(
+    Layer.provide(Membership.layerCluster),
+    Layer.provide(cluster)
+  )
   const http = httpPort === undefined ? Layer.empty : HttpRouter.serve(FleetRoutes.layer, { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provide(Layer.effect(FleetRoutes.FleetStatus)(Effect.gen(function*() {
       const running = yield* Fleet.Fleet
@@ -149,10 +153,11 @@ export const fleet = Command.make("fleet", {
         runner: instanceId,
         streams: Effect.gen(function*() {
           const here = new Map((yield* running.here).map((h) => [h.id, h]))
+          const { placed } = yield* running.placement
           return yield* Effect.forEach(yield* running.streams, (id) =>
             Effect.gen(function*() {
               const snapshot = snapshots.get(id)
-              return { id, here: here.get(id), snapshot: snapshot === undefined ? undefined : yield* snapshot }
+              return { id, placedOn: placed.get(id), here: here.get(id), snapshot: snapshot === undefined ? undefined : yield* snapshot }
             }))
         })
       }

@@ -1,33 +1,41 @@
 /**
- * Fleet: many streams over many runners. Each stream is a singleton of `effect/cluster`'s `Sharding`, named
- * `slotkeeper/stream/<id>`: the cluster places it on one live runner, and moves it when runners join, leave or die.
+ * Fleet: many streams over many runners. Every runner holds the same list of streams and reads the same membership
+ * (`Membership`: the cluster's live runners); `FleetPlacement` turns the two into one runner per stream, balanced to
+ * ±1, and each runner runs the streams placed on it — starting those that arrive, stopping (draining, releasing their
+ * ownership) those that leave.
  *
- * **Why placement is only a hint.** The cluster's shard lock is a lease (refreshed every few seconds, taken over after
- * it expires) and no fencing token reaches the singleton: during a partition from the control database, or a
- * rebalance, two runners can both believe they hold a shard and both run its singletons. So inside the singleton a
+ * **Why placement is only a hint.** Runners read membership a moment apart, a partitioned runner's view is stale,
+ * and nothing the cluster holds is a fencing token: two runners can both believe a stream theirs for a while. So a
  * stream runs exactly as `slotkeeper run` runs it — under slotkeeper's own ownership (a session advisory lock or a
- * lease row in the stream's own database) and its epoch, every write guarded. A second runner running the same
- * singleton only competes for that lock and waits as a standby; it cannot write. The cluster decides where a stream
- * should run; slotkeeper's lock decides who may write, and the two are independent: the control database and the
- * stream's database can fail separately.
+ * lease row in the stream's own database) and its epoch, every write guarded. A second runner running the same stream
+ * only competes for that lock and waits as a standby; it cannot write. The fleet decides where a stream should run;
+ * slotkeeper's lock decides who may write, and the two are independent: the control database and the stream's
+ * database can fail separately.
  *
  * **Details**
- * - The list of streams is a `Stream` of whole lists (a watched file, a table): each list is applied by `FleetPlan`
- *   — new streams registered, removed ones unregistered (their singleton stops: the stream drains and releases its
- *   ownership, as on SIGTERM), changed ones re-registered.
- * - A stream's failure never escapes its singleton (the cluster turns a singleton's failure into a defect): it is
- *   logged and the stream is run again after a backoff (1 s doubling to 30 s), while this runner holds its shard.
- * - `Fleet.here` says which streams run on this runner, since when, and their last error (for `GET /streams`).
+ * - Membership is read every `pollInterval` (1 s); the list of streams is a `Stream` of whole lists (a watched file,
+ *   a table). Either change re-applies the placement (`FleetPlan`: new streams started, gone ones stopped, changed
+ *   ones restarted).
+ * - **Losing the control database**: while membership cannot be read the streams here go on, for at most
+ *   `expiration` (3 s) after the last good read; then every stream here is stopped. The other runners stop counting
+ *   this one once its heartbeat is that old, and take its streams — as standbys until these are released, so no
+ *   stream is ever written by two. A runner missing from the membership it reads runs nothing.
+ * - A stream's failure never escapes: it is logged and the stream is run again after a backoff (1 s doubling to
+ *   30 s), while it is placed here.
+ * - `Fleet.here` says which streams run on this runner, since when, and their last error; `Fleet.placement` where
+ *   every stream is placed (for `GET /streams`).
  * - **The start gate**: at most `startConcurrency` streams start at once on a runner (a start slot is held from the
  *   stream's start until it streams or stands by, or `startTimeout`). Starting a stream is the expensive part (its
  *   checks, its slot, its lock); 100 started at once on a 2-core machine made every heartbeat miss its deadline — the
- *   streams lost their ownership, the runner its shards, and all started again, for ever (measured: no stream
- *   streaming after 5 minutes).
+ *   streams lost their ownership, and all started again, for ever (measured: no stream streaming after 5 minutes).
+ * - Stopping is parallel: streams leaving this runner (a rebalance, SIGTERM) drain and release their ownership all
+ *   at once.
  */
-import { Context, Deferred, type Duration, Effect, Exit, Layer, Scope, Semaphore, Stream } from "effect"
-import { Sharding } from "effect/cluster/Sharding"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Scope, Semaphore, Stream } from "effect"
 import { capped } from "../internal/retry.ts"
+import * as FleetPlacement from "./FleetPlacement.ts"
 import * as FleetPlan from "./FleetPlan.ts"
+import { Membership } from "./Membership.ts"
 
 /**
  * A stream of the fleet: its id, its configuration's text (a change restarts it), and the stream's whole life —
@@ -44,9 +52,16 @@ export interface FleetOptions {
   readonly startConcurrency?: number
   /** A start slot is given back after this even if the stream has not said it started (default 15 s). */
   readonly startTimeout?: Duration.Input
+  /** How often membership is read (default 1 s). */
+  readonly pollInterval?: Duration.Input
+  /**
+   * How long the streams here go on while membership cannot be read (default 3 s): at most the time after which the
+   * other runners stop counting this one (the cluster's shard-lock expiration, its heartbeat's bound).
+   */
+  readonly expiration?: Duration.Input
 }
 
-/** A stream this runner runs (its singleton is placed here). */
+/** A stream this runner runs. */
 export interface Here {
   readonly id: string
   /** Milliseconds since the epoch when it started here. */
@@ -56,27 +71,37 @@ export interface Here {
   readonly lastError: string | undefined
 }
 
+/** Where the streams are placed, as this runner sees it. */
+export interface Placement {
+  /** This runner's name in the membership. */
+  readonly self: string
+  /** The live runners, as last read; empty while membership is lost. */
+  readonly runners: ReadonlyArray<string>
+  /** Each listed stream's runner. */
+  readonly placed: ReadonlyMap<string, string>
+}
+
 export interface FleetShape {
-  /** The streams whose singletons run on this runner. */
+  /** The streams running on this runner. */
   readonly here: Effect.Effect<ReadonlyArray<Here>>
   /** Every stream of the fleet's current list, by id. */
   readonly streams: Effect.Effect<ReadonlyArray<string>>
+  readonly placement: Effect.Effect<Placement>
 }
 
 export class Fleet extends Context.Service<Fleet, FleetShape>()("@slotkeeper/core/Fleet") {}
 
-/** The singleton's name of stream `id`. */
-export const singletonName = (id: string): string => `slotkeeper/stream/${id}`
-
 /**
- * Runs the fleet's streams on this runner as the lists of `streams` say (see the module comment), for as long as the
- * layer is in use.
+ * Runs the streams of `streams`'s lists placed on this runner (see the module comment), for as long as the layer is
+ * in use.
  */
-export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, R>>>, options: FleetOptions = {}): Layer.Layer<Fleet, never, Sharding | Exclude<R, Scope.Scope>> =>
+export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, R>>>, options: FleetOptions = {}): Layer.Layer<Fleet, never, Membership | Exclude<R, Scope.Scope>> =>
   Layer.effect(Fleet)(Effect.gen(function*() {
-    const sharding = yield* Sharding
+    const membership = yield* Membership
     const gate = yield* Semaphore.make(Math.max(1, options.startConcurrency ?? 4))
     const startTimeout = options.startTimeout ?? "15 seconds"
+    const pollInterval = options.pollInterval ?? "1 second"
+    const expirationMs = Duration.toMillis(Duration.fromInputUnsafe(options.expiration ?? "3 seconds"))
     /** Runs `run` with a start slot, given back once it says it started (or after the timeout, or when it ends). */
     const gated = (run: (started: Effect.Effect<void>) => Effect.Effect<void, E, R>) =>
       Effect.scoped(Effect.gen(function*() {
@@ -87,9 +112,14 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
         yield* Effect.forkScoped(Effect.andThen(Effect.sleep(startTimeout), giveBack))
         return yield* run(Effect.asVoid(giveBack))
       }))
-    const registered = new Map<string, { readonly version: string; readonly scope: Scope.Closeable }>()
+    const running = new Map<string, { readonly version: string; readonly scope: Scope.Closeable }>()
     const here = new Map<string, Here>()
-    let listed: ReadonlyArray<string> = []
+    let list: ReadonlyArray<FleetStream<E, R>> = []
+    // membership as last read, and when; lost once unread for longer than the expiration
+    let runners: ReadonlyArray<string> = []
+    let readAt: number | undefined = undefined
+    let lost = false
+    const placement = (): Placement => ({ self: membership.self, runners, placed: FleetPlacement.assign(list.map((s) => s.id), runners) })
 
     const supervised = (stream: FleetStream<E, R>) => {
       let restarts = 0
@@ -110,36 +140,56 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
         Effect.retry(capped("1 second", "30 seconds")),
         Effect.ensuring(Effect.sync(() => here.delete(stream.id))),
         Effect.annotateLogs({ stream: stream.id }),
-        // a singleton's failure would be a defect for the cluster: none is left here (the retry never gives up)
         Effect.catchCause(() => Effect.void)
       )
     }
 
-    const apply = (list: ReadonlyArray<FleetStream<E, R>>) =>
-      Effect.gen(function*() {
-        const current = new Map([...registered].map(([id, r]) => [id, r.version]))
-        const plan = FleetPlan.plan(current, list)
-        // stopped first: a changed stream is unregistered before it is registered again
-        for (const id of plan.stop) {
-          const r = registered.get(id)!
-          registered.delete(id)
+    // one application at a time: a list's and a membership read's
+    const mutex = yield* Semaphore.make(1)
+    const apply = Semaphore.withPermit(mutex, Effect.gen(function*() {
+      const current = placement()
+      const mine = runners.includes(membership.self) ? new Set(FleetPlacement.on(current.placed, membership.self)) : new Set<string>()
+      const desired = list.filter((s) => mine.has(s.id))
+      const plan = FleetPlan.plan(new Map([...running].map(([id, r]) => [id, r.version])), desired)
+      // stopped first, all at once: a changed stream is stopped before it starts again
+      yield* Effect.forEach(plan.stop, (id) =>
+        Effect.gen(function*() {
+          const r = running.get(id)!
+          running.delete(id)
+          const why = !list.some((s) => s.id === id) ? "removed from the fleet" : mine.has(id) ? "changed: started again" : `placed on ${current.placed.get(id) ?? "no runner"}`
+          yield* Effect.logInfo(`fleet: stream ${id} stops here: ${why}`)
           yield* Scope.close(r.scope, Exit.void)
-          yield* Effect.logInfo(`fleet: stream ${id} ${list.some((s) => s.id === id) ? "changed: registered again" : "removed from the fleet"}`)
-        }
-        for (const id of plan.start) {
-          const stream = list.find((s) => s.id === id)!
-          const scope = yield* Scope.make()
-          yield* Scope.provide(scope)(sharding.registerSingleton(singletonName(id), supervised(stream)))
-          registered.set(id, { version: stream.version, scope })
-        }
-        listed = list.map((s) => s.id)
-      })
+        }), { concurrency: "unbounded", discard: true })
+      for (const id of plan.start) {
+        const stream = desired.find((s) => s.id === id)!
+        const scope = yield* Scope.make()
+        yield* Effect.forkIn(supervised(stream), scope)
+        running.set(id, { version: stream.version, scope })
+      }
+    }))
 
-    yield* Effect.forkScoped(Stream.runForEach(streams, apply))
-    // on shutdown every singleton is unregistered: each stream drains and releases its ownership
-    yield* Effect.addFinalizer(() => Effect.forEach([...registered.values()], (r) => Scope.close(r.scope, Exit.void), { discard: true, concurrency: "unbounded" }))
+    const readMembership = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const read = yield* Effect.result(Effect.timeout(membership.runners, Duration.millis(expirationMs)))
+      if (read._tag === "Success") {
+        if (lost) yield* Effect.logInfo("fleet: membership read again: placing streams")
+        lost = false
+        readAt = now
+        runners = [...read.success].sort()
+      } else if (!lost && (readAt === undefined || now - readAt > expirationMs)) {
+        lost = true
+        runners = []
+        yield* Effect.logError(`fleet: membership unread for more than ${expirationMs} ms: every stream here stops (${String(read.failure)})`)
+      }
+    })
+
+    yield* Effect.forkScoped(Stream.runForEach(streams, (next) => Effect.andThen(Effect.sync(() => (list = next)), apply)))
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.andThen(readMembership, apply), Effect.sleep(pollInterval))))
+    // on shutdown every stream here stops, all at once: each drains and releases its ownership
+    yield* Effect.addFinalizer(() => Effect.forEach([...running.values()], (r) => Scope.close(r.scope, Exit.void), { discard: true, concurrency: "unbounded" }))
     return {
       here: Effect.sync(() => [...here.values()].sort((a, b) => a.id.localeCompare(b.id))),
-      streams: Effect.sync(() => listed)
+      streams: Effect.sync(() => list.map((s) => s.id)),
+      placement: Effect.sync(placement)
     }
   }))

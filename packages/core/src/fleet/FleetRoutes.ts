@@ -3,9 +3,9 @@
  *
  * - `GET /health`: 200 with the runner's name and the streams it runs (a runner is healthy while it serves; each
  *   stream's own health is in `/streams`).
- * - `GET /streams`: every stream of the fleet's list — whether it runs on this runner, since when, how often it was
- *   run again, its last error, and for those here their state (`StreamStatus.state`), epoch and acknowledged position.
- *   A runner knows only its own placements: a stream running elsewhere shows `"here": false`.
+ * - `GET /streams`: every stream of the fleet's list — the runner it is placed on (`placedOn`, as this runner sees
+ *   membership), whether it runs on this runner, since when, how often it was run again, its last error, and for
+ *   those here their state (`StreamStatus.state`), epoch and acknowledged position.
  * - `GET /metrics`: `StreamMetrics.prometheusOf` the snapshots of the streams here — every series labelled `stream`.
  */
 import { Context, Effect, Layer, Metric } from "effect"
@@ -18,7 +18,7 @@ import type { Here } from "./Fleet.ts"
 export interface FleetStatusShape {
   readonly runner: string
   /** Every stream of the list; `here` and `snapshot` for those on this runner. */
-  readonly streams: Effect.Effect<ReadonlyArray<{ readonly id: string; readonly here: Here | undefined; readonly snapshot: StreamStatus.Snapshot | undefined }>>
+  readonly streams: Effect.Effect<ReadonlyArray<{ readonly id: string; readonly placedOn: string | undefined; readonly here: Here | undefined; readonly snapshot: StreamStatus.Snapshot | undefined }>>
 }
 
 export class FleetStatus extends Context.Service<FleetStatus, FleetStatusShape>()("@slotkeeper/core/FleetStatus") {}
@@ -33,6 +33,7 @@ const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
       runner: status.runner,
       streams: streams.map((s) => ({
         id: s.id,
+        placedOn: s.placedOn ?? null,
         here: s.here !== undefined,
         ...(s.here === undefined ? {} : { since: new Date(s.here.since).toISOString(), restarts: s.here.restarts, lastError: s.here.lastError ?? null }),
         ...(s.snapshot === undefined ? {} : {
