@@ -204,4 +204,47 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       yield* settle
       assert.strictEqual((yield* here()).length, 1)
     }))
+
+  it.effect("missing from a membership it reads (a late heartbeat): the streams here go on for the grace, nothing new starts; counted again before it ends, nothing stopped", () =>
+    Effect.gen(function*() {
+      const members: FakeMembers = { runners: ["r1"], unreadable: new Set() }
+      const log: Array<string> = []
+      const lists = yield* Queue.unbounded<ReadonlyArray<Fleet.FleetStream<never, never>>>()
+      let service: Fleet.FleetShape | undefined
+      yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
+        const built = yield* Layer.build(Fleet.layer(Stream.fromQueue(lists), { absenceGrace: "15 seconds" }).pipe(Layer.provide(fakeMembership(members, "r1"))))
+        service = Context.get(built, Fleet.Fleet)
+        yield* Effect.never
+      })))
+      yield* Queue.offer(lists, [fakeStream(log, "a"), fakeStream(log, "b")])
+      yield* settle
+      const here = () => Effect.map(service!.here, (h) => h.map((x) => x.id))
+      assert.deepStrictEqual(yield* here(), ["a", "b"])
+      // r1's heartbeat is late: the others see only r2
+      members.runners = ["r2"]
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      // a stream added meanwhile does not start here; a and b go on
+      yield* Queue.offer(lists, [fakeStream(log, "a"), fakeStream(log, "b"), fakeStream(log, "c")])
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.deepStrictEqual(yield* here(), ["a", "b"])
+      // counted again within the grace: nothing was stopped, and r1 runs its share of the placement over r1, r2
+      members.runners = ["r1", "r2"]
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      assert.deepStrictEqual(yield* here(), FleetPlacement.on(FleetPlacement.assign(["a", "b", "c"], ["r1", "r2"]), "r1"))
+      const stopsBefore = log.filter((l) => l.startsWith("stop")).length
+      const share = yield* here()
+      assert.isAbove(share.length, 0)
+      // missing for longer than the grace: everything here stops (not before)
+      members.runners = ["r2"]
+      yield* TestClock.adjust("14 seconds")
+      yield* settle
+      assert.deepStrictEqual(yield* here(), share)
+      yield* TestClock.adjust("3 seconds")
+      yield* settle
+      assert.deepStrictEqual(yield* here(), [])
+      assert.isAbove(log.filter((l) => l.startsWith("stop")).length, stopsBefore)
+    }))
 })

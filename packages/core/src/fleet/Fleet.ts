@@ -19,7 +19,13 @@
  * - **Losing the control database**: while membership cannot be read the streams here go on, for at most
  *   `expiration` (3 s) after the last good read; then every stream here is stopped. The other runners stop counting
  *   this one once its heartbeat is that old, and take its streams — as standbys until these are released, so no
- *   stream is ever written by two. A runner missing from the membership it reads runs nothing.
+ *   stream is ever written by two.
+ * - **Missing from membership, yet reading it** (its heartbeat late: the cluster refreshes it with its shard locks,
+ *   under a deadline of one refresh interval, which a busy control database misses): the runner starts nothing, and
+ *   keeps the streams it runs for `absenceGrace` (15 s) before stopping them. The others, not counting it, start
+ *   those streams too — as standbys behind its lock, cheap to stop when it is counted again. Stopping at once made a
+ *   runner starting 100 streams on a 2-core machine drop everything at the first late heartbeat, start everything
+ *   again, and never settle (measured); a runner missing for longer (the others cannot ping it) gives its streams up.
  * - A stream's failure never escapes: it is logged and the stream is run again after a backoff (1 s doubling to
  *   30 s), while it is placed here.
  * - `Fleet.here` says which streams run on this runner, since when, and their last error; `Fleet.placement` where
@@ -59,6 +65,11 @@ export interface FleetOptions {
    * other runners stop counting this one (the cluster's shard-lock expiration, its heartbeat's bound).
    */
   readonly expiration?: Duration.Input
+  /**
+   * How long a runner missing from the membership it reads keeps the streams it runs (default 15 s): see the module
+   * comment.
+   */
+  readonly absenceGrace?: Duration.Input
 }
 
 /** A stream this runner runs. */
@@ -119,6 +130,9 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
     let runners: ReadonlyArray<string> = []
     let readAt: number | undefined = undefined
     let lost = false
+    // since when this runner is missing from the membership it reads
+    let absentSince: number | undefined = undefined
+    const absenceGraceMs = Duration.toMillis(Duration.fromInputUnsafe(options.absenceGrace ?? "15 seconds"))
     const placement = (): Placement => ({ self: membership.self, runners, placed: FleetPlacement.assign(list.map((s) => s.id), runners) })
 
     const supervised = (stream: FleetStream<E, R>) => {
@@ -148,7 +162,14 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
     const mutex = yield* Semaphore.make(1)
     const apply = Semaphore.withPermit(mutex, Effect.gen(function*() {
       const current = placement()
-      const mine = runners.includes(membership.self) ? new Set(FleetPlacement.on(current.placed, membership.self)) : new Set<string>()
+      const now = yield* Clock.currentTimeMillis
+      // missing, yet reading membership, for less than the grace: keep what runs here (see the module comment)
+      const keep = !lost && absentSince !== undefined && now - absentSince <= absenceGraceMs
+      const mine = keep
+        ? new Set([...running.keys()])
+        : runners.includes(membership.self)
+        ? new Set(FleetPlacement.on(current.placed, membership.self))
+        : new Set<string>()
       const desired = list.filter((s) => mine.has(s.id))
       const plan = FleetPlan.plan(new Map([...running].map(([id, r]) => [id, r.version])), desired)
       // stopped first, all at once: a changed stream is stopped before it starts again
@@ -176,6 +197,11 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
         lost = false
         readAt = now
         runners = [...read.success].sort()
+        if (runners.includes(membership.self)) absentSince = undefined
+        else if (absentSince === undefined) {
+          absentSince = now
+          if (running.size > 0) yield* Effect.logWarning(`fleet: this runner (${membership.self}) is missing from membership (its heartbeat is late): the ${running.size} streams here go on for ${absenceGraceMs} ms, nothing new starts`)
+        }
       } else if (!lost && (readAt === undefined || now - readAt > expirationMs)) {
         lost = true
         runners = []
