@@ -209,7 +209,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
     Effect.gen(function*() {
       const members: FakeMembers = { runners: ["r1"], unreadable: new Set() }
       const log: Array<string> = []
-      const lists = yield* Queue.unbounded<ReadonlyArray<Fleet.FleetStream<never, never>>>()
+      const lists = yield* Queue.unbounded<ReadonlyArray<Fleet.FleetStream<Error, never>>>()
       let service: Fleet.FleetShape | undefined
       yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
         const built = yield* Layer.build(Fleet.layer(Stream.fromQueue(lists), { absenceGrace: "15 seconds" }).pipe(Layer.provide(fakeMembership(members, "r1"))))
