@@ -1,14 +1,24 @@
 /**
- * Fleet: what an idle stream costs a runner. One `slotkeeper fleet` runner with no stream, then with `FLEET_STREAMS`
+ * Fleet, two benchmarks.
+ *
+ * **Backlog** (`FLEET_BACKLOG_STREAMS`, default 30, each `FLEET_BACKLOG_ROWS`, default 20,000 rows, over
+ * `FLEET_RUNNERS`, default 3): streams each with its own database, their slots made by a first start of the fleet;
+ * the runners stopped, the backlog committed (100 rows per transaction), the runners started again: the time from
+ * their start to every row in every stream's sink file, as aggregate rows/s, against one `slotkeeper run` draining the
+ * same backlog of one stream alone (the sum of single-stream runs is that rate times the streams). Then one runner
+ * is SIGKILLed: the time until every one of its streams streams on another runner.
+ *
+ * **Idle streams**: what an idle stream costs a runner. One `slotkeeper fleet` runner with no stream, then with `FLEET_STREAMS`
  * (default 100) idle streams (each its own table in one database, the file sink): once every stream streams, RSS is
  * sampled (the server allows 2 slots and a walsender per stream: the persistent slot and its temporary clone), CPU is measured over `FLEET_IDLE_SECONDS` (default 30) of idleness (utime + stime from /proc), and the
  * server's sessions are counted by role (from each session's `application_name`, `slotkeeper:<stream>:<instance>:<role>`).
  */
-import { spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { type ChildProcess, spawn } from "node:child_process"
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
+import NodePg from "pg"
 import { PgCluster, Wait } from "@slotkeeper/testkit"
 import { freePort } from "../../packages/cli/test/cli-helpers.ts"
 import { cli, cliEnv, currentRss } from "./throughput.ts"
@@ -82,14 +92,151 @@ export const idle = (count: number, idleSeconds: number) =>
     } satisfies FleetIdle
   }))
 
+export interface FleetBacklog {
+  readonly streams: number
+  readonly rows: number
+  readonly runners: number
+  readonly fleetSeconds: number
+  readonly singleSeconds: number
+  readonly killedStreams: number
+  readonly recoverySeconds: number
+}
+
+/** Whether the last line of a sink file is row `id`'s change (its tail read only). */
+const endsWith = (path: string, id: number) => {
+  try {
+    const fd = openSync(path, "r")
+    try {
+      const size = fstatSync(fd).size
+      const buffer = Buffer.alloc(Math.min(size, 4096))
+      readSync(fd, buffer, 0, buffer.length, size - buffer.length)
+      return buffer.toString("utf8").includes(`"id":${id},`)
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    return false
+  }
+}
+
+export const backlog = (count: number, rows: number, runnerCount: number, log: (text: string) => void) =>
+  Effect.scoped(Effect.gen(function*() {
+    const pg = yield* PgCluster.make({ major: 18, settings: { max_connections: count * 6 + 100, max_replication_slots: count * 2 + 10, max_wal_senders: count + 10 } })
+    const ids = Array.from({ length: count }, (_, i) => `b${i + 1}`)
+    const urlOf = (db: string) => {
+      const u = new URL(pg.url)
+      u.pathname = `/${db}`
+      return u.toString()
+    }
+    for (const id of ids) {
+      yield* pg.query(`CREATE DATABASE ${id}`)
+      yield* Effect.promise(() => withClient(urlOf(id), (c) => c.query("CREATE TABLE items (id int PRIMARY KEY, body text)")))
+    }
+    const dir = mkdtempSync(join(tmpdir(), "slotkeeper-fleet-backlog-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    const sinkOf = (id: string) => join(dir, `${id}.ndjson`)
+    const file = join(dir, "fleet.json")
+    writeFileSync(file, JSON.stringify({ control: { databaseUrl: pg.url }, streams: ids.map((id) => ({ id, databaseUrl: urlOf(id), tables: ["public.items"], sink: `file:${sinkOf(id)}` })) }))
+    const env = cliEnv()
+    const start = (args: ReadonlyArray<string>) =>
+      Effect.acquireRelease(Effect.sync(() => {
+        const child = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", "ignore"], env })
+        const closed = new Promise<void>((resolve) => child.once("close", () => resolve()))
+        return { child, closed }
+      }), (r) => Effect.promise(async () => {
+        r.child.kill("SIGTERM")
+        await r.closed
+      }))
+    const runner = (name: string) =>
+      Effect.gen(function*() {
+        const port = yield* Effect.promise(() => freePort())
+        return { name, ...(yield* start(["fleet", "--config", file, "--instance-id", name, "--runner-host", "127.0.0.1", "--runner-port", String(port)])) }
+      })
+    const streaming = Effect.map(pg.query<{ application_name: string }>("SELECT application_name FROM pg_stat_replication WHERE application_name LIKE 'slotkeeper:%'"), (r) => r.map((x) => x.application_name.split(":")))
+    const stop = (r: { child: ChildProcess; closed: Promise<void> }) => Effect.promise(async () => {
+      r.child.kill("SIGTERM")
+      await r.closed
+    })
+    // the slots: a first start of the fleet, stopped once every stream streams
+    log(`fleet backlog: ${count} streams, making their slots`)
+    yield* Effect.scoped(Effect.gen(function*() {
+      for (let i = 1; i <= runnerCount; i++) yield* runner(`r${i}`)
+      yield* Wait.eventually(Effect.map(streaming, (s) => (s.length >= count ? true : undefined)), 600_000, `${count} streams streaming`, 500)
+    }))
+    const fill = (from: number) =>
+      Effect.forEach(ids, (id) => Effect.promise(() => withClient(urlOf(id), async (c) => {
+        for (let k = from; k < from + rows; k += 100) await c.query("INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series($1::int, $2::int) g", [k, k + 99])
+      })), { concurrency: 4, discard: true })
+    log(`fleet backlog: ${rows} rows into each of ${count} databases`)
+    yield* fill(1)
+    log(`fleet backlog: ${runnerCount} runners draining it`)
+    const started = performance.now()
+    const running = yield* Effect.forEach(Array.from({ length: runnerCount }, (_, i) => `r${i + 1}`), runner)
+    yield* Wait.eventually(Effect.sync(() => (ids.every((id) => endsWith(sinkOf(id), rows)) ? true : undefined)), 900_000, "every backlog delivered", 250)
+    const fleetSeconds = (performance.now() - started) / 1000
+    log(`fleet backlog: drained in ${fleetSeconds.toFixed(1)} s`)
+    // a runner killed: the time until every one of its streams streams elsewhere
+    yield* Wait.eventually(Effect.map(streaming, (s) => (s.length >= count ? true : undefined)), 120_000, "every stream streaming", 250)
+    const victim = running[0]!
+    const theirs = (yield* streaming).filter((s) => s[2] === victim.name).map((s) => s[1]!)
+    const killedAt = performance.now()
+    victim.child.kill("SIGKILL")
+    yield* Effect.promise(() => victim.closed)
+    yield* Wait.eventually(Effect.map(streaming, (s) => (theirs.every((id) => s.some((x) => x[1] === id && x[2] !== victim.name)) ? true : undefined)), 120_000, "the killed runner's streams streaming elsewhere", 100)
+    const recoverySeconds = (performance.now() - killedAt) / 1000
+    log(`fleet backlog: the killed runner's ${theirs.length} streams streaming elsewhere after ${recoverySeconds.toFixed(1)} s`)
+    yield* Effect.forEach(running.slice(1), stop, { discard: true })
+    // one stream alone: the same backlog again, drained by one slotkeeper run
+    yield* Effect.promise(() => withClient(urlOf("b1"), async (c) => {
+      for (let k = rows + 1; k <= 2 * rows; k += 100) await c.query("INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series($1::int, $2::int) g", [k, k + 99])
+    }))
+    const single = join(dir, "single.ndjson")
+    const alone = performance.now()
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* start(["run", "--database-url", urlOf("b1"), "--table", "public.items", "--stream-id", "b1", "--sink", `file:${single}`, "--instance-id", "single"])
+      yield* Wait.eventually(Effect.sync(() => (endsWith(single, 2 * rows) ? true : undefined)), 300_000, "one stream's backlog delivered", 100)
+    }))
+    const singleSeconds = (performance.now() - alone) / 1000
+    log(`fleet backlog: one stream alone drained in ${singleSeconds.toFixed(1)} s`)
+    return { streams: count, rows, runners: runnerCount, fleetSeconds, singleSeconds, killedStreams: theirs.length, recoverySeconds } satisfies FleetBacklog
+  }))
+
+const withClient = async <A>(url: string, f: (c: NodePg.Client) => Promise<A>) => {
+  const c = new NodePg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    return await f(c)
+  } finally {
+    await c.end()
+  }
+}
+
+export const backlogText = (b: FleetBacklog) => {
+  const aggregate = (b.streams * b.rows) / b.fleetSeconds
+  const single = b.rows / b.singleSeconds
+  return `## Fleet: backlog and takeover
+
+${b.streams} streams (one database each, one server), each with a backlog of ${b.rows.toLocaleString("en")} rows (100 per transaction) committed while no runner ran, drained by ${b.runners} \`slotkeeper fleet\` runners started together, all on this machine with the server. One stream's backlog drained by one \`slotkeeper run\` alone is the single-stream run; the sum of single-stream runs is its rate times ${b.streams}. Times are from the processes' start to the last row in the sink file.
+
+| fleet: all backlogs drained | aggregate rows/s | one stream alone | single-stream rows/s | sum of single-stream runs | fleet / sum | a killed runner's streams (${b.killedStreams}) streaming elsewhere |
+|---|---|---|---|---|---|---|
+| ${b.fleetSeconds.toFixed(1)} s | ${Math.round(aggregate).toLocaleString("en")} | ${b.singleSeconds.toFixed(1)} s | ${Math.round(single).toLocaleString("en")} | ${Math.round(single * b.streams).toLocaleString("en")} | ${(aggregate / (single * b.streams)).toFixed(2)} | ${b.recoverySeconds.toFixed(1)} s |`
+}
+
+/** `FLEET_PARTS` (default `backlog,idle`) chooses the benchmarks. */
 export const report = (log: (text: string) => void) =>
   Effect.gen(function*() {
-    const count = Number(process.env.FLEET_STREAMS ?? 100)
-    const seconds = Number(process.env.FLEET_IDLE_SECONDS ?? 30)
-    log(`fleet: ${count} idle streams on one runner, ${seconds} s idle`)
-    const r = yield* idle(count, seconds)
-    return {
-      result: r,
-      text: `## Fleet: idle streams\n\nOne \`slotkeeper fleet\` runner: with one stream, then with ${r.streams} idle streams (one table each, in one database, the file sink), added to its file while it runs. All ${r.streams} streaming ${r.startSeconds.toFixed(1)} s after the file changed.\n\n| RSS, one stream | RSS, ${r.streams} streams | per stream | CPU while idle (${seconds} s) | sessions per stream, by role |\n|---|---|---|---|---|\n| ${r.baseRssMB} MB | ${r.rssMB} MB | ${r.perStreamMB.toFixed(2)} MB | ${r.cpuPercent.toFixed(1)}% of a core | ${Object.entries(r.sessionsPerStream).map(([role, n]) => `${role} ${n}`).join(", ")} |`
+    const parts = (process.env.FLEET_PARTS ?? "backlog,idle").split(",")
+    const texts: Array<string> = []
+    if (parts.includes("backlog")) {
+      texts.push(backlogText(yield* backlog(Number(process.env.FLEET_BACKLOG_STREAMS ?? 30), Number(process.env.FLEET_BACKLOG_ROWS ?? 20_000), Number(process.env.FLEET_RUNNERS ?? 3), log)))
     }
+    if (parts.includes("idle")) {
+      const count = Number(process.env.FLEET_STREAMS ?? 100)
+      const seconds = Number(process.env.FLEET_IDLE_SECONDS ?? 30)
+      log(`fleet: ${count} idle streams on one runner, ${seconds} s idle`)
+      const r = yield* idle(count, seconds)
+      texts.push(`## Fleet: idle streams\n\nOne \`slotkeeper fleet\` runner: with one stream, then with ${r.streams} idle streams (one table each, in one database, the file sink), added to its file while it runs. All ${r.streams} streaming ${r.startSeconds.toFixed(1)} s after the file changed.\n\n| RSS, one stream | RSS, ${r.streams} streams | per stream | CPU while idle (${seconds} s) | sessions per stream, by role |\n|---|---|---|---|---|\n| ${r.baseRssMB} MB | ${r.rssMB} MB | ${r.perStreamMB.toFixed(2)} MB | ${r.cpuPercent.toFixed(1)}% of a core | ${Object.entries(r.sessionsPerStream).map(([role, n]) => `${role} ${n}`).join(", ")} |`)
+    }
+    return { text: texts.join("\n\n") }
   })

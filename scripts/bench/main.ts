@@ -11,7 +11,7 @@
  *
  * Parts: `throughput` (throughput.ts: W1–W4, each reader, time to ownership), `memory` (the CLI on a 1 GB
  * transaction), `handover` (handover.ts), `detection` (detection.ts), `failover` (failover.ts), `lag` (lag.ts,
- * `LAG_SECONDS`), `backfill` (backfill.ts, `BACKFILL_ROWS`), `fleet` (fleet.ts: idle streams on one runner, `FLEET_STREAMS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
+ * `LAG_SECONDS`), `backfill` (backfill.ts, `BACKFILL_ROWS`), `fleet` (fleet.ts: a 30-stream backlog over 3 runners and a killed runner, `FLEET_BACKLOG_STREAMS`; idle streams on one runner, `FLEET_STREAMS`; `FLEET_PARTS`); `load` (load.ts: liveness under sustained load, 10 minutes per lock mode) runs only when named.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
