@@ -102,20 +102,35 @@ export interface FleetBacklog {
   readonly recoverySeconds: number
 }
 
-/** Whether the last line of a sink file is row `id`'s change (its tail read only). */
-const endsWith = (path: string, id: number) => {
-  try {
-    const fd = openSync(path, "r")
+/**
+ * Whether row `id`'s change has arrived in a sink file: read from where the last call stopped (checkpoint lines follow
+ * the changes, so the tail is not enough), the text across reads kept for a match split between two.
+ */
+const arrival = (path: string, id: number) => {
+  let offset = 0
+  let carry = ""
+  let seen = false
+  const needle = `"id":${id},`
+  return () => {
+    if (seen) return true
     try {
-      const size = fstatSync(fd).size
-      const buffer = Buffer.alloc(Math.min(size, 4096))
-      readSync(fd, buffer, 0, buffer.length, size - buffer.length)
-      return buffer.toString("utf8").includes(`"id":${id},`)
-    } finally {
-      closeSync(fd)
+      const fd = openSync(path, "r")
+      try {
+        const size = fstatSync(fd).size
+        if (size <= offset) return false
+        const buffer = Buffer.alloc(size - offset)
+        readSync(fd, buffer, 0, buffer.length, offset)
+        offset = size
+        const text = carry + buffer.toString("latin1")
+        seen = text.includes(needle)
+        carry = text.slice(-needle.length)
+        return seen
+      } finally {
+        closeSync(fd)
+      }
+    } catch {
+      return false
     }
-  } catch {
-    return false
   }
 }
 
@@ -172,7 +187,8 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     log(`fleet backlog: ${runnerCount} runners draining it`)
     const started = performance.now()
     const running = yield* Effect.forEach(Array.from({ length: runnerCount }, (_, i) => `r${i + 1}`), runner)
-    yield* Wait.eventually(Effect.sync(() => (ids.every((id) => endsWith(sinkOf(id), rows)) ? true : undefined)), 900_000, "every backlog delivered", 250)
+    const arrived = ids.map((id) => arrival(sinkOf(id), rows))
+    yield* Wait.eventually(Effect.sync(() => (arrived.every((f) => f()) ? true : undefined)), 900_000, "every backlog delivered", 250)
     const fleetSeconds = (performance.now() - started) / 1000
     log(`fleet backlog: drained in ${fleetSeconds.toFixed(1)} s`)
     // a runner killed: the time until every one of its streams streams elsewhere
@@ -190,11 +206,13 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     yield* Effect.promise(() => withClient(urlOf("b1"), async (c) => {
       for (let k = rows + 1; k <= 2 * rows; k += 100) await c.query("INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series($1::int, $2::int) g", [k, k + 99])
     }))
-    const single = join(dir, "single.ndjson")
+    // the stream's own sink file: its durable position is there
+    const single = sinkOf("b1")
     const alone = performance.now()
     yield* Effect.scoped(Effect.gen(function*() {
       yield* start(["run", "--database-url", urlOf("b1"), "--table", "public.items", "--stream-id", "b1", "--sink", `file:${single}`, "--instance-id", "single"])
-      yield* Wait.eventually(Effect.sync(() => (endsWith(single, 2 * rows) ? true : undefined)), 300_000, "one stream's backlog delivered", 100)
+      const done = arrival(single, 2 * rows)
+      yield* Wait.eventually(Effect.sync(() => (done() ? true : undefined)), 300_000, "one stream's backlog delivered", 100)
     }))
     const singleSeconds = (performance.now() - alone) / 1000
     log(`fleet backlog: one stream alone drained in ${singleSeconds.toFixed(1)} s`)

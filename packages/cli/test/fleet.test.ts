@@ -97,7 +97,11 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
         }
       }
       const delivered = (st: string, id: number) => lines(st).some((l) => l.type === "change" && l.new?.id === id)
-      for (const st of streams) yield* untilEffect(Effect.sync(() => (delivered(st, 1) ? true : undefined)), 30_000, `${st}'s first change delivered`)
+      for (const st of streams) {
+        yield* untilEffect(Effect.sync(() => (delivered(st, 1) ? true : undefined)), 30_000, `${st}'s first change delivered`).pipe(
+          Effect.onError(() => Effect.sync(() => console.log(`a:\n${a.stderr().slice(-6000)}\nb:\n${b.stderr().slice(-6000)}`)))
+        )
+      }
       // each runner says what runs on it
       const listed = (yield* get(a.http, "/streams")).body as { runner: string; streams: Array<{ id: string; placedOn: string | null; here: boolean; state?: string }> }
       assert.strictEqual(listed.runner, "a")

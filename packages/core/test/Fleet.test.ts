@@ -49,7 +49,8 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       const fiber = yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
         const fleet = yield* Layer.build(Fleet.layer(Stream.fromQueue(lists)).pipe(Layer.provide(alone)))
         yield* Queue.offer(lists, [fakeStream(log, "a"), fakeStream(log, "b", "1", 1)])
-        yield* TestClock.adjust("100 millis")
+        // membership acted on once two reads agree (at 0 s and 1 s)
+        yield* TestClock.adjust("1 second")
         yield* settle
         const service = Context.get(fleet, Fleet.Fleet)
         const first = yield* service.here
@@ -91,7 +92,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
         yield* Layer.build(Fleet.layer(Stream.make([slow, quick("b"), quick("c")]), { startConcurrency: 1, startTimeout: "10 seconds" }).pipe(Layer.provide(alone)))
         yield* Effect.never
       })))
-      yield* TestClock.adjust("100 millis")
+      yield* TestClock.adjust("1 second")
       yield* settle
       assert.deepStrictEqual(log, ["start a"])
       yield* Deferred.succeed(go, undefined)
@@ -107,7 +108,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
         yield* Layer.build(Fleet.layer(Stream.make([silent("a"), silent("b")]), { startConcurrency: 1, startTimeout: "10 seconds" }).pipe(Layer.provide(alone)))
         yield* Effect.never
       })))
-      yield* TestClock.adjust("100 millis")
+      yield* TestClock.adjust("1 second")
       yield* settle
       assert.strictEqual(log.length, 1)
       yield* TestClock.adjust("10 seconds")
@@ -150,7 +151,8 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       members.runners = ["r1", "r2", "r3"]
       yield* runner("r3")
       yield* settle
-      yield* TestClock.adjust("1 second")
+      // two reads agree
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       yield* check(["r1", "r2", "r3"])
       const moved = FleetPlacement.on(FleetPlacement.assign(ids, ["r1", "r2", "r3"]), "r3")
@@ -162,7 +164,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       yield* Fiber.interrupt(f1)
       assert.deepStrictEqual(logs.get("r1")!.filter((l) => l.startsWith("stop")).length, logs.get("r1")!.filter((l) => l.startsWith("start")).length)
       members.runners = ["r2", "r3"]
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       yield* check(["r2", "r3"])
     }))
@@ -177,6 +179,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
         service = Context.get(built, Fleet.Fleet)
         yield* Effect.never
       })))
+      yield* TestClock.adjust("1 second")
       yield* settle
       const here = () => Effect.map(service!.here, (h) => h.map((x) => x.id))
       assert.deepStrictEqual(yield* here(), ["a", "b"])
@@ -195,12 +198,12 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       // readable again, but another runner took this one's place in membership: nothing runs here
       members.unreadable = new Set()
       members.runners = ["r2"]
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       assert.deepStrictEqual(yield* here(), [])
       assert.strictEqual((yield* service!.placement).placed.get("a"), "r2")
       members.runners = ["r1", "r2"]
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       assert.strictEqual((yield* here()).length, 1)
     }))
@@ -217,12 +220,13 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
         yield* Effect.never
       })))
       yield* Queue.offer(lists, [fakeStream(log, "a"), fakeStream(log, "b")])
+      yield* TestClock.adjust("1 second")
       yield* settle
       const here = () => Effect.map(service!.here, (h) => h.map((x) => x.id))
       assert.deepStrictEqual(yield* here(), ["a", "b"])
-      // r1's heartbeat is late: the others see only r2
+      // r1's heartbeat is late: the others see only r2 (two reads agree)
       members.runners = ["r2"]
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       // a stream added meanwhile does not start here; a and b go on
       yield* Queue.offer(lists, [fakeStream(log, "a"), fakeStream(log, "b"), fakeStream(log, "c")])
@@ -231,7 +235,7 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       assert.deepStrictEqual(yield* here(), ["a", "b"])
       // counted again within the grace: nothing was stopped, and r1 runs its share of the placement over r1, r2
       members.runners = ["r1", "r2"]
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       assert.deepStrictEqual(yield* here(), FleetPlacement.on(FleetPlacement.assign(["a", "b", "c"], ["r1", "r2"]), "r1"))
       const stopsBefore = log.filter((l) => l.startsWith("stop")).length
@@ -239,10 +243,11 @@ describe("Fleet (fake membership, fake streams, TestClock)", () => {
       assert.isAbove(share.length, 0)
       // missing for longer than the grace: everything here stops (not before)
       members.runners = ["r2"]
-      yield* TestClock.adjust("14 seconds")
+      // seen at the next read, acted on at the one after (two agree): then 15 s of grace
+      yield* TestClock.adjust("16 seconds")
       yield* settle
       assert.deepStrictEqual(yield* here(), share)
-      yield* TestClock.adjust("3 seconds")
+      yield* TestClock.adjust("2 seconds")
       yield* settle
       assert.deepStrictEqual(yield* here(), [])
       assert.isAbove(log.filter((l) => l.startsWith("stop")).length, stopsBefore)

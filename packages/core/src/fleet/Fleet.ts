@@ -13,9 +13,11 @@
  * database can fail separately.
  *
  * **Details**
- * - Membership is read every `pollInterval` (1 s); the list of streams is a `Stream` of whole lists (a watched file,
- *   a table). Either change re-applies the placement (`FleetPlan`: new streams started, gone ones stopped, changed
- *   ones restarted).
+ * - Membership is read every `pollInterval` (1 s), and a change is acted on once two reads in a row agree: runners
+ *   started together register a moment apart, and placing streams over the first one's lonely view started (and
+ *   then handed over) most streams twice. The list of streams is a `Stream` of whole lists (a watched file, a
+ *   table). Either change re-applies the placement (`FleetPlan`: new streams started, gone ones stopped, changed ones
+ *   restarted).
  * - **Losing the control database**: while membership cannot be read the streams here go on, for at most
  *   `expiration` (3 s) after the last good read; then every stream here is stopped. The other runners stop counting
  *   this one once its heartbeat is that old, and take its streams — as standbys until these are released, so no
@@ -129,6 +131,8 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
     // membership as last read, and when; lost once unread for longer than the expiration
     let runners: ReadonlyArray<string> = []
     let readAt: number | undefined = undefined
+    // the read before the last: a change is acted on once two reads agree
+    let previous: string | undefined = undefined
     let lost = false
     // since when this runner is missing from the membership it reads
     let absentSince: number | undefined = undefined
@@ -196,7 +200,12 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
         if (lost) yield* Effect.logInfo("fleet: membership read again: placing streams")
         lost = false
         readAt = now
-        runners = [...read.success].sort()
+        const seen = [...read.success].sort()
+        const key = seen.join("\u0000")
+        const agreed = key === previous
+        previous = key
+        if (!agreed) return
+        runners = seen
         if (runners.includes(membership.self)) absentSince = undefined
         else if (absentSince === undefined) {
           absentSince = now
@@ -205,6 +214,7 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
       } else if (!lost && (readAt === undefined || now - readAt > expirationMs)) {
         lost = true
         runners = []
+        previous = undefined
         yield* Effect.logError(`fleet: membership unread for more than ${expirationMs} ms: every stream here stops (${String(read.failure)})`)
       }
     })
