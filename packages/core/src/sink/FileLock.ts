@@ -85,7 +85,8 @@ export const acquire = (path: string, fence: Fence): Effect.Effect<void, SinkErr
             (alive(holder) === "unknown" ? ` (a holder on another host cannot be checked; remove ${lockPath} if that host is gone)` : "")
         )
       }
-      yield* Effect.sleep("200 millis")
+      // nothing is held while waiting: a stream stopped meanwhile (a fleet moving it) stops waiting at once
+      yield* Effect.interruptible(Effect.sleep("200 millis"))
     }
   })
 
