@@ -14,7 +14,7 @@
  * server's sessions are counted by role (from each session's `application_name`, `slotkeeper:<stream>:<instance>:<role>`).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -153,9 +153,15 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     const file = join(dir, "fleet.json")
     writeFileSync(file, JSON.stringify({ control: { databaseUrl: pg.url }, streams: ids.map((id) => ({ id, databaseUrl: urlOf(id), tables: ["public.items"], sink: `file:${sinkOf(id)}` })) }))
     const env = cliEnv()
+    // each process's log, kept for a post-mortem
+    const logs = join(tmpdir(), "slotkeeper-fleet-backlog-logs")
+    mkdirSync(logs, { recursive: true })
+    let started = 0
     const start = (args: ReadonlyArray<string>) =>
       Effect.acquireRelease(Effect.sync(() => {
-        const child = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", "ignore"], env })
+        const out = openSync(join(logs, `${args[0]}-${args.includes("--instance-id") ? args[args.indexOf("--instance-id") + 1] : ""}-${++started}.log`), "w")
+        const child = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", out], env })
+        child.once("exit", (code, signal) => code !== 0 && signal === null ? log(`fleet backlog: ${args[0]} exited with ${code} (logs in ${logs})`) : undefined)
         const closed = new Promise<void>((resolve) => child.once("close", () => resolve()))
         return { child, closed }
       }), (r) => Effect.promise(async () => {
@@ -185,11 +191,11 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     log(`fleet backlog: ${rows} rows into each of ${count} databases`)
     yield* fill(1)
     log(`fleet backlog: ${runnerCount} runners draining it`)
-    const started = performance.now()
+    const drainStart = performance.now()
     const running = yield* Effect.forEach(Array.from({ length: runnerCount }, (_, i) => `r${i + 1}`), runner)
     const arrived = ids.map((id) => arrival(sinkOf(id), rows))
     yield* Wait.eventually(Effect.sync(() => (arrived.every((f) => f()) ? true : undefined)), 900_000, "every backlog delivered", 250)
-    const fleetSeconds = (performance.now() - started) / 1000
+    const fleetSeconds = (performance.now() - drainStart) / 1000
     log(`fleet backlog: drained in ${fleetSeconds.toFixed(1)} s`)
     // a runner killed: the time until every one of its streams streams elsewhere
     yield* Wait.eventually(Effect.map(streaming, (s) => (s.length >= count ? true : undefined)), 120_000, "every stream streaming", 250)
