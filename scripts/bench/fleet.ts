@@ -151,7 +151,9 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
     const sinkOf = (id: string) => join(dir, `${id}.ndjson`)
     const file = join(dir, "fleet.json")
-    writeFileSync(file, JSON.stringify({ control: { databaseUrl: pg.url }, streams: ids.map((id) => ({ id, databaseUrl: urlOf(id), tables: ["public.items"], sink: `file:${sinkOf(id)}` })) }))
+    // FLEET_DEFAULTS: the file's `defaults` (JSON), e.g. '{"lossDeadline":"10s"}'
+    const defaults = JSON.parse(process.env.FLEET_DEFAULTS ?? "{}") as Record<string, unknown>
+    writeFileSync(file, JSON.stringify({ control: { databaseUrl: pg.url }, defaults, streams: ids.map((id) => ({ id, databaseUrl: urlOf(id), tables: ["public.items"], sink: `file:${sinkOf(id)}` })) }))
     const env = cliEnv()
     // each process's log, kept for a post-mortem
     const logs = join(tmpdir(), "slotkeeper-fleet-backlog-logs")
