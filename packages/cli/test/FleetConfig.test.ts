@@ -30,6 +30,18 @@ describe("FleetConfig (pure)", () => {
     assert.deepStrictEqual(r.streams[0]!.sink, { _tag: "File", path: "/data/tenant_a.ndjson" })
   })
 
+  it("an advisory stream without timing gets the fleet's (8 s loss deadline, 10 s release bound); given timing, and lease streams, are left alone", () => {
+    const r = Result.getOrThrow(parse({
+      control: { databaseUrl: "postgres://x" },
+      streams: [stream("plain"), stream("own", { lossDeadline: "1500ms" }), stream("lease", { lock: "lease" })]
+    }))
+    const [plain, own, lease] = r.streams
+    assert.deepStrictEqual([plain!.ownership.lossDeadline, plain!.ownership.serverReleaseBound], [8000, 10000])
+    assert.strictEqual(own!.ownership.lossDeadline, 1500)
+    assert.isUndefined(own!.ownership.serverReleaseBound)
+    assert.isUndefined(lease!.ownership.lossDeadline)
+  })
+
   it("refuses, saying where and what to change", () => {
     const control = { databaseUrl: "postgres://u@control/fleet" }
     const cases: ReadonlyArray<readonly [unknown, RegExp]> = [
