@@ -138,24 +138,24 @@ const program = Effect.scoped(Effect.gen(function*() {
   yield* startRunner("r1")
   yield* startRunner("r2")
   yield* startRunner("r3")
-  const first = yield* settled(runners.map((r) => r.address), "three runners: every stream streaming once, ±1", 600_000)
+  const first = yield* settled(runners.map((r) => r.name), "three runners: every stream streaming once, ±1", 600_000)
   phases.push(["3 runners start, every stream streaming once", `${first.seconds.toFixed(1)} s; ${first.counts.join("/")}`])
 
   const [r1, r2, r3] = runners as [Runner, Runner, Runner]
   yield* r1.kill()
-  const killed = yield* settled([r2.address, r3.address], "r1 SIGKILLed: its streams streaming on r2 and r3")
+  const killed = yield* settled(["r2", "r3"], "r1 SIGKILLed: its streams streaming on r2 and r3")
   phases.push(["SIGKILL of r1: every stream streaming on r2, r3", `${killed.seconds.toFixed(1)} s; ${killed.counts.join("/")}`])
 
-  const r4 = yield* startRunner("r4")
-  const joined = yield* settled([r2.address, r3.address, r4.address], "r4 joined: ±1 over three")
+  yield* startRunner("r4")
+  const joined = yield* settled(["r2", "r3", "r4"], "r4 joined: ±1 over three")
   phases.push(["r4 joins: balanced over r2, r3, r4", `${joined.seconds.toFixed(1)} s; ${joined.counts.join("/")}`])
 
   yield* r2.control.setMode("blackhole")
-  const cut = yield* settled([r3.address, r4.address], "r2 cut from the control database: its streams on r3 and r4")
+  const cut = yield* settled(["r3", "r4"], "r2 cut from the control database: its streams on r3 and r4")
   phases.push([`r2 cut from the control database (${partitionSeconds} s): its streams move`, `${cut.seconds.toFixed(1)} s; ${cut.counts.join("/")}`])
   yield* Effect.sleep(`${Math.max(0, partitionSeconds - cut.seconds)} seconds`)
   yield* r2.control.setMode("pass")
-  const healed = yield* settled([r2.address, r3.address, r4.address], "r2 healed: ±1 over three")
+  const healed = yield* settled(["r2", "r3", "r4"], "r2 healed: ±1 over three")
   phases.push(["r2 healed: balanced again", `${healed.seconds.toFixed(1)} s; ${healed.counts.join("/")}`])
 
   const before = yield* streaming
@@ -166,7 +166,7 @@ const program = Effect.scoped(Effect.gen(function*() {
   const elsewhere = r3Streams.filter((id) => (during.get(id) ?? []).some((i) => i !== "r3")).length
   phases.push([`r3 cut from the stream databases (${partitionSeconds} s)`, `${r3Streams.length} streams placed on r3; ${elsewhere} of them streaming elsewhere meanwhile`])
   for (const p of r3.streams) yield* p.setMode("pass")
-  const back = yield* settled([r2.address, r3.address, r4.address], "r3 healed: every stream streaming once again")
+  const back = yield* settled(["r2", "r3", "r4"], "r3 healed: every stream streaming once again")
   phases.push(["r3 healed: every stream streaming once", `${back.seconds.toFixed(1)} s; ${back.counts.join("/")}`])
 
   yield* Fiber.interrupt(writer)
