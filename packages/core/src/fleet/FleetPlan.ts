@@ -1,10 +1,10 @@
 /**
- * FleetPlan: which streams this runner registers with the cluster, and which it unregisters, when the fleet's list of
- * streams changes (a watched file, a table) — pure.
+ * FleetPlan: which streams this runner starts, and which it stops, when what should run here changes (the fleet's
+ * list, or the placement) — pure.
  *
  * **Details**
  * - A stream is known by its id; its `version` is its configuration's text. A stream whose version changed is
- *   stopped, then started again with the new one (its singleton re-registered): a running stream is never left on an
+ *   stopped, then started again with the new one: a running stream is never left on an
  *   old configuration, and one whose configuration did not change is left alone.
  * - The list is checked whole before it is applied (`FleetConfig`): a list with one bad stream changes nothing.
  */
@@ -14,9 +14,9 @@ export interface Entry {
 }
 
 export interface Plan {
-  /** Registered now: new streams, and changed ones again. In the list's order. */
+  /** Started now: new streams, and changed ones again. In the list's order. */
   readonly start: ReadonlyArray<string>
-  /** Unregistered now: removed streams, and changed ones (before they start again). */
+  /** Stopped now: removed streams, and changed ones (before they start again). */
   readonly stop: ReadonlyArray<string>
 }
 
