@@ -247,6 +247,8 @@ const program = Effect.scoped(Effect.gen(function*() {
   ].join("\n")
   process.stdout.write(`${report}\n`)
   writeFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "docs", "fleet-soak.md"), `${report}\n`)
+  // the verdict is out: the clean-up (servers, proxies, receiver) gets a minute, then the process exits
+  setTimeout(() => process.exit(), 60_000).unref()
   // the verdict: nothing lost, no stale or late batch accepted, and no stream seen streaming from two runners for a
   // second or more (one sample is the old owner's walsender still exiting on the server after its client closed the
   // connection and released the lock: the owned work is stopped before ownership is released)
