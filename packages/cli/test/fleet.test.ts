@@ -1,14 +1,15 @@
 /**
  * `slotkeeper fleet` (the CLI as child processes, real PostgreSQL 18): two runners, four streams over four databases
  * of one server, each written to every 20 ms throughout — every stream streaming on exactly one runner, two on each;
- * SIGKILL of a runner moves its streams to the other; a third joins and takes two (±1 again); SIGTERM of the second
+ * SIGKILL of a runner moves its streams to the other; a third joins and takes two (±1 again); cut from the control
+ * database only, the third's streams move to the second, and come back when healed; SIGTERM of the second
  * hands every stream to the third; every row delivered, and no line of a deposed owner after its successor's. The
  * shortened version of issue 18's three runners × 30 streams (`scripts/fleet-soak.ts` runs that).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { PgCluster } from "@slotkeeper/testkit"
+import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import NodePg from "pg"
@@ -35,7 +36,7 @@ const placement = (url: string) =>
   })
 
 describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", () => {
-  it.live("two runners, four streams: each streams on exactly one runner, changes delivered; a killed runner's streams move to the other", () =>
+  it.live("two runners, four streams: each streams on exactly one runner, two each, changes delivered; a killed runner's streams move to the other; a joining runner takes two; cut from the control database, its streams move and come back", () =>
     Effect.gen(function*() {
       const pg = yield* PgCluster.make({ major: 18 })
       const dir = mkdtempSync(join(tmpdir(), "slotkeeper-fleet-"))
@@ -60,10 +61,10 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       assert.strictEqual(bad.code, 2, bad.stderr)
       assert.match(bad.stderr, /--config: cannot read/)
 
-      const runner = (name: string) =>
+      const runner = (name: string, config = file) =>
         Effect.gen(function*() {
           const [port, http] = [yield* Effect.promise(() => freePort()), yield* Effect.promise(() => freePort())]
-          const r = yield* startCommand("fleet", ["--config", file, "--instance-id", name, "--runner-host", "127.0.0.1", "--runner-port", String(port), "--http-port", String(http)])
+          const r = yield* startCommand("fleet", ["--config", config, "--instance-id", name, "--runner-host", "127.0.0.1", "--runner-port", String(port), "--http-port", String(http)])
           return { ...r, http, port }
         })
       const a = yield* runner("a")
@@ -122,14 +123,32 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       console.log(`fleet: the killed runner's streams streamed on ${survivorName} after ${Math.round(movedMs)} ms`)
       // measured 3.5–3.7 s here (the cluster's defaults would take about 36 s); the margin is for a busy machine
       assert.isBelow(movedMs, 15_000)
-      // a third runner joins: two streams move to it (handed over: drained and released), each streams once
-      const c = yield* runner("c")
+      // a third runner joins, reaching the control database through a proxy (its own copy of the file): two streams
+      // move to it (handed over: drained and released), each streams once
+      const controlProxy = yield* FaultProxy.make({ targetPort: pg.port })
+      const cFile = join(dir, "fleet-c.json")
+      const viaProxy = new URL(pg.url)
+      viaProxy.port = String(controlProxy.port)
+      writeFileSync(cFile, readFileSync(file, "utf8").replace(JSON.stringify(pg.url), JSON.stringify(viaProxy.toString())))
+      const c = yield* runner("c", cFile)
+      const twoEach = (what: string) =>
+        untilEffect(Effect.map(placement(pg.url), (by) => {
+          const counts = [survivorName, "c"].map((n) => streams.filter((x) => by.get(x)?.length === 1 && by.get(x)![0] === n).length)
+          return counts[0] === 2 && counts[1] === 2 ? true : undefined
+        }), 60_000, `two streams on each of ${survivorName} and c ${what}`)
       const joinedAt = performance.now()
-      yield* untilEffect(Effect.map(placement(pg.url), (by) => {
-        const counts = [survivorName, "c"].map((n) => streams.filter((x) => by.get(x)?.length === 1 && by.get(x)![0] === n).length)
-        return counts[0] === 2 && counts[1] === 2 ? true : undefined
-      }), 60_000, `two streams on each of ${survivorName} and c`)
+      yield* twoEach("after c joined")
       console.log(`fleet: c joined: two streams streaming on each runner after ${Math.round(performance.now() - joinedAt)} ms`)
+      // c cut from the control database only (a half-open partition): it stops its streams once it cannot read
+      // membership, the survivor no longer counts it and takes them; healed, c takes its two back
+      yield* controlProxy.setMode("blackhole")
+      const cutAt = performance.now()
+      yield* allOn(survivorName)
+      console.log(`fleet: c cut from the control database: every stream streaming on ${survivorName} after ${Math.round(performance.now() - cutAt)} ms`)
+      yield* controlProxy.setMode("pass")
+      const healedAt = performance.now()
+      yield* twoEach("after c's partition healed")
+      console.log(`fleet: c healed: two streams streaming on each runner after ${Math.round(performance.now() - healedAt)} ms`)
       yield* untilEffect(Effect.map(get(c.http, "/health"), (r) => ((r.body as { streams: Array<string> }).streams.length === 2 ? true : undefined)), 10_000, "c says it runs two streams")
       // then the survivor is stopped with SIGTERM: it hands its streams over and exits 0
       const stoppedAt = performance.now()
