@@ -171,7 +171,10 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
 
     // one application at a time: a list's and a membership read's
     const mutex = yield* Semaphore.make(1)
+    // set by the layer's finalizer, under the mutex: no stream starts once the fleet is closing
+    let closing = false
     const apply = Semaphore.withPermit(mutex, Effect.gen(function*() {
+      if (closing) return
       const current = placement()
       const now = yield* Clock.currentTimeMillis
       const present = runners.includes(membership.self)
@@ -234,8 +237,14 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
 
     yield* Effect.forkScoped(Stream.runForEach(streams, (next) => Effect.andThen(Effect.sync(() => (list = next)), apply)))
     yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.andThen(readMembership, apply), Effect.sleep(pollInterval))))
-    // on shutdown every stream here stops, all at once: each drains and releases its ownership
-    yield* Effect.addFinalizer(() => Effect.forEach([...running.values()], (r) => Scope.close(r.scope, Exit.void), { discard: true, concurrency: "unbounded" }))
+    // on shutdown every stream here stops, all at once: each drains and releases its ownership (under the mutex, so
+    // an application under way finishes first and none starts a stream after)
+    yield* Effect.addFinalizer(() =>
+      Semaphore.withPermit(mutex, Effect.suspend(() => {
+        closing = true
+        return Effect.forEach([...running.values()], (r) => Scope.close(r.scope, Exit.void), { discard: true, concurrency: "unbounded" })
+      }))
+    )
     return {
       here: Effect.sync(() => [...here.values()].sort((a, b) => a.id.localeCompare(b.id))),
       streams: Effect.sync(() => list.map((s) => s.id)),
