@@ -30,7 +30,7 @@ import { fileURLToPath } from "node:url"
 import { FaultProxy, FencingReceiver, PgCluster, type PgServer, Wait } from "@slotkeeper/testkit"
 import { Effect, Fiber } from "effect"
 import NodePg from "pg"
-import { freePort, startCommand } from "../packages/cli/test/cli-helpers.ts"
+import { byStream, freePort, startCommand, streamingWalsenders } from "../packages/cli/test/cli-helpers.ts"
 
 const count = Number(process.env.FLEET_STREAMS ?? 30)
 const second = Math.min(count, Number(process.env.FLEET_SECOND_SERVER ?? 6))
@@ -89,17 +89,10 @@ const program = Effect.scoped(Effect.gen(function*() {
     })
 
   /** Which instances stream each stream, on both servers. */
-  const streaming = Effect.gen(function*() {
-    const by = new Map<string, Array<string>>()
-    for (const server of [a, b]) {
-      const rows = yield* server.query<{ application_name: string }>("SELECT application_name FROM pg_stat_replication")
-      for (const { application_name } of rows) {
-        const [, stream, instance] = application_name.split(":")
-        if (stream !== undefined && instance !== undefined) by.set(stream, [...(by.get(stream) ?? []), instance])
-      }
-    }
-    return by
-  })
+  const streaming = Effect.map(
+    Effect.forEach([a, b], (server) => server.query<{ application_name: string }>(streamingWalsenders)),
+    (rows) => byStream(rows.flat().map((r) => r.application_name))
+  )
   // sampled throughout: a stream seen streaming from two runners at once
   const twice = new Map<string, number>()
   let phase = "start"

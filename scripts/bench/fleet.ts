@@ -20,7 +20,7 @@ import { join } from "node:path"
 import { Effect } from "effect"
 import NodePg from "pg"
 import { PgCluster, Wait } from "@slotkeeper/testkit"
-import { freePort } from "../../packages/cli/test/cli-helpers.ts"
+import { byStream, freePort, streamingWalsenders } from "../../packages/cli/test/cli-helpers.ts"
 import { cli, cliEnv, currentRss } from "./throughput.ts"
 
 export interface FleetIdle {
@@ -175,7 +175,7 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
         const port = yield* Effect.promise(() => freePort())
         return { name, ...(yield* start(["fleet", "--config", file, "--instance-id", name, "--runner-host", "127.0.0.1", "--runner-port", String(port)])) }
       })
-    const streaming = Effect.map(pg.query<{ application_name: string }>("SELECT application_name FROM pg_stat_replication WHERE application_name LIKE 'slotkeeper:%'"), (r) => r.map((x) => x.application_name.split(":")))
+    const streaming = Effect.map(pg.query<{ application_name: string }>(streamingWalsenders), (r) => byStream(r.map((x) => x.application_name)))
     const stop = (r: { child: ChildProcess; closed: Promise<void> }) => Effect.promise(async () => {
       r.child.kill("SIGTERM")
       await r.closed
@@ -184,7 +184,7 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     log(`fleet backlog: ${count} streams, making their slots`)
     yield* Effect.scoped(Effect.gen(function*() {
       for (let i = 1; i <= runnerCount; i++) yield* runner(`r${i}`)
-      yield* Wait.eventually(Effect.map(streaming, (s) => (s.length >= count ? true : undefined)), 600_000, `${count} streams streaming`, 500)
+      yield* Wait.eventually(Effect.map(streaming, (by) => (by.size >= count ? true : undefined)), 600_000, `${count} streams streaming`, 500)
     }))
     const fill = (from: number) =>
       Effect.forEach(ids, (id) => Effect.promise(() => withClient(urlOf(id), async (c) => {
@@ -200,13 +200,13 @@ export const backlog = (count: number, rows: number, runnerCount: number, log: (
     const fleetSeconds = (performance.now() - drainStart) / 1000
     log(`fleet backlog: drained in ${fleetSeconds.toFixed(1)} s`)
     // a runner killed: the time until every one of its streams streams elsewhere
-    yield* Wait.eventually(Effect.map(streaming, (s) => (s.length >= count ? true : undefined)), 120_000, "every stream streaming", 250)
+    yield* Wait.eventually(Effect.map(streaming, (by) => (by.size >= count ? true : undefined)), 120_000, "every stream streaming", 250)
     const victim = running[0]!
-    const theirs = (yield* streaming).filter((s) => s[2] === victim.name).map((s) => s[1]!)
+    const theirs = [...(yield* streaming)].filter(([, instances]) => instances.includes(victim.name)).map(([id]) => id)
     const killedAt = performance.now()
     victim.child.kill("SIGKILL")
     yield* Effect.promise(() => victim.closed)
-    yield* Wait.eventually(Effect.map(streaming, (s) => (theirs.every((id) => s.some((x) => x[1] === id && x[2] !== victim.name)) ? true : undefined)), 120_000, "the killed runner's streams streaming elsewhere", 100)
+    yield* Wait.eventually(Effect.map(streaming, (by) => (theirs.every((id) => (by.get(id) ?? []).some((i) => i !== victim.name)) ? true : undefined)), 120_000, "the killed runner's streams streaming elsewhere", 100)
     const recoverySeconds = (performance.now() - killedAt) / 1000
     log(`fleet backlog: the killed runner's ${theirs.length} streams streaming elsewhere after ${recoverySeconds.toFixed(1)} s`)
     yield* Effect.forEach(running.slice(1), stop, { discard: true })

@@ -166,3 +166,19 @@ export const judgeHandover = <E>(
     })
     return { committed, report }
   })
+
+/**
+ * The walsenders that stream (`byStream` reads their names). Not those still in `startup`: a walsender creating its
+ * slot is listed before the slot captures anything, and a row committed then is not the stream's.
+ */
+export const streamingWalsenders = "SELECT application_name FROM pg_stat_replication WHERE state IN ('catchup', 'streaming')"
+
+/** Which instances stream each stream, from the walsenders' application names (`slotkeeper:<stream>:<instance>:<role>`). */
+export const byStream = (applicationNames: Iterable<string>): Map<string, Array<string>> => {
+  const by = new Map<string, Array<string>>()
+  for (const name of applicationNames) {
+    const [, stream, instance] = name.split(":")
+    if (stream !== undefined && instance !== undefined) by.set(stream, [...(by.get(stream) ?? []), instance])
+  }
+  return by
+}

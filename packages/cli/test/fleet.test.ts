@@ -13,7 +13,7 @@ import { FaultProxy, PgCluster } from "@slotkeeper/testkit"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import NodePg from "pg"
-import { cli, freePort, get, startCommand, untilEffect } from "./cli-helpers.ts"
+import { byStream, cli, streamingWalsenders, freePort, get, startCommand, untilEffect } from "./cli-helpers.ts"
 
 const streams = ["s1", "s2", "s3", "s4"]
 
@@ -23,13 +23,8 @@ const placement = (url: string) =>
     const client = new NodePg.Client({ connectionString: url })
     await client.connect()
     try {
-      const r = await client.query<{ application_name: string }>("SELECT application_name FROM pg_stat_replication")
-      const by = new Map<string, Array<string>>()
-      for (const { application_name } of r.rows) {
-        const [, stream, instance] = application_name.split(":")
-        if (stream !== undefined && instance !== undefined) by.set(stream, [...(by.get(stream) ?? []), instance])
-      }
-      return by
+      const r = await client.query<{ application_name: string }>(streamingWalsenders)
+      return byStream(r.rows.map((x) => x.application_name))
     } finally {
       await client.end()
     }

@@ -141,7 +141,7 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
     let previous: string | undefined = undefined
     let lost = false
     // since when each stream running here is placed elsewhere
-    const elsewhereSince = new Map<string, number>()
+    let elsewhereSince: ReadonlyMap<string, number> = new Map()
     const rebalanceDelayMs = Duration.toMillis(Duration.fromInputUnsafe(options.rebalanceDelay ?? "10 seconds"))
     let missingSaid = false
     const placement = (): Placement => ({ self: membership.self, runners, placed: FleetPlacement.assign(list.map((s) => s.id), runners) })
@@ -179,17 +179,9 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
       const now = yield* Clock.currentTimeMillis
       const present = runners.includes(membership.self)
       const placedHere = new Set(present ? FleetPlacement.on(current.placed, membership.self) : [])
-      const listed = new Set(list.map((s) => s.id))
-      // placed here: started now; running here: kept while listed and membership is not lost, if this runner is
-      // missing from membership, or until it has been placed elsewhere for the rebalance delay (see the module comment)
-      const mine = new Set(placedHere)
-      for (const id of running.keys()) {
-        // the delay counts while this runner is counted and the stream is placed elsewhere
-        if (placedHere.has(id) || !present) elsewhereSince.delete(id)
-        else if (!elsewhereSince.has(id)) elsewhereSince.set(id, now)
-        if (placedHere.has(id) || !listed.has(id) || lost) continue
-        if (!present || now - elsewhereSince.get(id)! < rebalanceDelayMs) mine.add(id)
-      }
+      const decided = FleetPlan.wanted({ placedHere, running: running.keys(), listed: new Set(list.map((s) => s.id)), present, lost, now, elsewhereSince, rebalanceDelayMs })
+      const mine = decided.mine
+      elsewhereSince = decided.elsewhereSince
       if (!present && !lost && running.size > 0 && !missingSaid) {
         yield* Effect.logWarning(`fleet: this runner (${membership.self}) is missing from membership (its heartbeat is late): the ${running.size} streams here go on, nothing new starts here`)
       }
@@ -201,7 +193,6 @@ export const layer = <E, R>(streams: Stream.Stream<ReadonlyArray<FleetStream<E, 
         Effect.gen(function*() {
           const r = running.get(id)!
           running.delete(id)
-          elsewhereSince.delete(id)
           const why = !list.some((s) => s.id === id) ? "removed from the fleet" : mine.has(id) ? "changed: started again" : `placed on ${current.placed.get(id) ?? "no runner"}`
           yield* Effect.logInfo(`fleet: stream ${id} stops here: ${why}`)
           yield* Scope.close(r.scope, Exit.void)

@@ -26,3 +26,38 @@ export const plan = (current: ReadonlyMap<string, string>, desired: ReadonlyArra
   const start = desired.filter((e) => current.get(e.id) !== e.version).map((e) => e.id)
   return { start, stop }
 }
+
+/** What decides which streams run on this runner now (see `Fleet`'s module comment). */
+export interface Here {
+  /** The streams the placement puts on this runner (empty when it is missing from membership). */
+  readonly placedHere: ReadonlySet<string>
+  /** The streams running here now. */
+  readonly running: Iterable<string>
+  /** The fleet's current list. */
+  readonly listed: ReadonlySet<string>
+  /** Whether this runner is in the membership it reads. */
+  readonly present: boolean
+  /** Whether membership has been unreadable for longer than the expiration. */
+  readonly lost: boolean
+  readonly now: number
+  /** Since when each stream running here has been placed elsewhere, as last decided. */
+  readonly elsewhereSince: ReadonlyMap<string, number>
+  readonly rebalanceDelayMs: number
+}
+
+/**
+ * The streams that should run here: those placed here, and those running here that are still listed while
+ * membership is not lost — kept, if this runner is missing from membership, or until they have been placed elsewhere
+ * for the rebalance delay (counted only while this runner is present). Returns the delay's bookkeeping too.
+ */
+export const wanted = (input: Here): { readonly mine: ReadonlySet<string>; readonly elsewhereSince: ReadonlyMap<string, number> } => {
+  const mine = new Set(input.placedHere)
+  const elsewhereSince = new Map<string, number>()
+  for (const id of input.running) {
+    if (input.placedHere.has(id)) continue
+    if (input.present) elsewhereSince.set(id, input.elsewhereSince.get(id) ?? input.now)
+    if (!input.listed.has(id) || input.lost) continue
+    if (!input.present || input.now - elsewhereSince.get(id)! < input.rebalanceDelayMs) mine.add(id)
+  }
+  return { mine, elsewhereSince }
+}
