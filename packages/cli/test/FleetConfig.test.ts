@@ -22,6 +22,8 @@ describe("FleetConfig (pure)", () => {
     assert.deepStrictEqual([r.shardLockRefreshMs, r.shardLockExpirationMs], [1000, 3000])
     const tuned = Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, cluster: { shardLockRefreshInterval: "2s", shardLockExpiration: 9000 }, streams: [stream("a")] }))
     assert.deepStrictEqual([tuned.shardLockRefreshMs, tuned.shardLockExpirationMs], [2000, 9000])
+    // the sessions the streams of one database share: 8 unless given
+    assert.deepStrictEqual([r.poolSize, Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, poolSize: 20, streams: [stream("a")] })).poolSize], [8, 20])
     assert.deepStrictEqual(r.streams.map((s) => [s.streamId, s.instanceId, s.lock, s.snapshot, s.chunkSize]), [
       ["tenant_a", "runner-1", "lease", "initial", 10_000],
       ["tenant_b", "runner-1", "advisory", "initial", 500]
@@ -49,7 +51,10 @@ describe("FleetConfig (pure)", () => {
       [{ streams: [stream("a")] }, /"control" must be \{"databaseUrl": "postgres:\/\/\.\.\."\}/],
       [{ control: { databaseUrl: "x", pool: 3 }, streams: [stream("a")] }, /control: unknown key "pool"/],
       [{ control, streams: [] }, /"streams" must be a list of at least one stream/],
-      [{ control, streams: [stream("a")], extra: 1 }, /unknown key "extra"; the keys are control, cluster, defaults, streams/],
+      [{ control, streams: [stream("a")], extra: 1 }, /unknown key "extra"; the keys are control, cluster, defaults, streams, poolSize/],
+      [{ control, poolSize: 0, streams: [stream("a")] }, /poolSize: 0 is not a number of sessions: give an integer 1\.\.100/],
+      [{ control, poolSize: "8", streams: [stream("a")] }, /poolSize: "8" is not a number of sessions/],
+      [{ control, poolSize: 2.5, streams: [stream("a")] }, /poolSize: 2\.5 is not/],
       [{ control, cluster: { shardLockExpiration: "2s" }, streams: [stream("a")] }, /shardLockExpiration \(2000 ms\) must be at least three shardLockRefreshInterval \(1000 ms\)/],
       [{ control, cluster: { shardLockRefreshInterval: "soon" }, streams: [stream("a")] }, /cluster: shardLockRefreshInterval: "soon" is not a positive duration/],
       [{ control, cluster: { lockTimeout: "1s" }, streams: [stream("a")] }, /cluster: unknown key "lockTimeout"/],

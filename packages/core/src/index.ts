@@ -9,7 +9,8 @@
  *   `OwnershipTable` and `LockBackend` for their errors (setup, a lock session).
  * - **Connections** — `ConnectionSpec` (a connection string by libpq's rules: URL or keyword form, `PG*` environment,
  *   password file), `Connector` (the options of every session slotkeeper opens, TLS as libpq's `sslmode` means it),
- *   `ConnectFailure` (whether a failed connection may pass, or what to change).
+ *   `ConnectFailure` (whether a failed connection may pass, or what to change), `SharedPools` (one pool per
+ *   database for the streams of one process: a fleet).
  * - **The stream** — `Delivery.run` / `.layer` (slot, checkpoint and replication connection as the owner's work),
  *   its events and errors (`ReplicationStream`, `Checkpoint`, `Watermark`), `Values` (the value mapping), `Lsn`.
  * - **Publication** — `PublicationManager` over `PgPublication`, `Subscription` (what a subscription is, its lexical
@@ -38,6 +39,7 @@ export * as ConnectFailure from "./connection/ConnectFailure.ts"
 export * as ConnectionSpec from "./connection/ConnectionSpec.ts"
 export * as Connector from "./connection/Connector.ts"
 export * as ReplicationReach from "./connection/ReplicationReach.ts"
+export * as SharedPools from "./connection/SharedPools.ts"
 export * as AdvisoryLock from "./ownership/AdvisoryLock.ts"
 export * as LeaseLock from "./ownership/LeaseLock.ts"
 export * as LockBackend from "./ownership/LockBackend.ts"

@@ -50,7 +50,7 @@ export const startInstance = (
   name: string,
   url: string,
   intervals: Array<Interval>,
-  options: Partial<OwnershipConfig.OwnershipOptions>
+  options: Partial<OwnershipConfig.OwnershipOptions> & Pick<StreamOwnership.StreamOwnershipOptions, "pools">
 ) =>
   Effect.gen(function*() {
     const ownership = yield* StreamOwnership.make({ streamId: "orders", instanceId: name, url: Redacted.make(url), ...options })

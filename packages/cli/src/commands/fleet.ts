@@ -22,7 +22,7 @@ import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { PgClient } from "@effect/sql-pg"
-import { Fleet, FleetRoutes, Membership, StreamStatus } from "@slotkeeper/core"
+import { Fleet, FleetRoutes, Membership, SharedPools, StreamStatus } from "@slotkeeper/core"
 import { Config, Duration, Effect, Layer, Option, Redacted, Result, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import { RunnerAddress, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "effect/cluster"
@@ -78,13 +78,17 @@ export const fleet = Command.make("fleet", {
   const first = yield* Effect.fromResult(FleetConfig.fromFile(flags.config, lastText, instanceId))
   yield* Effect.annotateLogsScoped({ instance: instanceId })
 
+  // one pool per database for the guarded writes of the streams here (their lock sessions and replication
+  // connections stay their own); closed after every stream stopped, this scope being the outermost
+  const pools = yield* SharedPools.make({ instanceId, maxConnections: first.poolSize })
+
   // the streams here: their snapshots for /streams and /metrics
   const snapshots = new Map<string, Effect.Effect<StreamStatus.Snapshot>>()
   const streamOf = (config: RunConfig.RunConfig): Fleet.FleetStream<unknown, never> => ({
     id: config.streamId,
     version: JSON.stringify(config),
     run: (started) => Effect.scoped(Effect.gen(function*() {
-      const prepared = yield* StreamProgram.prepare(config, config.databaseUrl!, config.tables)
+      const prepared = yield* StreamProgram.prepare(config, config.databaseUrl!, config.tables, { pools })
       snapshots.set(config.streamId, prepared.snapshot)
       yield* Effect.addFinalizer(() => Effect.sync(() => snapshots.delete(config.streamId)))
       // started: streaming, or waiting as a standby behind another owner (the start gate's slot is given back)

@@ -10,7 +10,7 @@
  * - `run` competes for ownership and streams while it holds it; what the server refuses for good (a table, a filter, a
  *   replication connection) is `ConfigInvalid` with the option to change.
  */
-import { Delivery, PublicationManager, ReplicationStream, SessionSecurity, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
+import { Delivery, PublicationManager, SharedPools, ReplicationStream, SessionSecurity, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
 import { Effect, Layer, Logger, Redacted, SubscriptionRef } from "effect"
 import * as RunConfig from "../config/RunConfig.ts"
 
@@ -51,8 +51,9 @@ const urlOption = (url: "url" | "replicationUrl") => (url === "url" ? "database-
  * a server that refuses the connection for good (a wrong password, no REPLICATION, TLS that does not verify, a pooler
  * on the replication connection). A server that cannot be reached yet is waited for (`--startup-timeout`).
  */
-const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions: ReadonlyArray<Subscription.Subscription>, reporting: Reporting) =>
+const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions: ReadonlyArray<Subscription.Subscription>, reporting: Reporting, pools: SharedPools.SharedPools["Service"] | undefined) =>
   StreamOwnership.make({
+    pools,
     streamId: config.streamId,
     instanceId: config.instanceId,
     url,
@@ -109,7 +110,15 @@ const streamLayer = (
  * Prepares `config`'s stream on `url` with `tables` (the sink opened, its reporting set up); `run` runs it until
  * interrupted.
  */
-export const prepare = (config: RunConfig.RunConfig, url: string, tables: ReadonlyArray<RunConfig.TableSpec>) =>
+export const prepare = (
+  config: RunConfig.RunConfig,
+  url: string,
+  tables: ReadonlyArray<RunConfig.TableSpec>,
+  options?: {
+    /** The connection pools the streams of a fleet share, one per database (`SharedPools`); without, a pool its own. */
+    readonly pools?: SharedPools.SharedPools["Service"] | undefined
+  }
+) =>
   Effect.gen(function*() {
     const redacted = Redacted.make(url)
     // the configured tables are the whole set: ones a previous configuration had are removed from the publication
@@ -129,12 +138,12 @@ export const prepare = (config: RunConfig.RunConfig, url: string, tables: Readon
     let owned: StreamOwnership.StreamOwnership["Service"] | undefined
     const snapshot = snapshotOf(config, reporting, () => owned, sink)
     const run = Effect.gen(function*() {
-      owned = yield* own(config, redacted, subscriptions, reporting)
+      owned = yield* own(config, redacted, subscriptions, reporting, options?.pools)
       const ownedNow = owned
       // which sessions are encrypted, by the server's account (pg_stat_ssl): for /health, /metrics and the log
       const sql = owned.sql
       yield* Effect.forkScoped(Effect.forever(Effect.andThen(
-        SessionSecurity.read(sql, config.streamId, config.instanceId).pipe(Effect.flatMap((found) => SubscriptionRef.set(reporting.sessions, found)), Effect.ignore),
+        SessionSecurity.read(sql, config.streamId, config.instanceId, ownedNow.poolApplicationName).pipe(Effect.flatMap((found) => SubscriptionRef.set(reporting.sessions, found)), Effect.ignore),
         Effect.sleep("10 seconds")
       )))
       yield* Effect.logInfo(`stream ${config.streamId}: instance ${config.instanceId} competing for ownership (${config.lock} lock) of ${tables.map((t) => `${t.schema}.${t.name}`).join(", ")}`)

@@ -15,9 +15,11 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Redacted, Schema, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
 import * as ConnectFailure from "../connection/ConnectFailure.ts"
 import type { ConnectionSpecInvalid } from "../connection/ConnectionSpec.ts"
 import * as Connector from "../connection/Connector.ts"
+import * as SharedPools from "../connection/SharedPools.ts"
 import * as Bounded from "../internal/bounded.ts"
 import * as ReplicationReach from "../connection/ReplicationReach.ts"
 import * as SqlErrors from "../internal/sqlError.ts"
@@ -50,6 +52,12 @@ export interface StreamOwnershipOptions extends OwnershipConfig.OwnershipOptions
   readonly onWaiting?: ((waiting: Waiting) => Effect.Effect<void>) | undefined
   /** Checked before anything is created (see the summary); the publication's name is the stream's. */
   readonly admit?: Omit<Preflight.AdmitOptions, "lock" | "publication"> | undefined
+  /**
+   * Pools shared with the other streams of this process (a fleet): the stream's guarded writes and reads run on the
+   * pool of its database there instead of a pool of its own (`SharedPools`). Its lock session and replication
+   * connection stay its own.
+   */
+  readonly pools?: SharedPools.SharedPools["Service"] | undefined
 }
 
 /** Everything needed to own one stream (the `StreamOwnership` service's shape; `make` builds it). */
@@ -59,6 +67,8 @@ interface StreamOwnershipShape {
   readonly supervisor: Supervisor.Supervisor
   /** The pool guarded writes run on (also usable for reads that need no ownership). */
   readonly sql: SqlClient.SqlClient
+  /** The `application_name` of `sql`'s sessions: the stream's own (`…:guard`), or the shared pools' (`SharedPools`). */
+  readonly poolApplicationName: string
   /**
    * When this instance started, by the database's clock (microseconds since the Unix epoch, as text): which of two
    * differently configured instances is the newer (see `Configuration`), whatever the hosts' clocks say.
@@ -181,18 +191,26 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
     const target = yield* waitingFor(Connector.sqlPg(options.url, config.lossDeadlineMs).pipe(
       Effect.mapError((e) => (e._tag === "ConnectionSpecInvalid" ? e : reach("url", "the database")(e)))
     ))
-    // closed at the end within the detection deadline, even with a query stuck on a dead connection (`Bounded`)
-    const pool = yield* Bounded.buildClosingWithin(PgClient.layer({
-      connectTimeout: `${config.lossDeadlineMs} millis`,
-      ...target,
-      applicationName: StreamId.applicationName(config.streamId, config.instanceId, "guard"),
-      maxConnections: 4,
-      startupParameters: SessionSettings.startupParameters,
-      // statements prepared on one server session are unknown to the next one a transaction pooler hands out: with
-      // a separate replication URL, the SQL URL may be such a pooler (PgBouncer before 1.21)
-      ...(options.replicationUrl === undefined ? {} : { prepare: false })
-    }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError((e) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}`, cause: e })))
-    const sql = Context.get(pool, SqlClient.SqlClient)
+    // statements prepared on one server session are unknown to the next one a transaction pooler hands out: with a
+    // separate replication URL, the SQL URL may be such a pooler (PgBouncer before 1.21)
+    const prepare = options.replicationUrl === undefined
+    const poolFailed = (e: SqlError) => new OwnershipTable.OwnershipSetupError({ message: `cannot create a connection pool: ${SqlErrors.describe(e)}`, cause: e })
+    const ownPoolName = StreamId.applicationName(config.streamId, config.instanceId, "guard")
+    const sql: SqlClient.SqlClient = options.pools !== undefined
+      // the pool of this database shared with the process's other streams, held while the stream's scope is open
+      ? yield* options.pools.acquire({ url: options.url, target, connectTimeoutMs: config.lossDeadlineMs, prepare }).pipe(Effect.mapError(poolFailed))
+      // closed at the end within the detection deadline, even with a query stuck on a dead connection (`Bounded`)
+      : Context.get(
+        yield* Bounded.buildClosingWithin(PgClient.layer({
+          connectTimeout: `${config.lossDeadlineMs} millis`,
+          ...target,
+          applicationName: ownPoolName,
+          maxConnections: 4,
+          startupParameters: SessionSettings.startupParameters,
+          ...(prepare ? {} : { prepare: false })
+        }), config.lossDeadlineMs, `stream ${config.streamId}: the connection pool`).pipe(Effect.mapError(poolFailed)),
+        SqlClient.SqlClient
+      )
 
     // What the server must be, and slotkeeper's tables.
     const setup = Effect.gen(function*() {
@@ -256,7 +274,7 @@ export const make = (options: StreamOwnershipOptions): Effect.Effect<StreamOwner
       // pooler can): LISTEN works there
       : LeaseLock.make({ config, identity, sql, systemIdReadable, noticeUrl: options.replicationUrl === undefined ? options.url : undefined })
     const supervisor = yield* Supervisor.make(config, backend, backend)
-    return { config, identity, supervisor, sql, startedAt: server.started_at }
+    return { config, identity, supervisor, sql, poolApplicationName: options.pools?.applicationName ?? ownPoolName, startedAt: server.started_at }
   })
 
 const isWaitable = (e: unknown): e is OwnershipTable.OwnershipSetupError =>

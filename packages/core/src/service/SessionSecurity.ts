@@ -4,7 +4,7 @@
  * depend on reading the connection strings right.
  *
  * **Details**: the sessions are found by their `application_name` (`slotkeeper:<stream>:<instance>:<role>`): the lock
- * session, the guard pool, the replication connection (`repl`, a walsender) and short admin sessions. A session of
+ * session, the guard pool (or the pool shared by a fleet's streams of one database), the replication connection (`repl`, a walsender) and short admin sessions. A session of
  * another role may show no `application_name` to a role without `pg_read_all_stats`; it is then not listed.
  */
 import { Effect } from "effect"
@@ -22,9 +22,13 @@ export interface Session {
 
 const roles: ReadonlyArray<StreamId.SessionRole> = ["lock", "guard", "repl", "admin", "backfill"]
 
-/** The instance's sessions on the server `sql` is connected to, with whether each is encrypted. */
-export const read = (sql: SqlClient, streamId: string, instanceId: string): Effect.Effect<ReadonlyArray<Session>, SqlError> => {
-  const names = roles.map((role) => StreamId.applicationName(streamId, instanceId, role))
+/**
+ * The instance's sessions on the server `sql` is connected to, with whether each is encrypted. `poolName` is the
+ * `application_name` of the pool the stream's guarded writes run on when it is not the stream's own (a pool shared by
+ * the streams of a fleet, `SharedPools`).
+ */
+export const read = (sql: SqlClient, streamId: string, instanceId: string, poolName?: string): Effect.Effect<ReadonlyArray<Session>, SqlError> => {
+  const names = roles.map((role) => role === "guard" && poolName !== undefined ? poolName : StreamId.applicationName(streamId, instanceId, role))
   return Effect.map(
     sql.unsafe<{ application_name: string; pid: number; ssl: boolean; version: string | null }>(
       `SELECT a.application_name, a.pid, COALESCE(s.ssl, false) AS ssl, s.version
