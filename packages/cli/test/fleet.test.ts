@@ -105,6 +105,10 @@ describe("slotkeeper fleet (the CLI as child processes, real PostgreSQL 18)", ()
       // every runner knows where every stream is placed (runners are named by their cluster address)
       assert.deepStrictEqual(listed.streams.map((x) => x.placedOn).sort(), [...on("a").map(() => `127.0.0.1:${a.port}`), ...on("b").map(() => `127.0.0.1:${b.port}`)].sort())
       assert.isTrue(listed.streams.filter((x) => x.here).every((x) => x.state === "active"))
+      // guarded writes run on each runner's pool of the stream's database (SharedPools), not on a pool per stream
+      const guards = (yield* pg.query("SELECT DISTINCT application_name AS name FROM pg_stat_activity WHERE application_name LIKE 'slotkeeper:%:guard' ORDER BY 1")) as Array<{ name: string }>
+      assert.isNotEmpty(guards)
+      assert.deepStrictEqual(guards.filter((g) => !["slotkeeper:*:a:guard", "slotkeeper:*:b:guard"].includes(g.name)), [])
       // SIGKILL a: all four stream on b
       const victim = a
       const survivor = b
