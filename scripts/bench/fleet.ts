@@ -11,7 +11,8 @@
  * **Idle streams**: what an idle stream costs a runner. One `slotkeeper fleet` runner with no stream, then with `FLEET_STREAMS`
  * (default 100) idle streams (each its own table in one database, the file sink): once every stream streams, RSS is
  * sampled (the server allows 2 slots and a walsender per stream: the persistent slot and its temporary clone), CPU is measured over `FLEET_IDLE_SECONDS` (default 30) of idleness (utime + stime from /proc), and the
- * server's sessions are counted by role (from each session's `application_name`, `slotkeeper:<stream>:<instance>:<role>`).
+ * server's sessions are counted by role (from each session's `application_name`, `slotkeeper:<stream>:<instance>:<role>`,
+ * the pool the streams share `slotkeeper:*:<instance>:guard`).
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
@@ -79,7 +80,7 @@ export const idle = (count: number, idleSeconds: number) =>
     yield* Effect.sleep(`${idleSeconds} seconds`)
     const cpuPercent = ((ticks(child.pid!) - before) / 100 / idleSeconds) * 100
     const sessions = yield* pg.query<{ role: string; n: number }>(
-      "SELECT split_part(application_name, ':', 4) AS role, count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'slotkeeper:s%' GROUP BY 1 ORDER BY 1"
+      "SELECT split_part(application_name, ':', 4) AS role, count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'slotkeeper:s%' OR application_name LIKE 'slotkeeper:*:%' GROUP BY 1 ORDER BY 1"
     )
     return {
       streams: count,
