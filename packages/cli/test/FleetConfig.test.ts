@@ -22,8 +22,8 @@ describe("FleetConfig (pure)", () => {
     assert.deepStrictEqual([r.shardLockRefreshMs, r.shardLockExpirationMs], [1000, 3000])
     const tuned = Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, cluster: { shardLockRefreshInterval: "2s", shardLockExpiration: 9000 }, streams: [stream("a")] }))
     assert.deepStrictEqual([tuned.shardLockRefreshMs, tuned.shardLockExpirationMs], [2000, 9000])
-    // the sessions the streams of one database share: 8 unless given
-    assert.deepStrictEqual([r.poolSize, Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, poolSize: 20, streams: [stream("a")] })).poolSize], [8, 20])
+    // the sessions the streams of one database share: 4 unless given
+    assert.deepStrictEqual([r.poolSize, Result.getOrThrow(parse({ control: { databaseUrl: "postgres://x" }, poolSize: 20, streams: [stream("a")] })).poolSize], [4, 20])
     assert.deepStrictEqual(r.streams.map((s) => [s.streamId, s.instanceId, s.lock, s.snapshot, s.chunkSize]), [
       ["tenant_a", "runner-1", "lease", "initial", 10_000],
       ["tenant_b", "runner-1", "advisory", "initial", 500]

@@ -91,7 +91,7 @@ describe("RunConfig (pure)", () => {
     const bad: Array<[string, RegExp]> = [
       ["{", /--config: c\.json: is not JSON/],
       ["[]", /must be a JSON object of options/],
-      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, streamId/],
+      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, publish, streamId/],
       ['{"httpPort": "80"}', /"httpPort" must be a number/],
       ['{"tables": "public.a"}', /"tables" must be a list/],
       ['{"chunkSize": "500"}', /"chunkSize" must be a number/]
@@ -115,6 +115,22 @@ describe("RunConfig (pure)", () => {
       const e = refused({ chunkSize: bad })
       assert.strictEqual(e.option, "chunk-size")
       assert.match(e.message, /is not a chunk size: use a whole number of rows, 1\.\.1000000/)
+    }
+  })
+
+  it("--publish: some of insert, update, delete, truncate, as PostgreSQL reads its publish option; all four by default", () => {
+    const all = { insert: true, update: true, delete: true, truncate: true }
+    assert.deepStrictEqual(ok({}).publishes, all)
+    assert.deepStrictEqual(ok({ publish: "insert" }).publishes, { insert: true, update: false, delete: false, truncate: false })
+    // case and spaces do not matter, a repeat is harmless (PostgreSQL: publish = 'Insert, truncate, insert')
+    assert.deepStrictEqual(ok({ publish: " Insert, TRUNCATE ,insert" }).publishes, { insert: true, update: false, delete: false, truncate: true })
+    assert.deepStrictEqual(ok({ publish: "insert,update,delete,truncate" }).publishes, all)
+    assert.strictEqual(RunConfig.publishText(ok({ publish: "truncate,insert" }).publishes), "insert, truncate")
+    for (const [bad, said] of [["", /an empty item/], ["insert,", /an empty item/], ["upsert", /"upsert" is not an operation/], ["insert;update", /"insert;update" is not an operation/]] as const) {
+      const e = refused({ publish: bad })
+      assert.strictEqual(e.option, "publish")
+      assert.match(e.message, said)
+      assert.match(e.message, /give some of insert, update, delete, truncate, comma-separated/)
     }
   })
 

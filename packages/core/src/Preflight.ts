@@ -47,6 +47,8 @@ export interface PreflightOptions {
   /** The stream's current slot, if it exists (for the failover check). */
   readonly slotName: string | undefined
   readonly publication: string
+  /** What the publication publishes (default all four): a table needs a replica identity only for update or delete. */
+  readonly publishes?: { readonly update: boolean; readonly delete: boolean } | undefined
 }
 
 /** Every check; a server that cannot be queried is one failed check, `connect`. */
@@ -99,7 +101,10 @@ const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Reado
       if (info === undefined) add(name, "error", "does not exist (names are exact: check the schema, the name and its case)")
       else if (!info.mayPublish) add(name, "error", `owned by ${info.owner}: adding it to a publication needs that role (GRANT ${info.owner} TO ${s.role})`)
       else if (info.replicaIdentity === "n" || (info.replicaIdentity !== "f" && info.identityColumns.length === 0)) {
-        add(name, "error", "has no replica identity: once published, PostgreSQL refuses UPDATE and DELETE on it. Add a primary key, or REPLICA IDENTITY USING INDEX / FULL")
+        const { update, delete: del } = options.publishes ?? { update: true, delete: true }
+        if (update || del) {
+          add(name, "error", `has no replica identity: once published with ${update && del ? "updates and deletes" : update ? "updates" : "deletes"}, PostgreSQL refuses ${update && del ? "UPDATE and DELETE" : update ? "UPDATE" : "DELETE"} on it. Add a primary key, or REPLICA IDENTITY USING INDEX / FULL, or publish neither update nor delete (--publish insert,truncate)`)
+        } else add(name, "ok", "no replica identity: fine, neither updates nor deletes are published")
       } else add(name, "ok", `replica identity ${info.replicaIdentity === "f" ? "full" : `(${info.identityColumns.join(", ")})`}`)
     }
     if (s.v >= 170000 && options.slotName !== undefined) {

@@ -25,6 +25,7 @@ export const runFlags = {
   streamId: RunOptions.flag("streamId"),
   schema: RunOptions.flag("schema"),
   tables: RunOptions.listFlag("tables"),
+  publish: RunOptions.flag("publish"),
   config: RunOptions.flag("config"),
   lock: RunOptions.flag("lock"),
   slotMode: RunOptions.flag("slotMode"),

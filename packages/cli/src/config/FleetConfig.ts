@@ -29,7 +29,7 @@
  *   2 s deadline dozens of times per stream — every miss a lost ownership and a restart — and drained in 292 s; with
  *   these, no loss, 69 s (`npm run bench -- fleet`). A crashed runner's locks are released by its closed sockets at
  *   once; the longer bound applies to a runner cut off or frozen.
- * - **Pooled SQL** (`poolSize`, default 8): the runner's streams of one database share one pool of that many sessions
+ * - **Pooled SQL** (`poolSize`, default 4, as a stream's own pool under `run`): the runner's streams of one database share one pool of that many sessions
  *   for their guarded writes and reads (`SharedPools`: same `databaseUrl` text, same pool); each keeps its own lock
  *   session and replication connection. Read once, when the runner starts.
  * - Every refusal is a `ConfigInvalid` naming where it is (`fleet.json: streams[2] (tenant_b): ...`) and what to
@@ -51,7 +51,7 @@ export interface FleetConfig {
    */
   readonly shardLockRefreshMs: number
   readonly shardLockExpirationMs: number
-  /** Sessions in the pool the runner's streams of one database share (`SharedPools`; default 8). */
+  /** Sessions in the pool the runner's streams of one database share (`SharedPools`; default 4). */
   readonly poolSize: number
   /** Each stream's options, checked (`streamId` is the stream's `id`). */
   readonly streams: ReadonlyArray<RunConfig.RunConfig>
@@ -76,9 +76,9 @@ export const fromFile = (path: string, text: string, instanceId: string): Result
   for (const key of Object.keys(file)) {
     if (!["control", "cluster", "defaults", "streams", "poolSize"].includes(key)) return bad(`unknown key ${JSON.stringify(key)}; the keys are control, cluster, defaults, streams, poolSize`)
   }
-  const poolSize = file.poolSize ?? 8
+  const poolSize = file.poolSize ?? 4
   if (typeof poolSize !== "number" || !Number.isInteger(poolSize) || poolSize < 1 || poolSize > 100) {
-    return bad(`poolSize: ${JSON.stringify(file.poolSize)} is not a number of sessions: give an integer 1..100 (default 8), the sessions the runner's streams of one database share`)
+    return bad(`poolSize: ${JSON.stringify(file.poolSize)} is not a number of sessions: give an integer 1..100 (default 4), the sessions the runner's streams of one database share`)
   }
   const control = objectOf(file.control)
   if (control === undefined || typeof control.databaseUrl !== "string" || control.databaseUrl.length === 0) {

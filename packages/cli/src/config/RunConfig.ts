@@ -42,6 +42,7 @@ export interface RunInput {
   readonly streamId?: string | undefined
   readonly schema?: string | undefined
   readonly tables?: ReadonlyArray<TableInput> | undefined
+  readonly publish?: string | undefined
   readonly lock?: string | undefined
   readonly slotMode?: string | undefined
   readonly instanceId?: string | undefined
@@ -83,6 +84,8 @@ export interface RunConfig {
   readonly streamId: string
   readonly instanceId: string
   readonly tables: ReadonlyArray<TableSpec>
+  /** What the publication publishes (`--publish`; all four by default). */
+  readonly publishes: Publishes
   readonly lock: "advisory" | "lease"
   readonly slotMode: "temporary" | "persistent"
   readonly sink: Sink
@@ -412,6 +415,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
       ? `applies to --lock advisory only; in lease mode the timing is --lease-duration and --renew-interval`
       : `applies to --lock lease only; in advisory mode the timing is --heartbeat-interval, --loss-deadline and --server-release-bound`)
   }
+  const publishes = publishOf(input.publish)
+  if (publishes instanceof ConfigInvalid) return publishes
   const standbyUrls = input.standbyUrls ?? []
   for (const url of standbyUrls) {
     const bad = checkDatabaseUrl(url, "standby-url")
@@ -433,6 +438,7 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     streamId,
     instanceId,
     tables,
+    publishes,
     lock,
     slotMode,
     sink: sink as Sink,
@@ -446,6 +452,34 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     chunkSize: input.chunkSize ?? Number(RunOptions.byKey("chunkSize").default)
   }
 }
+
+/** What a publication may publish, by PostgreSQL's `publish` option. */
+export interface Publishes {
+  readonly insert: boolean
+  readonly update: boolean
+  readonly delete: boolean
+  readonly truncate: boolean
+}
+
+const operations = ["insert", "update", "delete", "truncate"] as const
+
+/**
+ * `--publish`: some of insert, update, delete, truncate, comma-separated, as PostgreSQL reads its `publish` option
+ * (case and spaces do not matter, a repeat is harmless). Publishing nothing is refused: the stream would carry no
+ * change at all.
+ */
+const publishOf = (text: string | undefined): Publishes | ConfigInvalid => {
+  if (text === undefined) return { insert: true, update: true, delete: true, truncate: true }
+  const given = text.split(",").map((w) => w.trim().toLowerCase())
+  const unknown = given.find((w) => !(operations as ReadonlyArray<string>).includes(w))
+  if (unknown !== undefined) {
+    return invalid("publish", `${JSON.stringify(text)}: ${unknown === "" ? "an empty item" : JSON.stringify(unknown)} is not an operation; give some of insert, update, delete, truncate, comma-separated (e.g. insert,truncate)`)
+  }
+  return { insert: given.includes("insert"), update: given.includes("update"), delete: given.includes("delete"), truncate: given.includes("truncate") }
+}
+
+/** The `publish` option's text for `publishes` (`insert, update`), as PostgreSQL writes it. */
+export const publishText = (publishes: Publishes): string => operations.filter((o) => publishes[o]).join(", ")
 
 /** A value or the option that is wrong, as a `Result`. */
 const result = <A>(value: A | ConfigInvalid): Result.Result<A, ConfigInvalid> =>

@@ -18,9 +18,10 @@
  *   session stuck on a dead connection is left to close in the background, as `Bounded` does for a stream's own pool).
  * - Its sessions are named `slotkeeper:*:<instance>:guard` (`applicationName`): no stream's id is `*`.
  *
- * **Gotchas**: the streams of a database share `maxConnections` sessions (default 8). What holds one longer than a
- * guarded write's bound is rare — creating a stream's persistent slot waits for transactions running at that moment —
- * but while it waits, the others have one session fewer.
+ * **Gotchas**: the streams of a database share `maxConnections` sessions (default 4, a stream's own pool's size: a
+ * database with one stream costs no more than under `run`). What holds one longer than a guarded write's bound is
+ * rare — creating a stream's persistent slot waits for transactions running at that moment — but while it waits, the
+ * others have one session fewer: their guarded writes wait (ownership does not: it lives on each lock session).
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Deferred, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
@@ -58,7 +59,7 @@ export class SharedPools extends Context.Service<SharedPools, SharedPoolsShape>(
 export interface SharedPoolsOptions {
   /** This process's instance id, in the sessions' names. */
   readonly instanceId: string
-  /** Sessions per pool, shared by the streams of one database (default 8). */
+  /** Sessions per pool, shared by the streams of one database (default 4, as a stream's own pool). */
   readonly maxConnections?: number | undefined
 }
 
@@ -76,7 +77,7 @@ export const applicationName = (instanceId: string): string => StreamId.applicat
 export const make = (options: SharedPoolsOptions): Effect.Effect<SharedPools["Service"], never, Scope.Scope> =>
   Effect.gen(function*() {
     const name = applicationName(options.instanceId)
-    const maxConnections = options.maxConnections ?? 8
+    const maxConnections = options.maxConnections ?? 4
     const entries = new Map<string, Entry>()
     const serviceScope = yield* Effect.scope
 

@@ -143,7 +143,8 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
       } else if (/does not have a replica identity/.test(reason)) {
         why = `the table has no replica identity (${table.replicaIdentity === "n" ? "REPLICA IDENTITY NOTHING" : "no primary key"}): once it is ` +
           `published, PostgreSQL refuses UPDATE and DELETE on it. Add a primary key, or ALTER TABLE ... REPLICA IDENTITY USING INDEX ` +
-          `<a unique index>, or opt in to REPLICA IDENTITY FULL for this subscription`
+          `<a unique index>, or opt in to REPLICA IDENTITY FULL for this subscription, or publish neither updates nor deletes ` +
+          `(publish = 'insert, truncate')`
       } else if (/WHERE expression/.test(reason) && s.where !== undefined) {
         const named = namedColumns(s.where, table.columns).filter((c) => !identity.includes(c))
         const outside = named.length > 0 ? named : checked.filterColumns.filter((c) => !identity.includes(c))

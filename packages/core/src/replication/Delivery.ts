@@ -170,6 +170,8 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
    * earlier that are not in it are removed, changed ones replaced. The publication manager keeps the publication for them.
    */
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
+  /** What the publication publishes (PostgreSQL's `publish` option; default insert, update, delete and truncate). */
+  readonly publishes?: PgPublication.Publishes | undefined
   readonly publicationManager?: PublicationManager.PublicationManagerOptions
   /** Where the slot's state and health go (for a status page or metrics); a fresh one by default. */
   readonly slotState?: SlotManager.SlotManagerState
@@ -196,7 +198,11 @@ export const layer = <E, R>(
       if (options.subscriptions !== undefined) {
         // the configured set is made the whole set as the manager starts (the saved set is never applied first)
         yield* PublicationManager.make(
-          yield* PgPublication.make(own, options.sql, { publication: options.publication, schema: options.schema }),
+          yield* PgPublication.make(own, options.sql, {
+            publication: options.publication,
+            schema: options.schema,
+            ...(options.publishes === undefined ? {} : { publishes: options.publishes })
+          }),
           {
             ...options.publicationManager,
             configured: { subscriptions: options.subscriptions, instanceId: own.instanceId, startedAt: stream.startedAt },
