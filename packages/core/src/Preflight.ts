@@ -49,6 +49,8 @@ export interface PreflightOptions {
   readonly publication: string
   /** What the publication publishes (default all four): a table needs a replica identity only for update or delete. */
   readonly publishes?: { readonly update: boolean; readonly delete: boolean } | undefined
+  /** `publish_generated_columns` as given (`undefined`: stored on PostgreSQL 18+, none before). */
+  readonly generatedColumns?: "stored" | "none" | undefined
 }
 
 /** Every check; a server that cannot be queried is one failed check, `connect`. */
@@ -95,6 +97,9 @@ const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Reado
     add("create", s.can_create || s.publication_exists ? "ok" : "error", s.can_create
       ? "may create slotkeeper's schema and the publication"
       : s.publication_exists ? "may not create in this database, but the publication exists" : `role ${s.role} may not create the publication: GRANT CREATE ON DATABASE to it, or create publication ${options.publication} for it`)
+    if (options.generatedColumns === "stored" && s.v < 180000) {
+      add("generated columns", "error", `publish_generated_columns needs PostgreSQL 18+; this server is ${Math.floor(s.v / 10000)}: leave the option out (none)`)
+    }
     for (const t of options.tables) {
       const info = yield* PublicationCatalog.table(sql, t.schema, t.name).pipe(Effect.orElseSucceed(() => undefined))
       const name = `table ${t.schema}.${t.name}`
@@ -106,6 +111,22 @@ const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Reado
           add(name, "error", `has no replica identity: once published with ${update && del ? "updates and deletes" : update ? "updates" : "deletes"}, PostgreSQL refuses ${update && del ? "UPDATE and DELETE" : update ? "UPDATE" : "DELETE"} on it. Add a primary key, or REPLICA IDENTITY USING INDEX / FULL, or publish neither update nor delete (--publish insert,truncate)`)
         } else add(name, "ok", "no replica identity: fine, neither updates nor deletes are published")
       } else add(name, "ok", `replica identity ${info.replicaIdentity === "f" ? "full" : `(${info.identityColumns.join(", ")})`}`)
+      if (info !== undefined && s.v >= 120000) {
+        // generated columns: streamed only from PostgreSQL 18 (stored ones, publish_generated_columns), never virtual ones
+        const generated = yield* sql.unsafe<{ name: string; kind: string }>(
+          "SELECT attname::text AS name, attgenerated::text AS kind FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated <> '' ORDER BY attnum",
+          [String(info.oid)]
+        )
+        const stored = generated.filter((g) => g.kind === "s").map((g) => g.name)
+        const virtual = generated.filter((g) => g.kind === "v").map((g) => g.name)
+        const what = `generated columns of ${t.schema}.${t.name}`
+        if (stored.length > 0 && s.v < 180000) {
+          add(what, "warn", `${stored.join(", ")}: PostgreSQL ${Math.floor(s.v / 10000)} cannot publish generated columns (18+): they are absent from the change lines`)
+        } else if (stored.length > 0 && options.generatedColumns === "none") {
+          add(what, "info", `${stored.join(", ")}: left out of the change lines (generated columns: none)`)
+        } else if (stored.length > 0) add(what, "ok", `${stored.join(", ")}: published (publish_generated_columns = stored)`)
+        if (virtual.length > 0) add(what, "warn", `${virtual.join(", ")}: virtual generated columns are never published by PostgreSQL: absent from the change lines`)
+      }
     }
     if (s.v >= 170000 && options.slotName !== undefined) {
       const report = yield* FailoverCheck.primary(sql, options.slotName).pipe(Effect.orElseSucceed(() => undefined))
@@ -127,6 +148,10 @@ export interface AdmitOptions {
   readonly publication: string
   /** What the publication will publish (default: insert, update, delete, truncate), for the replica-identity checks. */
   readonly publishes?: Validation.ValidationOptions["publishes"]
+  /** `publish_via_partition_root` (PostgreSQL 13+), as the publication will have it. */
+  readonly viaRoot?: boolean | undefined
+  /** `publish_generated_columns` (PostgreSQL 18+; `stored` before 18 is refused). */
+  readonly generatedColumns?: "stored" | "none" | undefined
   readonly lockTimeoutMs?: number
 }
 
@@ -143,11 +168,21 @@ export const admit = (sql: SqlClient, options: AdmitOptions): Effect.Effect<
     const refused = checks.find((c) => c.level === "error" && c.transient !== true)
     if (refused !== undefined) return yield* new PreflightRefused({ check: refused.name, message: refused.message })
     for (const c of checks) if (c.level === "error") yield* Effect.logWarning(`preflight: ${c.name}: ${c.message}`)
+    const [server] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v")
+    const version = server?.v ?? 0
+    if (options.viaRoot === true && version < 130000) {
+      return yield* new PreflightRefused({ check: "partition root", message: `publishing a partitioned table's changes under its own name (publish_via_partition_root) needs PostgreSQL 13+; this server is ${version}` })
+    }
+    if (options.generatedColumns === "stored" && version < 180000) {
+      return yield* new PreflightRefused({ check: "generated columns", message: `publishing generated columns (publish_generated_columns = stored) needs PostgreSQL 18+; this server is ${version}: leave the option out (none)` })
+    }
     const validated: Array<Validation.Validated> = []
     for (const s of options.subscriptions) {
       const checked = yield* Effect.fromResult(Subscription.check(s))
       validated.push(yield* Validation.validate(sql, checked, {
         publishes: options.publishes ?? { insert: true, update: true, delete: true, truncate: true },
+        viaRoot: options.viaRoot,
+        generatedColumns: options.generatedColumns ?? (version >= 180000 ? "stored" : undefined),
         lockTimeoutMs: options.lockTimeoutMs ?? 2000
       }))
     }

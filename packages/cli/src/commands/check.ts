@@ -18,11 +18,12 @@ export const check = Command.make("check", {
   schema: RunOptions.flagWithDefault("schema"),
   tables: runFlags.tables,
   publish: runFlags.publish,
+  publishGeneratedColumns: runFlags.publishGeneratedColumns,
   lock: runFlags.lock,
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the checks as JSON"), Flag.withDefault(false))
 }, Effect.fn("slotkeeper.check")(function*(flags) {
   const url = yield* Database.requiredUrl(flags.databaseUrl)
-  const config = yield* Effect.fromResult(RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, publish: Option.getOrUndefined(flags.publish), lock: Option.getOrUndefined(flags.lock), instanceId: "check" }))
+  const config = yield* Effect.fromResult(RunConfig.make({ databaseUrl: url, streamId: flags.streamId, tables: flags.tables, publish: Option.getOrUndefined(flags.publish), publishGeneratedColumns: Option.getOrUndefined(flags.publishGeneratedColumns), lock: Option.getOrUndefined(flags.lock), instanceId: "check" }))
   const schema = yield* Effect.fromResult(RunConfig.checkSchema(flags.schema))
   const identity = StreamId.identity("", config.streamId)
   const replicationUrl = Option.getOrUndefined(flags.replicationUrl)
@@ -69,7 +70,7 @@ export const check = Command.make("check", {
       `SELECT slot_name FROM ${schema}.slots WHERE stream_id = $1 AND state = 'active' AND to_regclass('${schema}.slots') IS NOT NULL`,
       [config.streamId]
     ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string }>))
-    const preflight = yield* Preflight.run(sql, { tables: config.tables, publishes: config.publishes, lock: config.lock, slotName: slot?.slot_name, publication: identity.publicationName })
+    const preflight = yield* Preflight.run(sql, { tables: config.tables, publishes: config.publishes, generatedColumns: config.generatedColumns, lock: config.lock, slotName: slot?.slot_name, publication: identity.publicationName })
     return [connection, replication, ...preflight]
   }).pipe(
     Effect.catch((e) => (e instanceof RunConfig.ConfigInvalid ? Effect.fail(e) : connecting("database-url", e)))

@@ -26,6 +26,8 @@ export const runFlags = {
   schema: RunOptions.flag("schema"),
   tables: RunOptions.listFlag("tables"),
   publish: RunOptions.flag("publish"),
+  publishViaPartitionRoot: RunOptions.booleanFlag("publishViaPartitionRoot"),
+  publishGeneratedColumns: RunOptions.flag("publishGeneratedColumns"),
   config: RunOptions.flag("config"),
   lock: RunOptions.flag("lock"),
   slotMode: RunOptions.flag("slotMode"),

@@ -43,6 +43,8 @@ export interface RunInput {
   readonly schema?: string | undefined
   readonly tables?: ReadonlyArray<TableInput> | undefined
   readonly publish?: string | undefined
+  readonly publishViaPartitionRoot?: boolean | undefined
+  readonly publishGeneratedColumns?: string | undefined
   readonly lock?: string | undefined
   readonly slotMode?: string | undefined
   readonly instanceId?: string | undefined
@@ -86,6 +88,10 @@ export interface RunConfig {
   readonly tables: ReadonlyArray<TableSpec>
   /** What the publication publishes (`--publish`; all four by default). */
   readonly publishes: Publishes
+  /** A partitioned table's changes named by it, not its partitions (`--partition-root`). */
+  readonly publishViaPartitionRoot: boolean
+  /** Stored generated columns in the lines (`--generated-columns`); `undefined`: stored on PostgreSQL 18+, else none. */
+  readonly generatedColumns: "stored" | "none" | undefined
   readonly lock: "advisory" | "lease"
   readonly slotMode: "temporary" | "persistent"
   readonly sink: Sink
@@ -283,6 +289,9 @@ const inputOfValue = (where: string, value: unknown): RunInput | ConfigInvalid =
       case "list":
         if (!Array.isArray(v) || (key !== "tables" && !v.every((u) => typeof u === "string"))) return bad(`${JSON.stringify(key)} must be a list${key === "tables" ? "" : " of strings"}`)
         break
+      case "boolean":
+        if (typeof v !== "boolean") return bad(`${JSON.stringify(key)} must be true or false`)
+        break
       case "port":
       case "count":
         if (typeof v !== "number") return bad(`${JSON.stringify(key)} must be a number`)
@@ -417,6 +426,9 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   }
   const publishes = publishOf(input.publish)
   if (publishes instanceof ConfigInvalid) return publishes
+  // the default depends on the server (stored from PostgreSQL 18): left undefined until it is known
+  const generatedColumns = input.publishGeneratedColumns === undefined ? undefined : choice("generated-columns", input.publishGeneratedColumns, ["stored", "none"] as const)
+  if (generatedColumns instanceof ConfigInvalid) return generatedColumns
   const standbyUrls = input.standbyUrls ?? []
   for (const url of standbyUrls) {
     const bad = checkDatabaseUrl(url, "standby-url")
@@ -439,6 +451,8 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     instanceId,
     tables,
     publishes,
+    publishViaPartitionRoot: input.publishViaPartitionRoot ?? false,
+    generatedColumns,
     lock,
     slotMode,
     sink: sink as Sink,

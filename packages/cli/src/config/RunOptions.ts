@@ -24,6 +24,8 @@ export type Kind =
   | "count"
   /** Repeatable flag; its environment variable is comma-separated; a list in the file. */
   | "list"
+  /** A switch: the flag alone is `true`; `true` or `false` in the environment and the file. */
+  | "boolean"
 
 export interface RunOption {
   /** The `--config` file's key (camelCase), and `RunInput`'s field. */
@@ -43,6 +45,8 @@ export const runOptions: ReadonlyArray<RunOption> = [
   { key: "startupTimeout", flag: "startup-timeout", env: "SLOTKEEPER_STARTUP_TIMEOUT", kind: "duration", default: "none: wait for ever", description: "how long to wait for a server that cannot be reached yet (refused, starting up, a name not resolving); `0` fails at once" },
   { key: "tables", flag: "table", env: "SLOTKEEPER_TABLES", kind: "list", default: "", description: "a table to stream: `schema.table`, optionally with `(columns)` and `WHERE filter` as in `CREATE PUBLICATION`; see *Tables*" },
   { key: "publish", flag: "publish", env: "SLOTKEEPER_PUBLISH", kind: "string", default: "insert,update,delete,truncate", description: "what the publication publishes, as PostgreSQL's `publish` option: some of `insert`, `update`, `delete`, `truncate`, comma-separated; a table without a replica identity can be streamed when neither update nor delete is; see *Tables*" },
+  { key: "publishViaPartitionRoot", flag: "partition-root", env: "SLOTKEEPER_PARTITION_ROOT", kind: "boolean", default: "false", description: "a partitioned table's changes are named by the partitioned table, not by its partitions (PostgreSQL 13+ `publish_via_partition_root`; a column list or row filter on it needs 15+); see *Tables*" },
+  { key: "publishGeneratedColumns", flag: "generated-columns", env: "SLOTKEEPER_GENERATED_COLUMNS", kind: "choice", choices: ["stored", "none"], default: "stored on PostgreSQL 18+, else none", description: "whether stored generated columns are in the change lines (PostgreSQL 18+ `publish_generated_columns`; a column list names them either way); see *Tables*" },
   { key: "config", flag: "config", env: "SLOTKEEPER_CONFIG", kind: "string", default: "", description: "a JSON file of these options, keyed in camelCase (`streamId`, `lossDeadline`, ...); flags and environment variables win over it" },
   { key: "streamId", flag: "stream-id", env: "SLOTKEEPER_STREAM_ID", kind: "string", default: "default", description: "the stream: `[a-z0-9_]`, at most 40; names the slot `slotkeeper_<id>_<n>` and the publication `slotkeeper_<id>`" },
   { key: "schema", flag: "schema", env: "SLOTKEEPER_SCHEMA", kind: "string", default: "slotkeeper", description: "where slotkeeper keeps its tables (ownership, leases, slots, checkpoints, subscriptions): a lowercase identifier; `status`, `check` and `slots` take it too" },
@@ -98,6 +102,12 @@ export const flagWithDefault = (key: "streamId" | "schema"): Flag.Flag<string> =
 export const intFlag = (key: string): Flag.Flag<Option.Option<number>> => {
   const o = byKey(key)
   return Flag.Int(o.flag).pipe(Flag.withFallbackConfig(Config.Int(o.env)), Flag.withDescription(help(o)), Flag.optional)
+}
+
+/** A switch (`kind: "boolean"`): the flag alone turns it on; its environment variable is `true` or `false`. */
+export const booleanFlag = (key: string): Flag.Flag<Option.Option<boolean>> => {
+  const o = byKey(key)
+  return Flag.Boolean(o.flag).pipe(Flag.withFallbackConfig(Config.Boolean(o.env)), Flag.withDescription(help(o)), Flag.optional)
 }
 
 /** A repeatable option (`kind: "list"`); its comma-separated environment variable is read by `listFromEnv`. */

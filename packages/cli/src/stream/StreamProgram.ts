@@ -61,7 +61,7 @@ const own = (config: RunConfig.RunConfig, url: Redacted.Redacted, subscriptions:
     startupTimeout: config.startupTimeoutMs,
     onWaiting: (w) => Effect.andThen(SubscriptionRef.set(reporting.waiting, { reason: w.reason, attempts: w.attempt }), StreamMetrics.startupAttempt(config.streamId)),
     mode: config.lock,
-    admit: { subscriptions, publishes: config.publishes },
+    admit: { subscriptions, publishes: config.publishes, viaRoot: config.publishViaPartitionRoot, generatedColumns: config.generatedColumns },
     ...config.ownership
   }).pipe(
     Effect.tap(() => SubscriptionRef.set(reporting.waiting, undefined)),
@@ -100,6 +100,8 @@ const streamLayer = (
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
     publishes: config.publishes,
+    viaRoot: config.publishViaPartitionRoot,
+    generatedColumns: config.generatedColumns,
     // backfills (`slotkeeper backfill`, `--snapshot initial`) run inside the stream
     backfill: { chunkSize: config.chunkSize, ...(config.snapshot === "initial" ? { initial: "publication" as const } : {}) },
     // a file is also the position's store, opened (and locked) for each holding period

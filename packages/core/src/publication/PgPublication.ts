@@ -52,6 +52,16 @@ export interface PgPublicationOptions {
   readonly schema: string
   /** What the publication publishes (default: insert, update, delete, truncate). */
   readonly publishes?: Publishes
+  /**
+   * `publish_via_partition_root` (PostgreSQL 13+, default `false`): a partitioned table's changes are published under
+   * its own name and shape rather than its partitions'.
+   */
+  readonly viaRoot?: boolean
+  /**
+   * `publish_generated_columns` (PostgreSQL 18+): whether stored generated columns are published. Default `stored` on
+   * 18+ (the whole row), `none` before, where `stored` is an error.
+   */
+  readonly generatedColumns?: "stored" | "none" | undefined
   /** `lock_timeout` of a reconcile (default 2 s); a timeout is retried `lockRetries` times (default 4). */
   readonly lockTimeoutMs?: number
   readonly lockRetries?: number
@@ -82,6 +92,18 @@ const publishList = (p: Publishes) => (["insert", "update", "delete", "truncate"
 export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPublicationOptions): Effect.Effect<PublicationBackend, PublicationError> =>
   Effect.gen(function*() {
     const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }
+    const viaRoot = options.viaRoot ?? false
+    const version = yield* PublicationCatalog.serverVersion(sql)
+    const generatedColumns = options.generatedColumns ?? (version >= 180000 ? "stored" : "none")
+    if (generatedColumns === "stored" && version < 180000) {
+      return yield* new PublicationError({ reason: "Query", message: `publishing generated columns (publish_generated_columns = stored) needs PostgreSQL 18+; this server is ${version}` })
+    }
+    // the options of CREATE PUBLICATION ... WITH (...)
+    const withOptions = [
+      `publish = '${publishList(publishes)}'`,
+      ...(viaRoot ? ["publish_via_partition_root = true"] : []),
+      ...(version >= 180000 ? [`publish_generated_columns = ${generatedColumns}`] : [])
+    ].join(", ")
     const lockTimeoutMs = options.lockTimeoutMs ?? 2000
     const setupError = (message: string, retryable: boolean) => new PublicationError({ reason: "Query", message, retryable })
     yield* ensureTable(sql, options.schema, "subscriptions", `
@@ -161,7 +183,7 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
         yield* sql.unsafe("SET LOCAL standard_conforming_strings = on") // the filters' lexical check assumes it
         let row = yield* PublicationCatalog.read(sql, options.publication)
         if (row === undefined) {
-          yield* sql.unsafe(`CREATE PUBLICATION ${pub} WITH (publish = '${publishList(publishes)}')`)
+          yield* sql.unsafe(`CREATE PUBLICATION ${pub} WITH (${withOptions})`)
           yield* sql.unsafe(
             `INSERT INTO ${publicationsTable} (stream_id, publication) VALUES ($1, $2) ON CONFLICT (stream_id) DO UPDATE SET publication = excluded.publication`,
             [own.streamId, options.publication]
@@ -173,6 +195,10 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
         if (row.insert !== publishes.insert || row.update !== publishes.update || row.delete !== publishes.delete || row.truncate !== publishes.truncate) {
           yield* sql.unsafe(`ALTER PUBLICATION ${pub} SET (publish = '${publishList(publishes)}')`)
         }
+        // on before the plan (a partitioned table's filter needs it), off after it (PostgreSQL refuses turning it off
+        // while a partitioned table has a filter or a column list)
+        if (viaRoot && !row.viaRoot) yield* sql.unsafe(`ALTER PUBLICATION ${pub} SET (publish_via_partition_root = true)`)
+        if (row.generatedColumns !== generatedColumns) yield* sql.unsafe(`ALTER PUBLICATION ${pub} SET (publish_generated_columns = ${generatedColumns})`)
         learn(change.all)
         const wanted = Desired.desired(change.all)
         const plan = planFor(row.tables, wanted)
@@ -188,6 +214,7 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
           if (info !== undefined && info.replicaIdentity !== "f") yield* sql.unsafe(`ALTER TABLE ${qualifiedName(s.schema, s.name)} REPLICA IDENTITY FULL`)
         }
         for (const statement of statements.slice(1)) yield* sql.unsafe(statement)
+        if (!viaRoot && row.viaRoot) yield* sql.unsafe(`ALTER PUBLICATION ${pub} SET (publish_via_partition_root = false)`)
         // ... and after (the publication read once more: its tables now, and how the server printed the combined filters):
         // nothing that worked may now be refused
         const after = yield* PublicationCatalog.read(sql, options.publication)
@@ -287,6 +314,12 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
         if (refused !== undefined) drift.push({ code: "Owner", message: refused.message })
         if (row.insert !== publishes.insert || row.update !== publishes.update || row.delete !== publishes.delete || row.truncate !== publishes.truncate) {
           drift.push({ code: "PublishOptions", message: `publication ${options.publication} publishes ${publishList(row)}, slotkeeper wants ${publishList(publishes)}` })
+        }
+        if (row.viaRoot !== viaRoot) {
+          drift.push({ code: "PublishOptions", message: `publication ${options.publication} has publish_via_partition_root = ${row.viaRoot}, slotkeeper wants ${viaRoot}` })
+        }
+        if (row.generatedColumns !== generatedColumns) {
+          drift.push({ code: "PublishOptions", message: `publication ${options.publication} has publish_generated_columns = ${row.generatedColumns}, slotkeeper wants ${generatedColumns}` })
         }
         learn(all)
         const plan = planFor(row.tables, Desired.desired(all))

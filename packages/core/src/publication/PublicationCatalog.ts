@@ -29,6 +29,10 @@ export interface PublicationRow {
   readonly update: boolean
   readonly delete: boolean
   readonly truncate: boolean
+  /** `publish_via_partition_root` (PostgreSQL 13+; `false` before). */
+  readonly viaRoot: boolean
+  /** `publish_generated_columns` (PostgreSQL 18+; `none` before). */
+  readonly generatedColumns: "none" | "stored"
   readonly allTables: boolean
   readonly tables: ReadonlyArray<PublishedTable>
 }
@@ -51,8 +55,9 @@ export const serverVersion = (sql: SqlClient): Effect.Effect<number, Publication
 export const read = (sql: SqlClient, publication: string): Effect.Effect<PublicationRow | undefined, PublicationError> =>
   Effect.gen(function*() {
     const version = yield* serverVersion(sql)
-    const [pub] = yield* sql.unsafe<{ oid: string; owner: string; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; puballtables: boolean }>(
-      `SELECT oid::text AS oid, pg_get_userbyid(pubowner)::text AS owner, pubinsert, pubupdate, pubdelete, pubtruncate, puballtables
+    const [pub] = yield* sql.unsafe<{ oid: string; owner: string; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean; pubgencols: string; puballtables: boolean }>(
+      `SELECT oid::text AS oid, pg_get_userbyid(pubowner)::text AS owner, pubinsert, pubupdate, pubdelete, pubtruncate,
+              ${version >= 130000 ? "pubviaroot" : "false AS pubviaroot"}, ${version >= 180000 ? "pubgencols::text" : "'n'"} AS pubgencols, puballtables
          FROM pg_publication WHERE pubname = $1`,
       [publication]
     )
@@ -86,6 +91,8 @@ export const read = (sql: SqlClient, publication: string): Effect.Effect<Publica
       update: pub.pubupdate,
       delete: pub.pubdelete,
       truncate: pub.pubtruncate,
+      viaRoot: pub.pubviaroot,
+      generatedColumns: pub.pubgencols === "s" ? "stored" as const : "none" as const,
       allTables: pub.puballtables,
       tables
     }

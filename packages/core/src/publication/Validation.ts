@@ -45,6 +45,10 @@ export interface ClauseOptions {
   readonly lockTimeoutMs: number
   /** What the scratch publication publishes (as the stream's does). */
   readonly publish: string
+  /** `publish_via_partition_root` (as the stream's publication has it): row filters on a partitioned table need it. */
+  readonly viaRoot?: boolean | undefined
+  /** `publish_generated_columns` (PostgreSQL 18+), as the stream's publication has it. */
+  readonly generatedColumns?: "stored" | "none" | undefined
   /** Set the table's replica identity to FULL first (the subscription opts in). */
   readonly replicaIdentityFull: boolean
   /** `server_version_num`: row filters (and their catalog column) exist from 150000. */
@@ -62,7 +66,9 @@ export const tryClause = (sql: SqlClient, spec: Desired.TableSpec & { readonly o
     const before = yield* WriteSafety.probe(sql, [spec.oid])
     if (options.replicaIdentityFull) yield* sql.unsafe(`ALTER TABLE ${qualifiedName(spec.schema, spec.name)} REPLICA IDENTITY FULL`)
     const scratch = `slotkeeper_check_${randomBytes(6).toString("hex")}`
-    yield* sql.unsafe(`CREATE PUBLICATION "${scratch}" FOR TABLE ${Desired.clause(spec)} WITH (publish = '${options.publish}')`)
+    yield* sql.unsafe(`CREATE PUBLICATION "${scratch}" FOR TABLE ${Desired.clause(spec)} WITH (publish = '${options.publish}'` +
+      `${options.viaRoot === true ? ", publish_via_partition_root = true" : ""}` +
+      `${options.serverVersion >= 180000 && options.generatedColumns !== undefined ? `, publish_generated_columns = ${options.generatedColumns}` : ""})`)
     // row filters exist from PostgreSQL 15 (before, there is no prqual to read)
     const [row] = options.serverVersion < 150000 ? [undefined] : yield* sql.unsafe<{ filter: string | null; used: string | null }>(
       `SELECT pg_get_expr(pr.prqual, pr.prrelid) AS filter,
@@ -93,6 +99,10 @@ export const namedColumns = (filter: string, columns: ReadonlyArray<string>): Re
 export interface ValidationOptions {
   /** What the publication publishes; update/delete bring the replica-identity checks. */
   readonly publishes: { readonly insert?: boolean; readonly update: boolean; readonly delete: boolean; readonly truncate?: boolean }
+  /** `publish_via_partition_root`, as the stream's publication will have it. */
+  readonly viaRoot?: boolean | undefined
+  /** `publish_generated_columns` (PostgreSQL 18+), as the stream's publication will have it. */
+  readonly generatedColumns?: "stored" | "none" | undefined
   readonly lockTimeoutMs: number
 }
 
@@ -121,6 +131,8 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
     const checked = yield* tryClause(sql, { schema: s.schema, name: s.name, columns: s.columns, where: s.where, oid: table.oid }, {
       lockTimeoutMs: options.lockTimeoutMs,
       publish,
+      viaRoot: options.viaRoot,
+      generatedColumns: options.generatedColumns,
       replicaIdentityFull: s.replicaIdentityFull && table.replicaIdentity !== "f",
       serverVersion: version
     }).pipe(
@@ -129,7 +141,9 @@ export const validate = (sql: SqlClient, s: Checked, options: ValidationOptions)
           ? Effect.fail(new PublicationCatalog.PublicationError({ reason: "LockTimeout", message: `checking subscription ${s.id}: table ${s.schema}.${s.name} is locked by another transaction; try again` }))
           : SqlErrors.isRetryable(e)
           ? Effect.fail(PublicationCatalog.queryError(`checking subscription ${s.id}`)(e))
-          : Effect.fail(invalid(s.where === undefined ? "ColumnMissing" : "Filter", `PostgreSQL refuses it: ${SqlErrors.describe(e)}`)))
+          : Effect.fail(invalid(s.where === undefined ? "ColumnMissing" : "Filter", `PostgreSQL refuses it: ${SqlErrors.describe(e)}` +
+            // a partitioned table's row filter or column list is the partitions' unless its changes are published as its own
+            (table.kind === "p" && options.viaRoot !== true ? "; a partitioned table's row filter or column list needs its changes published under its own name (publish_via_partition_root)" : ""))))
     )
 
     if (checked.refused.length > 0) {

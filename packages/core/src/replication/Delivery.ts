@@ -172,6 +172,10 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
   /** What the publication publishes (PostgreSQL's `publish` option; default insert, update, delete and truncate). */
   readonly publishes?: PgPublication.Publishes | undefined
+  /** `publish_via_partition_root` (PostgreSQL 13+): a partitioned table's changes named by it, not its partitions. */
+  readonly viaRoot?: boolean | undefined
+  /** `publish_generated_columns` (PostgreSQL 18+): default `stored` on 18+, `none` before. */
+  readonly generatedColumns?: "stored" | "none" | undefined
   readonly publicationManager?: PublicationManager.PublicationManagerOptions
   /** Where the slot's state and health go (for a status page or metrics); a fresh one by default. */
   readonly slotState?: SlotManager.SlotManagerState
@@ -201,7 +205,9 @@ export const layer = <E, R>(
           yield* PgPublication.make(own, options.sql, {
             publication: options.publication,
             schema: options.schema,
-            ...(options.publishes === undefined ? {} : { publishes: options.publishes })
+            ...(options.publishes === undefined ? {} : { publishes: options.publishes }),
+            ...(options.viaRoot === undefined ? {} : { viaRoot: options.viaRoot }),
+            ...(options.generatedColumns === undefined ? {} : { generatedColumns: options.generatedColumns })
           }),
           {
             ...options.publicationManager,
