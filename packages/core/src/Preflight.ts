@@ -31,6 +31,7 @@ import * as PublicationCatalog from "./publication/PublicationCatalog.ts"
 import * as Subscription from "./publication/Subscription.ts"
 import * as Validation from "./publication/Validation.ts"
 import * as FailoverCheck from "./slot/FailoverCheck.ts"
+import * as Health from "./slot/Health.ts"
 
 export interface Check {
   readonly name: string
@@ -97,6 +98,20 @@ const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Reado
     add("create", s.can_create || s.publication_exists ? "ok" : "error", s.can_create
       ? "may create slotkeeper's schema and the publication"
       : s.publication_exists ? "may not create in this database, but the publication exists" : `role ${s.role} may not create the publication: GRANT CREATE ON DATABASE to it, or create publication ${options.publication} for it`)
+    if (s.v >= 180000) {
+      // PostgreSQL 18 invalidates a slot inactive for longer than this: the stream's slot, whenever no instance runs
+      const [idle] = yield* sql.unsafe<{ seconds: number | null }>(
+        `SELECT nullif(setting::float8, 0) * CASE unit WHEN 'min' THEN 60 WHEN 'ms' THEN 0.001 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END AS seconds
+           FROM pg_settings WHERE name = 'idle_replication_slot_timeout'`
+      )
+      const timeout = idle?.seconds ?? null
+      if (timeout === null) add("idle slot timeout", "ok", "idle_replication_slot_timeout is off: an inactive slot is kept until it is dropped")
+      else {
+        add("idle slot timeout", timeout < Health.idleTimeoutSafeSeconds ? "warn" : "info",
+          `idle_replication_slot_timeout is ${Health.seconds(timeout)}: the server invalidates the stream's slot when no instance has run for that long, and ` +
+            `the changes since are lost to the stream${timeout < Health.idleTimeoutSafeSeconds ? `; set it to at least ${Health.seconds(Health.idleTimeoutSafeSeconds)} (or 0), longer than any outage of the stream` : ""}`)
+      }
+    }
     if (options.generatedColumns === "stored" && s.v < 180000) {
       add("generated columns", "error", `publish_generated_columns needs PostgreSQL 18+; this server is ${Math.floor(s.v / 10000)}: leave the option out (none)`)
     }

@@ -110,6 +110,22 @@ describe("Health (pure)", () => {
     assert.deepStrictEqual({ level: lost.level, codes: codes(lost) }, { level: "error", codes: ["SlotInvalidated"] })
     assert.match(lost.findings[0]!.message, /wal_removed/)
   })
+  it("idle_replication_slot_timeout (18): the time left while inactive, a warning from half of it, and an invalidation by it said as such", () => {
+    const idle = { ...row, inactiveSince: "2026-12-05 00:00:00+00", inactiveSeconds: 100, idleTimeoutSeconds: 600 }
+    const early = Health.assess("s", idle, 2_000n, thresholds)
+    assert.deepStrictEqual({ left: early.idleTimeoutLeftSeconds, since: early.inactiveSince, codes: codes(early) }, { left: 500, since: "2026-12-05 00:00:00+00", codes: [] })
+    const near = Health.assess("s", { ...idle, inactiveSeconds: 420 }, 2_000n, thresholds)
+    assert.deepStrictEqual({ left: near.idleTimeoutLeftSeconds, level: near.level, codes: codes(near) }, { left: 180, level: "warn", codes: ["IdleTimeoutNear"] })
+    assert.strictEqual(near.findings[0]!.message, "replication slot s has been inactive for 7 min: the server invalidates it 3 min from now (idle_replication_slot_timeout 10 min) unless an instance of the stream runs")
+    // past it (the server acts at its next checkpoint): none left
+    assert.strictEqual(Health.assess("s", { ...idle, inactiveSeconds: 700 }, 2_000n, thresholds).idleTimeoutLeftSeconds, 0)
+    // active, or without the timeout: nothing to count down
+    assert.isUndefined(Health.assess("s", { ...idle, active: true }, 2_000n, thresholds).idleTimeoutLeftSeconds)
+    assert.isUndefined(Health.assess("s", { ...idle, idleTimeoutSeconds: undefined }, 2_000n, thresholds).idleTimeoutLeftSeconds)
+    const invalidated = Health.assess("s", { ...idle, inactiveSeconds: 900, invalidationReason: "idle_timeout" }, 2_000n, thresholds)
+    assert.deepStrictEqual({ level: invalidated.level, codes: codes(invalidated), left: invalidated.idleTimeoutLeftSeconds }, { level: "error", codes: ["SlotInvalidated"], left: undefined })
+    assert.match(invalidated.findings[0]!.message, /invalidated by idle_replication_slot_timeout \(idle_timeout\): it was inactive for longer than 10 min/)
+  })
   it("columns an older server lacks are not judged", () => {
     const pg15 = { ...row, invalidationReason: undefined, failover: undefined, synced: undefined, inactiveSince: undefined }
     assert.strictEqual(Health.assess("s", pg15, 2_000n, thresholds).level, "ok")

@@ -42,6 +42,10 @@ interface StreamStatus {
     readonly retainedBytes: string | null
     readonly lagBytes: string | null
     readonly invalidation: string | null
+    /** Since when the slot is inactive (PostgreSQL 17+). */
+    readonly inactiveSince: string | null
+    /** Seconds before `idle_replication_slot_timeout` lets the server invalidate it (PostgreSQL 18+, when set). */
+    readonly idleTimeoutLeftSeconds: number | null
     readonly findings: ReadonlyArray<string>
   }>
   readonly publication: { readonly name: string; readonly tables: ReadonlyArray<string> } | null
@@ -119,6 +123,8 @@ export const status = Command.make("status", {
           retainedBytes: assessment?.retainedBytes?.toString() ?? null,
           lagBytes: assessment?.flushLagBytes?.toString() ?? null,
           invalidation: seen?.row?.invalidationReason ?? null,
+          inactiveSince: assessment?.inactiveSince ?? null,
+          idleTimeoutLeftSeconds: assessment?.idleTimeoutLeftSeconds === undefined ? null : Math.round(assessment.idleTimeoutLeftSeconds),
           findings: assessment?.findings.map((f) => f.message) ?? []
         })
       }
@@ -223,7 +229,8 @@ export const status = Command.make("status", {
     }
     for (const slot of s.slots) {
       const detail = slot.exists
-        ? `${slot.active ? "streaming" : "idle"}, wal_status ${slot.walStatus ?? "?"}, retains ${slot.retainedBytes ?? "?"} bytes, lag ${slot.lagBytes ?? "?"} bytes${slot.invalidation ? `, INVALIDATED (${slot.invalidation})` : ""}`
+        ? `${slot.active ? "streaming" : "idle"}, wal_status ${slot.walStatus ?? "?"}, retains ${slot.retainedBytes ?? "?"} bytes, lag ${slot.lagBytes ?? "?"} bytes${slot.invalidation ? `, INVALIDATED (${slot.invalidation})` : ""}` +
+          `${slot.idleTimeoutLeftSeconds !== null ? `, inactive since ${slot.inactiveSince}: invalidated by idle_replication_slot_timeout in ${slot.idleTimeoutLeftSeconds} s` : ""}`
         : "does not exist"
       yield* Console.log(`  slot         ${slot.slot} [${slot.state}]: ${detail}`)
     }

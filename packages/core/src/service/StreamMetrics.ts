@@ -156,6 +156,9 @@ const collect = (s: StreamStatus.Snapshot): Effect.Effect<void> =>
       if (s.slot.retainedBytes !== undefined) yield* set("slotkeeper_slot_retained_bytes", "WAL the slot retains behind the current position", s.slot.retainedBytes, slot)
       if (s.slot.flushLagBytes !== undefined) yield* set("slotkeeper_slot_lag_bytes", "bytes between the slot's confirmed position and the current position", s.slot.flushLagBytes, slot)
       if (s.slot.safeWalSize !== undefined) yield* set("slotkeeper_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost (max_slot_wal_keep_size)", s.slot.safeWalSize, slot)
+      if (s.slot.idleTimeoutLeftSeconds !== undefined) {
+        yield* set("slotkeeper_slot_idle_timeout_left_seconds", "seconds before idle_replication_slot_timeout lets the server invalidate the inactive slot (PostgreSQL 18+)", s.slot.idleTimeoutLeftSeconds, slot)
+      }
       for (const w of ["reserved", "extended", "unreserved", "lost"]) {
         yield* set("slotkeeper_slot_wal_status", "1 for the slot's wal_status", s.slot.walStatus === w ? 1 : 0, { ...slot, wal_status: w })
       }

@@ -76,6 +76,17 @@ const body = (s: Snapshot, st: State): Record<string, unknown> => ({
   streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from),
   failover_ready: s.failoverReady ?? null,
   publication_problems: s.publicationProblems ?? [],
+  // the stream's persistent slot as the last health round saw it (the slot an outage puts at risk)
+  ...(s.slotName === undefined || s.slot === undefined ? {} : {
+    slot: {
+      name: s.slotName,
+      level: s.slot.level,
+      wal_status: s.slot.walStatus ?? null,
+      inactive_since: s.slot.inactiveSince ?? null,
+      idle_timeout_left_seconds: s.slot.idleTimeoutLeftSeconds ?? null,
+      findings: s.slot.findings.map((f) => ({ code: f.code, level: f.level, message: f.message }))
+    }
+  }),
   ...(s.waiting === undefined || st !== "starting" ? {} : { waiting_for_server: s.waiting.reason, startup_attempts: s.waiting.attempts }),
   ...(s.sessions === undefined ? {} : { sessions: s.sessions.map((x) => ({ role: x.role, pid: x.pid, encrypted: x.encrypted, tls: x.tls ?? null })) })
 })

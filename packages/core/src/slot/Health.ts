@@ -22,6 +22,10 @@ export interface SlotRow {
   readonly inactiveSince: string | undefined
   readonly failover: boolean | undefined
   readonly synced: boolean | undefined
+  /** Seconds since `inactive_since`, by the server's clock (PostgreSQL 17+; `undefined` while active). */
+  readonly inactiveSeconds?: number | undefined
+  /** `idle_replication_slot_timeout` in seconds (PostgreSQL 18+; `undefined` when 0, off, or older). */
+  readonly idleTimeoutSeconds?: number | undefined
 }
 
 export interface Thresholds {
@@ -40,7 +44,7 @@ export type Level = "ok" | "warn" | "error"
 
 export interface Finding {
   readonly level: "warn" | "error"
-  readonly code: "SlotMissing" | "SlotInvalidated" | "WalExtended" | "WalUnreserved" | "SafeWalLow" | "RetainedHigh" | "NotFailover"
+  readonly code: "SlotMissing" | "SlotInvalidated" | "WalExtended" | "WalUnreserved" | "SafeWalLow" | "RetainedHigh" | "NotFailover" | "IdleTimeoutNear"
   readonly message: string
 }
 
@@ -55,6 +59,25 @@ export interface Assessment {
   readonly walStatus: string | undefined
   /** Bytes of WAL that can still be written before the slot is lost (`safe_wal_size`; `undefined`: no limit, or unknown). */
   readonly safeWalSize?: bigint | undefined
+  /** Since when the slot is inactive (`inactive_since`, PostgreSQL 17+), as the server prints it. */
+  readonly inactiveSince?: string | undefined
+  /**
+   * Seconds left before `idle_replication_slot_timeout` (PostgreSQL 18+) lets the server invalidate the inactive slot
+   * (at its next checkpoint after that); `undefined` while active or without the timeout.
+   */
+  readonly idleTimeoutLeftSeconds?: number | undefined
+}
+
+/** `idle_replication_slot_timeout` below this is warned of by `check`: a stream stopped longer than it loses its slot. */
+export const idleTimeoutSafeSeconds = 24 * 3600
+
+/** A duration in seconds as a person reads it (`2 h 5 min`, `45 s`). */
+export const seconds = (s: number): string => {
+  const t = Math.max(0, Math.round(s))
+  if (t < 120) return `${t} s`
+  if (t < 2 * 3600) return `${Math.round(t / 60)} min`
+  if (t < 2 * 86400) return `${Math.floor(t / 3600)} h ${Math.round((t % 3600) / 60)} min`
+  return `${(t / 86400).toFixed(1)} days`
 }
 
 const mib = (bytes: bigint) => `${(Number(bytes) / 1048576).toFixed(1)} MiB`
@@ -76,7 +99,10 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
     findings.push({
       level: "error",
       code: "SlotInvalidated",
-      message: `replication slot ${slotName} is invalidated (${row.invalidationReason ?? (row.walStatus === "lost" ? "wal_status lost" : "conflicting")}): it can no longer be streamed from`
+      message: row.invalidationReason === "idle_timeout"
+        ? `replication slot ${slotName} was invalidated by idle_replication_slot_timeout (idle_timeout): it was inactive for longer than ` +
+          `${row.idleTimeoutSeconds === undefined ? "the timeout" : seconds(row.idleTimeoutSeconds)} — no instance of the stream ran meanwhile — and can no longer be streamed from`
+        : `replication slot ${slotName} is invalidated (${row.invalidationReason ?? (row.walStatus === "lost" ? "wal_status lost" : "conflicting")}): it can no longer be streamed from`
     })
   } else if (row.walStatus === "unreserved") {
     findings.push({ level: "warn", code: "WalUnreserved", message: `replication slot ${slotName}: the WAL it needs is about to be removed (wal_status unreserved); the consumer must catch up now or the slot is lost` })
@@ -92,6 +118,27 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
   if (thresholds.wantFailover && row.failover === false) {
     findings.push({ level: "warn", code: "NotFailover", message: `replication slot ${slotName} is not a failover slot: a standby cannot carry it through a failover` })
   }
+  // PostgreSQL 18 invalidates a slot inactive for longer than idle_replication_slot_timeout: say so from half of it
+  const idleTimeoutLeftSeconds = !row.active && row.idleTimeoutSeconds !== undefined && row.inactiveSeconds !== undefined && row.invalidationReason === undefined
+    ? Math.max(0, row.idleTimeoutSeconds - row.inactiveSeconds)
+    : undefined
+  if (idleTimeoutLeftSeconds !== undefined && idleTimeoutLeftSeconds < row.idleTimeoutSeconds! / 2) {
+    findings.push({
+      level: "warn",
+      code: "IdleTimeoutNear",
+      message: `replication slot ${slotName} has been inactive for ${seconds(row.inactiveSeconds!)}: the server invalidates it ${seconds(idleTimeoutLeftSeconds)} from now ` +
+        `(idle_replication_slot_timeout ${seconds(row.idleTimeoutSeconds!)}) unless an instance of the stream runs`
+    })
+  }
   const level: Level = findings.some((f) => f.level === "error") ? "error" : findings.length > 0 ? "warn" : "ok"
-  return { level, findings, retainedBytes, flushLagBytes, walStatus: row.walStatus, safeWalSize: row.safeWalSize }
+  return {
+    level,
+    findings,
+    retainedBytes,
+    flushLagBytes,
+    walStatus: row.walStatus,
+    safeWalSize: row.safeWalSize,
+    ...(row.inactiveSince === undefined ? {} : { inactiveSince: row.inactiveSince }),
+    ...(idleTimeoutLeftSeconds === undefined ? {} : { idleTimeoutLeftSeconds })
+  }
 }
