@@ -37,6 +37,10 @@ describe("RunConfig (pure)", () => {
       assert.match(e.message, /^--table: /)
     }
     assert.match(refused({ tables: ["orders (id)", "public.orders"] }).message, /public\.orders is given twice with different/)
+    // the message writes the one entry that gives both
+    assert.match(refused({ tables: ["orders (id) WHERE id > 10", "orders (id, total) WHERE total > 100"] }).message,
+      /give it once; for the rows and columns of both, "public"\."orders" \("id", "total"\) WHERE \(id > 10\) OR \(total > 100\)$/)
+    assert.match(refused({ tables: ["orders (id) WHERE id > 10", "orders"] }).message, /for the rows and columns of both, "public"\."orders"$/)
     assert.strictEqual(ok({ tables: ["orders", "public.orders"] }).tables.length, 1)
   })
 

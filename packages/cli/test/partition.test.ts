@@ -55,7 +55,7 @@ describe.each([15, 18])("--partition-root (the CLI as child processes, real Post
         Effect.map(pg.query("SELECT count(*)::int AS n FROM pg_replication_slots WHERE temporary AND active"), (r) => ((r as Array<{ n: number }>)[0]!.n >= 3 ? true : undefined)),
         60_000,
         "three replication connections"
-      )
+      ).pipe(Effect.onError(() => Effect.sync(() => console.log([root, leaves, filtered].map((r) => r.stderr().slice(-3000)).join("\n-----\n")))))
       assert.deepStrictEqual(yield* pg.query("SELECT pubname::text AS pubname, pubviaroot FROM pg_publication ORDER BY 1"), [
         { pubname: "slotkeeper_filtered", pubviaroot: true },
         { pubname: "slotkeeper_leaves", pubviaroot: false },

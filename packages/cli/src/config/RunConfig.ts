@@ -386,7 +386,12 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     const same = tables.find((x) => x.schema === t.schema && x.name === t.name)
     if (same === undefined) tables.push(t)
     else if (JSON.stringify(same) !== JSON.stringify(t)) {
-      return invalid("table", `${t.schema}.${t.name} is given twice with different column lists or filters: give it once`)
+      // one table, one entry: the one that gives both is what the library would make of them (Desired): the columns
+      // of both (all, if one has no list), the rows of either (all, if one has no filter)
+      const columns = same.columns === undefined || t.columns === undefined ? undefined : [...new Set([...same.columns, ...t.columns])]
+      const where = same.where === undefined || t.where === undefined ? undefined : same.where === t.where ? t.where : `(${same.where}) OR (${t.where})`
+      const both = `${Subscription.qualifiedName(t.schema, t.name)}${columns === undefined ? "" : ` (${columns.map(Subscription.quoteIdent).join(", ")})`}${where === undefined ? "" : ` WHERE ${where}`}`
+      return invalid("table", `${t.schema}.${t.name} is given twice with different column lists or filters: give it once; for the rows and columns of both, ${both}`)
     }
   }
   const sink = sinkOf(input.sink ?? "stdout")

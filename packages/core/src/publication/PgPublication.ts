@@ -373,7 +373,7 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
     ).pipe(Effect.mapError(PublicationCatalog.queryError("reading the publication's configuration")))
 
     return {
-      validate: (s) => retryLocked(Validation.validate(sql, s, { publishes, lockTimeoutMs })),
+      validate: (s) => retryLocked(Validation.validate(sql, s, { publishes, viaRoot, generatedColumns: version >= 180000 ? generatedColumns : undefined, lockTimeoutMs })),
       load,
       apply,
       inspect,

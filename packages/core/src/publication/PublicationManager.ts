@@ -31,6 +31,7 @@ import type { LockBackendError } from "../ownership/LockBackend.ts"
 import type { OwnershipLost } from "../ownership/Ownership.ts"
 import type { PublicationError } from "./PublicationCatalog.ts"
 import * as Configuration from "./Configuration.ts"
+import * as Desired from "./Desired.ts"
 import * as Subscription from "./Subscription.ts"
 import type { Validated } from "./Validation.ts"
 import { WritesWouldBreak } from "./WriteSafety.ts"
@@ -113,6 +114,13 @@ export interface PublicationManager {
    */
   readonly sync: (subscriptions: ReadonlyArray<Subscription.Subscription>) => Effect.Effect<void, RequestError>
   readonly subscriptions: Effect.Effect<ReadonlyArray<Validated>>
+  /**
+   * What the publication delivers for the table of subscription `id`, with every live subscription of that table
+   * merged as `Desired` merges them (PostgreSQL's rule for a table in several publications): the columns of all of
+   * them (all, if one names none), the rows any of them wants (all, if one has no filter). A subscriber of a shared
+   * table gets that, a superset of its own; `undefined` for an id that is not live.
+   */
+  readonly delivered: (id: string) => Effect.Effect<Desired.TableSpec | undefined>
   readonly status: SubscriptionRef.SubscriptionRef<PublicationStatus>
 }
 
@@ -399,6 +407,12 @@ export const make = (
       remove: (id) => request((done) => ({ _tag: "Remove", id, done })),
       sync: (subscriptions) => request((done) => ({ _tag: "Sync", subscriptions, done })),
       subscriptions: Effect.sync(() => [...current.values()]),
+      delivered: (id) =>
+        Effect.sync(() => {
+          const own = current.get(id)
+          if (own === undefined) return undefined
+          return Desired.desired([...current.values()].filter((s) => s.schema === own.schema && s.name === own.name))[0]
+        }),
       status
     } satisfies PublicationManager
   })
