@@ -44,10 +44,12 @@ describe("StreamStatus (pure)", () => {
   it("an owner is active only while it captures (its replication connection streams): before that /health says starting and /health/owner is 503", () => {
     assert.strictEqual(StreamStatus.owner(snapshot(owning, false)).status, 503)
     assert.deepStrictEqual(StreamStatus.health(snapshot(owning, false)).body, {
-      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null, failover_ready: null, publication_problems: []
+      state: "starting", owner: true, capturing: false, epoch: 3, capture_start_lsn: null, streaming_from: null, failover_ready: null, publication_problems: [],
+      slot: { name: "slotkeeper_orders_1", level: "ok", wal_status: "extended", inactive_since: null, idle_timeout_left_seconds: null, findings: [] }
     })
     assert.deepStrictEqual(StreamStatus.owner(snapshot(owning)).body, {
-      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748", failover_ready: null, publication_problems: []
+      state: "active", owner: true, capturing: true, epoch: 3, capture_start_lsn: "0/1600000", streaming_from: "0/16B3748", failover_ready: null, publication_problems: [],
+      slot: { name: "slotkeeper_orders_1", level: "ok", wal_status: "extended", inactive_since: null, idle_timeout_left_seconds: null, findings: [] }
     })
     // a capture of an earlier holding period does not count
     assert.strictEqual(StreamStatus.owner({ ...snapshot(owning), status: { ...owning, epoch: 4 } }).status, 503)
