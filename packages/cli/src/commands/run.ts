@@ -99,7 +99,7 @@ const database = (config: RunConfig.RunConfig) =>
     )
     const pg = yield* Embedded.start("--database-url", { dir: Option.getOrUndefined(dir), port: Option.getOrUndefined(port) })
     yield* Effect.logInfo(`no --database-url: streaming from the embedded PostgreSQL ${pg.install.version} at ${Redact.url(pg.url)}`)
-    if (config.tables.length > 0) return { url: pg.url, tables: config.tables }
+    if (config.tables.length > 0 || config.schemas.length > 0) return { url: pg.url, tables: config.tables }
     yield* demo(pg.url)
     yield* Effect.logInfo(`no --table: streaming the demo table ${demoSchema}.ticks, which gets a row every second`)
     return { url: pg.url, tables: [{ schema: demoSchema, name: "ticks" }] as ReadonlyArray<RunConfig.TableSpec> }
@@ -110,7 +110,7 @@ export const run = Command.make("run", runFlags, Effect.fn("slotkeeper.run")(fun
   // every log line of the run names the stream and the instance (fields in logfmt and JSON)
   yield* Effect.annotateLogsScoped({ stream: config.streamId, instance: config.instanceId })
   const { url, tables } = yield* database(config)
-  if (tables.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
+  if (tables.length === 0 && config.schemas.length === 0) return yield* new RunConfig.ConfigInvalid({ option: "table", message: "--table: name at least one table to stream, e.g. --table public.orders" })
   const stream = yield* StreamProgram.prepare(config, url, tables)
   // served from the start (a port that cannot be listened on is bad input, found before the database is touched)
   if (config.httpPort !== undefined) {

@@ -86,6 +86,8 @@ export interface RunConfig {
   readonly streamId: string
   readonly instanceId: string
   readonly tables: ReadonlyArray<TableSpec>
+  /** Whole schemas (`--table 'sales.*'`), exact names: every table in them, including ones created later. */
+  readonly schemas: ReadonlyArray<string>
   /** What the publication publishes (`--publish`; all four by default). */
   readonly publishes: Publishes
   /** A partitioned table's changes named by it, not its partitions (`--partition-root`). */
@@ -380,7 +382,15 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   const slotMode = input.slotMode ?? "temporary"
   if (slotMode !== "temporary" && slotMode !== "persistent") return invalid("slot-mode", `${JSON.stringify(slotMode)}: use temporary or persistent`)
   const tables: Array<TableSpec> = []
+  const schemas: Array<string> = []
   for (const text of input.tables ?? []) {
+    // a whole schema: schema.* (nothing after it: a schema's tables have no common columns or filter)
+    const wildcard = typeof text === "string" ? wholeSchemaOf(text) : undefined
+    if (wildcard instanceof ConfigInvalid) return wildcard
+    if (wildcard !== undefined) {
+      if (!schemas.includes(wildcard)) schemas.push(wildcard)
+      continue
+    }
     const t = typeof text === "string" ? tableOf(text) : fileTableOf(text)
     if (t instanceof ConfigInvalid) return t
     const same = tables.find((x) => x.schema === t.schema && x.name === t.name)
@@ -455,6 +465,7 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
     streamId,
     instanceId,
     tables,
+    schemas,
     publishes,
     publishViaPartitionRoot: input.publishViaPartitionRoot ?? false,
     generatedColumns,
@@ -499,6 +510,21 @@ const publishOf = (text: string | undefined): Publishes | ConfigInvalid => {
 
 /** The `publish` option's text for `publishes` (`insert, update`), as PostgreSQL writes it. */
 export const publishText = (publishes: Publishes): string => operations.filter((o) => publishes[o]).join(", ")
+
+/**
+ * `schema.*`: a whole schema, its name by PostgreSQL's rules (`sales.*`, `"Sales".*`); `undefined` for a text that is
+ * not one (a table).
+ */
+const wholeSchemaOf = (text: string): string | ConfigInvalid | undefined => {
+  const trimmed = text.trim()
+  if (!/\.\s*\*/.test(trimmed)) return undefined
+  const bad = (why: string) => invalid("table", `${JSON.stringify(text)} ${why}; write schema.* for every table of a schema, e.g. sales.* or "Sales".*`)
+  const id = identifier(trimmed, 0, ".")
+  if (typeof id === "string") return bad(id)
+  const rest = trimmed.slice(id.end)
+  if (!/^\.\s*\*$/.test(rest)) return bad(rest.replace(/^\.\s*\*/, "").trim().length > 0 ? "has something after .*: a schema's tables take no column list or filter (give a table on its own for that)" : "is not schema.*")
+  return id.name
+}
 
 /** A value or the option that is wrong, as a `Result`. */
 const result = <A>(value: A | ConfigInvalid): Result.Result<A, ConfigInvalid> =>

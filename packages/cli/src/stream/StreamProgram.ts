@@ -10,7 +10,7 @@
  * - `run` competes for ownership and streams while it holds it; what the server refuses for good (a table, a filter, a
  *   replication connection) is `ConfigInvalid` with the option to change.
  */
-import { Delivery, PublicationManager, SharedPools, ReplicationStream, SessionSecurity, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
+import { Delivery, PublicationManager, SchemaTables, SharedPools, ReplicationStream, SessionSecurity, SinkDelivery, SlotManager, StreamMetrics, StreamOwnership, type StreamStatus, type Subscription } from "@slotkeeper/core"
 import { Effect, Layer, Logger, Redacted, SubscriptionRef } from "effect"
 import * as RunConfig from "../config/RunConfig.ts"
 
@@ -23,6 +23,8 @@ export interface Reporting {
   readonly slotState: SlotManager.SlotManagerState
   readonly publicationStatus: SubscriptionRef.SubscriptionRef<PublicationManager.PublicationStatus>
   readonly capture: SubscriptionRef.SubscriptionRef<Delivery.Capture | undefined>
+  /** Tables of the stream's schemas left out of the publication, with why (`SchemaTables`). */
+  readonly unpublished: SubscriptionRef.SubscriptionRef<ReadonlyArray<SchemaTables.Skipped>>
 }
 
 const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: () => StreamOwnership.StreamOwnership["Service"] | undefined, sink: SinkDelivery.SinkDelivery) =>
@@ -39,7 +41,8 @@ const snapshotOf = (config: RunConfig.RunConfig, reporting: Reporting, owned: ()
       acknowledgedLsn: sink.acknowledged(),
       publicationProblems: (yield* SubscriptionRef.get(reporting.publicationStatus)).drift,
       waiting: yield* SubscriptionRef.get(reporting.waiting),
-      sessions: yield* SubscriptionRef.get(reporting.sessions)
+      sessions: yield* SubscriptionRef.get(reporting.sessions),
+      unpublished: yield* SubscriptionRef.get(reporting.unpublished)
     } satisfies StreamStatus.Snapshot
   })
 
@@ -99,6 +102,7 @@ const streamLayer = (
     standbys: config.standbyUrls.map((u) => Redacted.make(u)),
     ...(config.walHeartbeatIntervalMs === undefined ? {} : { heartbeatInterval: config.walHeartbeatIntervalMs }),
     subscriptions,
+    schemas: config.schemas,
     publishes: config.publishes,
     viaRoot: config.publishViaPartitionRoot,
     generatedColumns: config.generatedColumns,
@@ -135,7 +139,8 @@ export const prepare = (
       sessions: yield* SubscriptionRef.make<ReadonlyArray<SessionSecurity.Session>>([]),
       slotState: yield* SlotManager.makeState,
       publicationStatus: yield* SubscriptionRef.make(PublicationManager.initialStatus),
-      capture: yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined)
+      capture: yield* SubscriptionRef.make<Delivery.Capture | undefined>(undefined),
+      unpublished: yield* SubscriptionRef.make<ReadonlyArray<SchemaTables.Skipped>>([])
     }
     yield* StreamMetrics.register(config.streamId)
     let owned: StreamOwnership.StreamOwnership["Service"] | undefined

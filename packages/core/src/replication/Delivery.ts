@@ -18,7 +18,7 @@
  *   silently: `resyncRequired` is set, and the consumer decides (the durable position of the lost slot means nothing
  *   in the new one; the resume check refuses it with `SlotIncarnationChanged`).
  */
-import { Clock, Effect, Fiber, Layer, type Redacted, type Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Fiber, Layer, type Redacted, type Scope, Stream, SubscriptionRef } from "effect"
 import type * as Lsn from "../Lsn.ts"
 import type { SqlClient } from "effect/sql/SqlClient"
 import * as Backfill from "../backfill/Backfill.ts"
@@ -26,7 +26,8 @@ import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
 import * as PgPublication from "../publication/PgPublication.ts"
 import * as PublicationManager from "../publication/PublicationManager.ts"
-import type * as Subscription from "../publication/Subscription.ts"
+import * as SchemaTables from "../publication/SchemaTables.ts"
+import * as Subscription from "../publication/Subscription.ts"
 import { SlotError } from "../slot/PersistentSlot.ts"
 import * as SlotManager from "../slot/SlotManager.ts"
 import * as Checkpoint from "./Checkpoint.ts"
@@ -170,6 +171,15 @@ export interface DeliveryLayerOptions extends DeliveryOptions {
    * earlier that are not in it are removed, changed ones replaced. The publication manager keeps the publication for them.
    */
   readonly subscriptions?: ReadonlyArray<Subscription.Subscription>
+  /**
+   * Whole schemas (exact names): every table in them is subscribed, including tables created later, except those that
+   * cannot be published without breaking the application's writes (`SchemaTables`). Looked at every
+   * `schemaWatchInterval` (default 10 s).
+   */
+  readonly schemas?: ReadonlyArray<string> | undefined
+  readonly schemaWatchInterval?: Duration.Input | undefined
+  /** Where the tables of `schemas` that are left out go (for a status page or metrics), with why. */
+  readonly unpublished?: SubscriptionRef.SubscriptionRef<ReadonlyArray<SchemaTables.Skipped>> | undefined
   /** What the publication publishes (PostgreSQL's `publish` option; default insert, update, delete and truncate). */
   readonly publishes?: PgPublication.Publishes | undefined
   /** `publish_via_partition_root` (PostgreSQL 13+): a partitioned table's changes named by it, not its partitions. */
@@ -199,9 +209,39 @@ export const layer = <E, R>(
     const stream = yield* StreamOwnership.StreamOwnership
     const owned = Effect.gen(function*() {
       const own = yield* Ownership
-      if (options.subscriptions !== undefined) {
+      const schemas = options.schemas ?? []
+      if (options.subscriptions !== undefined || schemas.length > 0) {
+        const explicit = options.subscriptions ?? []
+        // the schemas' tables (see SchemaTables); a table given on its own keeps its own subscription
+        const given = new Set(explicit.map((s) => SchemaTables.idOf(s.table.schema ?? "public", s.table.name)))
+        const publishes = options.publishes ?? { insert: true, update: true, delete: true, truncate: true }
+        const expandNow = Effect.gen(function*() {
+          const found = yield* SchemaTables.list(options.sql, schemas)
+          const missing = schemas.filter((n) => !found.existing.includes(n))
+          if (missing.length > 0) {
+            return yield* new Subscription.SubscriptionInvalid({
+              id: `${missing[0]}.*`,
+              reason: "TableMissing",
+              message: `schema ${missing[0]} does not exist (names are exact: as PostgreSQL lists it in \\dn)`
+            })
+          }
+          return SchemaTables.expand(found.tables, { publishes, explicit: given })
+        })
+        const unpublished = options.unpublished ?? (yield* SubscriptionRef.make<ReadonlyArray<SchemaTables.Skipped>>([]))
+        const said = new Set<string>()
+        const report = (skipped: ReadonlyArray<SchemaTables.Skipped>) =>
+          Effect.gen(function*() {
+            yield* SubscriptionRef.set(unpublished, skipped)
+            for (const t of skipped) {
+              const key = `${t.schema}.${t.name}:${t.reason}`
+              if (!said.has(key)) yield* Effect.logWarning(`stream ${options.streamId}: not publishing ${t.message}`)
+              said.add(key)
+            }
+          })
+        const first = schemas.length === 0 ? { subscriptions: [], skipped: [] } : yield* expandNow
+        yield* report(first.skipped)
         // the configured set is made the whole set as the manager starts (the saved set is never applied first)
-        yield* PublicationManager.make(
+        const manager = yield* PublicationManager.make(
           yield* PgPublication.make(own, options.sql, {
             publication: options.publication,
             schema: options.schema,
@@ -211,10 +251,29 @@ export const layer = <E, R>(
           }),
           {
             ...options.publicationManager,
-            configured: { subscriptions: options.subscriptions, instanceId: own.instanceId, startedAt: stream.startedAt },
+            configured: { subscriptions: [...explicit, ...first.subscriptions], instanceId: own.instanceId, startedAt: stream.startedAt },
             ...(options.publicationStatus === undefined ? {} : { status: options.publicationStatus })
           }
         )
+        if (schemas.length > 0) {
+          // tables created (or given a key) later: added at the next look, from that commit on
+          let current = first.subscriptions.map((s) => s.id).join("\n")
+          yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+            yield* Effect.sleep(options.schemaWatchInterval ?? Duration.seconds(10))
+            const next = yield* expandNow
+            yield* report(next.skipped)
+            const ids = next.subscriptions.map((s) => s.id).join("\n")
+            if (ids === current) return
+            // an instance that keeps a newer instance's set (a rolling deploy) does not impose its own
+            if ((yield* SubscriptionRef.get(manager.status)).disagreement !== undefined) return
+            yield* manager.sync([...explicit, ...next.subscriptions])
+            yield* Effect.logInfo(`stream ${options.streamId}: the tables of schema${schemas.length > 1 ? "s" : ""} ${schemas.join(", ")} are now ${next.subscriptions.map((s) => s.id).join(", ") || "none"}`)
+            current = ids
+          }).pipe(
+            // a failed look (a lock, the connection) is tried again at the next; ownership lost ends the owned scope anyway
+            Effect.catchCause((cause) => Effect.logWarning(`stream ${options.streamId}: looking for new tables in ${schemas.join(", ")} failed; trying again`, cause))
+          )))
+        }
       }
       return yield* run(options, consume, options.slotState)
     })

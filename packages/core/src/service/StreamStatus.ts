@@ -19,6 +19,7 @@ import { Context, type Effect } from "effect"
 import * as Lsn from "../Lsn.ts"
 import type { OwnershipStatus } from "../ownership/Ownership.ts"
 import type { Capture } from "../replication/Delivery.ts"
+import type * as SchemaTables from "../publication/SchemaTables.ts"
 import type { Assessment } from "../slot/Health.ts"
 import type * as SessionSecurity from "./SessionSecurity.ts"
 
@@ -39,6 +40,8 @@ export interface Snapshot {
   readonly waiting?: { readonly reason: string; readonly attempts: number } | undefined
   /** The instance's sessions and whether each is encrypted, by the server's account (`SessionSecurity`). */
   readonly sessions?: ReadonlyArray<SessionSecurity.Session> | undefined
+  /** Tables of the stream's schemas left out of the publication (they would break the application's writes). */
+  readonly unpublished?: ReadonlyArray<SchemaTables.Skipped> | undefined
 }
 
 export type State = "starting" | "waiting" | "active" | "stopping" | "failed"
@@ -76,6 +79,9 @@ const body = (s: Snapshot, st: State): Record<string, unknown> => ({
   streaming_from: s.capture === undefined ? null : Lsn.format(s.capture.from),
   failover_ready: s.failoverReady ?? null,
   publication_problems: s.publicationProblems ?? [],
+  ...(s.unpublished === undefined || s.unpublished.length === 0 ? {} : {
+    unpublished_tables: s.unpublished.map((t) => ({ table: `${t.schema}.${t.name}`, reason: t.reason, message: t.message }))
+  }),
   // the stream's persistent slot as the last health round saw it (the slot an outage puts at risk)
   ...(s.slotName === undefined || s.slot === undefined ? {} : {
     slot: {

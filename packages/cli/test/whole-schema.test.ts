@@ -1,0 +1,67 @@
+/**
+ * `--table 'sales.*'`: every table of a schema, including tables created while the stream runs — except a table that
+ * cannot be published without breaking the application's writes (no replica identity while updates and deletes are
+ * published): never published, reported in `/health`, `/metrics` and the log, its UPDATE still works; given a
+ * primary key, it is added. Through `slotkeeper run`, on PostgreSQL 15 and 18.
+ */
+import { PgCluster } from "@slotkeeper/testkit"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { cli, freePort, get, start, streaming, until, untilEffect } from "./cli-helpers.ts"
+
+type Line = { type: string; table?: string; schema?: string; new?: Record<string, unknown> | null }
+
+describe.each([15, 18])("--table schema.* (the CLI as a child process, real PostgreSQL %i)", (major) => {
+  it.live("the schema's tables, one created while running picked up within the watch interval, one without replica identity left out and reported until it has a key", () =>
+    Effect.gen(function*() {
+      const pg = yield* PgCluster.make({ major })
+      yield* pg.query("CREATE SCHEMA sales")
+      yield* pg.query("CREATE TABLE sales.orders (id int PRIMARY KEY, total int)")
+      yield* pg.query("CREATE TABLE sales.log (msg text)") // no primary key: no replica identity
+      yield* pg.query("CREATE TABLE public.other (id int PRIMARY KEY)")
+
+      // bad input: exit 2 before anything is created
+      const filtered = yield* cli("run", "--database-url", pg.url, "--table", "sales.* WHERE total > 1")
+      assert.strictEqual(filtered.code, 2, filtered.stderr)
+      assert.match(filtered.stderr, /--table: "sales\.\* WHERE total > 1" has something after \.\*: a schema's tables take no column list or filter/)
+      const missing = yield* cli("run", "--database-url", pg.url, "--table", "nosuch.*")
+      assert.strictEqual(missing.code, 2, missing.stderr)
+      assert.match(missing.stderr, /--table: .*schema nosuch does not exist/)
+
+      const http = yield* Effect.promise(() => freePort())
+      const r = yield* start(["--database-url", pg.url, "--table", "sales.*", "--instance-id", "a", "--http-port", String(http)])
+      yield* streaming(pg)
+      const published = () => Effect.map(pg.query("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = 'slotkeeper_default' ORDER BY 1"), (rows) => (rows as Array<{ t: string }>).map((x) => x.t))
+      assert.deepStrictEqual(yield* published(), ["sales.orders"])
+      // left out, and said: /health, /metrics, the log
+      const health = (yield* get(http, "/health")).body as { unpublished_tables?: Array<{ table: string; reason: string; message: string }> }
+      assert.deepStrictEqual(health.unpublished_tables?.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"]])
+      const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${http}/metrics`).then((x) => x.text()))
+      assert.match(metrics, /^slotkeeper_tables_unpublished\{[^}]*reason="NoReplicaIdentity"[^}]*\} 1$/m)
+      assert.match(r.stderr(), /not publishing sales\.log has no replica identity/)
+      // the application's writes on it still work
+      yield* pg.query("INSERT INTO sales.log VALUES ('a')")
+      yield* pg.query("UPDATE sales.log SET msg = 'b'")
+      yield* pg.query("DELETE FROM sales.log")
+
+      yield* pg.query("INSERT INTO sales.orders VALUES (1, 10)")
+      yield* pg.query("INSERT INTO public.other VALUES (1)")
+      const lines = () => (r.lines as Array<Line>).filter((l) => l.type === "change")
+      yield* until(() => (lines().some((l) => l.table === "orders") ? true : undefined), 30_000, "the first order")
+
+      // a table created while running, and sales.log given a primary key: both in the publication at the next look
+      // (the watch interval, 10 s), their rows streamed from then on
+      const created = performance.now()
+      yield* pg.query("CREATE TABLE sales.items (id int PRIMARY KEY)")
+      yield* pg.query("ALTER TABLE sales.log ADD COLUMN id serial PRIMARY KEY")
+      yield* untilEffect(Effect.map(published(), (ts) => (ts.includes("sales.items") && ts.includes("sales.log") ? true : undefined)), 30_000, "sales.items and sales.log published")
+      const pickedUp = (performance.now() - created) / 1000
+      console.log(`whole schema (PostgreSQL ${major}): sales.items and sales.log published ${pickedUp.toFixed(1)} s after the change`)
+      assert.isBelow(pickedUp, 25)
+      yield* pg.query("INSERT INTO sales.items VALUES (7)")
+      yield* pg.query("INSERT INTO sales.log (msg) VALUES ('keyed')")
+      yield* until(() => (lines().some((l) => l.table === "log") ? true : undefined), 30_000, "the keyed log row")
+      assert.isUndefined(((yield* get(http, "/health")).body as { unpublished_tables?: unknown }).unpublished_tables)
+      assert.deepStrictEqual(lines().map((l) => [l.schema, l.table, String(l.new?.id)]), [["sales", "orders", "1"], ["sales", "items", "7"], ["sales", "log", "1"]])
+    }))
+})
