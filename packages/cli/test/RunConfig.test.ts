@@ -95,7 +95,7 @@ describe("RunConfig (pure)", () => {
     const bad: Array<[string, RegExp]> = [
       ["{", /--config: c\.json: is not JSON/],
       ["[]", /must be a JSON object of options/],
-      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, publish, streamId/],
+      ['{"stream": "x"}', /unknown option "stream"; the options are databaseUrl, replicationUrl, startupTimeout, tables, publish, publishViaPartitionRoot, publishGeneratedColumns, streamId/],
       ['{"httpPort": "80"}', /"httpPort" must be a number/],
       ['{"tables": "public.a"}', /"tables" must be a list/],
       ['{"chunkSize": "500"}', /"chunkSize" must be a number/]
@@ -119,6 +119,18 @@ describe("RunConfig (pure)", () => {
       const e = refused({ chunkSize: bad })
       assert.strictEqual(e.option, "chunk-size")
       assert.match(e.message, /is not a chunk size: use a whole number of rows, 1\.\.1000000/)
+    }
+  })
+
+  it("a whole schema: schema.* by PostgreSQL's identifier rules, no column list or filter; a table given as well stays a table", () => {
+    const c = ok({ tables: ["sales.*", "\"Big Sales\".*", "sales.*", "sales.orders (id) WHERE id > 1", "public.other"] })
+    assert.deepStrictEqual(c.schemas, ["sales", "Big Sales"])
+    assert.deepStrictEqual(c.tables.map((t) => `${t.schema}.${t.name}`), ["sales.orders", "public.other"])
+    assert.deepStrictEqual(ok({ tables: ["SALES.*"] }).schemas, ["sales"]) // unquoted: folded to lower case
+    for (const [bad, said] of [["sales.* (id)", /has something after \.\*/], ["sales.*.x", /has something after \.\*/], ["\"sales.*", /write schema\.\* for every table of a schema/]] as const) {
+      const e = refused({ tables: [bad] })
+      assert.strictEqual(e.option, "table")
+      assert.match(e.message, said)
     }
   })
 

@@ -28,6 +28,12 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       assert.strictEqual(missing.code, 2, missing.stderr)
       assert.match(missing.stderr, /--table: .*schema nosuch does not exist/)
 
+      // check says the same before anything runs
+      const checked = yield* cli("check", "--database-url", pg.url, "--table", "sales.*", "--json")
+      const checks = (JSON.parse(checked.stdout) as { checks: Array<{ name: string; level: string; message: string }> }).checks
+      assert.deepStrictEqual(checks.filter((c) => c.name === "schema sales" || c.name === "table sales.log").map((c) => [c.name, c.level]), [["schema sales", "ok"], ["table sales.log", "warn"]])
+      assert.strictEqual(checks.find((c) => c.name === "schema sales")?.message, "publishes orders")
+
       const http = yield* Effect.promise(() => freePort())
       const r = yield* start(["--database-url", pg.url, "--table", "sales.*", "--instance-id", "a", "--http-port", String(http)])
       yield* streaming(pg)

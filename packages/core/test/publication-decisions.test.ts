@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
 import * as Desired from "../src/publication/Desired.ts"
 import * as Subscription from "../src/publication/Subscription.ts"
+import * as SchemaTables from "../src/publication/SchemaTables.ts"
 
 const checked = (s: Subscription.Subscription): Subscription.Checked => Result.getOrThrow(Subscription.check(s))
 
@@ -97,5 +98,28 @@ describe("Desired (pure)", () => {
     assert.isTrue(Desired.isEmpty(Desired.plan({ tables: wanted }, wanted, (w) => w)))
     // a filter the server printed differently but that is not known to be the same is applied again (never assumed equal)
     assert.deepStrictEqual(Desired.plan(actual, [actual.tables[0]!].map((t) => ({ ...t, where: "id > 1" })), () => undefined).change.map((t) => t.name), ["keep"])
+  })
+})
+
+describe("SchemaTables.expand (pure)", () => {
+  const t = (name: string, hasIdentity = true, mayPublish = true): SchemaTables.CatalogTable => ({ schema: "sales", name, hasIdentity, mayPublish, owner: "app" })
+  const all = { update: true, delete: true }
+
+  it("every table with a replica identity, sorted; one without is left out while updates or deletes are published, and said why", () => {
+    const e = SchemaTables.expand([t("orders"), t("log", false), t("audit")], { publishes: all, explicit: new Set() })
+    assert.deepStrictEqual(e.subscriptions, [{ id: "sales.audit", table: { schema: "sales", name: "audit" } }, { id: "sales.orders", table: { schema: "sales", name: "orders" } }])
+    assert.deepStrictEqual(e.skipped.map((s) => [s.name, s.reason]), [["log", "NoReplicaIdentity"]])
+    assert.match(e.skipped[0]!.message, /sales\.log has no replica identity: published, PostgreSQL would refuse its UPDATE and DELETE/)
+    // inserts and truncates only: no identity needed
+    assert.deepStrictEqual(SchemaTables.expand([t("log", false)], { publishes: { update: false, delete: false }, explicit: new Set() }).subscriptions.map((s) => s.id), ["sales.log"])
+    // deletes alone need it too
+    assert.deepStrictEqual(SchemaTables.expand([t("log", false)], { publishes: { update: false, delete: true }, explicit: new Set() }).skipped.length, 1)
+  })
+
+  it("another role's table is left out (only its owner may publish it); a table given on its own keeps its own subscription", () => {
+    const e = SchemaTables.expand([t("orders"), t("theirs", true, false)], { publishes: all, explicit: new Set(["sales.orders"]) })
+    assert.deepStrictEqual(e.subscriptions, [])
+    assert.deepStrictEqual(e.skipped.map((s) => [s.name, s.reason]), [["theirs", "Privilege"]])
+    assert.match(e.skipped[0]!.message, /owned by app/)
   })
 })

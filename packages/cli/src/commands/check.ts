@@ -3,7 +3,7 @@
  * privileges, the configured tables' replica identity, failover readiness (17+). Each failure is printed with its
  * fix; the exit code is 0 only if nothing failed (1 otherwise, 2 for invalid options). Reads only.
  */
-import { ConnectFailure, Connector, Preflight, ReplicationReach, StreamId } from "@slotkeeper/core"
+import { ConnectFailure, Connector, Preflight, ReplicationReach, SchemaTables, StreamId } from "@slotkeeper/core"
 import { Console, Effect, Option, Redacted } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Database from "../config/Database.ts"
@@ -71,7 +71,21 @@ export const check = Command.make("check", {
       [config.streamId]
     ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ slot_name: string }>))
     const preflight = yield* Preflight.run(sql, { tables: config.tables, publishes: config.publishes, generatedColumns: config.generatedColumns, lock: config.lock, slotName: slot?.slot_name, publication: identity.publicationName })
-    return [connection, replication, ...preflight]
+    // whole schemas: their tables, and those that would be left out (as run leaves them out)
+    const schemaChecks: Array<Preflight.Check> = []
+    if (config.schemas.length > 0) {
+      const found = yield* SchemaTables.list(sql, config.schemas).pipe(Effect.orElseSucceed(() => ({ tables: [], existing: config.schemas })))
+      for (const missing of config.schemas.filter((n) => !found.existing.includes(n))) {
+        schemaChecks.push({ name: `schema ${missing}`, level: "error", message: "does not exist (names are exact: as PostgreSQL lists it in \\dn)" })
+      }
+      const expanded = SchemaTables.expand(found.tables, { publishes: config.publishes, explicit: new Set(config.tables.map((t) => `${t.schema}.${t.name}`)) })
+      for (const n of config.schemas.filter((n) => found.existing.includes(n))) {
+        const tables = expanded.subscriptions.filter((x) => x.table.schema === n).map((x) => x.table.name)
+        schemaChecks.push({ name: `schema ${n}`, level: "ok", message: tables.length === 0 ? "no table to publish yet (tables created later are picked up)" : `publishes ${tables.join(", ")}` })
+      }
+      for (const t of expanded.skipped) schemaChecks.push({ name: `table ${t.schema}.${t.name}`, level: "warn", message: `left out of the publication: ${t.message}` })
+    }
+    return [connection, replication, ...preflight, ...schemaChecks]
   }).pipe(
     Effect.catch((e) => (e instanceof RunConfig.ConfigInvalid ? Effect.fail(e) : connecting("database-url", e)))
   )
