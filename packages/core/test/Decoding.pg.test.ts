@@ -77,19 +77,25 @@ line ''quoted'' \\ text', 'short', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a"
         e._tag === "Change"
           ? { op: e.op, table: e.table, new: e.new && ({ ...e.new, ...(typeof e.new.big === "string" && e.new.big.length > 100 ? { big: `${e.new.big.length} chars` } : {}) } as Record<string, unknown>), old: e.old, oldIsKey: e.oldIsKey, unchanged: e.unchanged, seq: e.seq }
           : e._tag === "Truncate" ? { truncate: e.tables.map((t) => t.table), seq: e.seq }
-          : e._tag === "Message" ? { message: Buffer.from(e.content).toString(), transactional: e.transactional, inTransaction: e.transaction?.seq } : e)
+          : e._tag === "Message" ? { message: Buffer.from(e.content).toString(), transactional: e.transactional, inTransaction: e.transaction?.seq }
+          : e._tag === "Schema" ? { shapeOf: e.table, columns: e.columns.map((c) => `${c.name} ${c.type}${c.key ? " key" : ""}`), seq: e.seq } : e)
+      // a table's shape before its first change on the connection, and again before the first change after it changed
+      // (types as PostgreSQL's format_type writes them; REPLICA IDENTITY FULL: every column is the key)
       assert.deepStrictEqual(seen, [
+        { shapeOf: "keyed", columns: ["id integer key", "v text", "big text"], seq: 1 },
         { op: "insert", table: "keyed", new: { id: 1, v: "a", big: "128000 chars" }, old: undefined, oldIsKey: false, unchanged: [], seq: 1 },
         { op: "insert", table: "keyed", new: { id: 2, v: "b", big: "small" }, old: undefined, oldIsKey: false, unchanged: [], seq: 2 },
         { op: "update", table: "keyed", new: { id: 1, v: "a2" }, old: undefined, oldIsKey: false, unchanged: ["big"], seq: 1 },
         { op: "update", table: "keyed", new: { id: 20, v: "b", big: "small" }, old: { id: 2 }, oldIsKey: true, unchanged: [], seq: 1 },
         { op: "delete", table: "keyed", new: undefined, old: { id: 20 }, oldIsKey: true, unchanged: [], seq: 1 },
+        { shapeOf: "full_rows", columns: ["id integer key", "v text key"], seq: 1 },
         { op: "insert", table: "full_rows", new: { id: 1, v: "x" }, old: undefined, oldIsKey: false, unchanged: [], seq: 1 },
         { op: "update", table: "full_rows", new: { id: 1, v: "y" }, old: { id: 1, v: "x" }, oldIsKey: false, unchanged: [], seq: 1 },
         { op: "delete", table: "full_rows", new: undefined, old: { id: 1, v: "y" }, oldIsKey: false, unchanged: [], seq: 1 },
         { message: "in a transaction", transactional: true, inTransaction: 1 },
         { op: "insert", table: "full_rows", new: { id: 2, v: "z" }, old: undefined, oldIsKey: false, unchanged: [], seq: 2 },
         { message: "on its own", transactional: false, inTransaction: undefined },
+        { shapeOf: "keyed", columns: ["id integer key", "v text", "big text", "extra integer"], seq: 1 },
         { op: "insert", table: "keyed", new: { id: 3, v: "c", big: "x", extra: 7 }, old: undefined, oldIsKey: false, unchanged: [], seq: 1 },
         { truncate: ["keyed"], seq: 1 }
       ])

@@ -58,6 +58,29 @@ export interface ChangeEvent extends TableName, InTransaction {
   readonly plainJson: boolean
 }
 
+/**
+ * A table's shape, before its first change on a connection and before the first change after it changed (PostgreSQL
+ * sent a Relation message that differs from the last one: a column added, dropped, renamed or retyped, including its
+ * type modifier, or the key changed). In the change's transaction, right before it; `seq` is that change's.
+ */
+export interface SchemaEvent extends TableName, InTransaction {
+  readonly _tag: "Schema"
+  /** The relation's OID (pgoutput's relation id). */
+  readonly relationId: number
+  readonly columns: ReadonlyArray<SchemaColumn>
+}
+
+export interface SchemaColumn {
+  readonly name: string
+  /** As PostgreSQL writes it (`format_type`: `numeric(10,2)`, `character varying(20)`, `public.mood`). */
+  readonly type: string | undefined
+  readonly typeOid: number
+  /** `atttypmod`: -1 when the type has none. */
+  readonly typeModifier: number
+  /** Part of the replica identity key. */
+  readonly key: boolean
+}
+
 export interface TruncateEvent extends InTransaction {
   readonly _tag: "Truncate"
   readonly tables: ReadonlyArray<TableName>
@@ -79,6 +102,7 @@ export interface MessageEvent {
 
 export type ReplicationEvent =
   | { readonly _tag: "Begin"; readonly xid: number; readonly commitLsn: Lsn; readonly commitTime: string }
+  | SchemaEvent
   | ChangeEvent
   | TruncateEvent
   | MessageEvent
@@ -174,7 +198,35 @@ export class Assembler {
     this.rows = rows
   }
 
+  /** The shape last announced per relation on this connection (a `Schema` event), as a comparable text. */
+  private readonly announced = new Map<number, string>()
+  /** A `Schema` event due before the change just built. */
+  private pendingSchema: Omit<SchemaEvent, keyof InTransaction> | undefined
+
+  private announce(relation: Relation): void {
+    const signature = JSON.stringify([relation.schema, relation.name, relation.columns.map((c) => [c.name, c.typeOid, c.typeMod, c.key])])
+    if (this.announced.get(relation.oid) === signature) return
+    if (this.announced.size >= 100_000) this.announced.clear() // bounded, whatever the number of tables: announced again
+    this.announced.set(relation.oid, signature)
+    this.pendingSchema = {
+      _tag: "Schema",
+      schema: relation.schema,
+      table: relation.name,
+      relationId: relation.oid,
+      columns: relation.columns.map((c) => ({ name: c.name, type: this.rows.typeName(c.typeOid, c.typeMod), typeOid: c.typeOid, typeModifier: c.typeMod, key: c.key }))
+    }
+  }
+
+  /** The `Schema` event due before a change placed at `at`, if any (taken: announced once). */
+  private *schemaBefore(at: InTransaction): Generator<ReplicationEvent> {
+    const pending = this.pendingSchema
+    if (pending === undefined) return
+    this.pendingSchema = undefined
+    yield { ...pending, ...at }
+  }
+
   private change(op: "insert" | "update" | "delete", relation: Relation, newTuple: Tuple | undefined, oldTuple: Tuple | undefined, oldIsKey: boolean): Spooled {
+    this.announce(relation)
     const shape = this.rows.shape(relation)
     const n = newTuple === undefined ? undefined : build(shape, newTuple)
     const o = oldTuple === undefined ? undefined : build(shape, oldTuple, oldIsKey)
@@ -294,7 +346,12 @@ export class Assembler {
         let seq = 0
         for (const record of this.spool.replay(m.xid)) {
           seq++
-          if (!this.consumed(m.commitLsn, seq)) yield place(this.fromSpool(record), { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq })
+          if (!this.consumed(m.commitLsn, seq)) {
+            const at = { xid: m.xid, commitLsn: m.commitLsn, commitTime: m.commitTime, seq }
+            const event = this.fromSpool(record)
+            yield* this.schemaBefore(at)
+            yield place(event, at)
+          }
         }
         yield { _tag: "Commit", xid: m.xid, commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime, changes: seq }
         return
@@ -326,6 +383,11 @@ export class Assembler {
     const c = this.current
     if (c === undefined || c.skip) return
     c.seq++
-    if (!this.consumed(c.commitLsn, c.seq)) yield place(this.eventOf(m)!, { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq })
+    if (!this.consumed(c.commitLsn, c.seq)) {
+      const at = { xid: c.xid, commitLsn: c.commitLsn, commitTime: c.commitTime, seq: c.seq }
+      const event = this.eventOf(m)!
+      yield* this.schemaBefore(at)
+      yield place(event, at)
+    }
   }
 }

@@ -72,7 +72,7 @@ export class ReplicationError extends Schema.TaggedError<ReplicationError>()("Re
   message: Schema.String
 }) {}
 
-export type { ChangeEvent, MessageEvent, ReplicationEvent, ResyncEvent, TruncateEvent } from "./Assembler.ts"
+export type { ChangeEvent, MessageEvent, ReplicationEvent, ResyncEvent, SchemaColumn, SchemaEvent, TruncateEvent } from "./Assembler.ts"
 
 export interface ReplicationStreamOptions {
   /** Never logged. */

@@ -39,6 +39,11 @@ export class Rows {
     this.types = types
   }
 
+  /** A column type's name as PostgreSQL writes it (`numeric(10,2)`), when the types know it. */
+  typeName(typeOid: number, typeMod: number): string | undefined {
+    return this.types.typeName?.(typeOid, typeMod)
+  }
+
   /** The shape of `relation`'s rows (its types must be known to `types` by now). */
   shape(relation: Relation): Shape {
     let shape = this.shapes.get(relation)

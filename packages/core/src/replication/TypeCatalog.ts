@@ -17,8 +17,12 @@ import type { Relation } from "./Pgoutput.ts"
 import * as Values from "./Values.ts"
 
 export interface TypeCatalog extends Values.Types {
-  /** Looks up the types of `relation`'s columns that are neither built in nor known yet. */
+  /**
+   * Looks up the types of `relation`'s columns that are neither built in nor known yet, and the names of its columns'
+   * types as PostgreSQL writes them (`format_type`, with the type modifier: `numeric(10,2)`) for schema lines.
+   */
   readonly learn: (relation: Relation) => Effect.Effect<void, SqlError>
+  readonly typeName: (typeOid: number, typeMod: number) => string | undefined
 }
 
 interface TypeRow {
@@ -36,6 +40,9 @@ const text: Values.Mapping = { _tag: "Scalar", kind: "text" }
 export const make = (sql: SqlClient): TypeCatalog => {
   const known = new Map<number, Values.Mapping>()
   const mapping = (oid: number): Values.Mapping => Values.builtin(oid) ?? known.get(oid) ?? text
+  // format_type's names, by type and modifier (bounded: a name is a few bytes, and a connection sees few pairs)
+  const names = new Map<string, string>()
+  const nameKey = (oid: number, mod: number) => `${oid}:${mod}`
 
   const learn = (relation: Relation) =>
     Effect.gen(function*() {
@@ -73,7 +80,16 @@ export const make = (sql: SqlClient): TypeCatalog => {
         return m
       }
       for (const oid of rows.keys()) resolve(oid, 0)
+      const unnamed = relation.columns.filter((c) => !names.has(nameKey(c.typeOid, c.typeMod)))
+      if (unnamed.length > 0) {
+        const found = yield* sql.unsafe<{ oid: string; mod: number; name: string }>(
+          `SELECT t.oid::text AS oid, t.mod, format_type(t.oid::oid, t.mod) AS name FROM unnest($1::int8[], $2::int4[]) AS t(oid, mod)`,
+          [unnamed.map((c) => String(c.typeOid)), unnamed.map((c) => c.typeMod)]
+        )
+        if (names.size > 10_000) names.clear()
+        for (const r of found) names.set(nameKey(Number(r.oid), r.mod), r.name)
+      }
     })
 
-  return { mapping, learn }
+  return { mapping, learn, typeName: (oid, mod) => names.get(nameKey(oid, mod)) }
 }

@@ -92,6 +92,8 @@ export const builtin = (typeOid: number): Mapping | undefined => {
 /** Types by OID: the built-in ones, and others as learnt from `pg_type`. */
 export interface Types {
   readonly mapping: (typeOid: number) => Mapping
+  /** The type's name as PostgreSQL writes it (`format_type`: `numeric(10,2)`), once learnt; `undefined` if not known. */
+  readonly typeName?: ((typeOid: number, typeMod: number) => string | undefined) | undefined
 }
 
 /** Only built-in types; any other type is text. */

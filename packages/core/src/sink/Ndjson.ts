@@ -11,6 +11,10 @@
  * `epoch` is the ownership epoch the line was written under (the fencing token): a receiver that keeps the highest it
  * has seen refuses a deposed owner's lines.
  *
+ * A `schema` line (`schema`, `table`, `relation_id`, `columns`: each `name`, `type` as PostgreSQL writes it, `type_oid`,
+ * `type_modifier`, `key`; `xid`, `commit_lsn`, `commit_time`, no `seq`) comes before the first change of each table on
+ * each connection and before the first change after the table's shape changed, in that change's transaction.
+ *
  * `truncate` lines carry `tables`, `cascade`, `restart_identity`; `message` lines `prefix`, `content` (UTF-8 text, or
  * `content_base64` when it is not valid UTF-8) and `transactional`. A `resync` line (`lost_slot`, `slot`, `from`) says
  * that the stream's slot was lost and replaced (`--on-slot-lost recreate`): changes in between are gone. Values are mapped as `@slotkeeper/core`'s
@@ -53,6 +57,19 @@ export const line = (event: ReplicationStream.ReplicationEvent, epoch: number): 
       return `{"type":"change","epoch":${epoch},"op":"${event.op}",${event.snapshot === undefined ? "" : `"snapshot":${JSON.stringify(event.snapshot)},`}${tableText(event.schema, event.table)}` +
         `"xid":${event.xid},"commit_lsn":"${commitLsnText(event.commitLsn)}","seq":${event.seq},"commit_time":${commitTimeText(event.commitTime)},` +
         `"new":${rowText(event.new, event)},"old":${rowText(event.old, event)},"old_is_key":${event.oldIsKey},"unchanged":${event.unchanged.length === 0 ? "[]" : JSON.stringify(event.unchanged)}}`
+    case "Schema":
+      // no seq: it shares the place of the change it precedes, and dedupe keys (commit_lsn, seq) are the changes'
+      return JSON.stringify({
+        type: "schema",
+        epoch,
+        schema: event.schema,
+        table: event.table,
+        relation_id: event.relationId,
+        columns: event.columns.map((c) => ({ name: c.name, type: c.type ?? null, type_oid: c.typeOid, type_modifier: c.typeModifier, key: c.key })),
+        xid: event.xid,
+        commit_lsn: Lsn.format(event.commitLsn),
+        commit_time: event.commitTime
+      })
     case "Truncate":
       return JSON.stringify({
         type: "truncate",

@@ -97,7 +97,7 @@ export const make = (streamId: string, target: Target): Effect.Effect<SinkDelive
               if (text !== undefined) {
                 lines.push(text)
                 pendingChars += text.length
-                changes++
+                if (event._tag !== "Schema") changes++
                 bytes += Buffer.byteLength(text) + 1
               }
               if (event._tag === "Commit" || (event._tag === "Message" && !event.transactional)) {
