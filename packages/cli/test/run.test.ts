@@ -154,10 +154,17 @@ describe("slotkeeper run (the CLI as a child process, real PostgreSQL 18)", () =
         yield* until(() => (ids(a).length >= 3 ? true : undefined), 20_000, "three lines")
         a.child.kill("SIGTERM")
         const code = yield* Effect.promise(() => a.exited)
-        return { code, ids: ids(a), line: a.lines[0], lastCommitLsn: a.lines.at(-1)?.commit_lsn as string, stderr: a.stderr() }
+        return { code, ids: ids(a), shape: a.lines[0], line: a.lines.find((l) => l.type === "change"), lastCommitLsn: a.lines.at(-1)?.commit_lsn as string, stderr: a.stderr() }
       }))
       assert.strictEqual(first.code, 0, first.stderr)
       assert.deepStrictEqual(first.ids, [1, 2, 3])
+      // the table's shape first (a schema line: before its first change on the connection), then the change
+      assert.include(first.shape, { type: "schema", schema: "public", table: "items" })
+      assert.deepStrictEqual(first.shape?.columns, [
+        { name: "id", type: "integer", type_oid: 23, type_modifier: -1, key: true },
+        { name: "body", type: "text", type_oid: 25, type_modifier: -1, key: false }
+      ])
+      assert.strictEqual(first.shape?.commit_lsn, first.line?.commit_lsn)
       assert.include(first.line, { type: "change", op: "insert", schema: "public", table: "items", seq: 1 })
       assert.deepStrictEqual(first.line?.new, { id: 1, body: "row 1" })
       // SLOTKEEPER_LOG_FORMAT=json: every log line on stderr is a JSON object with its level and message
@@ -497,6 +504,6 @@ describe("slotkeeper run --config (the CLI as a child process, real PostgreSQL 1
       yield* pg.query("INSERT INTO b VALUES (3, -1, 'now published')")
       yield* until(() => (ids(second).length >= 1 ? true : undefined), 20_000, "b's row")
       yield* Effect.sleep("300 millis")
-      assert.deepStrictEqual(second.lines.map((l) => l.new), [{ id: 3, v: -1, secret: "now published" }])
+      assert.deepStrictEqual(second.lines.filter((l) => l.type === "change").map((l) => l.new), [{ id: 3, v: -1, secret: "now published" }])
     }))
 })

@@ -125,14 +125,28 @@ line ''quoted'' \\ text', 'short', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a"
       yield* Effect.promise(() => big.query("ALTER TABLE items ADD COLUMN note text"))
       yield* Effect.promise(() => big.query("INSERT INTO items SELECT g, repeat('w', 100), 'late ' || g FROM generate_series(5001, 6000) g"))
       yield* Effect.promise(() => big.query("UPDATE items SET body = 'updated', note = 'u' WHERE id = 1; DELETE FROM items WHERE id = 2"))
+      // ... and again: a column dropped, a column retyped (a type modifier of its own)
+      yield* Effect.promise(() => big.query("ALTER TABLE items DROP COLUMN note; INSERT INTO items VALUES (7001, 'after the drop')"))
+      yield* Effect.promise(() => big.query("ALTER TABLE items ALTER COLUMN body TYPE varchar(200); INSERT INTO items VALUES (7002, 'after the retype')"))
       yield* Effect.promise(() => big.query("COMMIT"))
       yield* committed(events, 2)
       const commits = events.filter((e) => e._tag === "Commit")
-      assert.deepStrictEqual(commits.map((c) => c._tag === "Commit" ? c.changes : 0), [1, 6002])
+      assert.deepStrictEqual(commits.map((c) => c._tag === "Commit" ? c.changes : 0), [1, 6004])
       const all = changes(events).flatMap((e) => (e._tag === "Change" ? [e] : []))
       const ids = all.map((e) => Number((e.new ?? e.old)!.id))
-      assert.deepStrictEqual(ids, [900001, ...Array.from({ length: 6000 }, (_, i) => i + 1), 1, 2])
-      assert.deepStrictEqual(all.slice(1).map((e) => e.seq), Array.from({ length: 6002 }, (_, i) => i + 1))
+      assert.deepStrictEqual(ids, [900001, ...Array.from({ length: 6000 }, (_, i) => i + 1), 1, 2, 7001, 7002])
+      assert.deepStrictEqual(all.slice(1).map((e) => e.seq), Array.from({ length: 6004 }, (_, i) => i + 1))
+      // the table's shape: before its first change, then before the first change after each change of shape — inside
+      // the streamed transaction, where PostgreSQL sent the new Relation messages — with format_type's names
+      const shapes = events.flatMap((e) => (e._tag === "Schema" ? [{ columns: e.columns.map((c) => `${c.name} ${c.type}${c.key ? " key" : ""}`), seq: e.seq }] : []))
+      assert.deepStrictEqual(shapes, [
+        { columns: ["id integer key", "body text"], seq: 1 },
+        { columns: ["id integer key", "body text", "note text"], seq: 5001 },
+        { columns: ["id integer key", "body text"], seq: 6003 },
+        { columns: ["id integer key", "body character varying(200)"], seq: 6004 }
+      ])
+      const [retyped] = yield* pg.query<{ t: string }>("SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'body'")
+      assert.strictEqual(retyped!.t, "character varying(200)") // PostgreSQL's own name for it now
       // each change as the Relation message in force when it was sent described it
       assert.deepStrictEqual(all[2500]!.new, { id: 2500, body: "x".repeat(100) })
       assert.deepStrictEqual(all[2501]!.new, { id: 2501, body: "y".repeat(100) })
