@@ -73,6 +73,11 @@ describe("--generated-columns (the CLI as child processes, real PostgreSQL 18)",
       const server = (yield* pg.query("SELECT a::text AS a, b::text AS b FROM tab1 ORDER BY tab1.a")) as Array<{ a: string; b: string }>
       assert.deepStrictEqual(rowsOf(stored, "tab1").sort((x, y) => Number(x.a) - Number(y.a)), server)
       assert.includeMembers(lines(stored).filter((l) => l.op === "read").map((l) => String(l.new?.b)), ["2", "4", "6"], "the snapshot's rows carry b")
+      // a schema line before the table's first row (a read row of the snapshot, or a change): b in it, c (virtual) not
+      const all = stored.lines as Array<Line & { columns?: Array<{ name: string; type: string }> }>
+      const firstRow = all.findIndex((l) => l.type === "change" && l.table === "tab1")
+      const shape = all.slice(0, firstRow).find((l) => l.type === "schema" && l.table === "tab1")
+      assert.deepStrictEqual(shape?.columns?.map((c) => `${c.name} ${c.type}`), ["a integer", "b integer"])
       // (no snapshot in this one: the rows written while it streamed)
       assert.deepStrictEqual(rowsOf(none, "tab1").sort((x, y) => Number(x.a) - Number(y.a)), server.filter((r) => Number(r.a) > 3).map((r) => ({ a: r.a })))
       assert.isTrue([...lines(stored), ...lines(none)].every((l) => !("c" in (l.new ?? {}))), "the virtual column is never published")

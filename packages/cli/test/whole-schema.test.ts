@@ -9,7 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { cli, freePort, get, start, streaming, until, untilEffect } from "./cli-helpers.ts"
 
-type Line = { type: string; table?: string; schema?: string; new?: Record<string, unknown> | null }
+type Line = { type: string; op?: string; table?: string; schema?: string; new?: Record<string, unknown> | null }
 
 describe.each([15, 18])("--table schema.* (the CLI as a child process, real PostgreSQL %i)", (major) => {
   it.live("the schema's tables, one created while running picked up within the watch interval, one without replica identity left out and reported until it has a key", () =>
@@ -35,7 +35,7 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       assert.strictEqual(checks.find((c) => c.name === "schema sales")?.message, "publishes orders")
 
       const http = yield* Effect.promise(() => freePort())
-      const r = yield* start(["--database-url", pg.url, "--table", "sales.*", "--instance-id", "a", "--http-port", String(http)])
+      const r = yield* start(["--database-url", pg.url, "--table", "sales.*", "--snapshot", "initial", "--instance-id", "a", "--http-port", String(http)])
       yield* streaming(pg)
       const published = () => Effect.map(pg.query("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = 'slotkeeper_default' ORDER BY 1"), (rows) => (rows as Array<{ t: string }>).map((x) => x.t))
       assert.deepStrictEqual(yield* published(), ["sales.orders"])
@@ -45,6 +45,11 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${http}/metrics`).then((x) => x.text()))
       assert.match(metrics, /^slotkeeper_tables_unpublished\{[^}]*reason="NoReplicaIdentity"[^}]*\} 1$/m)
       assert.match(r.stderr(), /not publishing sales\.log has no replica identity/)
+      // ... and in status (another process: as the owner recorded it)
+      const status = yield* cli("status", "--database-url", pg.url, "--json")
+      const [stream] = (JSON.parse(status.stdout) as { streams: Array<{ unpublished: Array<{ table: string; reason: string }> }> }).streams
+      assert.deepStrictEqual(stream!.unpublished.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"]])
+      assert.match((yield* cli("status", "--database-url", pg.url)).stdout, /table +sales\.log: NOT PUBLISHED \(NoReplicaIdentity\)/)
       // the application's writes on it still work
       yield* pg.query("INSERT INTO sales.log VALUES ('a')")
       yield* pg.query("UPDATE sales.log SET msg = 'b'")
@@ -59,6 +64,7 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       // (the watch interval, 10 s), their rows streamed from then on
       const created = performance.now()
       yield* pg.query("CREATE TABLE sales.items (id int PRIMARY KEY)")
+      yield* pg.query("INSERT INTO sales.items VALUES (6)") // before it joins: not a change of the stream, but the snapshot reads it
       yield* pg.query("ALTER TABLE sales.log ADD COLUMN id serial PRIMARY KEY")
       yield* untilEffect(Effect.map(published(), (ts) => (ts.includes("sales.items") && ts.includes("sales.log") ? true : undefined)), 30_000, "sales.items and sales.log published")
       const pickedUp = (performance.now() - created) / 1000
@@ -68,6 +74,17 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       yield* pg.query("INSERT INTO sales.log (msg) VALUES ('keyed')")
       yield* until(() => (lines().some((l) => l.table === "log") ? true : undefined), 30_000, "the keyed log row")
       assert.isUndefined(((yield* get(http, "/health")).body as { unpublished_tables?: unknown }).unpublished_tables)
-      assert.deepStrictEqual(lines().map((l) => [l.schema, l.table, String(l.new?.id)]), [["sales", "orders", "1"], ["sales", "items", "7"], ["sales", "log", "1"]])
+      yield* untilEffect(Effect.map(cli("status", "--database-url", pg.url, "--json"), (x) =>
+        (JSON.parse(x.stdout) as { streams: Array<{ unpublished: Array<unknown> }> }).streams[0]!.unpublished.length === 0 ? true : undefined), 20_000, "status: nothing left out")
+      yield* until(() => (lines().some((l) => l.table === "items" && l.op === "read") ? true : undefined), 30_000, "the snapshot's row of sales.items")
+      assert.deepStrictEqual(lines().filter((l) => l.op !== "read").map((l) => `${l.op} ${l.schema}.${l.table} ${String(l.new?.id)}`).sort(), [
+        "insert sales.items 7", "insert sales.log 1", "insert sales.orders 1"
+      ])
+      // the snapshot of a table that joined reads it as it is then (rows streamed as changes too, when written before
+      // the read): every read row is one the server has, and the row written before it joined is among them
+      const rows = (yield* pg.query("SELECT 'sales.items ' || id AS r FROM sales.items UNION ALL SELECT 'sales.log ' || id FROM sales.log")) as Array<{ r: string }>
+      const reads = lines().filter((l) => l.op === "read").map((l) => `${l.schema}.${l.table} ${String(l.new?.id)}`)
+      assert.includeMembers(rows.map((x) => x.r), reads)
+      assert.include(reads, "sales.items 6")
     }))
 })

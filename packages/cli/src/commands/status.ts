@@ -49,6 +49,8 @@ interface StreamStatus {
     readonly findings: ReadonlyArray<string>
   }>
   readonly publication: { readonly name: string; readonly tables: ReadonlyArray<string> } | null
+  /** Tables of the stream's schemas (`--table 'sales.*'`) left out of the publication, as the owner last recorded them. */
+  readonly unpublished: ReadonlyArray<{ readonly table: string; readonly reason: string; readonly message: string }>
   readonly position: string | null
   /** Where the current slot was created: every transaction that commits after it is delivered. */
   readonly captureStart: string | null
@@ -158,6 +160,11 @@ export const status = Command.make("status", {
            LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(b.schema_name) || '.' || quote_ident(b.table_name))
           WHERE b.stream_id = $1 ORDER BY b.requested_at, b.backfill_id`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<BackfillRow>)) // no backfills table: none was ever asked for
+      // to_jsonb: a catalog of an earlier version has no such column
+      const [left] = yield* sql.unsafe<{ unpublished: string | null }>(
+        `SELECT (to_jsonb(p) -> 'unpublished')::text AS unpublished FROM ${schema}.publications p WHERE stream_id = $1 AND to_regclass('${schema}.publications') IS NOT NULL`, [o.stream_id]
+      ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ unpublished: string | null }>))
+      const unpublished = left?.unpublished == null || left.unpublished === "null" ? [] : JSON.parse(left.unpublished) as StreamStatus["unpublished"]
       const [position] = yield* sql.unsafe<{ lsn: string }>(
         `SELECT lsn::text AS lsn FROM ${schema}.checkpoints WHERE stream_id = $1 AND to_regclass('${schema}.checkpoints') IS NOT NULL`, [o.stream_id]
       ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<{ lsn: string }>))
@@ -172,6 +179,7 @@ export const status = Command.make("status", {
         }),
         slots: slotStatus,
         publication: published === undefined ? null : { name: publication, tables: published.tables },
+        unpublished,
         position: position === undefined ? null : Lsn.format(Lsn.parseUnsafe(position.lsn)),
         captureStart: slots.filter((sl) => sl.state === "active").at(-1)?.consistent_point ?? null,
         backfills: backfills.map((b) => {
@@ -219,6 +227,7 @@ export const status = Command.make("status", {
       yield* Console.log(`  session      ${x.applicationName} (pid ${x.pid}): ${x.encrypted ? `encrypted (${x.tls ?? "TLS"})` : "NOT encrypted"}`)
     }
     yield* Console.log(`  publication  ${s.publication === null ? "missing" : `${s.publication.name}: ${s.publication.tables.join(", ") || "(no tables)"}`}`)
+    for (const t of s.unpublished) yield* Console.log(`  table        ${t.table}: NOT PUBLISHED (${t.reason}): ${t.message}`)
     for (const sub of s.subscriptions.filter((x) => x.state !== "ok")) {
       yield* Console.log(`  table        ${sub.table} (subscription ${sub.id}): ${sub.state === "renamed" ? `RENAMED to ${sub.now}, still published` : "DROPPED: its changes stopped"}`)
     }

@@ -34,7 +34,7 @@ import * as StreamMetrics from "../service/StreamMetrics.ts"
 import * as StreamId from "../StreamId.ts"
 import type { LockBackendError } from "../ownership/LockBackend.ts"
 import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
-import { type ChangeEvent, ReplicationError, type ReplicationEvent, type ReplicationStream } from "../replication/ReplicationStream.ts"
+import { type ChangeEvent, ReplicationError, type ReplicationEvent, type ReplicationStream, type SchemaEvent } from "../replication/ReplicationStream.ts"
 import { Rows } from "../replication/Rows.ts"
 import * as TypeCatalog from "../replication/TypeCatalog.ts"
 import * as Values from "../replication/Values.ts"
@@ -94,7 +94,9 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
     const own = yield* Ownership
     const windows = new ChunkWindows()
     /** Chunks read, by id: what their rows are, for the events. */
-    const chunks = new Map<string, { readonly backfill: string; readonly shape: ChunkReader.TableShape; readonly columns: ReadonlyArray<string>; readonly plainJson: boolean }>()
+    const chunks = new Map<string, { readonly backfill: string; readonly shape: ChunkReader.TableShape; readonly columns: ReadonlyArray<string>; readonly plainJson: boolean; readonly schema: SchemaEvent["columns"] }>()
+    // the shape of each table whose read rows this connection placed, as a schema event announced it (see `Assembler`)
+    const announced = new Map<string, string>()
     const waiters = new Map<string, Deferred.Deferred<Placed>>()
     const prefix = `${watermarkPrefix}${options.streamId}`
     const decoder = new TextDecoder()
@@ -132,6 +134,23 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
             chunks.delete(id)
             let added = 0
             if (answer._tag === "Emit" && chunk !== undefined) {
+              // the table's shape before its first read row on this connection (and after it changed), as for changes
+              const signature = JSON.stringify(chunk.schema)
+              const tableKey = `${chunk.shape.schema}.${chunk.shape.table}`
+              if (answer.rows.length > 0 && announced.get(tableKey) !== signature) {
+                announced.set(tableKey, signature)
+                out.push({
+                  _tag: "Schema",
+                  schema: chunk.shape.schema,
+                  table: chunk.shape.table,
+                  relationId: chunk.shape.relation.oid,
+                  columns: chunk.schema,
+                  xid: at.xid,
+                  commitLsn: at.commitLsn,
+                  commitTime: at.commitTime,
+                  seq: at.seq + 1
+                })
+              }
               for (const row of answer.rows) {
                 added++
                 const read: ChangeEvent = {
@@ -212,7 +231,13 @@ export const attach = (connection: ReplicationStream, options: BackfillOptions):
         const built = chunk.rows.map((texts) => rows.build(shape.relation, texts).row)
         const rowShape = rows.shape(shape.relation)
         windows.loaded(id, chunk.snapshot, built)
-        chunks.set(id, { backfill, shape, columns: rowShape.columns, plainJson: rowShape.plain && !rowShape.floats })
+        chunks.set(id, {
+          backfill,
+          shape,
+          columns: rowShape.columns,
+          plainJson: rowShape.plain && !rowShape.floats,
+          schema: shape.relation.columns.map((c) => ({ name: c.name, type: rows.typeName(c.typeOid, c.typeMod), typeOid: c.typeOid, typeModifier: c.typeMod, key: c.key }))
+        })
         // the waiter is in place before the watermark is written: the stream may deliver it at once
         const waiter = yield* Deferred.make<Placed>()
         waiters.set(id, waiter)

@@ -130,7 +130,7 @@ export const make = (own: Ownership["Service"], sql: SqlClient, options: PgPubli
       configured_started_at text,
       configured_epoch bigint`, setupError)
     yield* ensureColumns(sql, options.schema, "publications",
-      [["config_hash", "text"], ["configured_by", "text"], ["configured_started_at", "text"], ["configured_epoch", "bigint"]], setupError)
+      [["config_hash", "text"], ["configured_by", "text"], ["configured_started_at", "text"], ["configured_epoch", "bigint"], ["unpublished", "jsonb"]], setupError)
     const subscriptionsTable = qualified(options.schema, "subscriptions")
     const publicationsTable = qualified(options.schema, "publications")
     const pub = quoteIdent(options.publication)

@@ -26,6 +26,7 @@ import { Ownership, type OwnershipLost } from "../ownership/Ownership.ts"
 import * as StreamOwnership from "../ownership/StreamOwnership.ts"
 import * as PgPublication from "../publication/PgPublication.ts"
 import * as PublicationManager from "../publication/PublicationManager.ts"
+import { qualified as qualifiedTable } from "../internal/schemaSetup.ts"
 import * as SchemaTables from "../publication/SchemaTables.ts"
 import * as Subscription from "../publication/Subscription.ts"
 import { SlotError } from "../slot/PersistentSlot.ts"
@@ -229,9 +230,24 @@ export const layer = <E, R>(
         })
         const unpublished = options.unpublished ?? (yield* SubscriptionRef.make<ReadonlyArray<SchemaTables.Skipped>>([]))
         const said = new Set<string>()
+        // recorded with the publication too, for `slotkeeper status` (another process): written when it changes
+        let recorded: string | undefined
+        const record = (skipped: ReadonlyArray<SchemaTables.Skipped>) =>
+          Effect.suspend(() => {
+            const text = JSON.stringify(skipped.map((t) => ({ table: `${t.schema}.${t.name}`, reason: t.reason, message: t.message })))
+            if (text === recorded) return Effect.void
+            return own.guarded(options.sql.unsafe(
+              `UPDATE ${qualifiedTable(options.schema, "publications")} SET unpublished = $2::jsonb WHERE stream_id = $1`,
+              [options.streamId, text]
+            )).pipe(
+              Effect.tap(() => Effect.sync(() => void (recorded = text))),
+              Effect.catchCause((cause) => Effect.logWarning(`stream ${options.streamId}: recording the tables left out failed (status may not show them)`, cause))
+            )
+          })
         const report = (skipped: ReadonlyArray<SchemaTables.Skipped>) =>
           Effect.gen(function*() {
             yield* SubscriptionRef.set(unpublished, skipped)
+            yield* record(skipped)
             for (const t of skipped) {
               const key = `${t.schema}.${t.name}:${t.reason}`
               if (!said.has(key)) yield* Effect.logWarning(`stream ${options.streamId}: not publishing ${t.message}`)
@@ -239,7 +255,6 @@ export const layer = <E, R>(
             }
           })
         const first = schemas.length === 0 ? { subscriptions: [], skipped: [] } : yield* expandNow
-        yield* report(first.skipped)
         // the configured set is made the whole set as the manager starts (the saved set is never applied first)
         const manager = yield* PublicationManager.make(
           yield* PgPublication.make(own, options.sql, {
@@ -255,6 +270,8 @@ export const layer = <E, R>(
             ...(options.publicationStatus === undefined ? {} : { status: options.publicationStatus })
           }
         )
+        // said once the publication (and slotkeeper's record of it) exists
+        if (schemas.length > 0) yield* report(first.skipped)
         if (schemas.length > 0) {
           // tables created (or given a key) later: added at the next look, from that commit on
           let current = first.subscriptions.map((s) => s.id).join("\n")
