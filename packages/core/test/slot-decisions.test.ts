@@ -81,6 +81,14 @@ describe("Resume (pure)", () => {
     assert.deepStrictEqual(Resume.decide(durable, { ...slot, synced: false }, server), { _tag: "Resume", from: 1000n }) // no failover: a primary's own slot
     assert.strictEqual(refused(Resume.decide(durable, slot, { ...promoted, switchPoints: new Map() })), "PositionOnLostTimeline")
   })
+
+  it("a slot invalidated by idle_replication_slot_timeout (18) is refused as such, not as lost WAL", () => {
+    const message = (d: Resume.Decision) => (d._tag === "Refuse" ? d.error.message : "")
+    const decision = Resume.decide(durable, { ...slot, invalidationReason: "idle_timeout" }, server)
+    assert.strictEqual(refused(decision), "SlotInvalidated")
+    assert.match(message(decision), /invalidated by idle_replication_slot_timeout \(idle_timeout\): no instance of the stream ran for longer than the timeout/)
+    assert.match(message(Resume.decide(durable, { ...slot, invalidationReason: "wal_removed" }, server)), /the WAL it needed is gone/)
+  })
 })
 
 

@@ -95,6 +95,12 @@ export const decide = (durable: DurablePosition | undefined, slot: SlotState, se
     return refuse("SlotMissing", `replication slot ${slot.slotName} does not exist: the stream's position is lost. It is not re-created under ` +
       `the same name (standbys match slots by name); a new incarnation needs a resync of the consumers`)
   }
+  if (slot.invalidationReason === "idle_timeout") {
+    // PostgreSQL 18: inactive for longer than idle_replication_slot_timeout — an outage of the stream, not lost WAL
+    return refuse("SlotInvalidated", `replication slot ${slot.slotName} was invalidated by idle_replication_slot_timeout (idle_timeout): no ` +
+      `instance of the stream ran for longer than the timeout, so the server gave up the changes it kept for it; a new incarnation needs a resync ` +
+      `of the consumers. Set idle_replication_slot_timeout longer than any outage of the stream (or 0)`)
+  }
   if (slot.invalidationReason !== undefined || slot.walStatus === "lost" || slot.conflicting === true) {
     return refuse("SlotInvalidated", `replication slot ${slot.slotName} is invalidated (${slot.invalidationReason ?? (slot.walStatus === "lost" ? "wal_status lost" : "conflicting with recovery")}): ` +
       `the WAL it needed is gone, so changes were lost; a new incarnation needs a resync of the consumers`)
