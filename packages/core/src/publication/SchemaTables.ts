@@ -15,6 +15,9 @@
  * - Left out, and said (`skipped`): a table without a replica identity (no primary key, `REPLICA IDENTITY NOTHING`, or
  *   an index identity that is gone) while updates or deletes are published; a table the role may not publish (owned by
  *   another role). A table left out is looked at again at every round: given a primary key, it is added.
+ * - A partitioned table counts as having an identity only through its own key (which its partitions then have too).
+ *   One without a key whose partitions have keys is left out, although PostgreSQL accepts it named on its own: a
+ *   partition attached later without a key would have its UPDATE refused until the next look removed the table.
  * - A table named on its own as well keeps its own subscription (its columns and filter); the schema's is not added.
  * - `expand` is pure; `list` reads the catalog.
  */
