@@ -101,7 +101,8 @@ export const assess = (slotName: string, row: SlotRow | undefined, currentLsn: L
       code: "SlotInvalidated",
       message: row.invalidationReason === "idle_timeout"
         ? `replication slot ${slotName} was invalidated by idle_replication_slot_timeout (idle_timeout): it was inactive for longer than ` +
-          `${row.idleTimeoutSeconds === undefined ? "the timeout" : seconds(row.idleTimeoutSeconds)} — no instance of the stream ran meanwhile — and can no longer be streamed from`
+          `${row.idleTimeoutSeconds === undefined ? "the timeout" : seconds(row.idleTimeoutSeconds)} — no instance of the stream ran meanwhile — and can no longer be streamed from ` +
+          `(set idle_replication_slot_timeout longer than any outage of the stream, or 0)`
         : `replication slot ${slotName} is invalidated (${row.invalidationReason ?? (row.walStatus === "lost" ? "wal_status lost" : "conflicting")}): it can no longer be streamed from`
     })
   } else if (row.walStatus === "unreserved") {
