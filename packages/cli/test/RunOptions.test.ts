@@ -36,10 +36,10 @@ describe("RunOptions", () => {
 
   it("the --config file takes exactly the table's keys, each with its kind's type", () => {
     for (const o of RunOptions.runOptions.filter((o) => o.key !== "config")) {
-      const value = o.kind === "list" ? [] : o.kind === "port" || o.kind === "count" ? 8080 : o.kind === "choice" ? o.choices![0] : o.kind === "duration" ? "5s" : "x"
+      const value = o.kind === "list" ? [] : o.kind === "port" || o.kind === "count" ? 8080 : o.kind === "choice" ? o.choices![0] : o.kind === "duration" ? "5s" : o.kind === "boolean" ? true : "x"
       const parsed = RunConfig.fromFile("f.json", JSON.stringify({ [o.key]: value }))
       assert.isTrue(Result.isSuccess(parsed), `${o.key}: ${JSON.stringify(parsed)}`)
-      const wrong = o.kind === "list" ? "x" : o.kind === "port" || o.kind === "count" ? "8080" : [1]
+      const wrong = o.kind === "list" ? "x" : o.kind === "port" || o.kind === "count" ? "8080" : o.kind === "boolean" ? "true" : [1]
       const refused = RunConfig.fromFile("f.json", JSON.stringify({ [o.key]: wrong }))
       assert.isTrue(Result.isFailure(refused) && refused.failure._tag === "ConfigInvalid", `${o.key} took ${JSON.stringify(wrong)}`)
     }
