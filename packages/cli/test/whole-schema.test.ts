@@ -19,6 +19,7 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       yield* pg.query("CREATE TABLE sales.orders (id int PRIMARY KEY, total int)")
       yield* pg.query("CREATE TABLE sales.log (msg text)") // no primary key: no replica identity
       yield* pg.query("CREATE TABLE public.other (id int PRIMARY KEY)")
+      yield* pg.query("CREATE UNLOGGED TABLE sales.scratch (id int PRIMARY KEY)") // PostgreSQL cannot publish it
 
       // bad input: exit 2 before anything is created
       const filtered = yield* cli("run", "--database-url", pg.url, "--table", "sales.* WHERE total > 1")
@@ -31,7 +32,7 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       // check says the same before anything runs
       const checked = yield* cli("check", "--database-url", pg.url, "--table", "sales.*", "--json")
       const checks = (JSON.parse(checked.stdout) as { checks: Array<{ name: string; level: string; message: string }> }).checks
-      assert.deepStrictEqual(checks.filter((c) => c.name === "schema sales" || c.name === "table sales.log").map((c) => [c.name, c.level]), [["schema sales", "ok"], ["table sales.log", "warn"]])
+      assert.deepStrictEqual(checks.filter((c) => c.name === "schema sales" || c.name.startsWith("table sales.")).map((c) => [c.name, c.level]), [["schema sales", "ok"], ["table sales.log", "warn"], ["table sales.scratch", "warn"]])
       assert.strictEqual(checks.find((c) => c.name === "schema sales")?.message, "publishes orders")
 
       const http = yield* Effect.promise(() => freePort())
@@ -41,14 +42,14 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       assert.deepStrictEqual(yield* published(), ["sales.orders"])
       // left out, and said: /health, /metrics, the log
       const health = (yield* get(http, "/health")).body as { unpublished_tables?: Array<{ table: string; reason: string; message: string }> }
-      assert.deepStrictEqual(health.unpublished_tables?.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"]])
+      assert.deepStrictEqual(health.unpublished_tables?.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"], ["sales.scratch", "Unlogged"]])
       const metrics = yield* Effect.promise(() => fetch(`http://127.0.0.1:${http}/metrics`).then((x) => x.text()))
       assert.match(metrics, /^slotkeeper_tables_unpublished\{[^}]*reason="NoReplicaIdentity"[^}]*\} 1$/m)
       assert.match(r.stderr(), /not publishing sales\.log has no replica identity/)
       // ... and in status (another process: as the owner recorded it)
       const status = yield* cli("status", "--database-url", pg.url, "--json")
       const [stream] = (JSON.parse(status.stdout) as { streams: Array<{ unpublished: Array<{ table: string; reason: string }> }> }).streams
-      assert.deepStrictEqual(stream!.unpublished.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"]])
+      assert.deepStrictEqual(stream!.unpublished.map((t) => [t.table, t.reason]), [["sales.log", "NoReplicaIdentity"], ["sales.scratch", "Unlogged"]])
       assert.match((yield* cli("status", "--database-url", pg.url)).stdout, /table +sales\.log: NOT PUBLISHED \(NoReplicaIdentity\)/)
       // the application's writes on it still work
       yield* pg.query("INSERT INTO sales.log VALUES ('a')")
@@ -73,9 +74,10 @@ describe.each([15, 18])("--table schema.* (the CLI as a child process, real Post
       yield* pg.query("INSERT INTO sales.items VALUES (7)")
       yield* pg.query("INSERT INTO sales.log (msg) VALUES ('keyed')")
       yield* until(() => (lines().some((l) => l.table === "log") ? true : undefined), 30_000, "the keyed log row")
-      assert.isUndefined(((yield* get(http, "/health")).body as { unpublished_tables?: unknown }).unpublished_tables)
+      // only the unlogged one is still left out
+      assert.deepStrictEqual(((yield* get(http, "/health")).body as { unpublished_tables?: Array<{ table: string }> }).unpublished_tables?.map((t) => t.table), ["sales.scratch"])
       yield* untilEffect(Effect.map(cli("status", "--database-url", pg.url, "--json"), (x) =>
-        (JSON.parse(x.stdout) as { streams: Array<{ unpublished: Array<unknown> }> }).streams[0]!.unpublished.length === 0 ? true : undefined), 20_000, "status: nothing left out")
+        (JSON.parse(x.stdout) as { streams: Array<{ unpublished: Array<unknown> }> }).streams[0]!.unpublished.length === 1 ? true : undefined), 20_000, "status: only the unlogged table left out")
       yield* until(() => (lines().some((l) => l.table === "items" && l.op === "read") ? true : undefined), 30_000, "the snapshot's row of sales.items")
       assert.deepStrictEqual(lines().filter((l) => l.op !== "read").map((l) => `${l.op} ${l.schema}.${l.table} ${String(l.new?.id)}`).sort(), [
         "insert sales.items 7", "insert sales.log 1", "insert sales.orders 1"

@@ -116,6 +116,13 @@ describe("SchemaTables.expand (pure)", () => {
     assert.deepStrictEqual(SchemaTables.expand([t("log", false)], { publishes: { update: false, delete: true }, explicit: new Set() }).skipped.length, 1)
   })
 
+  it("an unlogged table is left out: PostgreSQL cannot publish it, whatever is published", () => {
+    const e = SchemaTables.expand([{ ...t("scratch"), unlogged: true }, t("orders")], { publishes: { update: false, delete: false }, explicit: new Set() })
+    assert.deepStrictEqual(e.subscriptions.map((s) => s.id), ["sales.orders"])
+    assert.deepStrictEqual(e.skipped.map((s) => [s.name, s.reason]), [["scratch", "Unlogged"]])
+    assert.match(e.skipped[0]!.message, /UNLOGGED.*ALTER TABLE sales\.scratch SET LOGGED/)
+  })
+
   it("another role's table is left out (only its owner may publish it); a table given on its own keeps its own subscription", () => {
     const e = SchemaTables.expand([t("orders"), t("theirs", true, false)], { publishes: all, explicit: new Set(["sales.orders"]) })
     assert.deepStrictEqual(e.subscriptions, [])

@@ -14,7 +14,7 @@
  *   partitions, or itself with `publish_via_partition_root`), not temporary ones.
  * - Left out, and said (`skipped`): a table without a replica identity (no primary key, `REPLICA IDENTITY NOTHING`, or
  *   an index identity that is gone) while updates or deletes are published; a table the role may not publish (owned by
- *   another role). A table left out is looked at again at every round: given a primary key, it is added.
+ *   another role); an `UNLOGGED` table (PostgreSQL cannot publish it: its changes are not in the WAL). A table left out is looked at again at every round: given a primary key, it is added.
  * - A partitioned table counts as having an identity only through its own key (which its partitions then have too).
  *   One without a key whose partitions have keys is left out, although PostgreSQL accepts it named on its own: a
  *   partition attached later without a key would have its UPDATE refused until the next look removed the table.
@@ -34,13 +34,15 @@ export interface CatalogTable {
   readonly hasIdentity: boolean
   /** The role may add it to a publication (owns it, by membership, or is a superuser). */
   readonly mayPublish: boolean
+  /** `UNLOGGED`: PostgreSQL cannot publish it (its changes are not in the WAL). */
+  readonly unlogged?: boolean | undefined
   readonly owner: string
 }
 
 export interface Skipped {
   readonly schema: string
   readonly name: string
-  readonly reason: "NoReplicaIdentity" | "Privilege"
+  readonly reason: "NoReplicaIdentity" | "Privilege" | "Unlogged"
   readonly message: string
 }
 
@@ -66,7 +68,9 @@ export const expand = (
   for (const t of [...tables].sort((a, b) => (idOf(a.schema, a.name) < idOf(b.schema, b.name) ? -1 : 1))) {
     const id = idOf(t.schema, t.name)
     if (options.explicit.has(id)) continue
-    if (!t.mayPublish) {
+    if (t.unlogged === true) {
+      skipped.push({ schema: t.schema, name: t.name, reason: "Unlogged", message: `${id} is UNLOGGED: its changes are not written to the WAL, so PostgreSQL cannot publish it (ALTER TABLE ${id} SET LOGGED to stream it)` })
+    } else if (!t.mayPublish) {
       skipped.push({ schema: t.schema, name: t.name, reason: "Privilege", message: `${id} is owned by ${t.owner}: only its owner may add it to a publication (GRANT ${t.owner} TO the role slotkeeper uses)` })
     } else if (needsIdentity && !t.hasIdentity) {
       skipped.push({
@@ -84,8 +88,8 @@ export const expand = (
 export const list = (sql: SqlClient, schemas: ReadonlyArray<string>): Effect.Effect<{ readonly tables: ReadonlyArray<CatalogTable>; readonly existing: ReadonlyArray<string> }, SqlError> =>
   Effect.gen(function*() {
     const existing = yield* sql.unsafe<{ name: string }>("SELECT nspname::text AS name FROM pg_namespace WHERE nspname = ANY($1::text[])", [[...schemas]])
-    const rows = yield* sql.unsafe<{ schema: string; name: string; identity: boolean; may: boolean; owner: string }>(
-      `SELECT n.nspname::text AS schema, c.relname::text AS name, pg_get_userbyid(c.relowner)::text AS owner,
+    const rows = yield* sql.unsafe<{ schema: string; name: string; identity: boolean; may: boolean; owner: string; unlogged: boolean }>(
+      `SELECT n.nspname::text AS schema, c.relname::text AS name, pg_get_userbyid(c.relowner)::text AS owner, c.relpersistence = 'u' AS unlogged,
               (pg_has_role(c.relowner, 'USAGE') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS may,
               (c.relreplident = 'f'
                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
@@ -96,7 +100,7 @@ export const list = (sql: SqlClient, schemas: ReadonlyArray<string>): Effect.Eff
       [[...schemas]]
     )
     return {
-      tables: rows.map((r) => ({ schema: r.schema, name: r.name, hasIdentity: r.identity, mayPublish: r.may, owner: r.owner })),
+      tables: rows.map((r) => ({ schema: r.schema, name: r.name, hasIdentity: r.identity, mayPublish: r.may, owner: r.owner, unlogged: r.unlogged })),
       existing: existing.map((r) => r.name)
     }
   })

@@ -166,7 +166,7 @@ const collect = (s: StreamStatus.Snapshot): Effect.Effect<void> =>
     for (const session of s.sessions ?? []) {
       yield* set("slotkeeper_session_encrypted", "1 when the session is encrypted (TLS), by the server's pg_stat_ssl", session.encrypted ? 1 : 0, { session: session.role, pid: String(session.pid) })
     }
-    for (const reason of ["NoReplicaIdentity", "Privilege"] as const) {
+    for (const reason of ["NoReplicaIdentity", "Privilege", "Unlogged"] as const) {
       const n = (s.unpublished ?? []).filter((t) => t.reason === reason).length
       if (n > 0) yield* set("slotkeeper_tables_unpublished", "tables of the stream's schemas left out of the publication, by why (they would break the application's writes, or are another role's)", n, { reason })
     }
