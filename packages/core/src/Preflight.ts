@@ -32,6 +32,7 @@ import * as Subscription from "./publication/Subscription.ts"
 import * as Validation from "./publication/Validation.ts"
 import * as FailoverCheck from "./slot/FailoverCheck.ts"
 import * as Health from "./slot/Health.ts"
+import * as SlotInspector from "./slot/SlotInspector.ts"
 
 export interface Check {
   readonly name: string
@@ -100,10 +101,7 @@ const inspect = (sql: SqlClient, options: PreflightOptions): Effect.Effect<Reado
       : s.publication_exists ? "may not create in this database, but the publication exists" : `role ${s.role} may not create the publication: GRANT CREATE ON DATABASE to it, or create publication ${options.publication} for it`)
     if (s.v >= 180000) {
       // PostgreSQL 18 invalidates a slot inactive for longer than this: the stream's slot, whenever no instance runs
-      const [idle] = yield* sql.unsafe<{ seconds: number | null }>(
-        `SELECT nullif(setting::float8, 0) * CASE unit WHEN 'min' THEN 60 WHEN 'ms' THEN 0.001 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END AS seconds
-           FROM pg_settings WHERE name = 'idle_replication_slot_timeout'`
-      )
+      const [idle] = yield* sql.unsafe<{ seconds: number | null }>(`SELECT ${SlotInspector.idleTimeoutSecondsSql} AS seconds`)
       const timeout = idle?.seconds ?? null
       if (timeout === null) add("idle slot timeout", "ok", "idle_replication_slot_timeout is off: an inactive slot is kept until it is dropped")
       else {
@@ -183,8 +181,7 @@ export const admit = (sql: SqlClient, options: AdmitOptions): Effect.Effect<
     const refused = checks.find((c) => c.level === "error" && c.transient !== true)
     if (refused !== undefined) return yield* new PreflightRefused({ check: refused.name, message: refused.message })
     for (const c of checks) if (c.level === "error") yield* Effect.logWarning(`preflight: ${c.name}: ${c.message}`)
-    const [server] = yield* sql.unsafe<{ v: number }>("SELECT current_setting('server_version_num')::int AS v")
-    const version = server?.v ?? 0
+    const version = yield* PublicationCatalog.serverVersion(sql)
     if (options.viaRoot === true && version < 130000) {
       return yield* new PreflightRefused({ check: "partition root", message: `publishing a partitioned table's changes under its own name (publish_via_partition_root) needs PostgreSQL 13+; this server is ${version}` })
     }

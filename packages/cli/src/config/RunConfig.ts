@@ -16,7 +16,7 @@
  */
 import { hostname } from "node:os"
 import { Duration, Option, Result, Schema } from "effect"
-import { Connector, OwnershipConfig, Redact, StreamId, Subscription } from "@slotkeeper/core"
+import { Connector, OwnershipConfig, PgPublication, Redact, StreamId, Subscription } from "@slotkeeper/core"
 import * as RunOptions from "./RunOptions.ts"
 
 export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", {
@@ -483,15 +483,10 @@ const configOf = (input: RunInput): RunConfig | ConfigInvalid => {
   }
 }
 
-/** What a publication may publish, by PostgreSQL's `publish` option. */
-export interface Publishes {
-  readonly insert: boolean
-  readonly update: boolean
-  readonly delete: boolean
-  readonly truncate: boolean
-}
+/** What a publication may publish, by PostgreSQL's `publish` option (the core's). */
+export type Publishes = PgPublication.Publishes
 
-const operations = ["insert", "update", "delete", "truncate"] as const
+const operations = PgPublication.operations
 
 /**
  * `--publish`: some of insert, update, delete, truncate, comma-separated, as PostgreSQL reads its `publish` option
@@ -509,7 +504,7 @@ const publishOf = (text: string | undefined): Publishes | ConfigInvalid => {
 }
 
 /** The `publish` option's text for `publishes` (`insert, update`), as PostgreSQL writes it. */
-export const publishText = (publishes: Publishes): string => operations.filter((o) => publishes[o]).join(", ")
+export const publishText = PgPublication.publishList
 
 /**
  * `schema.*`: a whole schema, its name by PostgreSQL's rules (`sales.*`, `"Sales".*`); `undefined` for a text that is

@@ -67,7 +67,11 @@ export interface PgPublicationOptions {
   readonly lockRetries?: number
 }
 
-const publishList = (p: Publishes) => (["insert", "update", "delete", "truncate"] as const).filter((k) => p[k]).join(", ")
+/** The operations of PostgreSQL's `publish` option, in its order. */
+export const operations = ["insert", "update", "delete", "truncate"] as const
+
+/** The `publish` option's text for `p` (`insert, truncate`), as PostgreSQL writes it. */
+export const publishList = (p: Publishes): string => operations.filter((k) => p[k]).join(", ")
 
 /**
  * The stream's publication in PostgreSQL, as the backend `PublicationManager` reconciles through: every change is

@@ -198,16 +198,22 @@ export class Assembler {
     this.rows = rows
   }
 
-  /** The shape last announced per relation on this connection (a `Schema` event), as a comparable text. */
-  private readonly announced = new Map<number, string>()
+  /**
+   * The shape last announced per relation on this connection (a `Schema` event): the Relation message it came from, and
+   * its shape as a comparable text. On the hot path only the message is compared (the decoder keeps one object per
+   * Relation message); the text is computed when PostgreSQL sent a new one, which may describe the same shape.
+   */
+  private readonly announced = new Map<number, { readonly relation: Relation; readonly signature: string }>()
   /** A `Schema` event due before the change just built. */
   private pendingSchema: Omit<SchemaEvent, keyof InTransaction> | undefined
 
   private announce(relation: Relation): void {
+    const last = this.announced.get(relation.oid)
+    if (last?.relation === relation) return
     const signature = JSON.stringify([relation.schema, relation.name, relation.columns.map((c) => [c.name, c.typeOid, c.typeMod, c.key])])
-    if (this.announced.get(relation.oid) === signature) return
     if (this.announced.size >= 100_000) this.announced.clear() // bounded, whatever the number of tables: announced again
-    this.announced.set(relation.oid, signature)
+    this.announced.set(relation.oid, { relation, signature })
+    if (last?.signature === signature) return
     this.pendingSchema = {
       _tag: "Schema",
       schema: relation.schema,

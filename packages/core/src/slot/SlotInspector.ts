@@ -19,6 +19,14 @@ export interface Observation {
   readonly serverVersion: number
 }
 
+/**
+ * `idle_replication_slot_timeout` in seconds, `NULL` when 0 (off): an SQL expression, for PostgreSQL 18+ (the setting's
+ * unit is minutes; the others are read as the catalog says).
+ */
+export const idleTimeoutSecondsSql =
+  `(SELECT nullif(setting::float8, 0) * CASE unit WHEN 'min' THEN 60 WHEN 'ms' THEN 0.001 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END
+      FROM pg_settings WHERE name = 'idle_replication_slot_timeout')`
+
 const optional = <A>(value: A | null | undefined): A | undefined => (value === null ? undefined : value)
 
 export const inspect = (sql: SqlClient, slotName: string): Effect.Effect<Observation, SlotError> =>
@@ -42,8 +50,7 @@ export const inspect = (sql: SqlClient, slotName: string): Effect.Effect<Observa
               ${v16 ? "conflicting" : "NULL::bool AS conflicting"},
               ${v17 ? "invalidation_reason, inactive_since::text, failover, synced" : "NULL::text AS invalidation_reason, NULL::text AS inactive_since, NULL::bool AS failover, NULL::bool AS synced"},
               ${v17 ? "extract(epoch FROM clock_timestamp() - inactive_since)::float8" : "NULL::float8"} AS inactive_seconds,
-              ${v18 ? `(SELECT nullif(setting::float8, 0) * CASE unit WHEN 'min' THEN 60 WHEN 'ms' THEN 0.001 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END
-                        FROM pg_settings WHERE name = 'idle_replication_slot_timeout')` : "NULL::float8"} AS idle_timeout_seconds
+              ${v18 ? idleTimeoutSecondsSql : "NULL::float8"} AS idle_timeout_seconds
          FROM pg_replication_slots WHERE slot_name = $1`,
       [slotName]
     )
